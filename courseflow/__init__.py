@@ -1,0 +1,1 @@
+"""CourseFlow: course enrollment that survives the first second of registration."""

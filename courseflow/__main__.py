@@ -1,0 +1,3 @@
+from courseflow.cli import main
+
+raise SystemExit(main())

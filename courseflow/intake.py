@@ -1,0 +1,106 @@
+"""Accepting a request: one atomic Redis step, durable before the client hears 202."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+import redis.asyncio as aioredis
+
+from courseflow import events
+from courseflow.events import EnrollmentRequested
+from courseflow.queue import Keys, parse_member
+
+# KEYS: courses set, idempotency key, request stream, course priority set, pending index.
+# ARGV: request id, request json, fingerprint, priority, course id, idempotency ttl (0 = keep).
+# The member is built exactly as queue.member() builds it.
+_ACCEPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[5]) == 0 then
+  return {'unknown_course'}
+end
+local prior = redis.call('GET', KEYS[2])
+if prior then
+  local sep = string.find(prior, ' ', 1, true)
+  local rid = string.sub(prior, 1, sep - 1)
+  if string.sub(prior, sep + 1) ~= ARGV[3] then
+    return {'conflict', rid}
+  end
+  local existing = redis.call('HGET', KEYS[5], rid)
+  if existing then
+    return {'replayed', rid, redis.call('ZRANK', KEYS[4], existing) + 1}
+  end
+  return {'replayed', rid}
+end
+local id = redis.call('XADD', KEYS[3], '*', 'request', ARGV[2])
+local dash = string.find(id, '-', 1, true)
+local ms, seq = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
+local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. '|' .. ARGV[2]
+redis.call('ZADD', KEYS[4], -tonumber(ARGV[4]), member)
+redis.call('HSET', KEYS[5], ARGV[1], member)
+if tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[6])
+else
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
+end
+return {'queued', ARGV[1], redis.call('ZRANK', KEYS[4], member) + 1}
+"""
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    outcome: Literal["queued", "replayed", "conflict", "unknown_course"]
+    request_id: str | None = None
+    # 1-based place in the course's priority order while pending; None once decided.
+    queue_position: int | None = None
+
+
+class Intake:
+    def __init__(self, client: aioredis.Redis, keys: Keys, idempotency_ttl_s: int = 0) -> None:
+        self._client = client
+        self._keys = keys
+        self._ttl = idempotency_ttl_s
+        self._accept = client.register_script(_ACCEPT)
+
+    async def accept(self, student_id: int, course_id: int, idempotency_key: str, priority: int) -> Accepted:
+        request = EnrollmentRequested(
+            course_id=course_id,
+            request_id=str(uuid.uuid4()),
+            student_id=student_id,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            requested_at=datetime.now(UTC),
+        )
+        k = self._keys
+        reply = await self._accept(
+            keys=[
+                k.courses,
+                k.idempotency(student_id, idempotency_key),
+                k.requests,
+                k.priority_set(course_id),
+                k.pending_index,
+            ],
+            args=[request.request_id, events.encode(request), f"{course_id}:{priority}", priority, course_id, self._ttl],
+        )
+        outcome, *rest = reply
+        return Accepted(
+            outcome.decode(),
+            rest[0].decode() if rest else None,
+            int(rest[1]) if len(rest) > 1 else None,
+        )
+
+    async def pending_position(self, request_id: str) -> tuple[EnrollmentRequested, int] | None:
+        """The pending request and its 1-based queue position, or None if it is not pending."""
+        raw = await self._client.hget(self._keys.pending_index, request_id)
+        if raw is None:
+            return None
+        item = parse_member(raw)
+        rank = await self._client.zrank(self._keys.priority_set(item.request.course_id), raw)
+        return None if rank is None else (item.request, rank + 1)
+
+    async def queue_depth(self, course_id: int) -> int:
+        return int(await self._client.zcard(self._keys.priority_set(course_id)))
+
+    async def register_courses(self, course_ids: list[int]) -> None:
+        if course_ids:
+            await self._client.sadd(self._keys.courses, *course_ids)

@@ -1,0 +1,174 @@
+"""The consumer-group worker: reads accepted requests and commits their decisions."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import msgspec
+import psycopg
+import redis
+
+from courseflow import queue, store
+from courseflow.config import Settings
+from courseflow.domain import StreamId, decide
+from courseflow.events import decode_request
+from courseflow.queue import GROUP, REQUEST_FIELD, Keys
+
+log = logging.getLogger("courseflow.worker")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+class Batch(msgspec.Struct):
+    """The stream entries one read returned, grouped by course."""
+
+    members: dict[int, list[bytes]] = msgspec.field(default_factory=lambda: defaultdict(list))
+    entries: dict[int, list[Entry]] = msgspec.field(default_factory=lambda: defaultdict(list))
+
+
+class Worker:
+    def __init__(self, settings: Settings, name: str, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.keys = Keys(settings.stream_prefix)
+        self.stop = stop or threading.Event()
+        # The blocking read's BLOCK stays well below the socket timeout (redis-py #2807).
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=settings.block_ms / 1000 + 10, health_check_interval=30
+        )
+        self._pg: psycopg.Connection[psycopg.rows.TupleRow] | None = None
+        self.decided = 0
+
+    @property
+    def pg(self) -> psycopg.Connection[psycopg.rows.TupleRow]:
+        if self._pg is None or self._pg.closed:
+            self._pg = psycopg.connect(self.settings.database_url, autocommit=True)
+        return self._pg
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+        self.redis.close()
+
+    def run(self) -> None:
+        """Decide requests until `stop` is set; survives PostgreSQL and Redis outages by backing off."""
+        failures = 0
+        recovered = False
+        next_claim = 0.0
+        while not self.stop.is_set():
+            try:
+                if not recovered:
+                    queue.ensure_group(self.redis, self.keys)
+                    self.recover_own()
+                    recovered = True
+                if time.monotonic() >= next_claim:
+                    self.reclaim()
+                    next_claim = time.monotonic() + self.settings.claim_idle_ms / 2000
+                self.step(block_ms=self.settings.block_ms)
+                failures = 0
+            except (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                log.warning("%s: %s; retrying in %.2fs", self.name, exc, delay)
+                self._pg = None
+                recovered = False
+                self.stop.wait(delay)
+        self.close()
+
+    def step(self, block_ms: int | None = None) -> int:
+        """Read one batch of new entries and decide it; returns how many entries were read."""
+        reply = self.redis.xreadgroup(
+            GROUP, self.name, {self.keys.requests: ">"}, count=self.settings.batch_size, block=block_ms
+        )
+        entries: list[Entry] = reply[0][1] if reply else []  # type: ignore[index]
+        self.process(entries)
+        return len(entries)
+
+    def recover_own(self) -> None:
+        """Re-process the entries this consumer read before a restart but never acknowledged."""
+        cursor = "0"
+        while True:
+            reply = self.redis.xreadgroup(
+                GROUP, self.name, {self.keys.requests: cursor}, count=self.settings.batch_size
+            )
+            entries: list[Entry] = reply[0][1] if reply else []  # type: ignore[index]
+            if not entries:
+                return
+            self.process(entries)
+            cursor = entries[-1][0].decode()
+
+    def reclaim(self) -> None:
+        """Take over entries idle longer than the claim timeout: their consumer is presumed dead."""
+        cursor: bytes | str = "0-0"
+        while True:
+            next_cursor, claimed, *_ = self.redis.xautoclaim(  # type: ignore[misc]
+                self.keys.requests,
+                GROUP,
+                self.name,
+                min_idle_time=self.settings.claim_idle_ms,
+                start_id=cursor,
+                count=self.settings.batch_size,
+            )
+            if claimed:
+                log.info("%s: reclaimed %d idle entries", self.name, len(claimed))
+                self.process(claimed)
+            if next_cursor in (b"0-0", "0-0"):
+                return
+            cursor = next_cursor
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        batch = Batch()
+        gone: list[bytes] = []
+        for entry_id, fields in entries:
+            payload = fields.get(REQUEST_FIELD) if fields else None
+            if payload is None:
+                if fields:
+                    queue.dead_letter(self.redis, self.keys, entry_id, fields, "missing request field")
+                else:
+                    gone.append(entry_id)  # deleted from the stream: nothing left to decide
+                continue
+            try:
+                request = decode_request(payload)
+                arrival = StreamId.parse(entry_id)
+            except (msgspec.DecodeError, ValueError) as exc:
+                queue.dead_letter(self.redis, self.keys, entry_id, fields, f"undecodable: {exc}")
+                continue
+            batch.members[request.course_id].append(queue.member(arrival, payload))
+            batch.entries[request.course_id].append((entry_id, fields))
+        settled, request_ids, unknown = self._commit(batch) if batch.members else ({}, [], [])
+        for course_id in unknown:
+            for entry_id, fields in batch.entries[course_id]:
+                queue.dead_letter(self.redis, self.keys, entry_id, fields, f"unknown course {course_id}")
+        acked = [eid for cid, items in batch.entries.items() if cid not in unknown for eid, _ in items]
+        if settled or acked or gone:
+            queue.settle(self.redis, self.keys, settled, request_ids, acked + gone)
+
+    def _commit(self, batch: Batch) -> tuple[dict[int, list[bytes]], list[str], list[int]]:
+        """One transaction: lock the batch's courses, decide everything pending ahead of the batch, append."""
+        settled: dict[int, list[bytes]] = {}
+        request_ids: list[str] = []
+        with self.pg.transaction(), self.pg.cursor() as cur:
+            locked = store.lock_courses(cur, batch.members)
+            for course_id in sorted(batch.members):
+                course = locked.get(course_id)
+                if course is None:
+                    continue
+                # Read after taking the lock: everything a previous holder decided is committed by now.
+                raw = queue.pending_prefix(self.redis, self.keys, course_id, batch.members[course_id])
+                items = [queue.parse_member(m) for m in raw]
+                done = store.decided_requests(cur, [p.request.request_id for p in items])
+                fresh = [p for p in items if p.request.request_id not in done]
+                students = {p.request.student_id for p in fresh}
+                state = msgspec.structs.replace(course.state, holders=store.holders(cur, course_id, students))
+                decisions, after = decide(state, fresh)
+                if decisions:
+                    store.record_decisions(cur, course, after, fresh, decisions, self.name)
+                    self.decided += len(decisions)
+                settled[course_id] = raw + batch.members[course_id]
+                request_ids.extend(p.request.request_id for p in items)
+        return settled, request_ids, [cid for cid in batch.members if cid not in locked]
