@@ -64,7 +64,9 @@ async def enroll(request: Request) -> Response:
             request_id=accepted.request_id,
         )
     if accepted.queue_position is not None:
-        return JSON({"request_id": accepted.request_id, "status": "queued", "queue_position": accepted.queue_position}, 202)
+        return JSON(
+            {"request_id": accepted.request_id, "status": "queued", "queue_position": accepted.queue_position}, 202
+        )
     # A replay of a request that is already decided: answer with its outcome.
     assert accepted.request_id is not None
     return await _status_response(svc, accepted.request_id)
@@ -138,7 +140,7 @@ async def metrics(request: Request) -> Response:
         rows = await store.courses(conn, course_id)
     if course_id is not None and not rows:
         return error(404, "course_not_found", f"course {course_id} does not exist", "course_id")
-    per_course = [
+    per_course: list[dict[str, Any]] = [
         {
             "course_id": row.course_id,
             "queue_depth": await svc.intake.queue_depth(row.course_id),
@@ -185,7 +187,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await svc.pool.close()
-            await svc.redis.aclose()
+            await svc.redis.aclose(close_connection_pool=True)
 
     return Starlette(
         routes=[

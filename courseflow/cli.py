@@ -116,7 +116,9 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
     supervisor.add("api", [*command, "api"])
     for n in range(1, workers + 1):
         supervisor.add(f"worker-{n}", [*command, "worker", "--name", f"worker-{n}"])
-    print(f"CourseFlow is serving on http://{settings.server_host}:{settings.server_port} (Ctrl-C stops it)", flush=True)
+    print(
+        f"CourseFlow is serving on http://{settings.server_host}:{settings.server_port} (Ctrl-C stops it)", flush=True
+    )
     return supervisor.run()
 
 

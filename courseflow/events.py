@@ -51,7 +51,7 @@ Event = CourseCreated | EnrollmentRequested | EnrollmentGranted | Waitlisted | E
 Decision = EnrollmentGranted | Waitlisted | EnrollmentRejected
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Event)
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _request_decoder = msgspec.json.Decoder(EnrollmentRequested)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -80,7 +80,14 @@ class Intake:
                 k.priority_set(course_id),
                 k.pending_index,
             ],
-            args=[request.request_id, events.encode(request), f"{course_id}:{priority}", priority, course_id, self._ttl],
+            args=[
+                request.request_id,
+                events.encode(request),
+                f"{course_id}:{priority}",
+                priority,
+                course_id,
+                self._ttl,
+            ],
         )
         outcome, *rest = reply
         return Accepted(
@@ -94,8 +101,8 @@ class Intake:
         raw = await self._client.hget(self._keys.pending_index, request_id)
         if raw is None:
             return None
-        item = parse_member(raw)
-        rank = await self._client.zrank(self._keys.priority_set(item.request.course_id), raw)
+        item = parse_member(cast(bytes, raw))
+        rank = cast(int | None, await self._client.zrank(self._keys.priority_set(item.request.course_id), raw))
         return None if rank is None else (item.request, rank + 1)
 
     async def queue_depth(self, course_id: int) -> int:

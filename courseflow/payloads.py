@@ -81,9 +81,8 @@ MAX_ID = 2**63 - 1
 def enrollment(body: bytes, header_key: str | None) -> Enrollment:
     data = json_object(body)
     _no_extra(data, {"student_id", "course_id", "idempotency_key", "priority"})
-    if header_key is not None:
-        if data.setdefault("idempotency_key", header_key) != header_key:
-            raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
+    if header_key is not None and data.setdefault("idempotency_key", header_key) != header_key:
+        raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
     return Enrollment(
         student_id=integer(data, "student_id", 1, MAX_ID),
         course_id=integer(data, "course_id", 1, MAX_ID),

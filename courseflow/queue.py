@@ -7,10 +7,12 @@ yields priority (higher first), then arrival, and carries everything a decision 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import msgspec
 import redis
+from redis.typing import EncodableT, FieldT
 
 from courseflow import events
 from courseflow.domain import Pending, StreamId
@@ -65,20 +67,19 @@ def ensure_group(client: redis.Redis, keys: Keys) -> None:
             raise
 
 
-def pending_prefix(client: redis.Redis, keys: Keys, course_id: int, batch: Sequence[bytes]) -> list[bytes]:
-    """Everything pending for the course up to the last-ranked of `batch`, best first.
+def pending_through(client: redis.Redis, keys: Keys, course_id: int, priority: int, last: bytes) -> list[bytes]:
+    """Everything pending for the course that ranks at or ahead of member `last` (of `priority`), best first.
 
     Deciding this whole prefix, not just the batch this worker read, keeps the order strict when
-    several workers hold interleaved batches of the same course.
+    several workers hold interleaved batches of the same course. One command, so a request that
+    arrives meanwhile cannot shift the cut.
     """
-    zkey = keys.priority_set(course_id)
-    with client.pipeline(transaction=False) as pipe:
-        for item in batch:
-            pipe.zrank(zkey, item)
-        ranks = [r for r in pipe.execute() if r is not None]
-    if not ranks:
-        return []
-    return client.zrange(zkey, 0, max(ranks))  # type: ignore[no-any-return]
+    bound = (-float(priority), last)
+    rows = cast(
+        list[tuple[bytes, float]],
+        client.zrange(keys.priority_set(course_id), "-inf", bound[0], byscore=True, withscores=True),
+    )
+    return [m for m, score in rows if (score, m) <= bound]
 
 
 def settle(
@@ -100,9 +101,10 @@ def settle(
         pipe.execute()
 
 
-def dead_letter(client: redis.Redis, keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes], reason: str) -> None:
+def dead_letter(client: redis.Redis, keys: Keys, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
     """Move an entry that cannot be decided aside, with the reason, so it never blocks the ones behind it."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.dead_letters, {**fields, b"entry_id": entry_id, b"reason": reason})
+        entry = {**cast(dict[FieldT, EncodableT], fields), b"entry_id": entry_id, b"reason": reason}
+        pipe.xadd(keys.dead_letters, entry)
         pipe.xack(keys.requests, GROUP, entry_id)
         pipe.execute()

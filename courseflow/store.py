@@ -41,7 +41,7 @@ def migrate(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 if conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,)).fetchone():
                     continue
-                conn.execute(path.read_text())  # type: ignore[arg-type]  # trusted files shipped with the code
+                conn.execute(path.read_text())  # trusted files shipped with the code
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.stem))
             applied.append(path.stem)
     return applied
@@ -210,4 +210,3 @@ async def courses(conn: psycopg.AsyncConnection[TupleRow], course_id: int | None
 async def course_ids(conn: psycopg.AsyncConnection[TupleRow]) -> list[int]:
     cur = await conn.execute("SELECT course_id FROM courses")
     return [row[0] for row in await cur.fetchall()]
-

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any, cast
 
 import msgspec
 import psycopg
@@ -16,7 +17,7 @@ import redis
 from courseflow import queue, store
 from courseflow.config import Settings
 from courseflow.domain import StreamId, decide
-from courseflow.events import decode_request
+from courseflow.events import EnrollmentRequested, decode_request
 from courseflow.queue import GROUP, REQUEST_FIELD, Keys
 
 log = logging.getLogger("courseflow.worker")
@@ -24,11 +25,13 @@ log = logging.getLogger("courseflow.worker")
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
-class Batch(msgspec.Struct):
-    """The stream entries one read returned, grouped by course."""
+class Accepted(msgspec.Struct, frozen=True):
+    """A stream entry read by this worker, decoded."""
 
-    members: dict[int, list[bytes]] = msgspec.field(default_factory=lambda: defaultdict(list))
-    entries: dict[int, list[Entry]] = msgspec.field(default_factory=lambda: defaultdict(list))
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    request: EnrollmentRequested
+    member: bytes
 
 
 class Worker:
@@ -85,7 +88,7 @@ class Worker:
         reply = self.redis.xreadgroup(
             GROUP, self.name, {self.keys.requests: ">"}, count=self.settings.batch_size, block=block_ms
         )
-        entries: list[Entry] = reply[0][1] if reply else []  # type: ignore[index]
+        entries = _entries(reply)
         self.process(entries)
         return len(entries)
 
@@ -96,7 +99,7 @@ class Worker:
             reply = self.redis.xreadgroup(
                 GROUP, self.name, {self.keys.requests: cursor}, count=self.settings.batch_size
             )
-            entries: list[Entry] = reply[0][1] if reply else []  # type: ignore[index]
+            entries = _entries(reply)
             if not entries:
                 return
             self.process(entries)
@@ -106,7 +109,7 @@ class Worker:
         """Take over entries idle longer than the claim timeout: their consumer is presumed dead."""
         cursor: bytes | str = "0-0"
         while True:
-            next_cursor, claimed, *_ = self.redis.xautoclaim(  # type: ignore[misc]
+            next_cursor, claimed, *_ = self.redis.xautoclaim(
                 self.keys.requests,
                 GROUP,
                 self.name,
@@ -122,7 +125,7 @@ class Worker:
             cursor = next_cursor
 
     def process(self, entries: Sequence[Entry]) -> None:
-        batch = Batch()
+        by_course: dict[int, list[Accepted]] = defaultdict(list)
         gone: list[bytes] = []
         for entry_id, fields in entries:
             payload = fields.get(REQUEST_FIELD) if fields else None
@@ -134,41 +137,56 @@ class Worker:
                 continue
             try:
                 request = decode_request(payload)
-                arrival = StreamId.parse(entry_id)
+                member = queue.member(StreamId.parse(entry_id), payload)
             except (msgspec.DecodeError, ValueError) as exc:
                 queue.dead_letter(self.redis, self.keys, entry_id, fields, f"undecodable: {exc}")
                 continue
-            batch.members[request.course_id].append(queue.member(arrival, payload))
-            batch.entries[request.course_id].append((entry_id, fields))
-        settled, request_ids, unknown = self._commit(batch) if batch.members else ({}, [], [])
+            by_course[request.course_id].append(Accepted(entry_id, fields, request, member))
+        settled, resolved, unknown = self._commit(by_course) if by_course else ({}, set(), [])
         for course_id in unknown:
-            for entry_id, fields in batch.entries[course_id]:
-                queue.dead_letter(self.redis, self.keys, entry_id, fields, f"unknown course {course_id}")
-        acked = [eid for cid, items in batch.entries.items() if cid not in unknown for eid, _ in items]
+            for item in by_course[course_id]:
+                queue.dead_letter(self.redis, self.keys, item.entry_id, item.fields, f"unknown course {course_id}")
+        acked = [a.entry_id for items in by_course.values() for a in items if a.request.request_id in resolved]
         if settled or acked or gone:
-            queue.settle(self.redis, self.keys, settled, request_ids, acked + gone)
+            queue.settle(self.redis, self.keys, settled, sorted(resolved), acked + gone)
 
-    def _commit(self, batch: Batch) -> tuple[dict[int, list[bytes]], list[str], list[int]]:
-        """One transaction: lock the batch's courses, decide everything pending ahead of the batch, append."""
+    def _commit(self, by_course: dict[int, list[Accepted]]) -> tuple[dict[int, list[bytes]], set[str], list[int]]:
+        """One transaction: lock the batch's courses, decide everything pending up to the batch, append.
+
+        Returns the priority-set members to drop, the request ids now decided, and the unknown courses.
+        """
         settled: dict[int, list[bytes]] = {}
-        request_ids: list[str] = []
+        resolved: set[str] = set()
+        decided = 0
         with self.pg.transaction(), self.pg.cursor() as cur:
-            locked = store.lock_courses(cur, batch.members)
-            for course_id in sorted(batch.members):
+            locked = store.lock_courses(cur, by_course)
+            for course_id in sorted(by_course):
                 course = locked.get(course_id)
                 if course is None:
                     continue
+                last = max(by_course[course_id], key=lambda a: (-a.request.priority, a.member))
                 # Read after taking the lock: everything a previous holder decided is committed by now.
-                raw = queue.pending_prefix(self.redis, self.keys, course_id, batch.members[course_id])
+                raw = queue.pending_through(self.redis, self.keys, course_id, last.request.priority, last.member)
                 items = [queue.parse_member(m) for m in raw]
-                done = store.decided_requests(cur, [p.request.request_id for p in items])
+                ids = [p.request.request_id for p in items] + [a.request.request_id for a in by_course[course_id]]
+                done = store.decided_requests(cur, ids)
                 fresh = [p for p in items if p.request.request_id not in done]
                 students = {p.request.student_id for p in fresh}
                 state = msgspec.structs.replace(course.state, holders=store.holders(cur, course_id, students))
                 decisions, after = decide(state, fresh)
                 if decisions:
                     store.record_decisions(cur, course, after, fresh, decisions, self.name)
-                    self.decided += len(decisions)
-                settled[course_id] = raw + batch.members[course_id]
-                request_ids.extend(p.request.request_id for p in items)
-        return settled, request_ids, [cid for cid in batch.members if cid not in locked]
+                    decided += len(decisions)
+                settled[course_id] = raw
+                resolved |= done | {p.request.request_id for p in fresh}
+        self.decided += decided
+        return settled, resolved, [cid for cid in by_course if cid not in locked]
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """The entries of a one-stream XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return cast(list[Entry], next(iter(reply.values()))[0])
+    return cast(list[Entry], reply[0][1])

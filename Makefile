@@ -1,0 +1,70 @@
+# Everything runs from a project-local .venv; system packages come from apt (Debian 12).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := redis-server wrk postgresql postgresql-contrib
+
+.PHONY: install system-packages run test lint format services-up services-down bench clean
+
+install: system-packages $(VENV)/.installed
+
+# Installs only what is missing; needs root (CI runs as root), otherwise says what to install.
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then \
+			echo "installing system packages (missing:$$missing)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update && apt-get install -y $(APT_PACKAGES); \
+		else \
+			echo "missing:$$missing -- run: sudo apt-get install -y $(APT_PACKAGES)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+# Redone only when pyproject.toml changes. Debian's system python needs python3-venv for ensurepip.
+$(VENV)/.installed: pyproject.toml
+	@if ! $(PYTHON) -m venv $(VENV); then \
+		rm -rf $(VENV); \
+		if [ "$$(id -u)" -ne 0 ]; then echo "run: sudo apt-get install -y python3-venv" >&2; exit 1; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y python3-venv || { apt-get update && apt-get install -y python3-venv; }; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(BIN)/pip install --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/courseflow run
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+services-up: install
+	$(BIN)/courseflow services up
+
+services-down: install
+	$(BIN)/courseflow services down
+
+bench: install
+	$(BIN)/python -m tests.bench
+
+# Also removes the /var/tmp fallback cluster that `services up` may have used (see courseflow/services.py).
+clean:
+	-@if [ -x $(BIN)/courseflow ]; then $(BIN)/courseflow services down; fi
+	-@target=$$(readlink .courseflow/postgres 2>/dev/null); \
+	case "$$target" in /var/tmp/courseflow-*/postgres) rm -rf "$${target%/postgres}";; esac
+	rm -rf $(VENV) .courseflow .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,162 @@
+"""Real PostgreSQL and Redis for every test: given URLs, else containers, else local servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import psycopg
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from courseflow import services, store
+from courseflow.api import create_app
+from courseflow.config import Settings
+from courseflow.worker import Worker
+from tests.helpers import wait_until
+
+Servers = tuple[str, str]
+
+
+def _docker_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """(database_url, redis_url) of servers owned by this test session."""
+    given = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
+    if given[0] and given[1]:
+        store.migrate(given[0])
+        yield given[0], given[1]
+    elif _docker_engine():
+        from testcontainers.community.postgres import PostgresContainer
+        from testcontainers.community.redis import RedisContainer
+
+        pg = PostgresContainer(
+            "postgres:15", username="courseflow", password="courseflow", dbname="courseflow", driver=None
+        )
+        rd = RedisContainer("redis:7").with_command("redis-server --appendonly yes --appendfsync always")
+        with pg, rd:
+            database_url = pg.get_connection_url()
+            redis_url = f"redis://{rd.get_container_host_ip()}:{rd.get_exposed_port(6379)}/0"
+            store.migrate(database_url)
+            yield database_url, redis_url
+    else:
+        # Not under pytest's 0700 temp root: PostgreSQL runs as another user when we are root.
+        data_dir = Path(tempfile.mkdtemp(prefix="courseflow-test-", dir="/var/tmp"))
+        data_dir.chmod(0o755)
+        local = services.up(data_dir, services.free_port(), services.free_port())
+        try:
+            store.migrate(local.database_url)
+            yield local.database_url, local.redis_url
+        finally:
+            services.down(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def reset(servers: Servers) -> None:
+    database_url, redis_url = servers
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE events, enrollment_requests, courses RESTART IDENTITY CASCADE")
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+
+
+@pytest.fixture
+def settings(servers: Servers) -> Settings:
+    """Settings for one test, on emptied servers; short timeouts keep the suite quick."""
+    reset(servers)
+    return Settings(
+        database_url=servers[0],
+        redis_url=servers[1],
+        external_servers=True,
+        block_ms=100,
+        batch_size=50,
+        claim_idle_ms=60_000,
+    )
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[psycopg.Connection[psycopg.rows.TupleRow]]:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def rds(settings: Settings) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(settings.redis_url) as client:
+        yield client
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+StartWorkers = Callable[..., list[Worker]]
+
+
+@pytest.fixture
+def start_workers(settings: Settings) -> Iterator[StartWorkers]:
+    """Start consumer-group workers in threads; each stops, and must have stopped, at teardown."""
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(count: int = 1, **overrides: object) -> list[Worker]:
+        configured = msgspec.structs.replace(settings, **overrides)
+        workers = []
+        for _ in range(count):
+            worker = Worker(configured, f"test-worker-{len(running) + 1}")
+            thread = threading.Thread(target=worker.run, name=worker.name, daemon=True)
+            thread.start()
+            running.append((worker, thread))
+            workers.append(worker)
+        return workers
+
+    yield start
+    for worker, _ in running:
+        worker.stop.set()
+    for worker, thread in running:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"{worker.name} did not stop"
+
+
+@pytest.fixture(scope="session")
+def api_server(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `courseflow api` process on a loopback port; yields its base URL."""
+    port = services.free_port()
+    env = os.environ | {"DATABASE_URL": servers[0], "REDIS_URL": servers[1], "SERVER_PORT": str(port)}
+    log_path = Path(tmp_path_factory.mktemp("api")) / "api.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "courseflow", "api"], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base) or proc.poll() is not None, timeout=30, what="the API to start")
+        assert proc.poll() is None, log_path.read_text()
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _answers(base: str) -> bool:
+    import httpx2 as httpx
+
+    try:
+        return httpx.get(f"{base}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

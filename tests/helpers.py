@@ -1,0 +1,67 @@
+"""Waiting on conditions with a deadline, and reading outcomes back from the servers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from starlette.testclient import TestClient
+
+Conn = psycopg.Connection[psycopg.rows.TupleRow]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "the condition") -> None:
+    """Poll `condition` until it is truthy; fail the test once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    interval = 0.005
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+        interval = min(interval * 2, 0.1)
+
+
+def decided_count(db: Conn) -> int:
+    row = db.execute("SELECT count(*) FROM enrollment_requests").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_decided(db: Conn, count: int, timeout: float = 30.0) -> None:
+    wait_until(lambda: decided_count(db) >= count, timeout, f"{count} decisions")
+    assert decided_count(db) == count
+
+
+def outcomes(db: Conn, course_id: int) -> dict[str, list[int]]:
+    """Student ids per status for a course, in the order the decisions were appended."""
+    rows = db.execute(
+        "SELECT e.data ->> 'type', (e.data ->> 'student_id')::bigint FROM events e"
+        " WHERE e.stream = %s AND e.type IN ('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
+        " ORDER BY e.position",
+        (f"course-{course_id}",),
+    ).fetchall()
+    result: dict[str, list[int]] = {"EnrollmentGranted": [], "Waitlisted": [], "EnrollmentRejected": []}
+    for kind, student in rows:
+        result[kind].append(student)
+    return result
+
+
+def create_course(client: TestClient, course_id: int, capacity: int, title: str = "") -> None:
+    response = client.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": title})
+    assert response.status_code == 201, response.text
+
+
+def enroll(client: TestClient, student_id: int, course_id: int, priority: int = 0, key: str | None = None) -> Any:
+    response = client.post(
+        "/enroll",
+        json={
+            "student_id": student_id,
+            "course_id": course_id,
+            "idempotency_key": key or f"s{student_id}-c{course_id}",
+            "priority": priority,
+        },
+    )
+    assert response.status_code == 202, response.text
+    return response.json()
