@@ -33,6 +33,21 @@ class Accepted(msgspec.Struct, frozen=True):
     request: EnrollmentRequested
     member: bytes
 
+    @classmethod
+    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted:
+        """Raises Undecodable with the reason when the entry is not a request this worker can decide."""
+        payload = fields.get(REQUEST_FIELD)
+        if payload is None:
+            raise Undecodable("missing request field")
+        try:
+            return cls(entry_id, fields, decode_request(payload), queue.member(StreamId.parse(entry_id), payload))
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise Undecodable(f"undecodable: {exc}") from None
+
+
+class Undecodable(Exception):
+    pass
+
 
 class Worker:
     def __init__(self, settings: Settings, name: str, stop: threading.Event | None = None) -> None:
@@ -128,20 +143,15 @@ class Worker:
         by_course: dict[int, list[Accepted]] = defaultdict(list)
         gone: list[bytes] = []
         for entry_id, fields in entries:
-            payload = fields.get(REQUEST_FIELD) if fields else None
-            if payload is None:
-                if fields:
-                    queue.dead_letter(self.redis, self.keys, entry_id, fields, "missing request field")
-                else:
-                    gone.append(entry_id)  # deleted from the stream: nothing left to decide
+            if not fields:
+                gone.append(entry_id)  # deleted from the stream: nothing left to decide
                 continue
             try:
-                request = decode_request(payload)
-                member = queue.member(StreamId.parse(entry_id), payload)
-            except (msgspec.DecodeError, ValueError) as exc:
-                queue.dead_letter(self.redis, self.keys, entry_id, fields, f"undecodable: {exc}")
+                item = Accepted.decode(entry_id, fields)
+            except Undecodable as exc:
+                queue.dead_letter(self.redis, self.keys, entry_id, fields, str(exc))
                 continue
-            by_course[request.course_id].append(Accepted(entry_id, fields, request, member))
+            by_course[item.request.course_id].append(item)
         settled, resolved, unknown = self._commit(by_course) if by_course else ({}, set(), [])
         for course_id in unknown:
             for item in by_course[course_id]:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -35,6 +36,17 @@ def _docker_engine() -> bool:
         return False
 
 
+@contextmanager
+def server_dir() -> Iterator[Path]:
+    """A data dir the unprivileged PostgreSQL user can reach (pytest's temp root is 0700), removed after."""
+    data_dir = Path(tempfile.mkdtemp(prefix="courseflow-test-", dir="/var/tmp"))
+    data_dir.chmod(0o755)
+    try:
+        yield data_dir
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """(database_url, redis_url) of servers owned by this test session."""
@@ -56,16 +68,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             store.migrate(database_url)
             yield database_url, redis_url
     else:
-        # Not under pytest's 0700 temp root: PostgreSQL runs as another user when we are root.
-        data_dir = Path(tempfile.mkdtemp(prefix="courseflow-test-", dir="/var/tmp"))
-        data_dir.chmod(0o755)
-        local = services.up(data_dir, services.free_port(), services.free_port())
-        try:
-            store.migrate(local.database_url)
-            yield local.database_url, local.redis_url
-        finally:
-            services.down(data_dir)
-            shutil.rmtree(data_dir, ignore_errors=True)
+        with server_dir() as data_dir:
+            local = services.up(data_dir, services.free_port(), services.free_port())
+            try:
+                store.migrate(local.database_url)
+                yield local.database_url, local.redis_url
+            finally:
+                services.down(data_dir)
 
 
 def reset(servers: Servers) -> None:

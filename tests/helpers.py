@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+import redis
 from starlette.testclient import TestClient
+
+from courseflow.queue import Keys
 
 Conn = psycopg.Connection[psycopg.rows.TupleRow]
 
@@ -65,3 +68,13 @@ def enroll(client: TestClient, student_id: int, course_id: int, priority: int = 
     )
     assert response.status_code == 202, response.text
     return response.json()
+
+
+def all_acknowledged(rds: redis.Redis) -> bool:
+    """Every entry of the request stream was delivered to the group and acknowledged."""
+    groups = rds.xinfo_groups(Keys().requests)
+    return bool(groups) and groups[0]["lag"] == 0 and groups[0]["pending"] == 0
+
+
+def stream_entries(rds: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], rds.xrange(key))

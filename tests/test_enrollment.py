@@ -8,9 +8,18 @@ import httpx2 as httpx
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.queue import GROUP, Keys
+from courseflow.queue import Keys
 from tests.conftest import StartWorkers
-from tests.helpers import Conn, create_course, decided_count, enroll, outcomes, wait_decided, wait_until
+from tests.helpers import (
+    Conn,
+    all_acknowledged,
+    create_course,
+    decided_count,
+    enroll,
+    outcomes,
+    wait_decided,
+    wait_until,
+)
 
 KEYS = Keys()
 
@@ -74,7 +83,7 @@ def test_spike_stability(api_server: str, db: Conn, rds: redis.Redis, start_work
     assert len({r.json()["request_id"] for r in responses}) == 500
     wait_decided(db, 500)
     assert len(outcomes(db, 1)["EnrollmentGranted"]) == 25
-    wait_until(lambda: rds.xpending(KEYS.requests, GROUP)["pending"] == 0, what="all entries acknowledged")
+    wait_until(lambda: all_acknowledged(rds), what="all entries acknowledged")
     assert rds.zcard(KEYS.priority_set(1)) == 0
 
 

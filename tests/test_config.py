@@ -1,0 +1,35 @@
+"""Configuration from the environment, including the seed's variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from courseflow.config import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT, Settings
+
+
+def test_defaults_point_at_the_local_servers() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url.endswith(f"127.0.0.1:{LOCAL_POSTGRES_PORT}/courseflow")
+    assert settings.redis_url == f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    assert not settings.external_servers
+    assert (settings.server_port, settings.workers) == (8000, 2)
+
+
+def test_seed_variables_keep_working() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://u@db/x", "REDIS_HOST": "cache", "REDIS_PORT": "6380", "SERVER_PORT": "9000"}
+    )
+    assert settings.database_url == "postgresql://u@db/x"
+    assert settings.redis_url == "redis://cache:6380/0"
+    assert settings.server_port == 9000
+    assert settings.external_servers
+
+
+def test_redis_url_wins_over_host_and_port() -> None:
+    settings = Settings.from_env({"REDIS_URL": "redis://a:1/2", "REDIS_HOST": "b"})
+    assert settings.redis_url == "redis://a:1/2"
+
+
+def test_a_bad_number_names_the_variable() -> None:
+    with pytest.raises(SystemExit, match="SERVER_PORT"):
+        Settings.from_env({"SERVER_PORT": "eighty"})

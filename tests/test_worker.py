@@ -1,0 +1,118 @@
+"""Worker recovery: redelivery after commit, reclaiming a dead consumer's entries, poison entries."""
+
+from __future__ import annotations
+
+import msgspec
+import redis
+from starlette.testclient import TestClient
+
+from courseflow import queue
+from courseflow.config import Settings
+from courseflow.queue import GROUP, Keys
+from courseflow.worker import Accepted, Worker, _entries
+from tests.conftest import StartWorkers
+from tests.helpers import (
+    Conn,
+    all_acknowledged,
+    create_course,
+    decided_count,
+    enroll,
+    stream_entries,
+    wait_decided,
+    wait_until,
+)
+
+KEYS = Keys()
+
+
+def event_count(db: Conn) -> int:
+    row = db.execute("SELECT count(*) FROM events").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_redelivery_after_commit_adds_nothing(
+    client: TestClient, db: Conn, rds: redis.Redis, settings: Settings
+) -> None:
+    """A worker that dies between COMMIT and XACK: on restart it only completes the acknowledgement."""
+    create_course(client, 1, 1)
+    for student in (1, 2):
+        enroll(client, student, 1)
+    crashing = Worker(settings, "w-1")
+    queue.ensure_group(crashing.redis, KEYS)
+    entries = _entries(crashing.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=10))
+    by_course = {1: [Accepted.decode(entry_id, fields) for entry_id, fields in entries]}
+    crashing._commit(by_course)  # committed, but never settled: the process "died" here
+    crashing.close()
+    assert decided_count(db) == 2
+    before = event_count(db)
+    assert rds.xpending(KEYS.requests, GROUP)["pending"] == 2
+
+    restarted = Worker(settings, "w-1")
+    restarted.recover_own()
+    restarted.close()
+    assert event_count(db) == before
+    assert rds.xpending(KEYS.requests, GROUP)["pending"] == 0
+    assert rds.zcard(KEYS.priority_set(1)) == 0
+    assert rds.hlen(KEYS.pending_index) == 0
+
+
+def test_entries_of_a_dead_consumer_are_reclaimed(
+    client: TestClient, db: Conn, rds: redis.Redis, start_workers: StartWorkers
+) -> None:
+    create_course(client, 1, 5)
+    for student in range(1, 4):
+        enroll(client, student, 1)
+    queue.ensure_group(rds, KEYS)
+    # A consumer reads the entries and dies without deciding them.
+    assert len(_entries(rds.xreadgroup(GROUP, "ghost", {KEYS.requests: ">"}, count=10))) == 3
+    (survivor,) = start_workers(claim_idle_ms=100)
+    wait_decided(db, 3)
+    workers = {
+        row[0] for row in db.execute("SELECT metadata ->> 'worker' FROM events WHERE type = 'EnrollmentGranted'")
+    }
+    assert workers == {survivor.name}
+    wait_until(lambda: all_acknowledged(rds), what="the reclaimed entries acknowledged")
+
+
+def test_poison_entries_go_to_the_dead_letter_stream_without_blocking(
+    client: TestClient, db: Conn, rds: redis.Redis, start_workers: StartWorkers
+) -> None:
+    create_course(client, 1, 5)
+    enroll(client, 1, 1)
+    rds.xadd(KEYS.requests, {"request": b"\xff\xfe not json"})
+    rds.xadd(KEYS.requests, {"something": "else"})
+    wrong_course = msgspec.json.encode(
+        {
+            "type": "EnrollmentRequested",
+            "course_id": 77,
+            "request_id": "0b6c1f1e-1111-4111-8111-111111111111",
+            "student_id": 3,
+            "idempotency_key": "k",
+            "priority": 0,
+            "requested_at": "2026-01-01T00:00:00Z",
+        }
+    )
+    rds.xadd(KEYS.requests, {"request": wrong_course})
+    enroll(client, 2, 1)
+    start_workers()
+    wait_decided(db, 2)
+    wait_until(lambda: rds.xlen(KEYS.dead_letters) == 3, what="three dead letters")
+    reasons = [fields[b"reason"].decode() for _, fields in stream_entries(rds, KEYS.dead_letters)]
+    assert reasons[0].startswith("undecodable")
+    assert reasons[1:] == ["missing request field", "unknown course 77"]
+    wait_until(lambda: all_acknowledged(rds), what="every entry acknowledged")
+
+
+def test_workers_decide_nothing_twice_with_duplicated_stream_entries(
+    client: TestClient, db: Conn, rds: redis.Redis, start_workers: StartWorkers
+) -> None:
+    """An entry added to the stream twice (a replayed append) yields one decision."""
+    create_course(client, 1, 5)
+    enroll(client, 1, 1)
+    ((_, fields),) = stream_entries(rds, KEYS.requests)
+    rds.xadd(KEYS.requests, {b"request": fields[b"request"]})
+    start_workers(2)
+    wait_until(lambda: all_acknowledged(rds), what="both entries acknowledged")
+    wait_decided(db, 1)
+    assert event_count(db) == 3  # CourseCreated, EnrollmentRequested, EnrollmentGranted
