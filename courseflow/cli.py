@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -12,11 +11,15 @@ import sys
 import threading
 from pathlib import Path
 
+import msgspec
 import psycopg
 
 from courseflow import services, store
 from courseflow.config import Settings
 from courseflow.supervisor import Supervisor
+from projections import PROJECTIONS
+from projections.projector import Projector
+from projections.rebuild import rebuild as rebuild_read_models
 
 log = logging.getLogger("courseflow")
 
@@ -34,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="decide requests as one consumer of the group")
     worker.add_argument("--name", help="consumer name; reuse it across restarts to recover its own entries")
 
-    run = commands.add_parser("run", help="servers, migrations, demo course, API and workers, until Ctrl-C")
+    commands.add_parser("projector", help="keep the read models current from the event log")
+    rebuild = commands.add_parser("rebuild", help="rebuild read models from position 0 while serving, then switch")
+    rebuild.add_argument(
+        "--projection", action="append", choices=sorted(PROJECTIONS), help="only this one (repeatable)"
+    )
+    hist = commands.add_parser("history", help="print the event history of a course or a student")
+    who = hist.add_mutually_exclusive_group(required=True)
+    who.add_argument("--course", type=int, metavar="N")
+    who.add_argument("--student", type=int, metavar="N")
+
+    run = commands.add_parser("run", help="servers, migrations, demo course, API, workers, projector, until Ctrl-C")
     run.add_argument("--no-demo", action="store_true", help="do not create the demo course")
     run.add_argument("--workers", type=int, help="number of workers (default: WORKERS or 2)")
 
@@ -53,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
                 return _api(settings)
             case "worker":
                 return _worker(settings, args.name or f"{socket.gethostname()}-{os.getpid()}")
+            case "projector":
+                return _projector(settings)
+            case "rebuild":
+                print(f"rebuilt up to position {rebuild_read_models(settings.database_url, args.projection)}")
+                return 0
+            case "history":
+                return _history(settings, args.course, args.student)
             case "run":
                 return _run(settings, demo=not args.no_demo, workers=args.workers or settings.workers)
     except (services.ServicesError, psycopg.OperationalError) as exc:
@@ -102,27 +122,51 @@ def _worker(settings: Settings, name: str) -> int:
     return 0
 
 
+def _projector(settings: Settings) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("projector starting")
+    Projector(settings.database_url, stop=stop).run()
+    log.info("projector stopped")
+    return 0
+
+
+def _history(settings: Settings, course_id: int | None, student_id: int | None) -> int:
+    stream = None if course_id is None else store.course_stream(course_id)
+    after = 0
+    with psycopg.connect(settings.database_url, autocommit=True) as conn, conn.cursor() as cur:
+        while page := store.read_events(cur, after, 1000, stream=stream, student_id=student_id):
+            for r in page:
+                data = msgspec.json.encode(msgspec.to_builtins(r.event)).decode()
+                print(f"{r.position:>8}  {r.recorded_at:%Y-%m-%d %H:%M:%S.%f}  {r.stream}#{r.stream_version}  {data}")
+            after = page[-1].position
+    return 0
+
+
 def _run(settings: Settings, demo: bool, workers: int) -> int:
     env = dict(os.environ)
+    started_servers = False
     if not settings.external_servers:
+        started_servers = not all(s.startswith("running") for s in services.status(settings.data_dir).values())
         servers = services.up(settings.data_dir, settings.postgres_port, settings.redis_port)
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         settings = Settings.from_env(env)
-    store.migrate(settings.database_url)
-    if demo:
-        asyncio.run(_demo_course(settings.database_url))
-    command = [sys.executable, "-m", "courseflow"]
-    supervisor = Supervisor(env)
-    supervisor.add("api", [*command, "api"])
-    for n in range(1, workers + 1):
-        supervisor.add(f"worker-{n}", [*command, "worker", "--name", f"worker-{n}"])
-    print(
-        f"CourseFlow is serving on http://{settings.server_host}:{settings.server_port} (Ctrl-C stops it)", flush=True
-    )
-    return supervisor.run()
-
-
-async def _demo_course(database_url: str) -> None:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        if await store.create_course(conn, 1, "Demo course", 10):
-            log.info("created demo course 1 (capacity 10)")
+    try:
+        store.migrate(settings.database_url)
+        if demo:
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                if store.create_course(conn, 1, "Demo course", 10, None, None):
+                    log.info("created demo course 1 (capacity 10)")
+        command = [sys.executable, "-m", "courseflow"]
+        supervisor = Supervisor(env)
+        supervisor.add("api", [*command, "api"])
+        for n in range(1, workers + 1):
+            supervisor.add(f"worker-{n}", [*command, "worker", "--name", f"worker-{n}"])
+        supervisor.add("projector", [*command, "projector"])
+        print(f"CourseFlow is serving on http://{settings.server_host}:{settings.server_port} (Ctrl-C stops it)")
+        return supervisor.run()
+    finally:
+        if started_servers:
+            # Servers this command started stop with it; ones that were already up keep running.
+            services.down(settings.data_dir)

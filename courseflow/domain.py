@@ -1,12 +1,26 @@
-"""The allocation rule: a pure function from course state and pending requests to decisions."""
+"""The allocation rules: pure functions from course state to events, no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Literal
 
 import msgspec
 
-from courseflow.events import Decision, EnrollmentGranted, EnrollmentRejected, EnrollmentRequested, Waitlisted
+from courseflow.events import (
+    CapacityChanged,
+    Decision,
+    EnrollmentDropped,
+    EnrollmentGranted,
+    EnrollmentRejected,
+    EnrollmentRequested,
+    Event,
+    RegistrationWindowChanged,
+    Waitlisted,
+    WaitlistLeft,
+    WaitlistPromoted,
+)
 
 
 class StreamId(msgspec.Struct, frozen=True, order=True, array_like=True):
@@ -32,13 +46,31 @@ class Pending(msgspec.Struct, frozen=True):
     arrival: StreamId
 
 
+class Holding(msgspec.Struct, frozen=True, kw_only=True):
+    """A decided request that holds a seat or a waitlist place."""
+
+    request_id: str
+    student_id: int
+    status: Literal["granted", "waitlisted"]
+
+
 class CourseState(msgspec.Struct, frozen=True, kw_only=True):
     course_id: int
     capacity: int
     seats_taken: int = 0
     waitlist_length: int = 0
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
     # Students holding a seat or a waitlist place; only those relevant to the requests at hand are needed.
     holders: frozenset[int] = frozenset()
+
+    @property
+    def seats_free(self) -> int:
+        # Negative after capacity was lowered below the seats taken: no grants until drops catch up.
+        return self.capacity - self.seats_taken
+
+    def is_open(self, now: datetime) -> bool:
+        return self.opens_at is None or self.opens_at <= now
 
 
 def fairness_key(pending: Pending) -> tuple[int, StreamId]:
@@ -47,9 +79,10 @@ def fairness_key(pending: Pending) -> tuple[int, StreamId]:
 
 
 def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decision], CourseState]:
-    """Decide every pending request of one course, strictly in priority-then-arrival order.
+    """Decide every pending request of one open course, strictly in priority-then-arrival order.
 
-    Returns the decisions in the order they were made and the course state after them.
+    Returns the decisions in the order they were made and the course state after them. Whether the
+    course is open yet is the caller's question (`CourseState.is_open`): before it opens nothing is decided.
     """
     decisions: list[Decision] = []
     seats, waitlist, holders = course.seats_taken, course.waitlist_length, set(course.holders)
@@ -57,11 +90,12 @@ def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decisi
         req = item.request
         if req.course_id != course.course_id:
             raise ValueError(f"request {req.request_id} is for course {req.course_id}, not {course.course_id}")
-        if req.student_id in holders:
-            decisions.append(_reject(req))
-            continue
-        holders.add(req.student_id)
-        if seats < course.capacity:
+        if course.closes_at is not None and req.requested_at >= course.closes_at:
+            decisions.append(_reject(req, "closed"))
+        elif req.student_id in holders:
+            decisions.append(_reject(req, "duplicate"))
+        elif seats < course.capacity:
+            holders.add(req.student_id)
             seats += 1
             decisions.append(
                 EnrollmentGranted(
@@ -69,6 +103,7 @@ def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decisi
                 )
             )
         else:
+            holders.add(req.student_id)
             waitlist += 1
             decisions.append(
                 Waitlisted(
@@ -76,14 +111,64 @@ def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decisi
                     request_id=req.request_id,
                     student_id=req.student_id,
                     priority=req.priority,
-                    position=waitlist,
+                    arrival=str(item.arrival),
                 )
             )
     after = msgspec.structs.replace(course, seats_taken=seats, waitlist_length=waitlist, holders=frozenset(holders))
     return decisions, after
 
 
-def _reject(req: EnrollmentRequested) -> EnrollmentRejected:
+def promote(course: CourseState, waitlist_head: Sequence[Holding]) -> tuple[list[Event], CourseState]:
+    """Give free seats to the head of the waitlist (already in priority-then-arrival order)."""
+    count = max(0, min(course.seats_free, len(waitlist_head), course.waitlist_length))
+    events: list[Event] = [
+        WaitlistPromoted(course_id=course.course_id, request_id=h.request_id, student_id=h.student_id)
+        for h in waitlist_head[:count]
+    ]
+    after = msgspec.structs.replace(
+        course, seats_taken=course.seats_taken + count, waitlist_length=course.waitlist_length - count
+    )
+    return events, after
+
+
+def release(course: CourseState, holding: Holding, waitlist_head: Sequence[Holding]) -> tuple[list[Event], CourseState]:
+    """A student gives back a seat (the freed seat goes to the waitlist at once) or leaves the waitlist."""
+    if holding.status == "granted":
+        freed: Event = EnrollmentDropped(
+            course_id=course.course_id, request_id=holding.request_id, student_id=holding.student_id
+        )
+        after = msgspec.structs.replace(course, seats_taken=course.seats_taken - 1)
+        promoted, after = promote(after, waitlist_head)
+        return [freed, *promoted], after
+    left = WaitlistLeft(course_id=course.course_id, request_id=holding.request_id, student_id=holding.student_id)
+    return [left], msgspec.structs.replace(course, waitlist_length=course.waitlist_length - 1)
+
+
+def change_capacity(
+    course: CourseState, capacity: int, waitlist_head: Sequence[Holding]
+) -> tuple[list[Event], CourseState]:
+    """Raising capacity promotes from the waitlist at once; lowering it never revokes a seat."""
+    if capacity < 0:
+        raise ValueError("capacity cannot be negative")
+    if capacity == course.capacity:
+        return [], course
+    changed = CapacityChanged(course_id=course.course_id, capacity=capacity, previous=course.capacity)
+    promoted, after = promote(msgspec.structs.replace(course, capacity=capacity), waitlist_head)
+    return [changed, *promoted], after
+
+
+def change_window(
+    course: CourseState, opens_at: datetime | None, closes_at: datetime | None
+) -> tuple[list[Event], CourseState]:
+    if opens_at is not None and closes_at is not None and closes_at <= opens_at:
+        raise ValueError("closes_at must be after opens_at")
+    if (opens_at, closes_at) == (course.opens_at, course.closes_at):
+        return [], course
+    changed = RegistrationWindowChanged(course_id=course.course_id, opens_at=opens_at, closes_at=closes_at)
+    return [changed], msgspec.structs.replace(course, opens_at=opens_at, closes_at=closes_at)
+
+
+def _reject(req: EnrollmentRequested, reason: Literal["duplicate", "closed"]) -> EnrollmentRejected:
     return EnrollmentRejected(
-        course_id=req.course_id, request_id=req.request_id, student_id=req.student_id, reason="duplicate"
+        course_id=req.course_id, request_id=req.request_id, student_id=req.student_id, reason=reason
     )

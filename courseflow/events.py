@@ -15,6 +15,8 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_d
 class CourseCreated(_Event, frozen=True, kw_only=True, tag=True):
     title: str
     capacity: int
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
 
 
 class EnrollmentRequested(_Event, frozen=True, kw_only=True, tag=True):
@@ -35,10 +37,12 @@ class Waitlisted(_Event, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     priority: int
-    position: int
+    # The request's stream id: the waitlist is ordered by priority, then this arrival.
+    arrival: str
 
 
-RejectionReason = Literal["duplicate", "unknown_course"]
+# duplicate: the student already holds a seat or a waitlist place; closed: asked after registration closed.
+RejectionReason = Literal["duplicate", "closed"]
 
 
 class EnrollmentRejected(_Event, frozen=True, kw_only=True, tag=True):
@@ -47,7 +51,47 @@ class EnrollmentRejected(_Event, frozen=True, kw_only=True, tag=True):
     reason: RejectionReason
 
 
-Event = CourseCreated | EnrollmentRequested | EnrollmentGranted | Waitlisted | EnrollmentRejected
+class EnrollmentDropped(_Event, frozen=True, kw_only=True, tag=True):
+    """A granted seat given back."""
+
+    request_id: str
+    student_id: int
+
+
+class WaitlistLeft(_Event, frozen=True, kw_only=True, tag=True):
+    request_id: str
+    student_id: int
+
+
+class WaitlistPromoted(_Event, frozen=True, kw_only=True, tag=True):
+    """The head of the waitlist takes a freed seat."""
+
+    request_id: str
+    student_id: int
+
+
+class CapacityChanged(_Event, frozen=True, kw_only=True, tag=True):
+    capacity: int
+    previous: int
+
+
+class RegistrationWindowChanged(_Event, frozen=True, kw_only=True, tag=True):
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+
+
+Event = (
+    CourseCreated
+    | EnrollmentRequested
+    | EnrollmentGranted
+    | Waitlisted
+    | EnrollmentRejected
+    | EnrollmentDropped
+    | WaitlistLeft
+    | WaitlistPromoted
+    | CapacityChanged
+    | RegistrationWindowChanged
+)
 Decision = EnrollmentGranted | Waitlisted | EnrollmentRejected
 
 _encoder = msgspec.json.Encoder()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -30,6 +32,21 @@ class NewCourse(msgspec.Struct, frozen=True):
     course_id: int
     capacity: int
     title: str = ""
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+
+
+class CoursePatch(msgspec.Struct, frozen=True):
+    """Fields left UNSET stay as they are; a window bound set to None is removed."""
+
+    capacity: int | None = None
+    opens_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    closes_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class Page(msgspec.Struct, frozen=True):
+    after: int
+    limit: int
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -91,14 +108,66 @@ def enrollment(body: bytes, header_key: str | None) -> Enrollment:
     )
 
 
+def timestamp(data: dict[str, Any], field: str) -> datetime | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be an ISO 8601 timestamp string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(field, f"must be an ISO 8601 timestamp, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(field, "must include a time zone, e.g. 2026-12-01T09:00:00Z")
+    return parsed
+
+
+def _window(opens_at: datetime | None, closes_at: datetime | None) -> None:
+    if opens_at is not None and closes_at is not None and closes_at <= opens_at:
+        raise InvalidInput("closes_at", "must be after opens_at")
+
+
+MAX_CAPACITY = 1_000_000
+
+
 def new_course(body: bytes) -> NewCourse:
     data = json_object(body)
-    _no_extra(data, {"course_id", "capacity", "title"})
-    return NewCourse(
+    _no_extra(data, {"course_id", "capacity", "title", "opens_at", "closes_at"})
+    course = NewCourse(
         course_id=integer(data, "course_id", 1, MAX_ID),
-        capacity=integer(data, "capacity", 0, 1_000_000),
+        capacity=integer(data, "capacity", 0, MAX_CAPACITY),
         title=text(data, "title", 0, 200, default=""),
+        opens_at=timestamp(data, "opens_at"),
+        closes_at=timestamp(data, "closes_at"),
     )
+    _window(course.opens_at, course.closes_at)
+    return course
+
+
+def course_patch(body: bytes) -> CoursePatch:
+    data = json_object(body)
+    _no_extra(data, {"capacity", "opens_at", "closes_at"})
+    if not data:
+        raise InvalidInput("body", "must set at least one of capacity, opens_at, closes_at")
+    patch = CoursePatch(
+        capacity=integer(data, "capacity", 0, MAX_CAPACITY) if "capacity" in data else None,
+        opens_at=timestamp(data, "opens_at") if "opens_at" in data else msgspec.UNSET,
+        closes_at=timestamp(data, "closes_at") if "closes_at" in data else msgspec.UNSET,
+    )
+    if not isinstance(patch.opens_at, msgspec.UnsetType) and not isinstance(patch.closes_at, msgspec.UnsetType):
+        _window(patch.opens_at, patch.closes_at)
+    return patch
+
+
+def page(query: Mapping[str, str], max_limit: int = 1000) -> Page:
+    after = query.get("after", "0")
+    limit = query.get("limit", "100")
+    if not after.isdigit():
+        raise InvalidInput("after", f"must be a position (a non-negative integer), got {after!r}")
+    if not limit.isdigit() or not 1 <= int(limit) <= max_limit:
+        raise InvalidInput("limit", f"must be between 1 and {max_limit}, got {limit!r}")
+    return Page(int(after), int(limit))
 
 
 def positive_id(raw: str | None, field: str) -> int:

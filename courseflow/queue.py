@@ -82,6 +82,11 @@ def pending_through(client: redis.Redis, keys: Keys, course_id: int, priority: i
     return [m for m, score in rows if (score, m) <= bound]
 
 
+def top(client: redis.Redis, keys: Keys, course_id: int, count: int) -> list[bytes]:
+    """The `count` best-ranked pending requests of a course."""
+    return cast(list[bytes], client.zrange(keys.priority_set(course_id), 0, count - 1))
+
+
 def settle(
     client: redis.Redis,
     keys: Keys,
@@ -89,7 +94,7 @@ def settle(
     request_ids: Sequence[str],
     entry_ids: Sequence[bytes | str],
 ) -> None:
-    """After COMMIT: drop decided members from the priority sets and acknowledge the stream entries."""
+    """After COMMIT: drop decided members from the priority sets and the pending index, acknowledge the entries."""
     with client.pipeline(transaction=True) as pipe:
         for course_id, members in settled.items():
             if members:

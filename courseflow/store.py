@@ -6,18 +6,25 @@ import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
 from psycopg.rows import TupleRow, dict_row
 
 from courseflow import events
-from courseflow.domain import CourseState, Pending
-from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Waitlisted
+from courseflow.domain import CourseState, Holding, Pending
+from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, Waitlisted
 
 SQL_DIR = Path(os.environ.get("COURSEFLOW_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
 # Serialises concurrent `courseflow migrate` runs.
 _MIGRATION_LOCK = 0x636F7572
+# Serialises event appends from here to COMMIT, so positions become visible in order (see append).
+_APPEND_LOCK = 0x65766E74
+NOTIFY_CHANNEL = "courseflow_events"
+
+Conn = psycopg.Connection[TupleRow]
+Cursor = psycopg.Cursor[TupleRow]
 
 
 def course_stream(course_id: int) -> str:
@@ -47,31 +54,43 @@ def migrate(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
     return applied
 
 
-def pending_migrations(conn: psycopg.Connection[TupleRow], sql_dir: Path = SQL_DIR) -> list[str]:
+def pending_migrations(conn: Conn, sql_dir: Path = SQL_DIR) -> list[str]:
     known = {int(p.name[:3]): p.stem for p in sql_dir.glob("[0-9][0-9][0-9]_*.sql")}
-    try:
-        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-    except psycopg.errors.UndefinedTable:
-        conn.rollback()
-        done = set()
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")} if exists and exists[0] else set()
     return [name for version, name in sorted(known.items()) if version not in done]
 
 
-async def create_course(conn: psycopg.AsyncConnection[TupleRow], course_id: int, title: str, capacity: int) -> bool:
+def append(cur: Cursor, stream: str, version: int, new: Sequence[Event], metadata: Sequence[bytes]) -> int:
+    """Append events to a stream after `version`; returns the stream's new version.
+
+    The advisory lock is held until COMMIT, so no transaction commits a lower position after a
+    reader has seen a higher one: `position > checkpoint` never skips an event committed late.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')", (_APPEND_LOCK, NOTIFY_CHANNEL))
+    with cur.copy("COPY events (stream, stream_version, type, data, metadata) FROM STDIN") as copy:
+        for event, meta in zip(new, metadata, strict=True):
+            version += 1
+            copy.write_row((stream, version, events.type_name(event), events.encode(event).decode(), meta.decode()))
+    return version
+
+
+def create_course(
+    conn: Conn, course_id: int, title: str, capacity: int, opens_at: datetime | None, closes_at: datetime | None
+) -> bool:
     """Create a course and its CourseCreated event; False when the course already exists."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "INSERT INTO courses (course_id, title, capacity, version) VALUES (%s, %s, %s, 1)"
-            " ON CONFLICT (course_id) DO NOTHING",
-            (course_id, title, capacity),
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO courses (course_id, title, capacity, opens_at, closes_at, version)"
+            " VALUES (%s, %s, %s, %s, %s, 1) ON CONFLICT (course_id) DO NOTHING",
+            (course_id, title, capacity, opens_at, closes_at),
         )
         if cur.rowcount == 0:
             return False
-        event = CourseCreated(course_id=course_id, title=title, capacity=capacity)
-        await conn.execute(
-            "INSERT INTO events (stream, stream_version, type, data) VALUES (%s, 1, %s, %s)",
-            (course_stream(course_id), events.type_name(event), events.encode(event).decode()),
+        created = CourseCreated(
+            course_id=course_id, title=title, capacity=capacity, opens_at=opens_at, closes_at=closes_at
         )
+        append(cur, course_stream(course_id), 0, [created], [b"{}"])
     return True
 
 
@@ -80,25 +99,57 @@ class LockedCourse(msgspec.Struct, frozen=True):
     version: int
 
 
-def lock_courses(cur: psycopg.Cursor[TupleRow], course_ids: Iterable[int]) -> dict[int, LockedCourse]:
-    """Lock the course rows in id order (a fixed order, so two workers never deadlock)."""
+_COURSE_COLUMNS = "course_id, capacity, seats_taken, waitlist_length, opens_at, closes_at, version"
+
+
+def _locked(row: TupleRow) -> LockedCourse:
+    cid, capacity, seats, waitlist, opens_at, closes_at, version = row
+    state = CourseState(
+        course_id=cid,
+        capacity=capacity,
+        seats_taken=seats,
+        waitlist_length=waitlist,
+        opens_at=opens_at,
+        closes_at=closes_at,
+    )
+    return LockedCourse(state, version)
+
+
+def lock_courses(cur: Cursor, course_ids: Iterable[int]) -> dict[int, LockedCourse]:
+    """Lock the course rows in id order (a fixed order, so two transactions never deadlock)."""
     cur.execute(
-        "SELECT course_id, capacity, seats_taken, waitlist_length, version FROM courses"
-        " WHERE course_id = ANY(%s) ORDER BY course_id FOR UPDATE",
+        f"SELECT {_COURSE_COLUMNS} FROM courses WHERE course_id = ANY(%s) ORDER BY course_id FOR UPDATE",
         (sorted(set(course_ids)),),
     )
-    return {
-        cid: LockedCourse(CourseState(course_id=cid, capacity=cap, seats_taken=seats, waitlist_length=wl), version)
-        for cid, cap, seats, wl, version in cur.fetchall()
-    }
+    return {row[0]: _locked(row) for row in cur.fetchall()}
 
 
-def decided_requests(cur: psycopg.Cursor[TupleRow], request_ids: Sequence[str]) -> set[str]:
+def lock_opened_backlog(cur: Cursor, now: datetime) -> LockedCourse | None:
+    """Lock one course whose registration has opened with requests still waiting, skipping any another worker holds."""
+    cur.execute(
+        f"SELECT {_COURSE_COLUMNS} FROM courses WHERE backlog AND (opens_at IS NULL OR opens_at <= %s)"
+        " ORDER BY opens_at NULLS FIRST, course_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        (now,),
+    )
+    row = cur.fetchone()
+    return None if row is None else _locked(row)
+
+
+def next_opening(conn: Conn, now: datetime) -> datetime | None:
+    row = conn.execute("SELECT min(opens_at) FROM courses WHERE backlog AND opens_at > %s", (now,)).fetchone()
+    return None if row is None else row[0]
+
+
+def set_backlog(cur: Cursor, course_id: int, backlog: bool) -> None:
+    cur.execute("UPDATE courses SET backlog = %s WHERE course_id = %s", (backlog, course_id))
+
+
+def decided_requests(cur: Cursor, request_ids: Sequence[str]) -> set[str]:
     cur.execute("SELECT request_id::text FROM enrollment_requests WHERE request_id = ANY(%s::uuid[])", (request_ids,))
     return {row[0] for row in cur.fetchall()}
 
 
-def holders(cur: psycopg.Cursor[TupleRow], course_id: int, student_ids: Iterable[int]) -> frozenset[int]:
+def holders(cur: Cursor, course_id: int, student_ids: Iterable[int]) -> frozenset[int]:
     cur.execute(
         "SELECT student_id FROM enrollment_requests WHERE course_id = %s AND student_id = ANY(%s)"
         " AND status IN ('granted', 'waitlisted')",
@@ -107,36 +158,55 @@ def holders(cur: psycopg.Cursor[TupleRow], course_id: int, student_ids: Iterable
     return frozenset(row[0] for row in cur.fetchall())
 
 
+def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
+    cur.execute(
+        "SELECT request_id::text, student_id FROM enrollment_requests WHERE course_id = %s AND status = 'waitlisted'"
+        " ORDER BY priority DESC, arrival_ms, arrival_seq LIMIT %s",
+        (course_id, max(0, limit)),
+    )
+    return [Holding(request_id=rid, student_id=sid, status="waitlisted") for rid, sid in cur.fetchall()]
+
+
+def holding(cur: Cursor, request_id: str) -> tuple[int, str, Holding | None] | None:
+    """(course id, status, holding) of a decided request, or None when it is not decided (yet)."""
+    cur.execute("SELECT course_id, status, student_id FROM enrollment_requests WHERE request_id = %s", (request_id,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    course_id, status, student_id = row
+    held = (
+        Holding(request_id=request_id, student_id=student_id, status=status)
+        if status in ("granted", "waitlisted")
+        else None
+    )
+    return course_id, status, held
+
+
 def record_decisions(
-    cur: psycopg.Cursor[TupleRow],
-    course: LockedCourse,
-    after: CourseState,
-    pending: Sequence[Pending],
-    decisions: Sequence[Decision],
-    worker: str,
+    cur: Cursor, course: LockedCourse, pending: Sequence[Pending], decisions: Sequence[Decision], worker: str
 ) -> int:
-    """Append each request and its decision to the course stream and update the locked rows.
+    """Append each request and its decision to the course stream and record them in the write model.
 
     Returns the course's new stream version.
     """
     by_id = {p.request.request_id: p for p in pending}
-    version = course.version
-    stream = course_stream(course.state.course_id)
-    with cur.copy("COPY events (stream, stream_version, type, data, metadata) FROM STDIN") as copy:
-        for decision in decisions:
-            item = by_id[decision.request_id]
-            meta = msgspec.json.encode(
-                {"stream_id": str(item.arrival), "idempotency_key": item.request.idempotency_key, "worker": worker}
-            ).decode()
-            for event in (item.request, decision):
-                version += 1
-                copy.write_row((stream, version, events.type_name(event), events.encode(event).decode(), meta))
+    stream_events: list[Event] = []
+    metadata: list[bytes] = []
+    for decision in decisions:
+        item = by_id[decision.request_id]
+        meta = msgspec.json.encode(
+            {"stream_id": str(item.arrival), "idempotency_key": item.request.idempotency_key, "worker": worker}
+        )
+        stream_events += [item.request, decision]
+        metadata += [meta, meta]
+    version = append(cur, course_stream(course.state.course_id), course.version, stream_events, metadata)
     with cur.copy(
-        "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, stream_id,"
-        " requested_at, status, reason, waitlist_position) FROM STDIN"
+        "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
+        " arrival_seq, requested_at, status, reason) FROM STDIN"
     ) as copy:
         for decision in decisions:
-            req = by_id[decision.request_id].request
+            item = by_id[decision.request_id]
+            req = item.request
             copy.write_row(
                 (
                     req.request_id,
@@ -144,18 +214,41 @@ def record_decisions(
                     req.student_id,
                     req.idempotency_key,
                     req.priority,
-                    str(by_id[decision.request_id].arrival),
+                    item.arrival.ms,
+                    item.arrival.seq,
                     req.requested_at,
                     _status(decision),
                     decision.reason if isinstance(decision, EnrollmentRejected) else None,
-                    decision.position if isinstance(decision, Waitlisted) else None,
                 )
             )
-    cur.execute(
-        "UPDATE courses SET seats_taken = %s, waitlist_length = %s, version = %s WHERE course_id = %s",
-        (after.seats_taken, after.waitlist_length, version, after.course_id),
-    )
     return version
+
+
+def record_changes(cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: dict[str, str]) -> int:
+    """Append lifecycle events (drops, promotions, capacity and window changes) and apply their statuses."""
+    version = append(cur, course_stream(course.state.course_id), course.version, changes, [b"{}"] * len(changes))
+    for request_id, new_status in status.items():
+        cur.execute(
+            "UPDATE enrollment_requests SET status = %s WHERE request_id = %s",
+            (new_status, request_id),
+        )
+    return version
+
+
+def save_course(cur: Cursor, after: CourseState, version: int) -> None:
+    cur.execute(
+        "UPDATE courses SET capacity = %s, seats_taken = %s, waitlist_length = %s, opens_at = %s, closes_at = %s,"
+        " version = %s WHERE course_id = %s",
+        (
+            after.capacity,
+            after.seats_taken,
+            after.waitlist_length,
+            after.opens_at,
+            after.closes_at,
+            version,
+            after.course_id,
+        ),
+    )
 
 
 def _status(decision: Decision) -> str:
@@ -166,47 +259,43 @@ def _status(decision: Decision) -> str:
     return "granted"
 
 
-class RequestStatus(msgspec.Struct, frozen=True, kw_only=True):
-    request_id: str
-    course_id: int
-    student_id: int
-    priority: int
-    status: str
-    requested_at: datetime
-    decided_at: datetime
-    reason: str | None = None
-    waitlist_position: int | None = None
+class Recorded(msgspec.Struct, frozen=True):
+    """An event as stored: its global position, its stream and when it was recorded."""
+
+    position: int
+    stream: str
+    stream_version: int
+    recorded_at: datetime
+    event: Event
 
 
-async def request_status(conn: psycopg.AsyncConnection[TupleRow], request_id: str) -> RequestStatus | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT request_id::text, course_id, student_id, priority, status, requested_at, decided_at, reason,"
-            " waitlist_position FROM enrollment_requests WHERE request_id = %s",
+def read_events(
+    cur: Cursor, after: int, limit: int, stream: str | None = None, student_id: int | None = None
+) -> list[Recorded]:
+    """Events after a global position, in order; optionally of one stream or one student only."""
+    cur.execute(
+        "SELECT position, stream, stream_version, recorded_at, data::text FROM events WHERE position > %(after)s"
+        " AND (%(stream)s::text IS NULL OR stream = %(stream)s)"
+        " AND (%(student)s::bigint IS NULL OR (data ? 'student_id' AND (data ->> 'student_id')::bigint = %(student)s))"
+        " ORDER BY position LIMIT %(limit)s",
+        {"after": after, "limit": limit, "stream": stream, "student": student_id},
+    )
+    return [Recorded(pos, s, v, at, events.decode(data)) for pos, s, v, at, data in cur.fetchall()]
+
+
+def request(conn: Conn, request_id: str) -> dict[str, Any] | None:
+    """A decided request as the write model has it, with its waitlist position when waitlisted."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT request_id::text, course_id, student_id, priority, status, reason, requested_at, decided_at,"
+            " CASE WHEN status = 'waitlisted' THEN (SELECT count(*) + 1 FROM enrollment_requests o"
+            "  WHERE o.course_id = r.course_id AND o.status = 'waitlisted'"
+            "  AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-r.priority, r.arrival_ms, r.arrival_seq)) END"
+            " AS waitlist_position FROM enrollment_requests r WHERE request_id = %s",
             (request_id,),
         )
-        row = await cur.fetchone()
-    return None if row is None else msgspec.convert(row, RequestStatus)
+        return cur.fetchone()
 
 
-class CourseRow(msgspec.Struct, frozen=True, kw_only=True):
-    course_id: int
-    title: str
-    capacity: int
-    seats_taken: int
-    waitlist_length: int
-
-
-async def courses(conn: psycopg.AsyncConnection[TupleRow], course_id: int | None = None) -> list[CourseRow]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT course_id, title, capacity, seats_taken, waitlist_length FROM courses"
-            " WHERE %(id)s::bigint IS NULL OR course_id = %(id)s ORDER BY course_id",
-            {"id": course_id},
-        )
-        return [msgspec.convert(row, CourseRow) for row in await cur.fetchall()]
-
-
-async def course_ids(conn: psycopg.AsyncConnection[TupleRow]) -> list[int]:
-    cur = await conn.execute("SELECT course_id FROM courses")
-    return [row[0] for row in await cur.fetchall()]
+def course_ids(conn: Conn) -> list[int]:
+    return [row[0] for row in conn.execute("SELECT course_id FROM courses")]

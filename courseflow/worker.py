@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgspec
@@ -47,6 +48,17 @@ class Accepted(msgspec.Struct, frozen=True):
 
 class Undecodable(Exception):
     pass
+
+
+class Outcome(msgspec.Struct):
+    """What one transaction did with a batch, for the acknowledgements that follow its COMMIT."""
+
+    # Priority-set members decided (now or before), per course.
+    settled: dict[int, list[bytes]] = msgspec.field(default_factory=dict)
+    decided: set[str] = msgspec.field(default_factory=set)
+    # Accepted before registration opened: acknowledged, left in the priority set.
+    deferred: set[str] = msgspec.field(default_factory=set)
+    unknown: list[int] = msgspec.field(default_factory=list)
 
 
 class Worker:
@@ -99,13 +111,37 @@ class Worker:
         self.close()
 
     def step(self, block_ms: int | None = None) -> int:
-        """Read one batch of new entries and decide it; returns how many entries were read."""
+        """Open due backlogs, then read one batch of new entries and decide it; returns the entries read."""
+        self.open_backlogs()
+        if block_ms is not None:
+            opening = store.next_opening(self.pg, _now())
+            if opening is not None:
+                # Wake up the moment a registration opens, not up to BLOCK later.
+                block_ms = max(1, min(block_ms, int((opening - _now()).total_seconds() * 1000) + 1))
         reply = self.redis.xreadgroup(
             GROUP, self.name, {self.keys.requests: ">"}, count=self.settings.batch_size, block=block_ms
         )
         entries = _entries(reply)
         self.process(entries)
         return len(entries)
+
+    def open_backlogs(self) -> int:
+        """Decide the requests accepted before registration opened, best first, a batch per transaction."""
+        decided = 0
+        while True:
+            settled: dict[int, list[bytes]] = {}
+            with self.pg.transaction(), self.pg.cursor() as cur:
+                course = store.lock_opened_backlog(cur, _now())
+                if course is None:
+                    return decided
+                course_id = course.state.course_id
+                raw = queue.top(self.redis, self.keys, course_id, self.settings.batch_size)
+                if len(raw) < self.settings.batch_size:
+                    store.set_backlog(cur, course_id, False)
+                resolved, count = self._decide(cur, course, raw, ())
+                settled[course_id] = raw
+            queue.settle(self.redis, self.keys, settled, sorted(resolved), [])
+            decided += count
 
     def recover_own(self) -> None:
         """Re-process the entries this consumer read before a restart but never acknowledged."""
@@ -152,45 +188,56 @@ class Worker:
                 queue.dead_letter(self.redis, self.keys, entry_id, fields, str(exc))
                 continue
             by_course[item.request.course_id].append(item)
-        settled, resolved, unknown = self._commit(by_course) if by_course else ({}, set(), [])
-        for course_id in unknown:
+        outcome = self._commit(by_course) if by_course else Outcome()
+        for course_id in outcome.unknown:
             for item in by_course[course_id]:
                 queue.dead_letter(self.redis, self.keys, item.entry_id, item.fields, f"unknown course {course_id}")
-        acked = [a.entry_id for items in by_course.values() for a in items if a.request.request_id in resolved]
-        if settled or acked or gone:
-            queue.settle(self.redis, self.keys, settled, sorted(resolved), acked + gone)
+        done = outcome.decided | outcome.deferred
+        acked = [a.entry_id for items in by_course.values() for a in items if a.request.request_id in done]
+        if outcome.settled or acked or gone:
+            queue.settle(self.redis, self.keys, outcome.settled, sorted(outcome.decided), acked + gone)
 
-    def _commit(self, by_course: dict[int, list[Accepted]]) -> tuple[dict[int, list[bytes]], set[str], list[int]]:
-        """One transaction: lock the batch's courses, decide everything pending up to the batch, append.
-
-        Returns the priority-set members to drop, the request ids now decided, and the unknown courses.
-        """
-        settled: dict[int, list[bytes]] = {}
-        resolved: set[str] = set()
-        decided = 0
+    def _commit(self, by_course: dict[int, list[Accepted]]) -> Outcome:
+        """One transaction: lock the batch's courses, decide everything pending up to the batch, append."""
+        outcome = Outcome()
+        now = _now()
         with self.pg.transaction(), self.pg.cursor() as cur:
             locked = store.lock_courses(cur, by_course)
-            for course_id in sorted(by_course):
-                course = locked.get(course_id)
-                if course is None:
+            outcome.unknown = [cid for cid in by_course if cid not in locked]
+            for course_id in sorted(set(by_course) & set(locked)):
+                course, batch = locked[course_id], by_course[course_id]
+                if not course.state.is_open(now):
+                    # The priority set keeps them, durably, until the opening; the stream entries are done.
+                    store.set_backlog(cur, course_id, True)
+                    outcome.deferred |= {a.request.request_id for a in batch}
                     continue
-                last = max(by_course[course_id], key=lambda a: (-a.request.priority, a.member))
+                last = max(batch, key=lambda a: (-a.request.priority, a.member))
                 # Read after taking the lock: everything a previous holder decided is committed by now.
                 raw = queue.pending_through(self.redis, self.keys, course_id, last.request.priority, last.member)
-                items = [queue.parse_member(m) for m in raw]
-                ids = [p.request.request_id for p in items] + [a.request.request_id for a in by_course[course_id]]
-                done = store.decided_requests(cur, ids)
-                fresh = [p for p in items if p.request.request_id not in done]
-                students = {p.request.student_id for p in fresh}
-                state = msgspec.structs.replace(course.state, holders=store.holders(cur, course_id, students))
-                decisions, after = decide(state, fresh)
-                if decisions:
-                    store.record_decisions(cur, course, after, fresh, decisions, self.name)
-                    decided += len(decisions)
-                settled[course_id] = raw
-                resolved |= done | {p.request.request_id for p in fresh}
-        self.decided += decided
-        return settled, resolved, [cid for cid in by_course if cid not in locked]
+                done, count = self._decide(cur, course, raw, [a.request.request_id for a in batch])
+                self.decided += count
+                outcome.settled[course_id] = raw
+                outcome.decided |= done
+        return outcome
+
+    def _decide(
+        self, cur: store.Cursor, course: store.LockedCourse, raw: Sequence[bytes], also: Sequence[str]
+    ) -> tuple[set[str], int]:
+        """Decide the members `raw` (best first) that are not decided yet; returns the ids now decided
+        (including those of `also` found decided before) and how many decisions were made."""
+        items = [queue.parse_member(m) for m in raw]
+        done = store.decided_requests(cur, [p.request.request_id for p in items] + list(also))
+        fresh = [p for p in items if p.request.request_id not in done]
+        holders = store.holders(cur, course.state.course_id, {p.request.student_id for p in fresh})
+        decisions, after = decide(msgspec.structs.replace(course.state, holders=holders), fresh)
+        if decisions:
+            version = store.record_decisions(cur, course, fresh, decisions, self.name)
+            store.save_course(cur, after, version)
+        return done | {p.request.request_id for p in fresh}, len(decisions)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _entries(reply: Any) -> list[Entry]:

@@ -22,6 +22,7 @@ from courseflow import services, store
 from courseflow.api import create_app
 from courseflow.config import Settings
 from courseflow.worker import Worker
+from projections.projector import Projector
 from tests.helpers import wait_until
 
 Servers = tuple[str, str]
@@ -80,7 +81,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 def reset(servers: Servers) -> None:
     database_url, redis_url = servers
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE events, enrollment_requests, courses RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
+            " enrollment_counters RESTART IDENTITY CASCADE"
+        )
+        conn.execute("UPDATE projection_checkpoints SET position = 0")
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
 
@@ -112,7 +117,19 @@ def rds(settings: Settings) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def projector(settings: Settings) -> Iterator[Projector]:
+    """The projector, following the event log in a thread for the length of the test."""
+    running = Projector(settings.database_url)
+    thread = threading.Thread(target=running.run, kwargs={"idle_wait_s": 0.2}, name="projector", daemon=True)
+    thread.start()
+    yield running
+    running.stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the projector did not stop"
+
+
+@pytest.fixture
+def client(settings: Settings, projector: Projector) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

@@ -11,6 +11,7 @@ import redis
 from starlette.testclient import TestClient
 
 from courseflow.queue import Keys
+from projections import queries
 
 Conn = psycopg.Connection[psycopg.rows.TupleRow]
 
@@ -32,9 +33,19 @@ def decided_count(db: Conn) -> int:
     return int(row[0])
 
 
+def projection_lag(db: Conn) -> int:
+    return queries.lag(db)
+
+
+def wait_projected(db: Conn, timeout: float = 30.0) -> None:
+    wait_until(lambda: projection_lag(db) == 0, timeout, "the read models to catch up")
+
+
 def wait_decided(db: Conn, count: int, timeout: float = 30.0) -> None:
+    """Wait for `count` decisions and for the read models to include them (a projector must run)."""
     wait_until(lambda: decided_count(db) >= count, timeout, f"{count} decisions")
     assert decided_count(db) == count
+    wait_until(lambda: projection_lag(db) == 0, timeout, "the read models to catch up")
 
 
 def outcomes(db: Conn, course_id: int) -> dict[str, list[int]]:
@@ -54,6 +65,7 @@ def outcomes(db: Conn, course_id: int) -> dict[str, list[int]]:
 def create_course(client: TestClient, course_id: int, capacity: int, title: str = "") -> None:
     response = client.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": title})
     assert response.status_code == 201, response.text
+    wait_until(lambda: client.get(f"/metrics?course_id={course_id}").status_code == 200, what="the course projected")
 
 
 def enroll(client: TestClient, student_id: int, course_id: int, priority: int = 0, key: str | None = None) -> Any:

@@ -9,7 +9,7 @@ import redis
 from starlette.testclient import TestClient
 
 from courseflow.queue import Keys
-from tests.helpers import create_course, enroll
+from tests.helpers import Conn, create_course, enroll, wait_projected
 
 KEYS = Keys()
 GOOD = {"student_id": 123, "course_id": 1, "idempotency_key": "unique-key-123", "priority": 10}
@@ -137,19 +137,33 @@ def test_idempotency_key_header(client: TestClient, rds: redis.Redis) -> None:
     assert queued(rds) == 1
 
 
-def test_course_create_read_and_conflict(client: TestClient) -> None:
-    response = client.post("/api/v1/courses", json={"course_id": 7, "capacity": 30, "title": "Databases"})
+def test_course_create_read_and_conflict(client: TestClient, db: Conn) -> None:
+    response = client.post(
+        "/api/v1/courses",
+        json={"course_id": 7, "capacity": 30, "title": "Databases", "opens_at": "2026-12-01T09:00:00+01:00"},
+    )
     assert response.status_code == 201
-    assert response.json() == {
+    expected = {
         "course_id": 7,
         "title": "Databases",
         "capacity": 30,
+        "opens_at": "2026-12-01T09:00:00+01:00",
+        "closes_at": None,
         "seats_taken": 0,
         "waitlist_length": 0,
         "pending": 0,
     }
+    assert response.json() == expected
     assert client.post("/api/v1/courses", json={"course_id": 7, "capacity": 5}).status_code == 409
-    assert client.get("/api/v1/courses/7").json()["capacity"] == 30
+    wait_projected(db)
+    shown = client.get("/api/v1/courses/7").json()
+    assert shown["opens_at"] == "2026-12-01T08:00:00Z"
+    assert {k: v for k, v in shown.items() if k not in ("opens_at", "counters")} == {
+        k: v for k, v in expected.items() if k != "opens_at"
+    }
+    assert shown["counters"] == dict.fromkeys(
+        ("requested", "granted", "waitlisted", "rejected", "dropped", "left_waitlist", "promoted"), 0
+    )
     assert client.get("/api/v1/courses/8").status_code == 404
     assert client.get("/api/v1/courses/abc").json()["field"] == "course_id"
 
@@ -161,6 +175,13 @@ def test_course_create_read_and_conflict(client: TestClient) -> None:
         ({"course_id": 1, "capacity": -1}, "capacity"),
         ({"course_id": 1}, "capacity"),
         ({"course_id": 1, "capacity": 1, "title": 5}, "title"),
+        ({"course_id": 1, "capacity": 1, "opens_at": "tomorrow"}, "opens_at"),
+        ({"course_id": 1, "capacity": 1, "opens_at": "2026-12-01T09:00:00"}, "opens_at"),
+        ({"course_id": 1, "capacity": 1, "closes_at": 17}, "closes_at"),
+        (
+            {"course_id": 1, "capacity": 1, "opens_at": "2026-12-02T00:00Z", "closes_at": "2026-12-01T00:00Z"},
+            "closes_at",
+        ),
     ],
 )
 def test_bad_course_is_422(client: TestClient, body: dict[str, Any], field: str) -> None:

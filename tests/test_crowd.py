@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import httpx2 as httpx
 
-from courseflow.domain import StreamId
+from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, wait_decided
 
@@ -38,22 +38,21 @@ def crowd(seed: int) -> list[dict[str, object]]:
     ]
 
 
-def expected_outcomes(rows: list[tuple[str, int, int, str]], capacity: int) -> dict[str, tuple[str, int | None]]:
-    """What a single, perfectly fair decider gives for requests that were all pending together."""
-    outcome: dict[str, tuple[str, int | None]] = {}
+def expected_outcomes(rows: list[tuple[str, int, int, int, int]], capacity: int) -> list[tuple[str, str]]:
+    """(request id, status) in decision order, as one perfectly fair decider gives for requests pending together."""
+    outcome: list[tuple[str, str]] = []
     holders: set[int] = set()
-    seats = waitlist = 0
-    for request_id, student, _, _ in sorted(rows, key=lambda r: (-r[2], StreamId.parse(r[3]))):
+    seats = 0
+    for request_id, student, _, _, _ in sorted(rows, key=lambda r: (-r[2], r[3], r[4])):
         if student in holders:
-            outcome[request_id] = ("rejected", None)
+            outcome.append((request_id, "rejected"))
         elif seats < capacity:
             holders.add(student)
             seats += 1
-            outcome[request_id] = ("granted", None)
+            outcome.append((request_id, "granted"))
         else:
             holders.add(student)
-            waitlist += 1
-            outcome[request_id] = ("waitlisted", waitlist)
+            outcome.append((request_id, "waitlisted"))
     return outcome
 
 
@@ -76,7 +75,7 @@ def check_exactly_once_and_capacity(db: Conn, bodies: list[dict[str, object]]) -
 
 
 def test_crowd_pending_together_is_decided_in_strict_priority_then_arrival_order(
-    api_server: str, db: Conn, start_workers: StartWorkers
+    api_server: str, db: Conn, start_workers: StartWorkers, projector: Projector
 ) -> None:
     bodies = crowd(seed=7)
     responses = asyncio.run(send_crowd(api_server, bodies))
@@ -84,23 +83,25 @@ def test_crowd_pending_together_is_decided_in_strict_priority_then_arrival_order
     # Small batches, so the two workers hold interleaved slices of every course.
     start_workers(2, batch_size=25)
     check_exactly_once_and_capacity(db, bodies)
+    kinds = {"EnrollmentGranted": "granted", "Waitlisted": "waitlisted", "EnrollmentRejected": "rejected"}
     for course_id, capacity in CAPACITIES.items():
         rows = db.execute(
-            "SELECT request_id::text, student_id, priority, stream_id FROM enrollment_requests WHERE course_id = %s",
+            "SELECT request_id::text, student_id, priority, arrival_ms, arrival_seq FROM enrollment_requests"
+            " WHERE course_id = %s",
             (course_id,),
         ).fetchall()
-        actual = {
-            rid: (status, position)
-            for rid, status, position in db.execute(
-                "SELECT request_id::text, status, waitlist_position FROM enrollment_requests WHERE course_id = %s",
-                (course_id,),
+        decided_in_order = [
+            (rid, kinds[kind])
+            for rid, kind in db.execute(
+                "SELECT data ->> 'request_id', type FROM events WHERE stream = %s AND type = ANY(%s) ORDER BY position",
+                (f"course-{course_id}", list(kinds)),
             ).fetchall()
-        }
-        assert actual == expected_outcomes(rows, capacity), f"course {course_id} was not decided in fair order"
+        ]
+        assert decided_in_order == expected_outcomes(rows, capacity), f"course {course_id} was not decided fairly"
 
 
 def test_crowd_arriving_while_workers_run_is_decided_exactly_once(
-    api_server: str, db: Conn, start_workers: StartWorkers
+    api_server: str, db: Conn, start_workers: StartWorkers, projector: Projector
 ) -> None:
     bodies = crowd(seed=11)
     start_workers(2, batch_size=25)

@@ -9,6 +9,7 @@ import redis
 from starlette.testclient import TestClient
 
 from courseflow.queue import Keys
+from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import (
     Conn,
@@ -67,7 +68,9 @@ def test_capacity_not_exceeded(client: TestClient, db: Conn, start_workers: Star
     }
 
 
-def test_spike_stability(api_server: str, db: Conn, rds: redis.Redis, start_workers: StartWorkers) -> None:
+def test_spike_stability(
+    api_server: str, db: Conn, rds: redis.Redis, start_workers: StartWorkers, projector: Projector
+) -> None:
     """500 concurrent requests over real HTTP: every one accepted, stored and decided once."""
 
     async def crowd() -> list[httpx.Response]:
@@ -87,7 +90,9 @@ def test_spike_stability(api_server: str, db: Conn, rds: redis.Redis, start_work
     assert rds.zcard(KEYS.priority_set(1)) == 0
 
 
-def test_idempotency_protection(api_server: str, db: Conn, rds: redis.Redis, start_workers: StartWorkers) -> None:
+def test_idempotency_protection(
+    api_server: str, db: Conn, rds: redis.Redis, start_workers: StartWorkers, projector: Projector
+) -> None:
     """The same request sent 20 times at once is stored once, decided once."""
 
     async def retries() -> list[httpx.Response]:

@@ -8,7 +8,17 @@ import msgspec
 import pytest
 
 from courseflow import events
-from courseflow.events import CourseCreated, EnrollmentRejected, EnrollmentRequested, Waitlisted
+from courseflow.events import (
+    CapacityChanged,
+    CourseCreated,
+    EnrollmentDropped,
+    EnrollmentRejected,
+    EnrollmentRequested,
+    RegistrationWindowChanged,
+    Waitlisted,
+    WaitlistLeft,
+    WaitlistPromoted,
+)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +33,13 @@ from courseflow.events import CourseCreated, EnrollmentRejected, EnrollmentReque
             priority=3,
             requested_at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
         ),
-        Waitlisted(course_id=1, request_id="r", student_id=2, priority=0, position=4),
+        Waitlisted(course_id=1, request_id="r", student_id=2, priority=0, arrival="1700000000000-3"),
+        CourseCreated(course_id=2, title="T", capacity=1, opens_at=datetime(2026, 9, 1, tzinfo=UTC), closes_at=None),
+        WaitlistPromoted(course_id=1, request_id="r", student_id=2),
+        EnrollmentDropped(course_id=1, request_id="r", student_id=2),
+        WaitlistLeft(course_id=1, request_id="r", student_id=2),
+        CapacityChanged(course_id=1, capacity=5, previous=3),
+        RegistrationWindowChanged(course_id=1, opens_at=None, closes_at=datetime(2026, 9, 2, tzinfo=UTC)),
         EnrollmentRejected(course_id=1, request_id="r", student_id=2, reason="duplicate"),
     ],
 )

@@ -44,17 +44,22 @@ def test_one_decision_per_request(db: Conn) -> None:
         _append(db, "course-1", 2, "Waitlisted", '{"request_id": "r1"}')
 
 
-def test_seats_can_never_exceed_capacity(db: Conn) -> None:
-    db.execute("INSERT INTO courses (course_id, capacity) VALUES (1, 2)")
-    with pytest.raises(psycopg.errors.CheckViolation):
+def test_seats_can_never_grow_beyond_capacity(db: Conn) -> None:
+    db.execute("INSERT INTO courses (course_id, capacity, seats_taken) VALUES (1, 2, 2)")
+    with pytest.raises(psycopg.errors.CheckViolation, match="exceed capacity"):
         db.execute("UPDATE courses SET seats_taken = 3 WHERE course_id = 1")
+    # Lowering capacity below the seats taken is allowed, and so is every drop after it.
+    db.execute("UPDATE courses SET capacity = 0 WHERE course_id = 1")
+    db.execute("UPDATE courses SET seats_taken = 1 WHERE course_id = 1")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("UPDATE courses SET seats_taken = 2 WHERE course_id = 1")
 
 
 def test_one_place_per_student_per_course(db: Conn) -> None:
     db.execute("INSERT INTO courses (course_id, capacity) VALUES (1, 2)")
     insert = (
-        "INSERT INTO enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, stream_id,"
-        " requested_at, status) VALUES (gen_random_uuid(), 1, 9, 'k', 0, '1-0', now(), %s)"
+        "INSERT INTO enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
+        " arrival_seq, requested_at, status) VALUES (gen_random_uuid(), 1, 9, 'k', 0, 1, 0, now(), %s)"
     )
     db.execute(insert, ("granted",))
     db.execute(insert, ("rejected",))

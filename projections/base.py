@@ -1,0 +1,33 @@
+"""What a projection is: named tables, and how one recorded event changes them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from psycopg import sql
+
+from courseflow.store import Cursor, Recorded
+
+
+class Projection:
+    """Maintains its tables from events. `apply` touches only the tables named in `tables`, through the
+    physical names it is given, so a rebuild can fill fresh copies while the live ones keep serving."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]]
+
+    def apply(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def run(cur: Cursor, statement: str, table: sql.Identifier, params: Mapping[str, Any]) -> None:
+        """Execute `statement` with `{table}` replaced by the physical table name."""
+        cur.execute(sql.SQL(statement).format(table=table), params)
+
+
+def live_tables(projection: Projection) -> dict[str, sql.Identifier]:
+    return {name: sql.Identifier(name) for name in projection.tables}
+
+
+__all__ = ["Projection", "Recorded", "live_tables"]

@@ -1,0 +1,71 @@
+"""What the API reads: the read models, shaped as its answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from courseflow.store import Conn
+
+_COURSE = (
+    "SELECT s.course_id, s.title, s.capacity, s.seats_taken, s.waitlist_length, s.opens_at, s.closes_at,"
+    " c.requested, c.granted, c.waitlisted, c.rejected, c.dropped, c.left_waitlist, c.promoted"
+    " FROM course_seats s LEFT JOIN enrollment_counters c USING (course_id)"
+)
+
+# Live place in the waitlist: entries of the same course ranking ahead, by priority then arrival.
+_WAITLIST_POSITION = (
+    "(SELECT count(*) + 1 FROM waitlist_entries o WHERE o.course_id = w.course_id"
+    " AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-w.priority, w.arrival_ms, w.arrival_seq))"
+)
+
+
+def courses(conn: Conn, course_id: int | None = None) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            _COURSE + " WHERE %(id)s::bigint IS NULL OR s.course_id = %(id)s ORDER BY s.course_id", {"id": course_id}
+        )
+        return cur.fetchall()
+
+
+def enrollment(conn: Conn, request_id: str) -> dict[str, Any] | None:
+    """A request as projected, with its live waitlist position when waitlisted."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT e.request_id::text, e.course_id, e.student_id, e.priority, e.status, e.reason, e.requested_at,"
+            f" e.decided_at, CASE WHEN w.request_id IS NOT NULL THEN {_WAITLIST_POSITION} END AS waitlist_position"
+            " FROM enrollments e LEFT JOIN waitlist_entries w USING (request_id) WHERE e.request_id = %s",
+            (request_id,),
+        )
+        return cur.fetchone()
+
+
+def waitlist(conn: Conn, course_id: int, limit: int, offset: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT row_number() OVER (ORDER BY priority DESC, arrival_ms, arrival_seq) AS position,"
+            " request_id::text, student_id, priority FROM waitlist_entries WHERE course_id = %(c)s"
+            " ORDER BY priority DESC, arrival_ms, arrival_seq LIMIT %(limit)s OFFSET %(offset)s",
+            {"c": course_id, "limit": limit, "offset": offset},
+        )
+        return cur.fetchall()
+
+
+def student_enrollments(conn: Conn, student_id: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT request_id::text, course_id, priority, status, reason, requested_at, decided_at FROM enrollments"
+            " WHERE student_id = %s ORDER BY requested_at",
+            (student_id,),
+        )
+        return cur.fetchall()
+
+
+def lag(conn: Conn) -> int:
+    """How many events the slowest projection is behind."""
+    row = conn.execute(
+        "SELECT coalesce((SELECT max(position) FROM events), 0) - coalesce(min(position), 0)"
+        " FROM projection_checkpoints"
+    ).fetchone()
+    return int(row[0]) if row else 0
