@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psycopg
+from psycopg import sql
 
 from courseflow import store
 from projections import PROJECTIONS
@@ -18,28 +19,37 @@ BATCH = 1000
 
 
 def apply_batch(
-    cur: store.Cursor, projections: Iterable[Projection], checkpoints: dict[str, int], shadow: bool = False
+    cur: store.Cursor,
+    projections: Iterable[Projection],
+    checkpoints: dict[str, int],
+    tables: Mapping[str, Mapping[str, sql.Identifier]] | None = None,
+    until: Mapping[str, int] | None = None,
 ) -> int:
-    """Apply the next events after the lowest checkpoint; advances `checkpoints`; returns the last position or 0."""
-    projections = list(projections)
-    batch = store.read_events(cur, min(checkpoints.values()), BATCH)
-    for projection in projections:
-        tables = live_tables(projection) if not shadow else shadow_tables(projection)
-        for recorded in batch:
-            if recorded.position > checkpoints[projection.name]:
-                projection.apply(cur, recorded, tables)
-    if not batch:
+    """Apply the next batch of events after each projection's checkpoint, and up to `until` if given.
+
+    Advances `checkpoints`; returns how many (event, projection) applications it made, 0 once caught up.
+    `tables` maps each projection to the physical tables to write, the live ones by default.
+    """
+    active = [p for p in projections if until is None or checkpoints[p.name] < until[p.name]]
+    if not active:
         return 0
-    for name in checkpoints:
-        checkpoints[name] = max(checkpoints[name], batch[-1].position)
-    return batch[-1].position
-
-
-def shadow_tables(projection: Projection) -> dict[str, psycopg.sql.Identifier]:
-    return {name: psycopg.sql.Identifier(f"{name}__rebuild") for name in projection.tables}
+    batch = store.read_events(cur, min(checkpoints[p.name] for p in active), BATCH)
+    applied = 0
+    for projection in active:
+        target = live_tables(projection) if tables is None else tables[projection.name]
+        stop = None if until is None else until[projection.name]
+        for recorded in batch:
+            if stop is not None and recorded.position > stop:
+                break
+            if recorded.position > checkpoints[projection.name]:
+                projection.apply(cur, recorded, target)
+                checkpoints[projection.name] = recorded.position
+                applied += 1
+    return applied
 
 
 def lock_checkpoints(cur: store.Cursor, names: Iterable[str]) -> dict[str, int]:
+    """Lock the named checkpoints: whoever else projects into those read models waits until COMMIT."""
     cur.execute(
         "SELECT name, position FROM projection_checkpoints WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
         (sorted(names),),
@@ -47,7 +57,7 @@ def lock_checkpoints(cur: store.Cursor, names: Iterable[str]) -> dict[str, int]:
     return dict(cur.fetchall())
 
 
-def save_checkpoints(cur: store.Cursor, checkpoints: dict[str, int]) -> None:
+def save_checkpoints(cur: store.Cursor, checkpoints: Mapping[str, int]) -> None:
     for name, position in checkpoints.items():
         cur.execute("UPDATE projection_checkpoints SET position = %s WHERE name = %s", (position, name))
 
@@ -59,14 +69,13 @@ class Projector:
         self.stop = stop or threading.Event()
 
     def step(self, conn: store.Conn) -> int:
-        """One transaction: the next batch of events into every read model; returns how many positions advanced."""
+        """One transaction: the next batch of events into every read model; returns how many were read."""
         with conn.transaction(), conn.cursor() as cur:
             checkpoints = lock_checkpoints(cur, (p.name for p in self.projections))
-            before = min(checkpoints.values())
-            last = apply_batch(cur, self.projections, checkpoints)
-            if last:
+            read = apply_batch(cur, self.projections, checkpoints)
+            if read:
                 save_checkpoints(cur, checkpoints)
-            return max(0, last - before)
+            return read
 
     def catch_up(self, conn: store.Conn) -> None:
         while self.step(conn) and not self.stop.is_set():

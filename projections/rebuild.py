@@ -1,4 +1,4 @@
-"""Rebuild read models from position 0 into fresh tables while the live ones serve, then switch over."""
+"""Replay read models from position 0 into fresh tables: to rebuild them, or to check the live ones."""
 
 from __future__ import annotations
 
@@ -8,41 +8,54 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
+from courseflow import store
 from projections import PROJECTIONS
+from projections.base import Projection
 from projections.projector import apply_batch, lock_checkpoints, save_checkpoints
 
 log = logging.getLogger("courseflow.rebuild")
 
-SHADOW = "{}__rebuild"
+
+def _shadow(table: str) -> str:
+    return f"{table}__replay"
+
+
+def _selected(names: Iterable[str] | None) -> list[Projection]:
+    return [PROJECTIONS[n] for n in (names or PROJECTIONS)]
+
+
+def _replay(conn: store.Conn, projections: list[Projection], until: dict[str, int] | None = None) -> dict[str, int]:
+    """Fresh copies of the tables, filled from position 0 up to `until` or the end of the log as it is now."""
+    for table in (t for p in projections for t in p.tables):
+        shadow = sql.Identifier(_shadow(table))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(shadow))
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(shadow, sql.Identifier(table)))
+    checkpoints = dict.fromkeys((p.name for p in projections), 0)
+    while True:  # one transaction per batch, no lock on anything live
+        with conn.transaction(), conn.cursor() as cur:
+            if not apply_batch(cur, projections, checkpoints, _shadow_tables(projections), until):
+                return checkpoints
+
+
+def _shadow_tables(projections: list[Projection]) -> dict[str, dict[str, sql.Identifier]]:
+    return {p.name: {t: sql.Identifier(_shadow(t)) for t in p.tables} for p in projections}
 
 
 def rebuild(database_url: str, names: Iterable[str] | None = None) -> int:
-    """Replay every event into copies of the named projections' tables and swap them in.
+    """Rebuild the named read models while the live ones serve, then swap them in.
 
     Returns the position the rebuilt read models are at. The live projector pauses only for the
     switch-over, which also applies whatever was appended during the replay.
     """
-    projections = [PROJECTIONS[n] for n in (names or PROJECTIONS)]
-    tables = [t for p in projections for t in p.tables]
+    projections = _selected(names)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for table in tables:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SHADOW.format(table))))
-            conn.execute(
-                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                    sql.Identifier(SHADOW.format(table)), sql.Identifier(table)
-                )
-            )
-        checkpoints = dict.fromkeys((p.name for p in projections), 0)
-        while True:  # the bulk of the replay: one transaction per batch, no lock on the live tables
-            with conn.transaction(), conn.cursor() as cur:
-                if not apply_batch(cur, projections, checkpoints, shadow=True):
-                    break
+        checkpoints = _replay(conn, projections)
         with conn.transaction(), conn.cursor() as cur:
-            lock_checkpoints(cur, checkpoints)  # the live projector waits here for these projections
-            while apply_batch(cur, projections, checkpoints, shadow=True):
+            lock_checkpoints(cur, checkpoints)
+            while apply_batch(cur, projections, checkpoints, _shadow_tables(projections)):
                 pass
-            for table in tables:
-                live, shadow, old = (sql.Identifier(n) for n in (table, SHADOW.format(table), f"{table}__old"))
+            for table in (t for p in projections for t in p.tables):
+                live, shadow, old = (sql.Identifier(n) for n in (table, _shadow(table), f"{table}__old"))
                 cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(live, old))
                 cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(shadow, live))
                 cur.execute(sql.SQL("DROP TABLE {}").format(old))
@@ -50,3 +63,36 @@ def rebuild(database_url: str, names: Iterable[str] | None = None) -> int:
     position = max(checkpoints.values(), default=0)
     log.info("rebuilt %s up to position %d", ", ".join(checkpoints), position)
     return position
+
+
+def differences(database_url: str, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Rows that differ between each live read-model table and a replay up to the same position.
+
+    The live projector pauses for the comparison only; nothing live is changed.
+    """
+    projections = _selected(names)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            # Checkpoints only move forward: replaying up to where they stand now never overtakes them.
+            cur.execute(
+                "SELECT name, position FROM projection_checkpoints WHERE name = ANY(%s)",
+                ([p.name for p in projections],),
+            )
+            checkpoints = _replay(conn, projections, until=dict(cur.fetchall()))
+        result: dict[str, int] = {}
+        with conn.transaction(), conn.cursor() as cur:
+            live = lock_checkpoints(cur, checkpoints)
+            while apply_batch(cur, projections, checkpoints, _shadow_tables(projections), until=live):
+                pass
+            for table in (t for p in projections for t in p.tables):
+                a, b = sql.Identifier(table), sql.Identifier(_shadow(table))
+                cur.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM ((TABLE {a} EXCEPT ALL TABLE {b})"
+                        " UNION ALL (TABLE {b} EXCEPT ALL TABLE {a})) AS differing"
+                    ).format(a=a, b=b)
+                )
+                row = cur.fetchone()
+                result[table] = int(row[0]) if row else 0
+                cur.execute(sql.SQL("DROP TABLE {}").format(b))
+    return result

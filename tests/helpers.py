@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import httpx2 as httpx
 import psycopg
 import redis
 from starlette.testclient import TestClient
@@ -90,3 +92,42 @@ def all_acknowledged(rds: redis.Redis) -> bool:
 
 def stream_entries(rds: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return cast(list[tuple[bytes, dict[bytes, bytes]]], rds.xrange(key))
+
+
+async def send_crowd(
+    base: str, bodies: list[dict[str, object]], courses: dict[int, tuple[int, str | None]]
+) -> list[httpx.Response]:
+    """Create the courses ({id: (capacity, opens_at)}), then send every body to /enroll at once."""
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=64)) as http:
+        for course_id, (capacity, opens_at) in courses.items():
+            body = {"course_id": course_id, "capacity": capacity, "opens_at": opens_at}
+            assert (await http.post("/api/v1/courses", json=body)).status_code == 201
+        responses = await asyncio.gather(*(http.post("/enroll", json=body) for body in bodies))
+    assert {r.status_code for r in responses} == {202}
+    return responses
+
+
+def fair_decisions(db: Conn, course_id: int, capacity: int) -> bool:
+    """Were the course's requests, all pending together, decided exactly as one perfectly fair decider would?
+
+    Priority first, then arrival; a student's second request is a duplicate.
+    """
+    rows = db.execute(
+        "SELECT request_id::text, student_id FROM enrollment_requests WHERE course_id = %s"
+        " ORDER BY priority DESC, arrival_ms, arrival_seq",
+        (course_id,),
+    ).fetchall()
+    expected: list[tuple[str, str]] = []
+    holders: set[int] = set()
+    for request_id, student in rows:
+        if student in holders:
+            expected.append((request_id, "EnrollmentRejected"))
+        else:
+            expected.append((request_id, "EnrollmentGranted" if len(holders) < capacity else "Waitlisted"))
+            holders.add(student)
+    actual = db.execute(
+        "SELECT data ->> 'request_id', type FROM events WHERE stream = %s"
+        " AND type IN ('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected') ORDER BY position",
+        (f"course-{course_id}",),
+    ).fetchall()
+    return [tuple(row) for row in actual] == expected

@@ -6,22 +6,12 @@ import asyncio
 import random
 from collections import defaultdict
 
-import httpx2 as httpx
-
 from projections.projector import Projector
 from tests.conftest import StartWorkers
-from tests.helpers import Conn, wait_decided
+from tests.helpers import Conn, fair_decisions, send_crowd, wait_decided
 
 CAPACITIES = {1: 5, 2: 40, 3: 120, 4: 200, 5: 400}
-
-
-async def send_crowd(base: str, bodies: list[dict[str, object]]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-        for course_id, capacity in CAPACITIES.items():
-            created = await http.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity})
-            assert created.status_code == 201
-        return await asyncio.gather(*(http.post("/enroll", json=body) for body in bodies))
+COURSES: dict[int, tuple[int, str | None]] = {c: (cap, None) for c, cap in CAPACITIES.items()}
 
 
 def crowd(seed: int) -> list[dict[str, object]]:
@@ -36,24 +26,6 @@ def crowd(seed: int) -> list[dict[str, object]]:
         }
         for n in range(1000)
     ]
-
-
-def expected_outcomes(rows: list[tuple[str, int, int, int, int]], capacity: int) -> list[tuple[str, str]]:
-    """(request id, status) in decision order, as one perfectly fair decider gives for requests pending together."""
-    outcome: list[tuple[str, str]] = []
-    holders: set[int] = set()
-    seats = 0
-    for request_id, student, _, _, _ in sorted(rows, key=lambda r: (-r[2], r[3], r[4])):
-        if student in holders:
-            outcome.append((request_id, "rejected"))
-        elif seats < capacity:
-            holders.add(student)
-            seats += 1
-            outcome.append((request_id, "granted"))
-        else:
-            holders.add(student)
-            outcome.append((request_id, "waitlisted"))
-    return outcome
 
 
 def check_exactly_once_and_capacity(db: Conn, bodies: list[dict[str, object]]) -> None:
@@ -78,26 +50,12 @@ def test_crowd_pending_together_is_decided_in_strict_priority_then_arrival_order
     api_server: str, db: Conn, start_workers: StartWorkers, projector: Projector
 ) -> None:
     bodies = crowd(seed=7)
-    responses = asyncio.run(send_crowd(api_server, bodies))
-    assert {r.status_code for r in responses} == {202}
+    asyncio.run(send_crowd(api_server, bodies, COURSES))
     # Small batches, so the two workers hold interleaved slices of every course.
     start_workers(2, batch_size=25)
     check_exactly_once_and_capacity(db, bodies)
-    kinds = {"EnrollmentGranted": "granted", "Waitlisted": "waitlisted", "EnrollmentRejected": "rejected"}
     for course_id, capacity in CAPACITIES.items():
-        rows = db.execute(
-            "SELECT request_id::text, student_id, priority, arrival_ms, arrival_seq FROM enrollment_requests"
-            " WHERE course_id = %s",
-            (course_id,),
-        ).fetchall()
-        decided_in_order = [
-            (rid, kinds[kind])
-            for rid, kind in db.execute(
-                "SELECT data ->> 'request_id', type FROM events WHERE stream = %s AND type = ANY(%s) ORDER BY position",
-                (f"course-{course_id}", list(kinds)),
-            ).fetchall()
-        ]
-        assert decided_in_order == expected_outcomes(rows, capacity), f"course {course_id} was not decided fairly"
+        assert fair_decisions(db, course_id, capacity), f"course {course_id} was not decided fairly"
 
 
 def test_crowd_arriving_while_workers_run_is_decided_exactly_once(
@@ -105,6 +63,5 @@ def test_crowd_arriving_while_workers_run_is_decided_exactly_once(
 ) -> None:
     bodies = crowd(seed=11)
     start_workers(2, batch_size=25)
-    responses = asyncio.run(send_crowd(api_server, bodies))
-    assert {r.status_code for r in responses} == {202}
+    asyncio.run(send_crowd(api_server, bodies, COURSES))
     check_exactly_once_and_capacity(db, bodies)
