@@ -101,6 +101,11 @@ class Worker:
                     next_claim = time.monotonic() + self.settings.claim_idle_ms / 2000
                 self.step(block_ms=self.settings.block_ms)
                 failures = 0
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("%s: the consumer group is gone (Redis data lost?); creating it again", self.name)
+                recovered = False
             except (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:
                 failures += 1
                 delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
