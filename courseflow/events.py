@@ -9,17 +9,21 @@ import msgspec
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class _CourseEvent(_Event, frozen=True, kw_only=True):
     course_id: int
 
 
-class CourseCreated(_Event, frozen=True, kw_only=True, tag=True):
+class CourseCreated(_CourseEvent, frozen=True, kw_only=True, tag=True):
     title: str
     capacity: int
     opens_at: datetime | None = None
     closes_at: datetime | None = None
 
 
-class EnrollmentRequested(_Event, frozen=True, kw_only=True, tag=True):
+class EnrollmentRequested(_CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     idempotency_key: str
@@ -27,13 +31,13 @@ class EnrollmentRequested(_Event, frozen=True, kw_only=True, tag=True):
     requested_at: datetime
 
 
-class EnrollmentGranted(_Event, frozen=True, kw_only=True, tag=True):
+class EnrollmentGranted(_CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     priority: int
 
 
-class Waitlisted(_Event, frozen=True, kw_only=True, tag=True):
+class Waitlisted(_CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     priority: int
@@ -45,39 +49,49 @@ class Waitlisted(_Event, frozen=True, kw_only=True, tag=True):
 RejectionReason = Literal["duplicate", "closed"]
 
 
-class EnrollmentRejected(_Event, frozen=True, kw_only=True, tag=True):
+class EnrollmentRejected(_CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     reason: RejectionReason
 
 
-class EnrollmentDropped(_Event, frozen=True, kw_only=True, tag=True):
+class EnrollmentDropped(_CourseEvent, frozen=True, kw_only=True, tag=True):
     """A granted seat given back."""
 
     request_id: str
     student_id: int
 
 
-class WaitlistLeft(_Event, frozen=True, kw_only=True, tag=True):
+class WaitlistLeft(_CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
 
 
-class WaitlistPromoted(_Event, frozen=True, kw_only=True, tag=True):
+class WaitlistPromoted(_CourseEvent, frozen=True, kw_only=True, tag=True):
     """The head of the waitlist takes a freed seat."""
 
     request_id: str
     student_id: int
 
 
-class CapacityChanged(_Event, frozen=True, kw_only=True, tag=True):
+class CapacityChanged(_CourseEvent, frozen=True, kw_only=True, tag=True):
     capacity: int
     previous: int
 
 
-class RegistrationWindowChanged(_Event, frozen=True, kw_only=True, tag=True):
+class RegistrationWindowChanged(_CourseEvent, frozen=True, kw_only=True, tag=True):
     opens_at: datetime | None = None
     closes_at: datetime | None = None
+
+
+class RequestDeadLettered(_Event, frozen=True, kw_only=True, tag=True):
+    """A stream entry set aside undecided: it could not be decoded, or failed too many deliveries."""
+
+    entry_id: str
+    reason: str
+    # Known when the entry could be decoded.
+    course_id: int | None = None
+    request_id: str | None = None
 
 
 Event = (
@@ -91,6 +105,7 @@ Event = (
     | WaitlistPromoted
     | CapacityChanged
     | RegistrationWindowChanged
+    | RequestDeadLettered
 )
 Decision = EnrollmentGranted | Waitlisted | EnrollmentRejected
 

@@ -11,12 +11,13 @@ import redis.asyncio as aioredis
 
 from courseflow import events
 from courseflow.events import EnrollmentRequested
-from courseflow.queue import Keys, parse_member
+from courseflow.queue import ENQUEUE_LUA, Keys, parse_member
 
 # KEYS: courses set, idempotency key, request stream, course priority set, pending index.
 # ARGV: request id, request json, fingerprint, priority, course id, idempotency ttl (0 = keep).
-# The member is built exactly as queue.member() builds it.
-_ACCEPT = """
+_ACCEPT = (
+    ENQUEUE_LUA
+    + """
 if redis.call('SISMEMBER', KEYS[1], ARGV[5]) == 0 then
   return {'unknown_course'}
 end
@@ -33,12 +34,7 @@ if prior then
   end
   return {'replayed', rid}
 end
-local id = redis.call('XADD', KEYS[3], '*', 'request', ARGV[2])
-local dash = string.find(id, '-', 1, true)
-local ms, seq = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
-local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. '|' .. ARGV[2]
-redis.call('ZADD', KEYS[4], -tonumber(ARGV[4]), member)
-redis.call('HSET', KEYS[5], ARGV[1], member)
+local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4])
 if tonumber(ARGV[6]) > 0 then
   redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[6])
 else
@@ -46,6 +42,7 @@ else
 end
 return {'queued', ARGV[1], redis.call('ZRANK', KEYS[4], member) + 1}
 """
+)
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -58,7 +55,7 @@ class Accepted(msgspec.Struct, frozen=True):
 class Intake:
     def __init__(self, client: aioredis.Redis, keys: Keys, idempotency_ttl_s: int = 0) -> None:
         self._client = client
-        self._keys = keys
+        self.keys = keys
         self._ttl = idempotency_ttl_s
         self._accept = client.register_script(_ACCEPT)
 
@@ -71,7 +68,7 @@ class Intake:
             priority=priority,
             requested_at=datetime.now(UTC),
         )
-        k = self._keys
+        k = self.keys
         reply = await self._accept(
             keys=[
                 k.courses,
@@ -98,16 +95,16 @@ class Intake:
 
     async def pending_position(self, request_id: str) -> tuple[EnrollmentRequested, int] | None:
         """The pending request and its 1-based queue position, or None if it is not pending."""
-        raw = await self._client.hget(self._keys.pending_index, request_id)
+        raw = await self._client.hget(self.keys.pending_index, request_id)
         if raw is None:
             return None
         item = parse_member(cast(bytes, raw))
-        rank = cast(int | None, await self._client.zrank(self._keys.priority_set(item.request.course_id), raw))
+        rank = cast(int | None, await self._client.zrank(self.keys.priority_set(item.request.course_id), raw))
         return None if rank is None else (item.request, rank + 1)
 
     async def queue_depth(self, course_id: int) -> int:
-        return int(await self._client.zcard(self._keys.priority_set(course_id)))
+        return int(await self._client.zcard(self.keys.priority_set(course_id)))
 
     async def register_courses(self, course_ids: list[int]) -> None:
         if course_ids:
-            await self._client.sadd(self._keys.courses, *course_ids)
+            await self._client.sadd(self.keys.courses, *course_ids)

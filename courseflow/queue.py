@@ -20,6 +20,20 @@ from courseflow.domain import Pending, StreamId
 GROUP = "deciders"
 REQUEST_FIELD = b"request"
 
+# Appends a request to the stream, its priority set and the pending index; the member is built
+# exactly as member() builds it. Shared by every script that queues a request.
+ENQUEUE_LUA = """
+local function enqueue(stream, zset, pending, request_id, payload, priority)
+  local id = redis.call('XADD', stream, '*', 'request', payload)
+  local dash = string.find(id, '-', 1, true)
+  local ms, seq = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
+  local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. '|' .. payload
+  redis.call('ZADD', zset, -tonumber(priority), member)
+  redis.call('HSET', pending, request_id, member)
+  return id, member
+end
+"""
+
 
 class Keys(msgspec.Struct, frozen=True):
     prefix: str = "courseflow"
@@ -106,10 +120,84 @@ def settle(
         pipe.execute()
 
 
-def dead_letter(client: redis.Redis, keys: Keys, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
-    """Move an entry that cannot be decided aside, with the reason, so it never blocks the ones behind it."""
+def dead_letter(
+    client: redis.Redis,
+    keys: Keys,
+    entry_id: bytes,
+    fields: Mapping[bytes, bytes],
+    reason: str,
+    pending: tuple[int, bytes, str] | None = None,
+) -> None:
+    """Move an entry aside with the reason, so it never blocks the ones behind it.
+
+    `pending` is (course id, priority-set member, request id) of a decodable request, which leaves
+    the queue too.
+    """
+    entry = {**cast(dict[FieldT, EncodableT], fields), b"entry_id": entry_id, b"reason": reason}
     with client.pipeline(transaction=True) as pipe:
-        entry = {**cast(dict[FieldT, EncodableT], fields), b"entry_id": entry_id, b"reason": reason}
         pipe.xadd(keys.dead_letters, entry)
         pipe.xack(keys.requests, GROUP, entry_id)
+        if pending is not None:
+            course_id, raw, request_id = pending
+            pipe.zrem(keys.priority_set(course_id), raw)
+            pipe.hdel(keys.pending_index, request_id)
         pipe.execute()
+
+
+# Trim below the oldest entry still pending, or, with none pending, below the last one delivered:
+# never an entry that is unacknowledged or not yet read. One script, so no delivery slips in between.
+_TRIM = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+local minid = nil
+if pending[1] > 0 then
+  minid = pending[2]
+else
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, last
+    for i = 1, #group, 2 do
+      if group[i] == 'name' then name = group[i + 1] elseif group[i] == 'last-delivered-id' then last = group[i + 1] end
+    end
+    if name == ARGV[1] then minid = last end
+  end
+end
+if minid == nil then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', minid)
+"""
+
+
+def trim(client: redis.Redis, keys: Keys) -> int:
+    """Drop stream entries that are decided and acknowledged; returns how many went."""
+    return int(cast(int, client.eval(_TRIM, 1, keys.requests, GROUP)))
+
+
+# Put a dead letter back at the end of the queue, as if it had just been accepted.
+# KEYS: dead letters, request stream, course priority set, pending index.
+# ARGV: dead-letter entry id, request json, priority, request id.
+_RETRY = (
+    ENQUEUE_LUA
+    + """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
+  return nil
+end
+local id = enqueue(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[2], ARGV[3])
+return id
+"""
+)
+
+
+def retry_dead_letter(client: redis.Redis, keys: Keys, entry_id: str) -> str:
+    """Re-queue a dead letter's request at the back; returns its new stream id.
+
+    Raises LookupError when there is no such dead letter, ValueError when it holds no decodable request.
+    """
+    found = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(keys.dead_letters, entry_id, entry_id))
+    if not found:
+        raise LookupError(f"no dead letter {entry_id}")
+    payload = found[0][1].get(REQUEST_FIELD, b"")
+    request = events.decode_request(payload)  # raises for an undecodable entry: retrying cannot help it
+    args: list[EncodableT] = [entry_id, payload, request.priority, request.request_id]
+    keyset = [keys.dead_letters, keys.requests, keys.priority_set(request.course_id), keys.pending_index]
+    new_id = client.eval(_RETRY, 4, *keyset, *args)
+    if new_id is None:
+        raise LookupError(f"no dead letter {entry_id}")
+    return cast(bytes, new_id).decode()

@@ -14,7 +14,7 @@ from psycopg.rows import TupleRow, dict_row
 
 from courseflow import events
 from courseflow.domain import CourseState, Holding, Pending
-from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, Waitlisted
+from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered, Waitlisted
 
 SQL_DIR = Path(os.environ.get("COURSEFLOW_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
 # Serialises concurrent `courseflow migrate` runs.
@@ -67,12 +67,31 @@ def append(cur: Cursor, stream: str, version: int, new: Sequence[Event], metadat
     The advisory lock is held until COMMIT, so no transaction commits a lower position after a
     reader has seen a higher one: `position > checkpoint` never skips an event committed late.
     """
-    cur.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')", (_APPEND_LOCK, NOTIFY_CHANNEL))
+    _serialise_appends(cur)
     with cur.copy("COPY events (stream, stream_version, type, data, metadata) FROM STDIN") as copy:
         for event, meta in zip(new, metadata, strict=True):
             version += 1
             copy.write_row((stream, version, events.type_name(event), events.encode(event).decode(), meta.decode()))
     return version
+
+
+def _serialise_appends(cur: Cursor) -> None:
+    cur.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')", (_APPEND_LOCK, NOTIFY_CHANNEL))
+
+
+DEAD_LETTER_STREAM = "dead-letters"
+
+
+def record_dead_letter(conn: Conn, event: RequestDeadLettered) -> None:
+    """Append the dead-lettering of a stream entry, once per entry (a repeat after a crash is a no-op)."""
+    with conn.transaction(), conn.cursor() as cur:
+        _serialise_appends(cur)
+        cur.execute(
+            "INSERT INTO events (stream, stream_version, type, data)"
+            " SELECT %(s)s, coalesce(max(stream_version), 0) + 1, %(type)s, %(data)s FROM events WHERE stream = %(s)s"
+            " ON CONFLICT DO NOTHING",
+            {"s": DEAD_LETTER_STREAM, "type": events.type_name(event), "data": events.encode(event).decode()},
+        )
 
 
 def create_course(

@@ -18,7 +18,7 @@ import redis
 from courseflow import queue, store
 from courseflow.config import Settings
 from courseflow.domain import StreamId, decide
-from courseflow.events import EnrollmentRequested, decode_request
+from courseflow.events import EnrollmentRequested, RequestDeadLettered, decode_request
 from courseflow.queue import GROUP, REQUEST_FIELD, Keys
 
 log = logging.getLogger("courseflow.worker")
@@ -151,18 +151,14 @@ class Worker:
     def recover_own(self) -> None:
         """Re-process the entries this consumer read before a restart but never acknowledged."""
         cursor = "0"
-        while True:
-            reply = self.redis.xreadgroup(
-                GROUP, self.name, {self.keys.requests: cursor}, count=self.settings.batch_size
-            )
-            entries = _entries(reply)
-            if not entries:
-                return
-            self.process(entries)
+        while entries := _entries(
+            self.redis.xreadgroup(GROUP, self.name, {self.keys.requests: cursor}, count=self.settings.batch_size)
+        ):
+            self.process_redelivered(entries)
             cursor = entries[-1][0].decode()
 
     def reclaim(self) -> None:
-        """Take over entries idle longer than the claim timeout: their consumer is presumed dead."""
+        """Take over entries idle longer than the claim timeout (their consumer is presumed dead), then trim."""
         cursor: bytes | str = "0-0"
         while True:
             next_cursor, claimed, *_ = self.redis.xautoclaim(
@@ -175,10 +171,50 @@ class Worker:
             )
             if claimed:
                 log.info("%s: reclaimed %d idle entries", self.name, len(claimed))
-                self.process(claimed)
+                self.process_redelivered(claimed)
             if next_cursor in (b"0-0", "0-0"):
-                return
+                break
             cursor = next_cursor
+        queue.trim(self.redis, self.keys)
+
+    def process_redelivered(self, entries: Sequence[Entry]) -> None:
+        """Entries delivered before: one that keeps failing is dead-lettered instead of blocking the queue."""
+        live = [(eid, fields) for eid, fields in entries if fields]
+        deliveries = (
+            {
+                p["message_id"]: p["times_delivered"]
+                for p in self.redis.xpending_range(
+                    self.keys.requests, GROUP, min=live[0][0], max=live[-1][0], count=len(live), consumername=self.name
+                )
+            }
+            if live
+            else {}
+        )
+        fresh = []
+        for entry_id, fields in entries:
+            if int(deliveries.get(entry_id, 0)) > self.settings.max_deliveries:
+                self.dead_letter(entry_id, fields, f"not decided after {self.settings.max_deliveries} deliveries")
+            else:
+                fresh.append((entry_id, fields))
+        self.process(fresh)
+
+    def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        """Record the entry as dead-lettered (an event), then move it to the dead-letter stream."""
+        try:
+            item: Accepted | None = Accepted.decode(entry_id, fields)
+        except Undecodable:
+            item = None
+        request = None if item is None else item.request
+        event = RequestDeadLettered(
+            entry_id=entry_id.decode(),
+            reason=reason,
+            course_id=None if request is None else request.course_id,
+            request_id=None if request is None else request.request_id,
+        )
+        store.record_dead_letter(self.pg, event)
+        pending = None if item is None else (item.request.course_id, item.member, item.request.request_id)
+        queue.dead_letter(self.redis, self.keys, entry_id, fields, reason, pending)
+        log.warning("%s: dead-lettered %s: %s", self.name, entry_id.decode(), reason)
 
     def process(self, entries: Sequence[Entry]) -> None:
         by_course: dict[int, list[Accepted]] = defaultdict(list)
@@ -190,17 +226,42 @@ class Worker:
             try:
                 item = Accepted.decode(entry_id, fields)
             except Undecodable as exc:
-                queue.dead_letter(self.redis, self.keys, entry_id, fields, str(exc))
+                self.dead_letter(entry_id, fields, str(exc))
                 continue
             by_course[item.request.course_id].append(item)
-        outcome = self._commit(by_course) if by_course else Outcome()
+        outcome = self._commit_each(by_course) if by_course else Outcome()
         for course_id in outcome.unknown:
             for item in by_course[course_id]:
-                queue.dead_letter(self.redis, self.keys, item.entry_id, item.fields, f"unknown course {course_id}")
+                self.dead_letter(item.entry_id, item.fields, f"unknown course {course_id}")
         done = outcome.decided | outcome.deferred
         acked = [a.entry_id for items in by_course.values() for a in items if a.request.request_id in done]
         if outcome.settled or acked or gone:
             queue.settle(self.redis, self.keys, outcome.settled, sorted(outcome.decided), acked + gone)
+
+    def _commit_each(self, by_course: dict[int, list[Accepted]]) -> Outcome:
+        """Commit the batch in one transaction; if the data makes that fail, course by course, so one bad
+        course does not hold up the others. Entries that still fail stay unacknowledged: redelivered,
+        and dead-lettered after too many deliveries."""
+        try:
+            return self._commit(by_course)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            log.exception("%s: batch failed; deciding course by course", self.name)
+        outcome = Outcome()
+        for course_id, items in by_course.items():
+            try:
+                one = self._commit({course_id: items})
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error:
+                log.exception("%s: course %d failed; its entries will be redelivered", self.name, course_id)
+                continue
+            outcome.settled |= one.settled
+            outcome.decided |= one.decided
+            outcome.deferred |= one.deferred
+            outcome.unknown += one.unknown
+        return outcome
 
     def _commit(self, by_course: dict[int, list[Accepted]]) -> Outcome:
         """One transaction: lock the batch's courses, decide everything pending up to the batch, append."""

@@ -46,7 +46,14 @@ class Services:
         )
         # PostgreSQL work is short and synchronous, run in the thread pool: one store module serves API and workers.
         self.pool = ConnectionPool(
-            settings.database_url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False
+            settings.database_url,
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True},
+            # A connection broken by a database restart is replaced, not handed out; waits are bounded.
+            check=ConnectionPool.check_connection,
+            timeout=5,
+            open=False,
         )
         self.intake = Intake(self.redis, Keys(settings.stream_prefix), settings.idempotency_ttl_s)
 
