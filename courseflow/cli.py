@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from courseflow import services, store
+from courseflow import check, deadletters, services, store
 from courseflow.config import Settings
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--course", type=int, metavar="N")
     who.add_argument("--student", type=int, metavar="N")
 
+    commands.add_parser("check", help="verify the invariants on this deployment; exit 1 if one fails")
+    dlq = commands.add_parser("dlq", help="list, retry or drop dead-lettered stream entries")
+    dlq.add_argument("action", choices=["list", "retry", "drop"])
+    dlq.add_argument("entry_ids", nargs="*", metavar="ENTRY_ID", help="dead-letter entry ids (retry, drop)")
+
     run = commands.add_parser("run", help="servers, migrations, demo course, API, workers, projector, until Ctrl-C")
     run.add_argument("--no-demo", action="store_true", help="do not create the demo course")
     run.add_argument("--workers", type=int, help="number of workers (default: WORKERS or 2)")
@@ -73,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             case "history":
                 return _history(settings, args.course, args.student)
+            case "check":
+                findings = check.run(settings)
+                print(check.report(findings))
+                return 0 if all(f.ok for f in findings) else 1
+            case "dlq":
+                return deadletters.command(settings, args.action, args.entry_ids)
             case "run":
                 return _run(settings, demo=not args.no_demo, workers=args.workers or settings.workers)
     except (services.ServicesError, psycopg.OperationalError) as exc:

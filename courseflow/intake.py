@@ -105,6 +105,9 @@ class Intake:
     async def queue_depth(self, course_id: int) -> int:
         return int(await self._client.zcard(self.keys.priority_set(course_id)))
 
+    async def dead_letter_count(self) -> int:
+        return int(await self._client.xlen(self.keys.dead_letters))
+
     async def register_courses(self, course_ids: list[int]) -> None:
         if course_ids:
             await self._client.sadd(self.keys.courses, *course_ids)

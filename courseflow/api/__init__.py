@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,8 @@ from courseflow.api import courses, enrollments, health, history
 from courseflow.api.common import Services, error
 from courseflow.config import Settings
 from courseflow.payloads import InvalidInput
+
+log = logging.getLogger("courseflow.api")
 
 
 async def invalid_input(_: Request, exc: Exception) -> Response:
@@ -78,8 +81,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = Services(settings)
-        svc.pool.open(wait=True)
-        await svc.intake.register_courses(await svc.db(store.course_ids))
+        # Start even while a dependency is down: /ready says which, and requests get 503 until it is back.
+        svc.pool.open(wait=False)
+        try:
+            await svc.intake.register_courses(await svc.db(store.course_ids))
+        except (psycopg.Error, PoolTimeout, aioredis.RedisError) as exc:
+            log.warning("could not sync the course list at start-up: %s", exc)
         app.state.services = svc
         _drain_on_signals(state)
         try:
@@ -116,4 +123,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.add_middleware(Draining, state=state)
+    app.state.shutdown = state
     return app

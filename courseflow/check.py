@@ -1,0 +1,127 @@
+"""`courseflow check`: the invariants, verified on a live deployment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import psycopg
+import redis
+
+from courseflow.config import Settings
+from courseflow.queue import Keys
+from projections.rebuild import differences
+
+DECISIONS = "('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
+
+
+class Finding(msgspec.Struct, frozen=True):
+    check: str
+    ok: bool
+    detail: str
+
+
+def run(settings: Settings) -> list[Finding]:
+    keys = Keys(settings.stream_prefix)
+    with (
+        psycopg.connect(settings.database_url, autocommit=True) as db,
+        redis.Redis.from_url(settings.redis_url) as rds,
+    ):
+        return [
+            _accepted_requests_accounted_for(db, rds, keys),
+            _one_decision_each(db),
+            _seats_match_the_events(db),
+            _capacity_respected(db),
+            _waitlists_match_the_events(db),
+            _read_models_equal_replay(settings),
+        ]
+
+
+def _accepted_requests_accounted_for(
+    db: psycopg.Connection[tuple[object, ...]], rds: redis.Redis, keys: Keys
+) -> Finding:
+    """Every request that got a 202 (its idempotency record) is decided, pending, or dead-lettered."""
+    accepted = set(_accepted_ids(rds, keys))
+    pending = {k.decode() for k in rds.hkeys(keys.pending_index)}  # type: ignore[union-attr]
+    decided = {r[0] for r in db.execute("SELECT request_id::text FROM enrollment_requests")}
+    dead = {r[0] for r in db.execute("SELECT data ->> 'request_id' FROM events WHERE type = 'RequestDeadLettered'")}
+    missing = accepted - pending - decided - dead
+    detail = (
+        f"{len(accepted)} accepted: {len(decided & accepted)} decided, {len(pending & accepted)} pending,"
+        f" {len(dead & accepted)} dead-lettered"
+    )
+    if missing:
+        detail += f"; {len(missing)} LOST, e.g. {sorted(missing)[:5]}"
+    return Finding("every accepted request is decided or pending", not missing, detail)
+
+
+def _accepted_ids(rds: redis.Redis, keys: Keys) -> Iterator[str]:
+    pattern = keys.idempotency(0, "*").replace(":0:", ":*:")
+    for key in rds.scan_iter(match=pattern, count=1000):
+        value = rds.get(key)
+        if value is not None:
+            yield value.decode().partition(" ")[0]  # type: ignore[union-attr]
+
+
+def _one_decision_each(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+    twice = db.execute(
+        f"SELECT data ->> 'request_id' FROM events WHERE type IN {DECISIONS} GROUP BY 1 HAVING count(*) > 1"
+    ).fetchall()
+    (total,) = db.execute(f"SELECT count(*) FROM events WHERE type IN {DECISIONS}").fetchone() or (0,)
+    detail = f"{total} decisions" + (f"; decided more than once: {[r[0] for r in twice[:5]]}" if twice else "")
+    return Finding("no request is decided twice", not twice, detail)
+
+
+_SEATS_FROM_EVENTS = """
+SELECT c.course_id, c.capacity, c.seats_taken, coalesce(s.seats_taken, -1),
+       count(*) FILTER (WHERE e.type IN ('EnrollmentGranted', 'WaitlistPromoted'))
+       - count(*) FILTER (WHERE e.type = 'EnrollmentDropped') AS from_events,
+       c.waitlist_length, coalesce(s.waitlist_length, -1),
+       count(*) FILTER (WHERE e.type = 'Waitlisted')
+       - count(*) FILTER (WHERE e.type IN ('WaitlistPromoted', 'WaitlistLeft')) AS waiting_from_events
+FROM courses c
+LEFT JOIN course_seats s USING (course_id)
+LEFT JOIN events e ON e.stream = 'course-' || c.course_id
+GROUP BY c.course_id, s.seats_taken, s.waitlist_length ORDER BY c.course_id
+"""
+
+
+def _seats_match_the_events(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+    """seats = granted + promoted - dropped, the same in the write model, the read model and the events."""
+    wrong = [
+        f"course {cid}: events say {derived}, write model {seats}, read model {projected}"
+        for cid, _, seats, projected, derived, *_ in db.execute(_SEATS_FROM_EVENTS)
+        if not seats == projected == derived
+    ]
+    return Finding("seats = granted - dropped", not wrong, "; ".join(wrong[:5]) or "all courses agree")
+
+
+def _waitlists_match_the_events(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+    wrong = [
+        f"course {row[0]}: events say {row[7]}, write model {row[5]}, read model {row[6]}"
+        for row in db.execute(_SEATS_FROM_EVENTS)
+        if not row[5] == row[6] == row[7]
+    ]
+    return Finding("waitlist = waitlisted - promoted - left", not wrong, "; ".join(wrong[:5]) or "all courses agree")
+
+
+def _capacity_respected(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+    """Over capacity only after capacity was lowered below the seats, with no grant since."""
+    over = db.execute(
+        "SELECT c.course_id, c.seats_taken, c.capacity FROM courses c WHERE c.seats_taken > c.capacity AND EXISTS ("
+        " SELECT 1 FROM events g WHERE g.stream = 'course-' || c.course_id"
+        " AND g.type IN ('EnrollmentGranted', 'WaitlistPromoted') AND g.position > coalesce(("
+        "  SELECT max(position) FROM events x WHERE x.stream = g.stream AND x.type = 'CapacityChanged'), 0))"
+    ).fetchall()
+    detail = "; ".join(f"course {cid}: {seats} seats > capacity {cap}" for cid, seats, cap in over[:5])
+    return Finding("no course over capacity", not over, detail or "every course within capacity")
+
+
+def _read_models_equal_replay(settings: Settings) -> Finding:
+    diff = {table: n for table, n in differences(settings.database_url).items() if n}
+    detail = ", ".join(f"{table}: {n} rows differ" for table, n in diff.items()) or "all read models match"
+    return Finding("read models = replay of the events", not diff, detail)
+
+
+def report(findings: list[Finding]) -> str:
+    return "\n".join(f"{'ok  ' if f.ok else 'FAIL'}  {f.check}: {f.detail}" for f in findings)
