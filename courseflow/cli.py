@@ -108,6 +108,10 @@ def _services(settings: Settings, action: str, data_dir: Path) -> int:
 def _api(settings: Settings) -> int:
     import uvicorn
 
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # uvicorn shuts down gracefully, then re-raises the signal to whatever handler came before it:
+        # this one, so a requested stop ends with status 0.
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         "courseflow.api:create_app",
         factory=True,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import psycopg
@@ -63,12 +64,19 @@ def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
     return LocalServers(data_dir=data_dir, postgres_port=actual_pg, redis_port=actual_redis)
 
 
-def down(data_dir: Path) -> None:
+def down(data_dir: Path, only: Literal["postgres", "redis"] | None = None) -> None:
+    """Stop both servers, or `only` one of them (fault tests stop one and bring it back with `up`)."""
     data_dir = data_dir.resolve()
     if data_dir.is_dir():
         with _lock(data_dir):
-            _redis_down(data_dir)
-            _postgres_down(data_dir)
+            if only in (None, "redis"):
+                _redis_down(data_dir)
+            if only in (None, "postgres"):
+                _postgres_down(data_dir)
+
+
+def redis_pid(data_dir: Path) -> int | None:
+    return _read_int(data_dir.resolve() / "redis" / "redis.pid")
 
 
 def status(data_dir: Path) -> dict[str, str]:

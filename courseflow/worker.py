@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import defaultdict
@@ -16,6 +15,7 @@ import psycopg
 import redis
 
 from courseflow import queue, store
+from courseflow.backoff import Backoff
 from courseflow.config import Settings
 from courseflow.domain import StreamId, decide
 from courseflow.events import EnrollmentRequested, RequestDeadLettered, decode_request
@@ -87,12 +87,14 @@ class Worker:
 
     def run(self) -> None:
         """Decide requests until `stop` is set; survives PostgreSQL and Redis outages by backing off."""
-        failures = 0
+        backoff = Backoff()
         recovered = False
         next_claim = 0.0
         while not self.stop.is_set():
             try:
                 if not recovered:
+                    # PostgreSQL first: redelivering while it is down would only use up delivery counts.
+                    self.pg.execute("SELECT 1")
                     queue.ensure_group(self.redis, self.keys)
                     self.recover_own()
                     recovered = True
@@ -100,15 +102,14 @@ class Worker:
                     self.reclaim()
                     next_claim = time.monotonic() + self.settings.claim_idle_ms / 2000
                 self.step(block_ms=self.settings.block_ms)
-                failures = 0
+                backoff.reset()
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("%s: the consumer group is gone (Redis data lost?); creating it again", self.name)
                 recovered = False
             except (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:
-                failures += 1
-                delay = min(5.0, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+                delay = backoff.next_delay()
                 log.warning("%s: %s; retrying in %.2fs", self.name, exc, delay)
                 self._pg = None
                 recovered = False

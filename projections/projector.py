@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from courseflow import store
+from courseflow.backoff import Backoff
 from projections import PROJECTIONS
 from projections.base import Projection, live_tables
 
@@ -82,12 +83,24 @@ class Projector:
             pass
 
     def run(self, idle_wait_s: float = 1.0) -> None:
-        """Project until `stop` is set, woken by the NOTIFY every append sends (and by a timeout, as a fallback)."""
+        """Project until `stop` is set; waits out a database outage, backing off, and resumes."""
+        backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                self._follow(idle_wait_s, backoff)
+            except psycopg.OperationalError as exc:
+                delay = backoff.next_delay()
+                log.warning("projector: %s; retrying in %.2fs", exc, delay)
+                self.stop.wait(delay)
+
+    def _follow(self, idle_wait_s: float, backoff: Backoff) -> None:
+        """Catch up, then sleep until the NOTIFY every append sends (or a timeout, as a fallback)."""
         with (
             psycopg.connect(self.database_url, autocommit=True) as conn,
             psycopg.connect(self.database_url, autocommit=True) as listener,
         ):
             listener.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+            backoff.reset()
             while not self.stop.is_set():
                 self.catch_up(conn)
                 for _ in listener.notifies(timeout=idle_wait_s, stop_after=1):
