@@ -10,6 +10,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from courseflow import events
+from courseflow.coalesce import CoalescedScript
 from courseflow.events import EnrollmentRequested
 from courseflow.queue import ENQUEUE_LUA, Keys, parse_member
 
@@ -57,7 +58,7 @@ class Intake:
         self._client = client
         self.keys = keys
         self._ttl = idempotency_ttl_s
-        self._accept = client.register_script(_ACCEPT)
+        self._accept = CoalescedScript(client, _ACCEPT)
 
     async def accept(self, student_id: int, course_id: int, idempotency_key: str, priority: int) -> Accepted:
         request = EnrollmentRequested(
@@ -70,14 +71,14 @@ class Intake:
         )
         k = self.keys
         reply = await self._accept(
-            keys=[
+            [
                 k.courses,
                 k.idempotency(student_id, idempotency_key),
                 k.requests,
                 k.priority_set(course_id),
                 k.pending_index,
             ],
-            args=[
+            [
                 request.request_id,
                 events.encode(request),
                 f"{course_id}:{priority}",
