@@ -8,7 +8,7 @@ yields priority (higher first), then arrival, and carries everything a decision 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -81,19 +81,35 @@ def ensure_group(client: redis.Redis, keys: Keys) -> None:
             raise
 
 
-def pending_through(client: redis.Redis, keys: Keys, course_id: int, priority: int, last: bytes) -> list[bytes]:
-    """Everything pending for the course that ranks at or ahead of member `last` (of `priority`), best first.
+# The best-ranked members of a course's priority set, down to the worst-ranked of the given ones
+# that is still there, but no more than ARGV[1]. Reply: {1 if that cut was reached, members...}.
+# One script, so a request that arrives meanwhile cannot shift the cut.
+_PREFIX = """
+local limit = tonumber(ARGV[1])
+local worst = -1
+for i = 2, #ARGV do
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[i])
+  if rank and rank > worst then worst = rank end
+end
+if worst < 0 then return {1} end
+local members = redis.call('ZRANGE', KEYS[1], 0, math.min(worst, limit - 1))
+table.insert(members, 1, worst < limit and 1 or 0)
+return members
+"""
+
+
+def pending_through(
+    client: redis.Redis, keys: Keys, course_id: int, batch: Sequence[bytes], limit: int
+) -> tuple[list[bytes], bool]:
+    """Everything pending for the course that ranks at or ahead of the batch, best first, at most `limit`.
 
     Deciding this whole prefix, not just the batch this worker read, keeps the order strict when
-    several workers hold interleaved batches of the same course. One command, so a request that
-    arrives meanwhile cannot shift the cut.
+    several workers hold interleaved batches of the same course. Returns the members and whether
+    they reach the last of the batch (if not, decide them and ask again).
     """
-    bound = (-float(priority), last)
-    rows = cast(
-        list[tuple[bytes, float]],
-        client.zrange(keys.priority_set(course_id), "-inf", bound[0], byscore=True, withscores=True),
-    )
-    return [m for m, score in rows if (score, m) <= bound]
+    prefix = client.register_script(_PREFIX)  # EVALSHA, loading the script if Redis lost it
+    reply = cast(list[Any], prefix(keys=[keys.priority_set(course_id)], args=[limit, *batch]))
+    return cast(list[bytes], reply[1:]), reply[0] == 1
 
 
 def top(client: redis.Redis, keys: Keys, course_id: int, count: int) -> list[bytes]:
@@ -167,7 +183,7 @@ return redis.call('XTRIM', KEYS[1], 'MINID', minid)
 
 def trim(client: redis.Redis, keys: Keys) -> int:
     """Drop stream entries that are decided and acknowledged; returns how many went."""
-    return int(cast(int, client.eval(_TRIM, 1, keys.requests, GROUP)))
+    return int(cast(int, client.register_script(_TRIM)(keys=[keys.requests], args=[GROUP])))
 
 
 # Put a dead letter back at the end of the queue, as if it had just been accepted.
@@ -197,7 +213,7 @@ def retry_dead_letter(client: redis.Redis, keys: Keys, entry_id: str) -> str:
     request = events.decode_request(payload)  # raises for an undecodable entry: retrying cannot help it
     args: list[EncodableT] = [entry_id, payload, request.priority, request.request_id]
     keyset = [keys.dead_letters, keys.requests, keys.priority_set(request.course_id), keys.pending_index]
-    new_id = client.eval(_RETRY, 4, *keyset, *args)
+    new_id = client.register_script(_RETRY)(keys=keyset, args=args)
     if new_id is None:
         raise LookupError(f"no dead letter {entry_id}")
     return cast(bytes, new_id).decode()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,18 +61,32 @@ def pending_migrations(conn: Conn, sql_dir: Path = SQL_DIR) -> list[str]:
     return [name for version, name in sorted(known.items()) if version not in done]
 
 
-def append(cur: Cursor, stream: str, version: int, new: Sequence[Event], metadata: Sequence[bytes]) -> int:
-    """Append events to a stream after `version`; returns the stream's new version.
+class Appended(msgspec.Struct, frozen=True):
+    """Events for one stream, to append after `version`, each with its metadata (JSON)."""
+
+    stream: str
+    version: int
+    events: Sequence[Event]
+    metadata: Sequence[bytes]
+
+
+def append(cur: Cursor, batches: Sequence[Appended]) -> list[int]:
+    """Append events to their streams in one COPY; returns each stream's new version.
 
     The advisory lock is held until COMMIT, so no transaction commits a lower position after a
     reader has seen a higher one: `position > checkpoint` never skips an event committed late.
     """
     _serialise_appends(cur)
+    versions = []
     with cur.copy("COPY events (stream, stream_version, type, data, metadata) FROM STDIN") as copy:
-        for event, meta in zip(new, metadata, strict=True):
-            version += 1
-            copy.write_row((stream, version, events.type_name(event), events.encode(event).decode(), meta.decode()))
-    return version
+        for batch in batches:
+            version = batch.version
+            for event, meta in zip(batch.events, batch.metadata, strict=True):
+                version += 1
+                data = events.encode(event).decode()
+                copy.write_row((batch.stream, version, events.type_name(event), data, meta.decode()))
+            versions.append(version)
+    return versions
 
 
 def _serialise_appends(cur: Cursor) -> None:
@@ -109,7 +123,7 @@ def create_course(
         created = CourseCreated(
             course_id=course_id, title=title, capacity=capacity, opens_at=opens_at, closes_at=closes_at
         )
-        append(cur, course_stream(course_id), 0, [created], [b"{}"])
+        append(cur, [Appended(course_stream(course_id), 0, [created], [b"{}"])])
     return True
 
 
@@ -168,13 +182,15 @@ def decided_requests(cur: Cursor, request_ids: Sequence[str]) -> set[str]:
     return {row[0] for row in cur.fetchall()}
 
 
-def holders(cur: Cursor, course_id: int, student_ids: Iterable[int]) -> frozenset[int]:
+def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (course, student) pairs among `pairs` where the student holds a seat or a waitlist place."""
+    courses, students = zip(*pairs, strict=True) if pairs else ((), ())
     cur.execute(
-        "SELECT student_id FROM enrollment_requests WHERE course_id = %s AND student_id = ANY(%s)"
-        " AND status IN ('granted', 'waitlisted')",
-        (course_id, list(set(student_ids))),
+        "SELECT course_id, student_id FROM enrollment_requests WHERE (course_id, student_id) IN"
+        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[])) AND status IN ('granted', 'waitlisted')",
+        (list(courses), list(students)),
     )
-    return frozenset(row[0] for row in cur.fetchall())
+    return set(cur.fetchall())
 
 
 def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
@@ -201,51 +217,72 @@ def holding(cur: Cursor, request_id: str) -> tuple[int, str, Holding | None] | N
     return course_id, status, held
 
 
-def record_decisions(
-    cur: Cursor, course: LockedCourse, pending: Sequence[Pending], decisions: Sequence[Decision], worker: str
-) -> int:
-    """Append each request and its decision to the course stream and record them in the write model.
+class Decided(msgspec.Struct, frozen=True):
+    """One course's decisions in a transaction: the locked row, its state after, what was decided."""
 
-    Returns the course's new stream version.
-    """
-    by_id = {p.request.request_id: p for p in pending}
-    stream_events: list[Event] = []
-    metadata: list[bytes] = []
-    for decision in decisions:
-        item = by_id[decision.request_id]
-        meta = msgspec.json.encode(
-            {"stream_id": str(item.arrival), "idempotency_key": item.request.idempotency_key, "worker": worker}
-        )
-        stream_events += [item.request, decision]
-        metadata += [meta, meta]
-    version = append(cur, course_stream(course.state.course_id), course.version, stream_events, metadata)
+    course: LockedCourse
+    after: CourseState
+    pending: Sequence[Pending]
+    decisions: Sequence[Decision]
+
+
+def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> None:
+    """Append each request and its decision to its course stream, record them in the write model,
+    and update the locked course rows: one COPY, one COPY and one UPDATE for any number of courses."""
+    batches = []
+    for d in decided:
+        by_id = {p.request.request_id: p for p in d.pending}
+        stream_events: list[Event] = []
+        metadata: list[bytes] = []
+        for decision in d.decisions:
+            item = by_id[decision.request_id]
+            meta = msgspec.json.encode(
+                {"stream_id": str(item.arrival), "idempotency_key": item.request.idempotency_key, "worker": worker}
+            )
+            stream_events += [item.request, decision]
+            metadata += [meta, meta]
+        batches.append(Appended(course_stream(d.course.state.course_id), d.course.version, stream_events, metadata))
+    versions = append(cur, batches)
     with cur.copy(
         "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
         " arrival_seq, requested_at, status, reason) FROM STDIN"
     ) as copy:
-        for decision in decisions:
-            item = by_id[decision.request_id]
-            req = item.request
-            copy.write_row(
-                (
-                    req.request_id,
-                    req.course_id,
-                    req.student_id,
-                    req.idempotency_key,
-                    req.priority,
-                    item.arrival.ms,
-                    item.arrival.seq,
-                    req.requested_at,
-                    _status(decision),
-                    decision.reason if isinstance(decision, EnrollmentRejected) else None,
+        for d in decided:
+            by_id = {p.request.request_id: p for p in d.pending}
+            for decision in d.decisions:
+                item = by_id[decision.request_id]
+                req = item.request
+                copy.write_row(
+                    (
+                        req.request_id,
+                        req.course_id,
+                        req.student_id,
+                        req.idempotency_key,
+                        req.priority,
+                        item.arrival.ms,
+                        item.arrival.seq,
+                        req.requested_at,
+                        _status(decision),
+                        decision.reason if isinstance(decision, EnrollmentRejected) else None,
+                    )
                 )
-            )
-    return version
+    cur.execute(
+        "UPDATE courses c SET seats_taken = u.seats, waitlist_length = u.waitlist, version = u.version"
+        " FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[]) AS u(course_id, seats, waitlist, version)"
+        " WHERE c.course_id = u.course_id",
+        (
+            [d.after.course_id for d in decided],
+            [d.after.seats_taken for d in decided],
+            [d.after.waitlist_length for d in decided],
+            versions,
+        ),
+    )
 
 
 def record_changes(cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: dict[str, str]) -> int:
     """Append lifecycle events (drops, promotions, capacity and window changes) and apply their statuses."""
-    version = append(cur, course_stream(course.state.course_id), course.version, changes, [b"{}"] * len(changes))
+    stream = course_stream(course.state.course_id)
+    (version,) = append(cur, [Appended(stream, course.version, changes, [b"{}"] * len(changes))])
     for request_id, new_status in status.items():
         cur.execute(
             "UPDATE enrollment_requests SET status = %s WHERE request_id = %s",

@@ -10,55 +10,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import msgspec
 import psycopg
 import redis
 
 from courseflow import queue, store
 from courseflow.backoff import Backoff
 from courseflow.config import Settings
-from courseflow.domain import StreamId, decide
-from courseflow.events import EnrollmentRequested, RequestDeadLettered, decode_request
-from courseflow.queue import GROUP, REQUEST_FIELD, Keys
+from courseflow.decider import Accepted, Decider, Outcome, Undecodable
+from courseflow.events import RequestDeadLettered
+from courseflow.queue import GROUP, Keys
 
 log = logging.getLogger("courseflow.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-
-
-class Accepted(msgspec.Struct, frozen=True):
-    """A stream entry read by this worker, decoded."""
-
-    entry_id: bytes
-    fields: dict[bytes, bytes]
-    request: EnrollmentRequested
-    member: bytes
-
-    @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted:
-        """Raises Undecodable with the reason when the entry is not a request this worker can decide."""
-        payload = fields.get(REQUEST_FIELD)
-        if payload is None:
-            raise Undecodable("missing request field")
-        try:
-            return cls(entry_id, fields, decode_request(payload), queue.member(StreamId.parse(entry_id), payload))
-        except (msgspec.DecodeError, ValueError) as exc:
-            raise Undecodable(f"undecodable: {exc}") from None
-
-
-class Undecodable(Exception):
-    pass
-
-
-class Outcome(msgspec.Struct):
-    """What one transaction did with a batch, for the acknowledgements that follow its COMMIT."""
-
-    # Priority-set members decided (now or before), per course.
-    settled: dict[int, list[bytes]] = msgspec.field(default_factory=dict)
-    decided: set[str] = msgspec.field(default_factory=set)
-    # Accepted before registration opened: acknowledged, left in the priority set.
-    deferred: set[str] = msgspec.field(default_factory=set)
-    unknown: list[int] = msgspec.field(default_factory=list)
 
 
 class Worker:
@@ -72,6 +36,8 @@ class Worker:
             settings.redis_url, socket_timeout=settings.block_ms / 1000 + 10, health_check_interval=30
         )
         self._pg: psycopg.Connection[psycopg.rows.TupleRow] | None = None
+        # A large backlog is decided in rounds of this many requests per course and transaction.
+        self.decider = Decider(self.redis, self.keys, name, limit=settings.batch_size * 4)
         self.decided = 0
 
     @property
@@ -132,22 +98,11 @@ class Worker:
         return len(entries)
 
     def open_backlogs(self) -> int:
-        """Decide the requests accepted before registration opened, best first, a batch per transaction."""
-        decided = 0
-        while True:
-            settled: dict[int, list[bytes]] = {}
-            with self.pg.transaction(), self.pg.cursor() as cur:
-                course = store.lock_opened_backlog(cur, _now())
-                if course is None:
-                    return decided
-                course_id = course.state.course_id
-                raw = queue.top(self.redis, self.keys, course_id, self.settings.batch_size)
-                if len(raw) < self.settings.batch_size:
-                    store.set_backlog(cur, course_id, False)
-                resolved, count = self._decide(cur, course, raw, ())
-                settled[course_id] = raw
-            queue.settle(self.redis, self.keys, settled, sorted(resolved), [])
-            decided += count
+        """Decide the requests accepted before registration opened, best first, a round per transaction."""
+        taken = 0
+        while n := self.decider.open_backlog(self.pg):
+            taken += n
+        return taken
 
     def recover_own(self) -> None:
         """Re-process the entries this consumer read before a restart but never acknowledged."""
@@ -230,21 +185,22 @@ class Worker:
                 self.dead_letter(entry_id, fields, str(exc))
                 continue
             by_course[item.request.course_id].append(item)
-        outcome = self._commit_each(by_course) if by_course else Outcome()
+        outcome = self._decide_each(by_course) if by_course else Outcome()
+        self.decided += outcome.decisions
         for course_id in outcome.unknown:
             for item in by_course[course_id]:
                 self.dead_letter(item.entry_id, item.fields, f"unknown course {course_id}")
         done = outcome.decided | outcome.deferred
         acked = [a.entry_id for items in by_course.values() for a in items if a.request.request_id in done]
-        if outcome.settled or acked or gone:
-            queue.settle(self.redis, self.keys, outcome.settled, sorted(outcome.decided), acked + gone)
+        if acked or gone:
+            queue.settle(self.redis, self.keys, {}, [], acked + gone)
 
-    def _commit_each(self, by_course: dict[int, list[Accepted]]) -> Outcome:
-        """Commit the batch in one transaction; if the data makes that fail, course by course, so one bad
-        course does not hold up the others. Entries that still fail stay unacknowledged: redelivered,
-        and dead-lettered after too many deliveries."""
+    def _decide_each(self, by_course: dict[int, list[Accepted]]) -> Outcome:
+        """Decide the batch; if its data makes that fail, course by course, so one bad course does not
+        hold up the others. Entries that still fail stay unacknowledged: redelivered, and dead-lettered
+        after too many deliveries."""
         try:
-            return self._commit(by_course)
+            return self.decider.decide_batch(self.pg, by_course)
         except psycopg.OperationalError:
             raise
         except psycopg.Error:
@@ -252,55 +208,12 @@ class Worker:
         outcome = Outcome()
         for course_id, items in by_course.items():
             try:
-                one = self._commit({course_id: items})
+                outcome.add(self.decider.decide_batch(self.pg, {course_id: items}))
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:
                 log.exception("%s: course %d failed; its entries will be redelivered", self.name, course_id)
-                continue
-            outcome.settled |= one.settled
-            outcome.decided |= one.decided
-            outcome.deferred |= one.deferred
-            outcome.unknown += one.unknown
         return outcome
-
-    def _commit(self, by_course: dict[int, list[Accepted]]) -> Outcome:
-        """One transaction: lock the batch's courses, decide everything pending up to the batch, append."""
-        outcome = Outcome()
-        now = _now()
-        with self.pg.transaction(), self.pg.cursor() as cur:
-            locked = store.lock_courses(cur, by_course)
-            outcome.unknown = [cid for cid in by_course if cid not in locked]
-            for course_id in sorted(set(by_course) & set(locked)):
-                course, batch = locked[course_id], by_course[course_id]
-                if not course.state.is_open(now):
-                    # The priority set keeps them, durably, until the opening; the stream entries are done.
-                    store.set_backlog(cur, course_id, True)
-                    outcome.deferred |= {a.request.request_id for a in batch}
-                    continue
-                last = max(batch, key=lambda a: (-a.request.priority, a.member))
-                # Read after taking the lock: everything a previous holder decided is committed by now.
-                raw = queue.pending_through(self.redis, self.keys, course_id, last.request.priority, last.member)
-                done, count = self._decide(cur, course, raw, [a.request.request_id for a in batch])
-                self.decided += count
-                outcome.settled[course_id] = raw
-                outcome.decided |= done
-        return outcome
-
-    def _decide(
-        self, cur: store.Cursor, course: store.LockedCourse, raw: Sequence[bytes], also: Sequence[str]
-    ) -> tuple[set[str], int]:
-        """Decide the members `raw` (best first) that are not decided yet; returns the ids now decided
-        (including those of `also` found decided before) and how many decisions were made."""
-        items = [queue.parse_member(m) for m in raw]
-        done = store.decided_requests(cur, [p.request.request_id for p in items] + list(also))
-        fresh = [p for p in items if p.request.request_id not in done]
-        holders = store.holders(cur, course.state.course_id, {p.request.student_id for p in fresh})
-        decisions, after = decide(msgspec.structs.replace(course.state, holders=holders), fresh)
-        if decisions:
-            version = store.record_decisions(cur, course, fresh, decisions, self.name)
-            store.save_course(cur, after, version)
-        return done | {p.request.request_id for p in fresh}, len(decisions)
 
 
 def _now() -> datetime:

@@ -102,7 +102,7 @@ def test_no_event_is_skipped_by_a_running_projector(settings: Settings, db: Conn
                 course_id = writer * 1000 + n + 1
                 with conn.transaction(), conn.cursor() as cur:
                     created = CourseCreated(course_id=course_id, title="", capacity=1)
-                    store.append(cur, store.course_stream(course_id), 0, [created], [b"{}"])
+                    store.append(cur, [store.Appended(store.course_stream(course_id), 0, [created], [b"{}"])])
                     # Hold the transaction open a little after taking a position, as a slow commit would.
                     cur.execute("SELECT pg_sleep(%s)", (rng.random() * 0.004,))
 

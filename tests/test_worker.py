@@ -9,7 +9,8 @@ from starlette.testclient import TestClient
 from courseflow import queue
 from courseflow.config import Settings
 from courseflow.queue import GROUP, Keys
-from courseflow.worker import Accepted, Worker, _entries
+from courseflow.decider import Accepted
+from courseflow.worker import Worker, _entries
 from tests.conftest import StartWorkers
 from tests.helpers import (
     Conn,
@@ -42,7 +43,7 @@ def test_redelivery_after_commit_adds_nothing(
     queue.ensure_group(crashing.redis, KEYS)
     entries = _entries(crashing.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=10))
     by_course = {1: [Accepted.decode(entry_id, fields) for entry_id, fields in entries]}
-    crashing._commit(by_course)  # committed, but never settled: the process "died" here
+    crashing.decider._round(crashing.pg, by_course)  # committed, but never settled: the process "died" here
     crashing.close()
     assert decided_count(db) == 2
     before = event_count(db)

@@ -1,0 +1,141 @@
+"""Deciding pending requests: one PostgreSQL transaction decides many courses and many requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+import redis
+
+from courseflow import queue, store
+from courseflow.domain import StreamId, decide
+from courseflow.events import EnrollmentRequested, decode_request
+from courseflow.queue import REQUEST_FIELD, Keys
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """A stream entry read by a worker, decoded."""
+
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    request: EnrollmentRequested
+    member: bytes
+
+    @classmethod
+    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted:
+        """Raises Undecodable with the reason when the entry is not a request that can be decided."""
+        payload = fields.get(REQUEST_FIELD)
+        if payload is None:
+            raise Undecodable("missing request field")
+        try:
+            return cls(entry_id, fields, decode_request(payload), queue.member(StreamId.parse(entry_id), payload))
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise Undecodable(f"undecodable: {exc}") from None
+
+
+class Undecodable(Exception):
+    pass
+
+
+class Outcome(msgspec.Struct):
+    """What transactions did with a batch, for the acknowledgements that follow their COMMIT."""
+
+    # Priority-set members decided (now or before), per course.
+    settled: dict[int, list[bytes]] = msgspec.field(default_factory=dict)
+    decided: set[str] = msgspec.field(default_factory=set)
+    # Accepted before registration opened: acknowledged, left in the priority set.
+    deferred: set[str] = msgspec.field(default_factory=set)
+    unknown: list[int] = msgspec.field(default_factory=list)
+    decisions: int = 0
+
+    def add(self, other: Outcome) -> None:
+        for course_id, members in other.settled.items():
+            self.settled.setdefault(course_id, []).extend(members)
+        self.decided |= other.decided
+        self.deferred |= other.deferred
+        self.unknown += [cid for cid in other.unknown if cid not in self.unknown]
+        self.decisions += other.decisions
+
+
+class Decider:
+    """Decides, for a worker named `name`, at most `limit` requests per transaction."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, name: str, limit: int) -> None:
+        self.redis, self.keys, self.name, self.limit = client, keys, name, limit
+
+    def decide_batch(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> Outcome:
+        """Decide everything pending in each course up to the last request of the batch, in rounds of at
+        most `limit` decisions per course, each round one transaction over all the batch's courses."""
+        outcome = Outcome()
+        remaining = dict(by_course)
+        while remaining:
+            done, incomplete = self._round(pg, remaining)
+            outcome.add(done)
+            # Settle as we go: each round's requests are out of the priority set before the next reads it.
+            queue.settle(self.redis, self.keys, done.settled, sorted(done.decided), [])
+            remaining = {cid: items for cid, items in remaining.items() if cid in incomplete}
+        return outcome
+
+    def _round(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> tuple[Outcome, set[int]]:
+        outcome, incomplete = Outcome(), set()
+        now = datetime.now(UTC)
+        with pg.transaction(), pg.cursor() as cur:
+            locked = store.lock_courses(cur, by_course)
+            outcome.unknown = [cid for cid in by_course if cid not in locked]
+            plans: list[tuple[store.LockedCourse, list[bytes]]] = []
+            for course_id in sorted(set(by_course) & set(locked)):
+                course, batch = locked[course_id], by_course[course_id]
+                if not course.state.is_open(now):
+                    # The priority set keeps them, durably, until the opening; the stream entries are done.
+                    store.set_backlog(cur, course_id, True)
+                    outcome.deferred |= {a.request.request_id for a in batch}
+                    continue
+                # Read after taking the lock: everything a previous holder decided is committed by now.
+                raw, complete = queue.pending_through(
+                    self.redis, self.keys, course_id, [a.member for a in batch], self.limit
+                )
+                if not complete:
+                    incomplete.add(course_id)
+                plans.append((course, raw))
+            also = [a.request.request_id for course, _ in plans for a in by_course[course.state.course_id]]
+            outcome.add(self._decide(cur, plans, also))
+        return outcome, incomplete
+
+    def open_backlog(self, pg: store.Conn) -> int:
+        """Decide the best-ranked requests of one course whose registration has opened; returns how many
+        it took from the backlog, 0 when no course has one."""
+        with pg.transaction(), pg.cursor() as cur:
+            course = store.lock_opened_backlog(cur, datetime.now(UTC))
+            if course is None:
+                return 0
+            raw = queue.top(self.redis, self.keys, course.state.course_id, self.limit)
+            if len(raw) < self.limit:
+                store.set_backlog(cur, course.state.course_id, False)
+            outcome = self._decide(cur, [(course, raw)], [])
+        queue.settle(self.redis, self.keys, outcome.settled, sorted(outcome.decided), [])
+        return len(raw)
+
+    def _decide(
+        self, cur: store.Cursor, plans: Sequence[tuple[store.LockedCourse, list[bytes]]], also: Sequence[str]
+    ) -> Outcome:
+        """Decide each course's members (best first) not decided yet. `decided` gets the ids now decided,
+        those of `also` found decided before included."""
+        parsed = [(course, [queue.parse_member(m) for m in raw]) for course, raw in plans]
+        ids = [p.request.request_id for _, items in parsed for p in items]
+        done = store.decided_requests(cur, [*ids, *also])
+        fresh = [(course, [p for p in items if p.request.request_id not in done]) for course, items in parsed]
+        held = store.holders(cur, {(c.state.course_id, p.request.student_id) for c, items in fresh for p in items})
+        decided = []
+        for course, items in fresh:
+            students = frozenset(s for cid, s in held if cid == course.state.course_id)
+            decisions, after = decide(msgspec.structs.replace(course.state, holders=students), items)
+            if decisions:
+                decided.append(store.Decided(course, after, items, decisions))
+        if decided:
+            store.record_decisions(cur, decided, self.name)
+        return Outcome(
+            settled={course.state.course_id: raw for course, raw in plans},
+            decided=done | set(ids),
+            decisions=sum(len(d.decisions) for d in decided),
+        )
