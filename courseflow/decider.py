@@ -78,26 +78,24 @@ class Decider:
         return outcome
 
     def _round(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> tuple[Outcome, set[int]]:
-        outcome, incomplete = Outcome(), set()
+        outcome = Outcome()
         now = datetime.now(UTC)
         with pg.transaction(), pg.cursor() as cur:
             locked = store.lock_courses(cur, by_course)
             outcome.unknown = [cid for cid in by_course if cid not in locked]
-            plans: list[tuple[store.LockedCourse, list[bytes]]] = []
+            open_now: dict[int, Sequence[bytes]] = {}
             for course_id in sorted(set(by_course) & set(locked)):
-                course, batch = locked[course_id], by_course[course_id]
-                if not course.state.is_open(now):
+                batch = by_course[course_id]
+                if locked[course_id].state.is_open(now):
+                    open_now[course_id] = [a.member for a in batch]
+                else:
                     # The priority set keeps them, durably, until the opening; the stream entries are done.
                     store.set_backlog(cur, course_id, True)
                     outcome.deferred |= {a.request.request_id for a in batch}
-                    continue
-                # Read after taking the lock: everything a previous holder decided is committed by now.
-                raw, complete = queue.pending_through(
-                    self.redis, self.keys, course_id, [a.member for a in batch], self.limit
-                )
-                if not complete:
-                    incomplete.add(course_id)
-                plans.append((course, raw))
+            # Read after taking the locks: everything a previous holder decided is committed by now.
+            prefixes = queue.pending_through(self.redis, self.keys, open_now, self.limit)
+            incomplete = {course_id for course_id, (_, complete) in prefixes.items() if not complete}
+            plans = [(locked[course_id], raw) for course_id, (raw, _) in prefixes.items()]
             also = [a.request.request_id for course, _ in plans for a in by_course[course.state.course_id]]
             outcome.add(self._decide(cur, plans, also))
         return outcome, incomplete

@@ -99,17 +99,21 @@ return members
 
 
 def pending_through(
-    client: redis.Redis, keys: Keys, course_id: int, batch: Sequence[bytes], limit: int
-) -> tuple[list[bytes], bool]:
-    """Everything pending for the course that ranks at or ahead of the batch, best first, at most `limit`.
+    client: redis.Redis, keys: Keys, batches: dict[int, Sequence[bytes]], limit: int
+) -> dict[int, tuple[list[bytes], bool]]:
+    """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`.
 
     Deciding this whole prefix, not just the batch this worker read, keeps the order strict when
-    several workers hold interleaved batches of the same course. Returns the members and whether
-    they reach the last of the batch (if not, decide them and ask again).
+    several workers hold interleaved batches of the same course. Returns, per course, the members
+    and whether they reach the last of the batch (if not, decide them and ask again). One round
+    trip for all the courses.
     """
     prefix = client.register_script(_PREFIX)  # EVALSHA, loading the script if Redis lost it
-    reply = cast(list[Any], prefix(keys=[keys.priority_set(course_id)], args=[limit, *batch]))
-    return cast(list[bytes], reply[1:]), reply[0] == 1
+    with client.pipeline(transaction=False) as pipe:
+        for course_id, batch in batches.items():
+            prefix(keys=[keys.priority_set(course_id)], args=[limit, *batch], client=pipe)
+        replies = cast(list[list[Any]], pipe.execute())
+    return {cid: (cast(list[bytes], r[1:]), r[0] == 1) for cid, r in zip(batches, replies, strict=True)}
 
 
 def top(client: redis.Redis, keys: Keys, course_id: int, count: int) -> list[bytes]:

@@ -99,5 +99,5 @@ async def metrics(request: Request) -> Response:
         return JSON(per_course[0])
     totals = {k: sum(c[k] for c in per_course) for k in ("queue_depth", "seats_taken", "capacity", "waitlist_length")}
     status = "open" if any(c["status"] == "open" for c in per_course) else "full"
-    dead_letters = await svc.intake.dead_letter_count()
-    return JSON(totals | {"status": status, "dead_letters": dead_letters, "courses": per_course})
+    pipeline = {"dead_letters": await svc.intake.dead_letter_count(), "projection_lag": await svc.db(queries.lag)}
+    return JSON(totals | {"status": status} | pipeline | {"courses": per_course})
