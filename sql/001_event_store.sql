@@ -19,6 +19,10 @@ CREATE UNIQUE INDEX events_one_decision_per_request ON events ((data ->> 'reques
 CREATE UNIQUE INDEX events_one_request_event ON events ((data ->> 'request_id'))
     WHERE type = 'EnrollmentRequested';
 
+-- A stream entry is dead-lettered once, however often that is retried after a crash.
+CREATE UNIQUE INDEX events_one_dead_letter_per_entry ON events ((data ->> 'entry_id'))
+    WHERE type = 'RequestDeadLettered';
+
 -- A student's history.
 CREATE INDEX events_by_student ON events (((data ->> 'student_id')::bigint), position)
     WHERE data ? 'student_id';
