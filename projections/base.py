@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from psycopg import sql
@@ -19,6 +19,11 @@ class Projection:
 
     def apply(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
         raise NotImplementedError
+
+    def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
+        """Apply events in order; a projection may fold a run of them into fewer statements."""
+        for recorded in batch:
+            self.apply(cur, recorded, table)
 
     @staticmethod
     def run(cur: Cursor, statement: str, table: sql.Identifier, params: Mapping[str, Any]) -> None:

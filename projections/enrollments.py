@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from psycopg import sql
 
@@ -30,38 +31,55 @@ _DECISIONS = (EnrollmentGranted, Waitlisted, EnrollmentRejected)
 _CHANGES = (*_DECISIONS, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
 
 
+_INSERT = (
+    "INSERT INTO {table} (request_id, course_id, student_id, priority, status, reason, requested_at, decided_at,"
+    " updated_at) VALUES (%(r)s, %(c)s, %(s)s, %(p)s, %(status)s, %(reason)s, %(at)s, %(decided)s, %(now)s)"
+)
+_UPDATE = (
+    "UPDATE {table} SET status = %(status)s, reason = %(reason)s, updated_at = %(now)s,"
+    " decided_at = coalesce(%(decided)s, decided_at) WHERE request_id = %(r)s"
+)
+
+
 class Enrollments(Projection):
     name = "enrollments"
     tables = ("enrollments",)
 
     def apply(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
-        t, e = table["enrollments"], recorded.event
-        if isinstance(e, EnrollmentRequested):
-            self.run(
-                cur,
-                "INSERT INTO {table} (request_id, course_id, student_id, priority, status, requested_at, updated_at)"
-                " VALUES (%(r)s, %(c)s, %(s)s, %(p)s, 'pending', %(at)s, %(now)s)",
-                t,
-                {
+        self.apply_all(cur, [recorded], table)
+
+    def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
+        """A request and its later changes in the same batch become one INSERT of the final row."""
+        new: dict[str, dict[str, Any]] = {}
+        changed: list[dict[str, Any]] = []
+        for recorded in batch:
+            e, now = recorded.event, recorded.recorded_at
+            if isinstance(e, EnrollmentRequested):
+                new[e.request_id] = {
                     "r": e.request_id,
                     "c": e.course_id,
                     "s": e.student_id,
                     "p": e.priority,
+                    "status": "pending",
+                    "reason": None,
                     "at": e.requested_at,
-                    "now": recorded.recorded_at,
-                },
-            )
-        elif isinstance(e, _CHANGES):
-            self.run(
-                cur,
-                "UPDATE {table} SET status = %(status)s, reason = %(reason)s, updated_at = %(now)s,"
-                " decided_at = CASE WHEN %(decision)s THEN %(now)s ELSE decided_at END WHERE request_id = %(r)s",
-                t,
-                {
-                    "r": e.request_id,
+                    "decided": None,
+                    "now": now,
+                }
+            elif isinstance(e, _CHANGES):
+                change = {
                     "status": _STATUS[type(e)],
-                    "now": recorded.recorded_at,
                     "reason": e.reason if isinstance(e, EnrollmentRejected) else None,
-                    "decision": isinstance(e, _DECISIONS),
-                },
-            )
+                    "now": now,
+                    "decided": now if isinstance(e, _DECISIONS) else None,
+                }
+                if e.request_id in new:
+                    row = new[e.request_id]
+                    row.update({k: v for k, v in change.items() if k != "decided" or v is not None})
+                else:
+                    changed.append(change | {"r": e.request_id})
+        t = table["enrollments"]
+        if changed:
+            cur.executemany(sql.SQL(_UPDATE).format(table=t), changed)
+        if new:
+            cur.executemany(sql.SQL(_INSERT).format(table=t), list(new.values()))

@@ -41,13 +41,13 @@ def apply_batch(
         for projection in active:
             target = live_tables(projection) if tables is None else tables[projection.name]
             stop = None if until is None else until[projection.name]
-            for recorded in batch:
-                if stop is not None and recorded.position > stop:
-                    break
-                if recorded.position > checkpoints[projection.name]:
-                    projection.apply(cur, recorded, target)
-                    checkpoints[projection.name] = recorded.position
-                    applied += 1
+            todo = [
+                r for r in batch if r.position > checkpoints[projection.name] and (stop is None or r.position <= stop)
+            ]
+            if todo:
+                projection.apply_all(cur, todo, target)
+                checkpoints[projection.name] = todo[-1].position
+                applied += len(todo)
     return applied
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from psycopg import sql
 
@@ -34,6 +34,9 @@ class CourseSeats(Projection):
     tables = ("course_seats",)
 
     def apply(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
+        self.apply_all(cur, [recorded], table)
+
+    def _apply_one(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
         t, e = table["course_seats"], recorded.event
         match e:
             case CourseCreated():
@@ -58,12 +61,30 @@ class CourseSeats(Projection):
                     t,
                     {"c": e.course_id, "o": e.opens_at, "x": e.closes_at},
                 )
-            case _ if type(e) in _DELTAS:
-                seats, waitlist = _DELTAS[type(e)]
-                self.run(
-                    cur,
-                    "UPDATE {table} SET seats_taken = seats_taken + %(s)s, waitlist_length = waitlist_length + %(w)s"
-                    " WHERE course_id = %(c)s",
-                    t,
-                    {"c": e.course_id, "s": seats, "w": waitlist},
-                )
+
+    def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
+        """Seat and waitlist changes fold into one UPDATE per run; other events apply one by one."""
+        deltas: dict[int, tuple[int, int]] = {}
+        for recorded in batch:
+            e = recorded.event
+            if type(e) in _DELTAS and isinstance(e.course_id, int):  # every event with a delta has one
+                s, w = deltas.get(e.course_id, (0, 0))
+                ds, dw = _DELTAS[type(e)]
+                deltas[e.course_id] = (s + ds, w + dw)
+            else:
+                self._add(cur, table["course_seats"], deltas)
+                deltas = {}
+                self._apply_one(cur, recorded, table)
+        self._add(cur, table["course_seats"], deltas)
+
+    def _add(self, cur: Cursor, table: sql.Identifier, deltas: Mapping[int, tuple[int, int]]) -> None:
+        if not deltas:
+            return
+        self.run(
+            cur,
+            "UPDATE {table} t SET seats_taken = t.seats_taken + u.s, waitlist_length = t.waitlist_length + u.w"
+            " FROM unnest(%(c)s::bigint[], %(s)s::int[], %(w)s::int[]) AS u(course_id, s, w)"
+            " WHERE t.course_id = u.course_id",
+            table,
+            {"c": list(deltas), "s": [d[0] for d in deltas.values()], "w": [d[1] for d in deltas.values()]},
+        )

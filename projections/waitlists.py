@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from psycopg import sql
 
@@ -17,23 +18,34 @@ class Waitlists(Projection):
     tables = ("waitlist_entries",)
 
     def apply(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
-        t, e = table["waitlist_entries"], recorded.event
-        match e:
-            case Waitlisted():
+        self.apply_all(cur, [recorded], table)
+
+    def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
+        """Entries that join and leave within the batch never touch the table; the rest in two statements."""
+        joined: dict[str, dict[str, Any]] = {}
+        left: list[dict[str, Any]] = []
+        for recorded in batch:
+            e = recorded.event
+            if isinstance(e, Waitlisted):
                 arrival = StreamId.parse(e.arrival)
-                self.run(
-                    cur,
+                joined[e.request_id] = {
+                    "r": e.request_id,
+                    "c": e.course_id,
+                    "s": e.student_id,
+                    "p": e.priority,
+                    "ms": arrival.ms,
+                    "seq": arrival.seq,
+                }
+            elif isinstance(e, WaitlistPromoted | WaitlistLeft) and joined.pop(e.request_id, None) is None:
+                left.append({"r": e.request_id})
+        t = table["waitlist_entries"]
+        if left:
+            cur.executemany(sql.SQL("DELETE FROM {table} WHERE request_id = %(r)s").format(table=t), left)
+        if joined:
+            cur.executemany(
+                sql.SQL(
                     "INSERT INTO {table} (request_id, course_id, student_id, priority, arrival_ms, arrival_seq)"
-                    " VALUES (%(r)s, %(c)s, %(s)s, %(p)s, %(ms)s, %(seq)s)",
-                    t,
-                    {
-                        "r": e.request_id,
-                        "c": e.course_id,
-                        "s": e.student_id,
-                        "p": e.priority,
-                        "ms": arrival.ms,
-                        "seq": arrival.seq,
-                    },
-                )
-            case WaitlistPromoted() | WaitlistLeft():
-                self.run(cur, "DELETE FROM {table} WHERE request_id = %(r)s", t, {"r": e.request_id})
+                    " VALUES (%(r)s, %(c)s, %(s)s, %(p)s, %(ms)s, %(seq)s)"
+                ).format(table=t),
+                list(joined.values()),
+            )
