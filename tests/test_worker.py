@@ -8,8 +8,8 @@ from starlette.testclient import TestClient
 
 from courseflow import queue
 from courseflow.config import Settings
-from courseflow.queue import GROUP, Keys
 from courseflow.decider import Accepted
+from courseflow.queue import GROUP, Keys
 from courseflow.worker import Worker, _entries
 from tests.conftest import StartWorkers
 from tests.helpers import (
