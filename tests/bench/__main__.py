@@ -1,0 +1,135 @@
+"""`python -m tests.bench [--quick]`: start servers, measure, print one table, save it as JSON, clean up."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from tests.bench import crowd, report, throughput
+from tests.bench.procs import BenchError
+from tests.bench.report import Row, Target
+from tests.bench.stack import Stack
+from tests.bench.throughput import WORKERS
+
+
+class Plan(msgspec.Struct, frozen=True):
+    mode: str
+    intake_s: float
+    warmup_s: float
+    backlog: int
+    pgbench_s: int
+    crowd: int
+    paced_s: float
+    floor_s: float
+
+
+# Full: well under 10 minutes on 2 cores. Quick: the same rows from smaller samples, under a minute.
+FULL = Plan("full", intake_s=10, warmup_s=2, backlog=50_000, pgbench_s=10, crowd=100_000, paced_s=10, floor_s=4)
+QUICK = Plan("quick", intake_s=2, warmup_s=0, backlog=4_000, pgbench_s=1, crowd=20_000, paced_s=2, floor_s=0.5)
+PACED_RATE = 5_000
+FLOOR_RATE = 500
+
+
+def _progress(started: float) -> Callable[[str], None]:
+    def say(what: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def measure(stack: Stack, plan: Plan, opening: Callable[[], crowd.Opening], say: Callable[[str], None]) -> list[Row]:
+    say(f"pgbench: naive decisions, 1, 20 and 50 courses, {plan.pgbench_s} s each")
+    naive = throughput.naive(stack, [1, len(crowd.CROWD_COURSES), len(throughput.MANY_COURSES)], plan.pgbench_s)
+    rows: list[Row] = []
+    for processes in (1, 2):
+        say(f"intake with {processes} API process(es), and the bare ceiling")
+        rows.append(throughput.intake(stack, processes, plan.intake_s, plan.warmup_s))
+    # Scaling 1, 2, 4 workers; for the hot course also arrival order alone (one batch per transaction).
+    runs = [(throughput.HOT_COURSE, workers, True) for workers in (1, 2, 4)] + [(throughput.HOT_COURSE, WORKERS, False)]
+    runs += [(throughput.MANY_COURSES, workers, True) for workers in (1, 2, 4)]
+    for courses, workers, mixed in runs:
+        what = "mixed priorities" if mixed else "all priority 0"
+        say(f"decisions: {plan.backlog:,} requests ({what}) over {len(courses)} course(s), {workers} worker(s)")
+        rows.append(throughput.decisions(stack, courses, workers, plan.backlog, naive, mixed))
+    say(f"flash crowd: {plan.crowd:,} requests over {len(crowd.CROWD_COURSES)} courses")
+    rows.append(crowd.flash_crowd(stack, plan.crowd, naive, opening()))
+    say(f"accept-to-decision latency at {FLOOR_RATE:,} then {PACED_RATE:,} req/s")
+    latency, worker_idle_kb = crowd.steady_latency(stack, PACED_RATE, plan.paced_s, FLOOR_RATE, plan.floor_s)
+    rows.append(latency)
+    rows += memory(stack, worker_idle_kb)
+    return rows
+
+
+def memory(stack: Stack, worker_idle_kb: int) -> list[Row]:
+    """Peak RSS (VmHWM) of any one process, over every API and worker process the run started."""
+    mb = 1024.0
+    return [
+        Row(
+            name="API peak RSS (largest process)",
+            value=stack.peak_kb["api"] / mb,
+            unit="MB",
+            reference=stack.peak_kb["bare"] / mb,
+            reference_name="bare Starlette peak",
+            target=Target("value", at_most=150.0),
+            note="VmHWM of every uvicorn process (parent and workers) of every API started in this run",
+        ),
+        Row(
+            name="worker peak RSS (largest process)",
+            value=stack.peak_kb["worker"] / mb,
+            unit="MB",
+            reference=worker_idle_kb / mb,
+            reference_name="idle worker",
+            target=Target("value", at_most=150.0),
+            note=f"VmHWM of every worker of this run; reference: VmRSS of one of {WORKERS} workers just after joining",
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller samples: the whole table in under a minute")
+    parser.add_argument(
+        "--opening",
+        choices=sorted(crowd.OPENINGS),
+        default="opens-at",
+        help="how the flash crowd's registration opens: its courses' opens_at (default), or workers started after it",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the servers and their data dir are still removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started_at, started = datetime.now(UTC), time.monotonic()
+    say = _progress(started)
+    info = report.machine()
+    try:
+        with Stack.started() as stack:
+            say(f"servers up in {stack.data_dir}")
+            rows = measure(stack, plan, crowd.OPENINGS[args.opening], say)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    duration = time.monotonic() - started
+    print(report.header(plan.mode, started_at, info))
+    print(report.table(rows))
+    parameters = msgspec.structs.asdict(plan) | {
+        "workers": WORKERS,
+        "wrk": f"-t{throughput.WRK_THREADS} -c{throughput.WRK_CONNECTIONS}",
+        "pgbench_clients": throughput.PGBENCH_CLIENTS,
+        "paced_rate": PACED_RATE,
+        "floor_rate": FLOOR_RATE,
+        "opening": args.opening,
+    }
+    setup = {"machine": info, "code": report.code_version(), "parameters": parameters}
+    path = report.save(plan.mode, started_at, duration, setup, rows)
+    print(f"\nfinished in {duration:.0f} s; written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

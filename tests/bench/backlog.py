@@ -1,0 +1,52 @@
+"""A pre-filled backlog: accepted requests put straight into Redis through CourseFlow's own Intake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from courseflow.config import Settings
+from courseflow.intake import Intake
+from courseflow.queue import Keys
+from tests.bench.procs import BenchError
+
+# Priorities as in tests/test_crowd.py: mostly the default 0. The mix matters: a worker decides everything a
+# course has pending ahead of its batch's worst-ranked request, so higher priorities make bigger transactions.
+PRIORITY_MIX = (0, 0, 0, 10, 50, 100)
+
+
+def priority(n: int, courses: int) -> int:
+    """The priority of request `n` when requests go round-robin over `courses`: each course cycles the mix."""
+    return PRIORITY_MIX[(n // courses) % len(PRIORITY_MIX)]
+
+
+# Enough requests in flight that Redis groups many writes into one AOF fsync (appendfsync always).
+CONCURRENCY = 128
+
+
+async def _fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mixed: bool) -> None:
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=CONCURRENCY, timeout=30)
+    client = aioredis.Redis(connection_pool=pool)
+    settings = Settings.from_env()
+    intake = Intake(client, Keys(settings.stream_prefix), settings.idempotency_ttl_s)
+
+    async def accept_every(start: int) -> None:
+        for n in range(start, count, CONCURRENCY):
+            # One student per request, so none is rejected as a duplicate.
+            accepted = await intake.accept(
+                n + 1, courses[n % len(courses)], f"{tag}-{n}", priority(n, len(courses)) if mixed else 0
+            )
+            if accepted.outcome != "queued":
+                raise BenchError(f"backlog request {n} was not queued: {accepted.outcome}")
+
+    try:
+        await asyncio.gather(*(accept_every(start) for start in range(CONCURRENCY)))
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+def fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mixed: bool = True) -> None:
+    """Accept `count` requests round-robin over `courses` (which must exist); `mixed=False`: all priority 0."""
+    asyncio.run(_fill(redis_url, courses, count, tag, mixed))

@@ -1,0 +1,102 @@
+"""A steady request rate (wrk2 is not available, and wrk's delay() only spaces requests after answers).
+
+Request k is due at start + k / rate; a few keep-alive connections take turns, each sending its next
+request when it is due, or at once when it is behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import msgspec
+import uvloop
+
+from tests.bench.backlog import priority
+from tests.bench.procs import BenchError
+
+
+class PacedRun(msgspec.Struct, frozen=True):
+    target_rate: float
+    sent: int
+    accepted: int
+    seconds: float
+    # How far behind schedule the last request went out: 0 means the rate was held.
+    final_lag_s: float
+    # Connections the server closed mid-run (each request then resent once).
+    reconnects: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds
+
+
+def _request(port: int, body: bytes) -> bytes:
+    head = f"POST /enroll HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a keep-alive connection; returns the response status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next((int(ln.split(b":")[1]) for ln in lines if ln.lower().startswith(b"content-length:")), 0)
+    await reader.readexactly(length)
+    return int(lines[0].split(b" ", 2)[1])
+
+
+async def _run(port: int, courses: Sequence[int], tag: str, rate: float, seconds: float, connections: int) -> PacedRun:
+    loop = asyncio.get_running_loop()
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+    statuses: list[int] = []
+    last_sent = [start]
+    reconnects = [0]
+
+    async def connection(first: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in range(first, total, connections):
+                due = start + n / rate
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                body = {
+                    "student_id": n + 1,
+                    "course_id": courses[n % len(courses)],
+                    "idempotency_key": f"{tag}-{n}",
+                    "priority": priority(n, len(courses)),
+                }
+                request = _request(port, msgspec.json.encode(body))
+                last_sent[0] = max(last_sent[0], loop.time())
+                try:
+                    statuses.append(await _exchange(reader, writer, request))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    # The server closed the connection: resend once on a new one (the idempotency key
+                    # makes a repeat harmless), and count it.
+                    writer.close()
+                    reconnects[0] += 1
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    statuses.append(await _exchange(reader, writer, request))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(i) for i in range(connections)))
+    if len(statuses) != total:
+        raise BenchError(f"paced load: {len(statuses)} answers for {total} requests")
+    return PacedRun(
+        target_rate=rate,
+        sent=total,
+        accepted=sum(1 for s in statuses if s == 202),
+        seconds=last_sent[0] - start,
+        final_lag_s=max(0.0, last_sent[0] - (start + (total - 1) / rate)),
+        reconnects=reconnects[0],
+    )
+
+
+def paced_enroll(
+    port: int, courses: Sequence[int], tag: str, rate: float, seconds: float, connections: int
+) -> PacedRun:
+    """POST /enroll to 127.0.0.1:`port` at `rate` requests/s for `seconds`, unique bodies, over `connections`."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_run(port, courses, tag, rate, seconds, connections))

@@ -1,0 +1,120 @@
+"""Intake (requests/s against the bare-Starlette ceiling) and decisions (a backlog drained, against pgbench)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import msgspec
+
+from courseflow.config import Settings
+from tests.bench import backlog, pgbench, wrk
+from tests.bench.report import Row, Target
+from tests.bench.stack import Stack
+
+# The shipped default (WORKERS), used wherever one number of workers is measured.
+WORKERS = Settings().workers
+WRK_THREADS = 2
+WRK_CONNECTIONS = 32
+PGBENCH_CLIENTS = 8
+# Several courses, so intake writes spread over several priority sets as in a real opening.
+INTAKE_COURSES = dict.fromkeys(range(1, 21), 1000)
+HOT_COURSE = {1: 1000}
+MANY_COURSES = dict.fromkeys(range(1, 51), 500)
+
+
+def _ms(us: int) -> str:
+    return f"{us / 1000:.1f}"
+
+
+def intake(stack: Stack, processes: int, seconds: float, warmup_s: float) -> Row:
+    """POST /enroll with unique bodies, no worker running: CourseFlow, then the bare endpoint, same uvicorn setup."""
+    courses = list(INTAKE_COURSES)
+
+    def measure(url: str, tag: str) -> tuple[wrk.WrkRun, dict[str, float]]:
+        if warmup_s > 0:  # first connections, lazy imports, the pools filling up
+            wrk.enroll(url, courses, f"{tag}-warmup", warmup_s, WRK_THREADS, WRK_CONNECTIONS)
+        with stack.cpu_window() as usage:
+            run = wrk.enroll(url, courses, tag, seconds, WRK_THREADS, WRK_CONNECTIONS)
+        return run, usage
+
+    with stack.bare(processes) as bare:
+        ceiling, ceiling_cpu = measure(bare.url, "bare")
+    stack.reset()
+    with stack.api(processes) as api:
+        api.create_courses(INTAKE_COURSES)
+        run, usage = measure(api.url, "intake")
+    plural = "es" if processes > 1 else ""
+    return Row(
+        name=f"intake, {processes} API process{plural}",
+        value=run.rps,
+        unit="req/s",
+        reference=ceiling.rps,
+        reference_name=f"bare Starlette, {processes} process{plural}",
+        target=Target("ratio", at_least=0.60),
+        note=(
+            f"p50 {_ms(run.p50_us)} / p99 {_ms(run.p99_us)} ms (bare {_ms(ceiling.p50_us)} / {_ms(ceiling.p99_us)} ms);"
+            f" wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} {round(seconds)} s, unique bodies over {len(courses)} courses,"
+            " no worker running"
+        ),
+        details={
+            "courseflow": msgspec.structs.asdict(run),
+            "bare": msgspec.structs.asdict(ceiling),
+            "cpu_cores": usage,
+            "bare_cpu_cores": ceiling_cpu,
+        },
+    )
+
+
+class Naive(msgspec.Struct, frozen=True):
+    """pgbench tps of the one-transaction-per-decision design, by number of courses."""
+
+    tps: dict[int, float]
+    clients: int
+
+
+def naive(stack: Stack, course_counts: list[int], seconds: int) -> Naive:
+    tps = {n: pgbench.naive_tps(stack.database_url, stack.data_dir, n, PGBENCH_CLIENTS, seconds) for n in course_counts}
+    return Naive(tps, PGBENCH_CLIENTS)
+
+
+def decisions(
+    stack: Stack, courses: Mapping[int, int], workers: int, count: int, ref: Naive, mixed: bool = True
+) -> Row:
+    """Time `workers` workers deciding a pre-filled backlog of `count` requests.
+
+    The workers start first and are paused (SIGSTOP) once they joined the group, while the backlog is
+    filled; the clock starts when they are resumed, so interpreter start-up is not counted.
+    `mixed=False` gives every request priority 0: arrival order alone, so each transaction decides one batch.
+    """
+    stack.reset()
+    with stack.api() as api:
+        api.create_courses(courses)
+    timeout = 60 + count / 200
+    with stack.workers(workers) as children:
+        stack.wait_workers_ready(children)
+        for child in children:
+            child.pause()
+        filled = time.monotonic()
+        backlog.fill(stack.redis_url, list(courses), count, "backlog", mixed)
+        fill_rate = count / (time.monotonic() - filled)
+        with stack.cpu_window() as usage:
+            resumed = time.monotonic()
+            for child in children:
+                child.resume()
+            stack.wait_decided(timeout, count)
+            elapsed = time.monotonic() - resumed
+    decided = stack.decided()
+    label = "hot course" if len(courses) == 1 else f"{len(courses)} courses"
+    plural = "s" if workers > 1 else ""
+    mix = f"priorities {'/'.join(map(str, backlog.PRIORITY_MIX))} per course" if mixed else "all priority 0"
+    return Row(
+        name=f"decisions, {label}, {workers} worker{plural}{'' if mixed else ', all priority 0'}",
+        value=decided / elapsed,
+        unit="decisions/s",
+        reference=ref.tps[len(courses)],
+        reference_name=f"pgbench naive, {label}, -c {ref.clients}",
+        target=Target("ratio", at_least=20.0) if len(courses) == 1 and workers == WORKERS and mixed else None,
+        note=(f"{decided:,} pre-filled requests, {mix}, all decided {elapsed:.2f} s after the paused workers resumed"),
+        details={"decided": decided, "seconds": elapsed, "fill_rate": fill_rate, "cpu_cores": usage},
+    )
