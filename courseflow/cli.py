@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from courseflow import check, deadletters, services, store
+from courseflow import check, deadletters, migrations, services, store
 from courseflow.config import Settings
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             case "services":
                 return _services(settings, args.action, args.data_dir or settings.data_dir)
             case "migrate":
-                for name in store.migrate(settings.database_url):
+                for name in migrations.migrate(settings.database_url):
                     print(f"applied {name}")
                 return 0
             case "api":
@@ -168,7 +168,7 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         settings = Settings.from_env(env)
     try:
-        store.migrate(settings.database_url)
+        migrations.migrate(settings.database_url)
         if demo:
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
                 if store.create_course(conn, 1, "Demo course", 10, None, None):

@@ -18,7 +18,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import services, store
+from courseflow import migrations, services
 from courseflow.api import create_app
 from courseflow.config import Settings
 from courseflow.worker import Worker
@@ -53,7 +53,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """(database_url, redis_url) of servers owned by this test session."""
     given = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
     if given[0] and given[1]:
-        store.migrate(given[0])
+        migrations.migrate(given[0])
         yield given[0], given[1]
     elif _docker_engine():
         from testcontainers.community.postgres import PostgresContainer
@@ -66,13 +66,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         with pg, rd:
             database_url = pg.get_connection_url()
             redis_url = f"redis://{rd.get_container_host_ip()}:{rd.get_exposed_port(6379)}/0"
-            store.migrate(database_url)
+            migrations.migrate(database_url)
             yield database_url, redis_url
     else:
         with server_dir() as data_dir:
             local = services.up(data_dir, services.free_port(), services.free_port())
             try:
-                store.migrate(local.database_url)
+                migrations.migrate(local.database_url)
                 yield local.database_url, local.redis_url
             finally:
                 services.down(data_dir)

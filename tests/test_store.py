@@ -5,16 +5,16 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from courseflow import store
+from courseflow import migrations
 from courseflow.config import Settings
 from tests.helpers import Conn
 
 
 def test_migrate_is_recorded_and_safe_to_run_twice(settings: Settings, db: Conn) -> None:
-    assert store.migrate(settings.database_url) == []
+    assert migrations.migrate(settings.database_url) == []
     versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == sorted(int(p.name[:3]) for p in store.SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
-    assert store.pending_migrations(db) == []
+    assert versions == sorted(int(p.name[:3]) for p in migrations.SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+    assert migrations.pending_migrations(db) == []
 
 
 def _append(db: Conn, stream: str, version: int, kind: str, data: str) -> None:

@@ -8,7 +8,7 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
-from courseflow import store
+from courseflow import migrations
 from courseflow.api.common import JSON, services
 from courseflow.queue import GROUP
 
@@ -22,7 +22,7 @@ async def ready(request: Request) -> Response:
     svc = services(request)
     checks: dict[str, str] = {}
     try:
-        pending = await svc.db(store.pending_migrations)
+        pending = await svc.db(migrations.pending_migrations)
         checks["postgres"] = "ok"
         checks["migrations"] = "ok" if not pending else f"not applied: {', '.join(pending)}"
     except (psycopg.Error, PoolTimeout) as exc:

@@ -18,7 +18,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from courseflow import services, store
+from courseflow import migrations, services
 from courseflow.config import Settings
 from courseflow.queue import GROUP, Keys
 from tests.bench import cpu
@@ -100,7 +100,7 @@ class Stack:
         data_dir.chmod(0o755)
         try:
             local = services.up(data_dir, services.free_port(), services.free_port())
-            store.migrate(local.database_url)
+            migrations.migrate(local.database_url)
             stack = cls(data_dir, local)
             try:
                 yield stack
@@ -201,7 +201,7 @@ class Stack:
         with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        store.migrate(self.database_url)
+        migrations.migrate(self.database_url)
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.redis.flushdb()
         # Start each run from flushed WAL and a compact AOF, so that a checkpoint or an AOF rewrite due to

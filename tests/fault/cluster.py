@@ -15,7 +15,7 @@ import httpx2 as httpx
 import psycopg
 import redis
 
-from courseflow import services, store
+from courseflow import migrations, services
 from tests.conftest import reset
 from tests.helpers import wait_until
 
@@ -27,7 +27,7 @@ class Cluster:
     def __init__(self, data_dir: Path, logs: Path) -> None:
         self.data_dir, self.logs = data_dir, logs
         self.servers = services.up(data_dir, services.free_port(), services.free_port())
-        store.migrate(self.servers.database_url)
+        migrations.migrate(self.servers.database_url)
         self.port = services.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = (
