@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started_at, started = datetime.now(UTC), time.monotonic()
     say = _progress(started)
-    info = report.machine()
+    info, code = report.machine(), report.code_version()  # before the run: the tree may change meanwhile
     try:
         with Stack.started() as stack:
             say(f"servers up in {stack.data_dir}")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "floor_rate": FLOOR_RATE,
         "opening": args.opening,
     }
-    setup = {"machine": info, "code": report.code_version(), "parameters": parameters}
+    setup = {"machine": info, "code": code, "parameters": parameters}
     path = report.save(plan.mode, started_at, duration, setup, rows)
     print(f"\nfinished in {duration:.0f} s; written to {path}")
     return 0

@@ -113,6 +113,9 @@ def table(rows: list[Row]) -> str:
 
     out = [fmt(header), "  ".join("-" * w for w in widths), *map(fmt, lines)]
     notes = [f"  [{n}] {row.note}{_cores(row)}" for n, row in enumerate(rows, 1) if row.note]
+    disturbed = [str(n) for n, row in enumerate(rows, 1) if row.details.get("cpu_cores", {}).get("other", 0) >= 0.25]
+    if disturbed:
+        notes.append(f"  WARNING: rows {', '.join(disturbed)} ran while something else kept ≥ 0.25 cores busy: rerun")
     return "\n".join(out + (["", "notes:", *notes] if notes else []))
 
 
