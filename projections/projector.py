@@ -41,13 +41,13 @@ def apply_batch(
         for projection in active:
             target = live_tables(projection) if tables is None else tables[projection.name]
             stop = None if until is None else until[projection.name]
-            todo = [
+            unapplied = [
                 r for r in batch if r.position > checkpoints[projection.name] and (stop is None or r.position <= stop)
             ]
-            if todo:
-                projection.apply_all(cur, todo, target)
-                checkpoints[projection.name] = todo[-1].position
-                applied += len(todo)
+            if unapplied:
+                projection.apply_all(cur, unapplied, target)
+                checkpoints[projection.name] = unapplied[-1].position
+                applied += len(unapplied)
     return applied
 
 
