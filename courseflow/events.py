@@ -92,6 +92,9 @@ class RequestDeadLettered(_Event, frozen=True, kw_only=True, tag=True):
     # Known when the entry could be decoded.
     course_id: int | None = None
     request_id: str | None = None
+    student_id: int | None = None
+    priority: int | None = None
+    requested_at: datetime | None = None
 
 
 Event = (

@@ -166,6 +166,9 @@ class Worker:
             reason=reason,
             course_id=None if request is None else request.course_id,
             request_id=None if request is None else request.request_id,
+            student_id=None if request is None else request.student_id,
+            priority=None if request is None else request.priority,
+            requested_at=None if request is None else request.requested_at,
         )
         store.record_dead_letter(self.pg, event)
         pending = None if item is None else (item.request.course_id, item.member, item.request.request_id)

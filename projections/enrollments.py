@@ -12,6 +12,7 @@ from courseflow.events import (
     EnrollmentGranted,
     EnrollmentRejected,
     EnrollmentRequested,
+    RequestDeadLettered,
     Waitlisted,
     WaitlistLeft,
     WaitlistPromoted,
@@ -31,9 +32,13 @@ _DECISIONS = (EnrollmentGranted, Waitlisted, EnrollmentRejected)
 _CHANGES = (*_DECISIONS, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
 
 
+# A request dead-lettered before may come back (`courseflow dlq retry`): its row is replaced.
 _INSERT = (
     "INSERT INTO {table} (request_id, course_id, student_id, priority, status, reason, requested_at, decided_at,"
     " updated_at) VALUES (%(r)s, %(c)s, %(s)s, %(p)s, %(status)s, %(reason)s, %(at)s, %(decided)s, %(now)s)"
+    " ON CONFLICT (request_id) DO UPDATE SET course_id = excluded.course_id, student_id = excluded.student_id,"
+    " priority = excluded.priority, status = excluded.status, reason = excluded.reason,"
+    " requested_at = excluded.requested_at, decided_at = excluded.decided_at, updated_at = excluded.updated_at"
 )
 _UPDATE = (
     "UPDATE {table} SET status = %(status)s, reason = %(reason)s, updated_at = %(now)s,"
@@ -62,6 +67,18 @@ class Enrollments(Projection):
                     "p": e.priority,
                     "status": "pending",
                     "reason": None,
+                    "at": e.requested_at,
+                    "decided": None,
+                    "now": now,
+                }
+            elif isinstance(e, RequestDeadLettered) and e.request_id is not None:
+                new[e.request_id] = {
+                    "r": e.request_id,
+                    "c": e.course_id,
+                    "s": e.student_id,
+                    "p": e.priority,
+                    "status": "dead_lettered",
+                    "reason": e.reason,
                     "at": e.requested_at,
                     "decided": None,
                     "now": now,

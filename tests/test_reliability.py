@@ -81,6 +81,13 @@ def test_an_entry_that_keeps_failing_is_dead_lettered(
     (recorded,) = db.execute("SELECT data FROM events WHERE type = 'RequestDeadLettered'").fetchone()  # type: ignore[misc]
     assert recorded["request_id"] == request_id and recorded["course_id"] == 1
     assert client.get("/metrics").json()["dead_letters"] == 1
+    wait_projected(db)
+    answer = client.get(f"/api/v1/enrollments/{request_id}").json()
+    assert (answer["status"], answer["reason"], answer["student_id"]) == (
+        "dead_lettered",
+        "not decided after 2 deliveries",
+        1,
+    )
 
     listed = courseflow("dlq", "list", env=server_env(settings))
     assert "1 dead letter(s)" in listed.stdout and "reason=not decided after 2 deliveries" in listed.stdout
