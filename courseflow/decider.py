@@ -47,7 +47,6 @@ class Outcome(msgspec.Struct):
     # Accepted before registration opened: acknowledged, left in the priority set.
     deferred: set[str] = msgspec.field(default_factory=set)
     unknown: list[int] = msgspec.field(default_factory=list)
-    decisions: int = 0
 
     def add(self, other: Outcome) -> None:
         for course_id, members in other.settled.items():
@@ -55,7 +54,6 @@ class Outcome(msgspec.Struct):
         self.decided |= other.decided
         self.deferred |= other.deferred
         self.unknown += [cid for cid in other.unknown if cid not in self.unknown]
-        self.decisions += other.decisions
 
 
 class Decider:
@@ -135,5 +133,4 @@ class Decider:
         return Outcome(
             settled={course.state.course_id: raw for course, raw in plans},
             decided=done | set(ids),
-            decisions=sum(len(d.decisions) for d in decided),
         )

@@ -38,7 +38,6 @@ class Worker:
         self._pg: psycopg.Connection[psycopg.rows.TupleRow] | None = None
         # A large backlog is decided in rounds of this many requests per course and transaction.
         self.decider = Decider(self.redis, self.keys, name, limit=settings.batch_size * 4)
-        self.decided = 0
 
     @property
     def pg(self) -> psycopg.Connection[psycopg.rows.TupleRow]:
@@ -189,7 +188,6 @@ class Worker:
                 continue
             by_course[item.request.course_id].append(item)
         outcome = self._decide_each(by_course) if by_course else Outcome()
-        self.decided += outcome.decisions
         for course_id in outcome.unknown:
             for item in by_course[course_id]:
                 self.dead_letter(item.entry_id, item.fields, f"unknown course {course_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -60,29 +61,9 @@ class Enrollments(Projection):
         for recorded in batch:
             e, now = recorded.event, recorded.recorded_at
             if isinstance(e, EnrollmentRequested):
-                new[e.request_id] = {
-                    "r": e.request_id,
-                    "c": e.course_id,
-                    "s": e.student_id,
-                    "p": e.priority,
-                    "status": "pending",
-                    "reason": None,
-                    "at": e.requested_at,
-                    "decided": None,
-                    "now": now,
-                }
+                new[e.request_id] = _row(e, "pending", None, now)
             elif isinstance(e, RequestDeadLettered) and e.request_id is not None:
-                new[e.request_id] = {
-                    "r": e.request_id,
-                    "c": e.course_id,
-                    "s": e.student_id,
-                    "p": e.priority,
-                    "status": "dead_lettered",
-                    "reason": e.reason,
-                    "at": e.requested_at,
-                    "decided": None,
-                    "now": now,
-                }
+                new[e.request_id] = _row(e, "dead_lettered", e.reason, now)
             elif isinstance(e, _CHANGES):
                 change = {
                     "status": _STATUS[type(e)],
@@ -100,3 +81,20 @@ class Enrollments(Projection):
             cur.executemany(sql.SQL(_UPDATE).format(table=t), changed)
         if new:
             cur.executemany(sql.SQL(_INSERT).format(table=t), list(new.values()))
+
+
+def _row(
+    e: EnrollmentRequested | RequestDeadLettered, status: str, reason: str | None, now: datetime
+) -> dict[str, Any]:
+    """The row a request starts with: pending, or set aside undecided."""
+    return {
+        "r": e.request_id,
+        "c": e.course_id,
+        "s": e.student_id,
+        "p": e.priority,
+        "status": status,
+        "reason": reason,
+        "at": e.requested_at,
+        "decided": None,
+        "now": now,
+    }
