@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from courseflow import check, deadletters, migrations, services, store
+from courseflow import auth, check, deadletters, migrations, services, store
 from courseflow.config import Settings
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
@@ -47,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--course", type=int, metavar="N")
     who.add_argument("--student", type=int, metavar="N")
 
+    token = commands.add_parser("token", help="print a bearer token signed with the configured key")
+    role = token.add_mutually_exclusive_group(required=True)
+    role.add_argument("--student", type=int, metavar="N", help="a student token for student N")
+    role.add_argument("--registrar", action="store_true", help="a registrar token")
+    role.add_argument("--service", action="store_true", help="a token for a trusted integration")
+    token.add_argument("--sub", help="the subject of a registrar or service token (default: the role's name)")
+    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default: 3600)")
+
     commands.add_parser("check", help="verify the invariants on this deployment; exit 1 if one fails")
     dlq = commands.add_parser("dlq", help="list, retry or drop dead-lettered stream entries")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             case "history":
                 return _history(settings, args.course, args.student)
+            case "token":
+                return _token(settings, args.student, args.registrar, args.sub, args.ttl)
             case "check":
                 findings = check.run(settings)
                 print(check.report(findings))
@@ -95,13 +105,30 @@ def main(argv: list[str] | None = None) -> int:
 def _services(settings: Settings, action: str, data_dir: Path) -> int:
     if action == "up":
         servers = services.up(data_dir, settings.postgres_port, settings.redis_port)
+        # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
+        print(f"passwords (application and admin) are kept in {servers.credentials_file}", file=sys.stderr)
     elif action == "down":
         services.down(data_dir)
     else:
         for name, state in services.status(data_dir).items():
             print(f"{name}: {state}")
+    return 0
+
+
+def _token(settings: Settings, student: int | None, registrar: bool, sub: str | None, ttl: int) -> int:
+    if not settings.auth_jwt_secret and not settings.auth_jwt_public_key_file:
+        print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
+        return 2
+    if student is not None and not 1 <= student <= auth.MAX_STUDENT_ID:
+        print("courseflow token: --student must be a positive student id", file=sys.stderr)
+        return 2
+    if not 1 <= ttl <= 366 * 86_400:
+        print("courseflow token: --ttl must be between 1 second and a year", file=sys.stderr)
+        return 2
+    role: auth.Role = "student" if student is not None else "registrar" if registrar else "service"
+    print(auth.issue(settings, role, str(student) if student is not None else sub or role, ttl))
     return 0
 
 

@@ -5,20 +5,34 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 import msgspec
+
+from courseflow import credentials
 
 # Local servers started by `courseflow services up` use ports that do not clash with system ones.
 LOCAL_POSTGRES_PORT = 55432
 LOCAL_REDIS_PORT = 56379
 
 
-def local_database_url(port: int = LOCAL_POSTGRES_PORT) -> str:
-    return f"postgresql://courseflow@127.0.0.1:{port}/courseflow"
+def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
+    """The application's URL for the local PostgreSQL; without the password its server refuses it."""
+    user = credentials.APP_USER if password is None else f"{credentials.APP_USER}:{quote(password, safe='')}"
+    return f"postgresql://{user}@127.0.0.1:{port}/{credentials.APP_USER}"
 
 
-def local_redis_url(port: int = LOCAL_REDIS_PORT) -> str:
-    return f"redis://127.0.0.1:{port}/0"
+def local_redis_url(port: int = LOCAL_REDIS_PORT, password: str | None = None) -> str:
+    """The application's URL for the local Redis; without the password its server refuses it."""
+    user = "" if password is None else f"{credentials.APP_USER}:{quote(password, safe='')}@"
+    return f"redis://{user}127.0.0.1:{port}/0"
+
+
+# Default rate limits per principal. A student's writes allow a small burst, then about 10 a second.
+RATE_LIMIT_STUDENT_WRITES = "20 per 2 seconds"
+RATE_LIMIT_STUDENT_READS = "50 per second"
+RATE_LIMIT_REGISTRAR = "1000 per second"
+RATE_LIMIT_SERVICE = "5000 per second"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,8 +53,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A pending entry idle this long belongs to a consumer presumed dead and is reclaimed.
     claim_idle_ms: int = 15000
     max_deliveries: int = 5
-    idempotency_ttl_s: int = 0
+    # A replay inside this window answers the same request; after it the key is forgotten (bounded state).
+    idempotency_ttl_s: int = 86_400
     stream_prefix: str = "courseflow"
+    # Authentication: HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
+    auth_jwt_secret: str | None = None
+    auth_jwt_public_key_file: Path | None = None
+    # Only `courseflow token` signs, and only with RS256 deployments that keep a private key at hand.
+    auth_jwt_private_key_file: Path | None = None
+    auth_jwt_audience: str = "courseflow"
+    auth_jwt_issuer: str | None = None
+    auth_leeway_s: int = 30
+    # Rate limits per principal, in the `limits` notation ("20/2 seconds", "10/second;100/minute"), or "off".
+    rate_limit_student_writes: str = RATE_LIMIT_STUDENT_WRITES
+    rate_limit_student_reads: str = RATE_LIMIT_STUDENT_READS
+    rate_limit_registrar: str = RATE_LIMIT_REGISTRAR
+    rate_limit_service: str = RATE_LIMIT_SERVICE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,11 +79,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         redis_url = env.get("REDIS_URL")
         if not redis_url and ("REDIS_HOST" in env or "REDIS_PORT" in env):
             redis_url = f"redis://{env.get('REDIS_HOST', '127.0.0.1')}:{_int(env, 'REDIS_PORT', 6379)}/0"
+        data_dir = Path(env.get("COURSEFLOW_DATA_DIR", ".courseflow"))
+        try:
+            # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
+            local = None if database_url and redis_url else credentials.load(data_dir)
+        except credentials.CredentialsError as exc:
+            raise SystemExit(f"configuration error: {exc}") from None
         return cls(
-            database_url=database_url or local_database_url(pg_port),
-            redis_url=redis_url or local_redis_url(redis_port),
+            database_url=database_url or local_database_url(pg_port, local.postgres_app_password if local else None),
+            redis_url=redis_url or local_redis_url(redis_port, local.redis_app_password if local else None),
             external_servers=bool(database_url or redis_url),
-            data_dir=Path(env.get("COURSEFLOW_DATA_DIR", ".courseflow")),
+            data_dir=data_dir,
             postgres_port=pg_port,
             redis_port=redis_port,
             server_host=env.get("SERVER_HOST", "127.0.0.1"),
@@ -66,9 +100,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             block_ms=_int(env, "BLOCK_MS", 1000),
             claim_idle_ms=_int(env, "CLAIM_IDLE_MS", 15000),
             max_deliveries=_int(env, "MAX_DELIVERIES", 5),
-            idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 0),
+            idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 86_400),
             stream_prefix=env.get("COURSEFLOW_STREAM_PREFIX", "courseflow"),
+            auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
+            auth_jwt_public_key_file=_path(env, "AUTH_JWT_PUBLIC_KEY_FILE"),
+            auth_jwt_private_key_file=_path(env, "AUTH_JWT_PRIVATE_KEY_FILE"),
+            auth_jwt_audience=env.get("AUTH_JWT_AUDIENCE") or "courseflow",
+            auth_jwt_issuer=env.get("AUTH_JWT_ISSUER") or None,
+            auth_leeway_s=_int(env, "AUTH_LEEWAY", 30),
+            rate_limit_student_writes=env.get("RATE_LIMIT_STUDENT_WRITES") or RATE_LIMIT_STUDENT_WRITES,
+            rate_limit_student_reads=env.get("RATE_LIMIT_STUDENT_READS") or RATE_LIMIT_STUDENT_READS,
+            rate_limit_registrar=env.get("RATE_LIMIT_REGISTRAR") or RATE_LIMIT_REGISTRAR,
+            rate_limit_service=env.get("RATE_LIMIT_SERVICE") or RATE_LIMIT_SERVICE,
         )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

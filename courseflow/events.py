@@ -12,18 +12,18 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_d
     pass
 
 
-class _CourseEvent(_Event, frozen=True, kw_only=True):
+class CourseEvent(_Event, frozen=True, kw_only=True):
     course_id: int
 
 
-class CourseCreated(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class CourseCreated(CourseEvent, frozen=True, kw_only=True, tag=True):
     title: str
     capacity: int
     opens_at: datetime | None = None
     closes_at: datetime | None = None
 
 
-class EnrollmentRequested(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class EnrollmentRequested(CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     idempotency_key: str
@@ -31,13 +31,13 @@ class EnrollmentRequested(_CourseEvent, frozen=True, kw_only=True, tag=True):
     requested_at: datetime
 
 
-class EnrollmentGranted(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class EnrollmentGranted(CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     priority: int
 
 
-class Waitlisted(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class Waitlisted(CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     priority: int
@@ -49,39 +49,47 @@ class Waitlisted(_CourseEvent, frozen=True, kw_only=True, tag=True):
 RejectionReason = Literal["duplicate", "closed"]
 
 
-class EnrollmentRejected(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class EnrollmentRejected(CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
     reason: RejectionReason
 
 
-class EnrollmentDropped(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class EnrollmentDropped(CourseEvent, frozen=True, kw_only=True, tag=True):
     """A granted seat given back."""
 
     request_id: str
     student_id: int
 
 
-class WaitlistLeft(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class WaitlistLeft(CourseEvent, frozen=True, kw_only=True, tag=True):
     request_id: str
     student_id: int
 
 
-class WaitlistPromoted(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class WaitlistPromoted(CourseEvent, frozen=True, kw_only=True, tag=True):
     """The head of the waitlist takes a freed seat."""
 
     request_id: str
     student_id: int
 
 
-class CapacityChanged(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class CapacityChanged(CourseEvent, frozen=True, kw_only=True, tag=True):
     capacity: int
     previous: int
 
 
-class RegistrationWindowChanged(_CourseEvent, frozen=True, kw_only=True, tag=True):
+class RegistrationWindowChanged(CourseEvent, frozen=True, kw_only=True, tag=True):
     opens_at: datetime | None = None
     closes_at: datetime | None = None
+
+
+class StudentPriorityChanged(_Event, frozen=True, kw_only=True, tag=True):
+    """A registrar granted a student the priority their later requests take."""
+
+    student_id: int
+    priority: int
+    previous: int
 
 
 class RequestDeadLettered(_Event, frozen=True, kw_only=True, tag=True):
@@ -109,6 +117,7 @@ Event = (
     | CapacityChanged
     | RegistrationWindowChanged
     | RequestDeadLettered
+    | StudentPriorityChanged
 )
 Decision = EnrollmentGranted | Waitlisted | EnrollmentRejected
 

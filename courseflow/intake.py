@@ -14,19 +14,21 @@ from courseflow.coalesce import CoalescedScript
 from courseflow.events import EnrollmentRequested
 from courseflow.queue import ENQUEUE_LUA, Keys, parse_member
 
-# KEYS: courses set, idempotency key, request stream, course priority set, pending index.
-# ARGV: request id, request json, fingerprint, priority, course id, idempotency ttl (0 = keep).
+# KEYS: courses set, idempotency key, request stream, course priority set, pending index, granted priorities,
+#       accepted counter.
+# ARGV: request id, request json before and after its priority, fingerprint, priority ('' = the one the
+#       registrar granted the student), course id, idempotency ttl (0 = keep), student id.
 _ACCEPT = (
     ENQUEUE_LUA
     + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[5]) == 0 then
+if redis.call('SISMEMBER', KEYS[1], ARGV[6]) == 0 then
   return {'unknown_course'}
 end
 local prior = redis.call('GET', KEYS[2])
 if prior then
   local sep = string.find(prior, ' ', 1, true)
   local rid = string.sub(prior, 1, sep - 1)
-  if string.sub(prior, sep + 1) ~= ARGV[3] then
+  if string.sub(prior, sep + 1) ~= ARGV[4] then
     return {'conflict', rid}
   end
   local existing = redis.call('HGET', KEYS[5], rid)
@@ -35,15 +37,31 @@ if prior then
   end
   return {'replayed', rid}
 end
-local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4])
-if tonumber(ARGV[6]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[6])
+local priority = ARGV[5]
+if priority == '' then
+  priority = redis.call('HGET', KEYS[6], ARGV[8]) or '0'
+end
+local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2] .. priority .. ARGV[3], priority)
+redis.call('INCR', KEYS[7])
+if tonumber(ARGV[7]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[4], 'EX', ARGV[7])
 else
-  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[4])
 end
 return {'queued', ARGV[1], redis.call('ZRANK', KEYS[4], member) + 1}
 """
 )
+
+_PRIORITY = b'"priority":'
+
+
+def around_priority(payload: bytes) -> tuple[bytes, bytes]:
+    """Split an encoded request (priority 0) around its priority, so the intake script can put in the granted one.
+
+    The last match is the field: a key inside a string value would have its quotes escaped.
+    """
+    at = payload.rindex(_PRIORITY + b"0,") + len(_PRIORITY)
+    return payload[:at], payload[at + 1 :]
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -60,15 +78,18 @@ class Intake:
         self._ttl = idempotency_ttl_s
         self._accept = CoalescedScript(client, _ACCEPT)
 
-    async def accept(self, student_id: int, course_id: int, idempotency_key: str, priority: int) -> Accepted:
+    async def accept(self, student_id: int, course_id: int, idempotency_key: str, priority: int | None) -> Accepted:
+        """Queue a request once per (student, idempotency key). `priority` None: the one the registrar granted."""
         request = EnrollmentRequested(
             course_id=course_id,
             request_id=str(uuid.uuid4()),
             student_id=student_id,
             idempotency_key=idempotency_key,
-            priority=priority,
+            priority=0,
             requested_at=datetime.now(UTC),
         )
+        head, tail = around_priority(events.encode(request))
+        given = "" if priority is None else str(priority)
         k = self.keys
         reply = await self._accept(
             [
@@ -77,15 +98,10 @@ class Intake:
                 k.requests,
                 k.priority_set(course_id),
                 k.pending_index,
+                k.priorities,
+                k.accepted,
             ],
-            [
-                request.request_id,
-                events.encode(request),
-                f"{course_id}:{priority}",
-                priority,
-                course_id,
-                self._ttl,
-            ],
+            [request.request_id, head, tail, f"{course_id}:{given}", given, course_id, self._ttl, student_id],
         )
         outcome, *rest = reply
         return Accepted(
@@ -108,7 +124,3 @@ class Intake:
 
     async def dead_letter_count(self) -> int:
         return int(await self._client.xlen(self.keys.dead_letters))
-
-    async def register_courses(self, course_ids: list[int]) -> None:
-        if course_ids:
-            await self._client.sadd(self.keys.courses, *course_ids)

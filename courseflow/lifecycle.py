@@ -7,15 +7,12 @@ from msgspec import UNSET, UnsetType
 from courseflow import domain, store
 from courseflow.domain import CourseState
 from courseflow.events import EnrollmentDropped, Event, WaitlistPromoted
-from courseflow.payloads import CoursePatch
+from courseflow.payloads import Window
+from courseflow.problems import InvalidInput, NothingToRelease
 
 
 class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    pass
+    """No such course, or no decided request with this id (it may still be pending)."""
 
 
 def release(conn: store.Conn, request_id: str) -> tuple[str, list[str]]:
@@ -32,7 +29,7 @@ def release(conn: store.Conn, request_id: str) -> tuple[str, list[str]]:
         _, status, held = store.holding(cur, request_id) or found  # again, now under the course lock
         if held is None:
             if status == "rejected":
-                raise Conflict(f"request {request_id} was rejected: it holds nothing to release")
+                raise NothingToRelease(f"request {request_id} was rejected: it holds nothing to release", "request_id")
             return status, []
         head = store.waitlist_head(cur, course.state.course_id, course.state.seats_free + 1)
         changes, after = domain.release(course.state, held, head)
@@ -41,24 +38,26 @@ def release(conn: store.Conn, request_id: str) -> tuple[str, list[str]]:
         return new_status, _promoted(changes)
 
 
-def update_course(conn: store.Conn, course_id: int, patch: CoursePatch) -> tuple[CourseState, list[str]]:
+def update_course(
+    conn: store.Conn, course_id: int, capacity: int | UnsetType, window: Window
+) -> tuple[CourseState, list[str]]:
     """Change capacity and/or the registration window; returns the new state and the promoted request ids."""
     with conn.transaction(), conn.cursor() as cur:
         course = store.lock_courses(cur, [course_id]).get(course_id)
         if course is None:
             raise NotFound(str(course_id))
         state, changes = course.state, list[Event]()
-        if patch.opens_at is not UNSET or patch.closes_at is not UNSET:
-            opens_at = state.opens_at if isinstance(patch.opens_at, UnsetType) else patch.opens_at
-            closes_at = state.closes_at if isinstance(patch.closes_at, UnsetType) else patch.closes_at
+        if window.opens_at is not UNSET or window.closes_at is not UNSET:
+            opens_at = state.opens_at if isinstance(window.opens_at, UnsetType) else window.opens_at
+            closes_at = state.closes_at if isinstance(window.closes_at, UnsetType) else window.closes_at
             try:
                 changed, state = domain.change_window(state, opens_at, closes_at)
             except ValueError as exc:
-                raise Conflict(str(exc)) from None
+                raise InvalidInput("closes_at", "must be after opens_at") from exc
             changes += changed
-        if patch.capacity is not None:
-            head = store.waitlist_head(cur, course_id, patch.capacity - state.seats_taken)
-            changed, state = domain.change_capacity(state, patch.capacity, head)
+        if not isinstance(capacity, UnsetType):
+            head = store.waitlist_head(cur, course_id, capacity - state.seats_taken)
+            changed, state = domain.change_capacity(state, capacity, head)
             changes += changed
         if changes:
             _commit(cur, course, state, changes, {})

@@ -1,47 +1,78 @@
-"""Request bodies checked field by field, so every rejection names the field at fault."""
+"""Request bodies and parameters, checked at the door so every rejection names the field at fault.
+
+Bodies are decoded by msgspec straight into typed Structs whose constraints live on the types; an
+unknown field, a wrong type, a duplicate key or an out-of-range value is a 4xx before anything
+reaches Redis or PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
+from starlette.requests import Request
+
+from courseflow.problems import InvalidInput
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_ID = 2**63 - 1
+MAX_CAPACITY = 1_000_000
+MAX_PAGE = 1000
+# Timestamps a registration can sensibly name; outside them a typo (year 9999) would only break things later.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
+Priority = Annotated[int, Meta(ge=0, le=100)]
+Capacity = Annotated[int, Meta(ge=0, le=MAX_CAPACITY)]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128)]
+Title = Annotated[str, Meta(max_length=200)]
+Timestamp = Annotated[str, Meta(max_length=64)]
 
 
-class InvalidInput(Exception):
-    """A 4xx answer: `field` names the culprit; `status` is 400 for unreadable bodies, else 422."""
-
-    def __init__(self, field: str, detail: str, status: int = 422) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
-        self.status = status
+class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
 
 
-class Enrollment(msgspec.Struct, frozen=True):
-    student_id: int
-    course_id: int
-    idempotency_key: str
-    priority: int = 0
+class Enrollment(_Body, frozen=True):
+    course_id: Id
+    # A student may leave it out: a student only ever enrolls themselves.
+    student_id: Id | None = None
+    idempotency_key: IdempotencyKey | None = None
+    # Honoured from registrars and services only; a student's comes from the registrar's setting.
+    priority: Priority | None = None
 
 
-class NewCourse(msgspec.Struct, frozen=True):
-    course_id: int
-    capacity: int
-    title: str = ""
-    opens_at: datetime | None = None
-    closes_at: datetime | None = None
+class NewCourse(_Body, frozen=True):
+    course_id: Id
+    capacity: Capacity
+    title: Title = ""
+    opens_at: Timestamp | None = None
+    closes_at: Timestamp | None = None
 
 
-class CoursePatch(msgspec.Struct, frozen=True):
-    """Fields left UNSET stay as they are; a window bound set to None is removed."""
+class CoursePatch(_Body, frozen=True):
+    """Fields left UNSET stay as they are; a window bound set to null is removed."""
 
-    capacity: int | None = None
-    opens_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
-    closes_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    capacity: Capacity | UnsetType = UNSET
+    opens_at: Timestamp | UnsetType | None = UNSET
+    closes_at: Timestamp | UnsetType | None = UNSET
+
+
+class StudentPriority(_Body, frozen=True):
+    priority: Priority
+
+
+class Window(msgspec.Struct, frozen=True):
+    """A registration window as parsed datetimes; UNSET = leave as is."""
+
+    opens_at: datetime | UnsetType | None = UNSET
+    closes_at: datetime | UnsetType | None = UNSET
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -49,128 +80,120 @@ class Page(msgspec.Struct, frozen=True):
     limit: int
 
 
-def json_object(body: bytes) -> dict[str, Any]:
-    if len(body) > MAX_BODY_BYTES:
+B = TypeVar("B", bound=_Body)
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+async def read(request: Request, kind: type[B]) -> B:
+    """The request's JSON body as `kind`: 415 unless JSON, 413 past MAX_BODY_BYTES, 400 unreadable, 422 invalid."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise InvalidInput("Content-Type", f"must be application/json, got {media_type or 'none'!r}", status=415)
+    return decode(await _bounded_body(request), kind)
+
+
+async def _bounded_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode(body: bytes, kind: type[B]) -> B:
+    decoder = _decoders.get(kind) or _decoders.setdefault(kind, msgspec.json.Decoder(kind))
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("body", f"is not valid JSON ({exc})", status=400) from None
-    if not isinstance(data, dict):
-        raise InvalidInput("body", "must be a JSON object")
-    return data
-
-
-def integer(data: dict[str, Any], field: str, low: int, high: int, default: int | None = None) -> int:
-    value = data.get(field, default)
-    if value is None:
-        raise InvalidInput(field, "is required")
-    # JSON booleans decode to bool, a subclass of int: refuse them explicitly.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput(field, f"must be an integer, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise InvalidInput(field, f"must be between {low} and {high}, got {value}")
+        value: B = decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        field, message = _culprit(str(exc))
+        raise InvalidInput(field, message) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        reason = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not valid JSON ({exc})"
+        raise InvalidInput("body", reason, status=400) from None
+    _no_duplicate_keys(body)
     return value
 
 
-def text(data: dict[str, Any], field: str, low: int, high: int, default: str | None = None) -> str:
-    value = data.get(field, default)
-    if value is None:
-        raise InvalidInput(field, "is required")
-    if not isinstance(value, str):
-        raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
-    if not low <= len(value) <= high:
-        raise InvalidInput(field, f"must be {low} to {high} characters long, got {len(value)}")
+_AT = re.compile(r"\s*- at `\$\.?([^`]*)`$")
+_NAMED = re.compile(r"field `([^`]*)`")
+
+
+def _culprit(message: str) -> tuple[str, str]:
+    """(field, what is wrong) from a msgspec validation message."""
+    at = _AT.search(message)
+    named = _NAMED.search(message)
+    field = at.group(1) if at and at.group(1) else named.group(1) if named else "body"
+    message = message[: at.start()] if at else message
+    if named:
+        message = message.replace(named.group(0), "field")
+    return field[:64], "is invalid: " + message[:1].lower() + message[1:]
+
+
+def _no_duplicate_keys(body: bytes) -> None:
+    # msgspec keeps the last of two equal keys; a body that says two things must not silently mean one.
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise InvalidInput(key[:64], "appears twice in the body")
+            seen.add(key)
+
+    json.loads(body, object_pairs_hook=pairs)
+
+
+def text(value: str, field: str) -> str:
     if not value.isprintable():
         raise InvalidInput(field, "must contain printable characters only")
     return value
 
 
-def _no_extra(data: dict[str, Any], allowed: set[str]) -> None:
-    for field in data:
-        if field not in allowed:
-            raise InvalidInput(field, "is not a known field")
-
-
-MAX_ID = 2**63 - 1
-
-
-def enrollment(body: bytes, header_key: str | None) -> Enrollment:
-    data = json_object(body)
-    _no_extra(data, {"student_id", "course_id", "idempotency_key", "priority"})
-    if header_key is not None and data.setdefault("idempotency_key", header_key) != header_key:
-        raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
-    return Enrollment(
-        student_id=integer(data, "student_id", 1, MAX_ID),
-        course_id=integer(data, "course_id", 1, MAX_ID),
-        idempotency_key=text(data, "idempotency_key", 1, 128),
-        priority=integer(data, "priority", 0, 100, default=0),
-    )
-
-
-def timestamp(data: dict[str, Any], field: str) -> datetime | None:
-    value = data.get(field)
+def timestamp(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidInput(field, f"must be an ISO 8601 timestamp string, got {type(value).__name__}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidInput(field, f"must be an ISO 8601 timestamp, got {value!r}") from None
     if parsed.tzinfo is None:
         raise InvalidInput(field, "must include a time zone, e.g. 2026-12-01T09:00:00Z")
+    if not EARLIEST <= parsed <= LATEST:
+        raise InvalidInput(field, f"must be between {EARLIEST:%Y} and {LATEST:%Y}, got {value!r}")
     return parsed
 
 
-def _window(opens_at: datetime | None, closes_at: datetime | None) -> None:
-    if opens_at is not None and closes_at is not None and closes_at <= opens_at:
+def window(opens_at: str | UnsetType | None, closes_at: str | UnsetType | None) -> Window:
+    """Parse a window's bounds; when both are given, closing must come after opening."""
+    opens = opens_at if isinstance(opens_at, UnsetType) else timestamp(opens_at, "opens_at")
+    closes = closes_at if isinstance(closes_at, UnsetType) else timestamp(closes_at, "closes_at")
+    if isinstance(opens, datetime) and isinstance(closes, datetime) and closes <= opens:
         raise InvalidInput("closes_at", "must be after opens_at")
+    return Window(opens, closes)
 
 
-MAX_CAPACITY = 1_000_000
-
-
-def new_course(body: bytes) -> NewCourse:
-    data = json_object(body)
-    _no_extra(data, {"course_id", "capacity", "title", "opens_at", "closes_at"})
-    course = NewCourse(
-        course_id=integer(data, "course_id", 1, MAX_ID),
-        capacity=integer(data, "capacity", 0, MAX_CAPACITY),
-        title=text(data, "title", 0, 200, default=""),
-        opens_at=timestamp(data, "opens_at"),
-        closes_at=timestamp(data, "closes_at"),
-    )
-    _window(course.opens_at, course.closes_at)
-    return course
-
-
-def course_patch(body: bytes) -> CoursePatch:
-    data = json_object(body)
-    _no_extra(data, {"capacity", "opens_at", "closes_at"})
-    if not data:
-        raise InvalidInput("body", "must set at least one of capacity, opens_at, closes_at")
-    patch = CoursePatch(
-        capacity=integer(data, "capacity", 0, MAX_CAPACITY) if "capacity" in data else None,
-        opens_at=timestamp(data, "opens_at") if "opens_at" in data else msgspec.UNSET,
-        closes_at=timestamp(data, "closes_at") if "closes_at" in data else msgspec.UNSET,
-    )
-    if not isinstance(patch.opens_at, msgspec.UnsetType) and not isinstance(patch.closes_at, msgspec.UnsetType):
-        _window(patch.opens_at, patch.closes_at)
-    return patch
-
-
-def page(query: Mapping[str, str], max_limit: int = 1000) -> Page:
+def page(query: Mapping[str, str]) -> Page:
     after = query.get("after", "0")
     limit = query.get("limit", "100")
-    if not after.isdigit():
-        raise InvalidInput("after", f"must be a position (a non-negative integer), got {after!r}")
-    if not limit.isdigit() or not 1 <= int(limit) <= max_limit:
-        raise InvalidInput("limit", f"must be between 1 and {max_limit}, got {limit!r}")
+    if not _digits(after) or int(after) > MAX_ID:
+        raise InvalidInput("after", f"must be a position (an integer from 0 to {MAX_ID}), got {after[:32]!r}")
+    if not _digits(limit) or not 1 <= int(limit) <= MAX_PAGE:
+        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit[:32]!r}")
     return Page(int(after), int(limit))
 
 
 def positive_id(raw: str | None, field: str) -> int:
-    if raw is None or not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
-        raise InvalidInput(field, f"must be a positive integer, got {raw!r}")
+    if raw is None or not _digits(raw) or not 1 <= int(raw) <= MAX_ID:
+        shown = raw if raw is None else raw[:32]
+        raise InvalidInput(field, f"must be a positive integer up to {MAX_ID}, got {shown!r}")
     return int(raw)
+
+
+def _digits(raw: str) -> bool:
+    # ASCII only: str.isdigit() also accepts superscripts and other scripts' digits, which int() refuses or reads.
+    return 0 < len(raw) <= 20 and raw.isascii() and raw.isdigit()

@@ -55,6 +55,16 @@ class Keys(msgspec.Struct, frozen=True):
         """request id -> priority-set member, for status look-ups while pending."""
         return f"{{{self.prefix}}}:pending"
 
+    @property
+    def priorities(self) -> str:
+        """student id -> the priority a registrar granted (absent = 0); read by the intake script."""
+        return f"{{{self.prefix}}}:priorities"
+
+    @property
+    def accepted(self) -> str:
+        """How many requests intake ever queued: `courseflow check` accounts for each, whatever keys expired."""
+        return f"{{{self.prefix}}}:accepted"
+
     def priority_set(self, course_id: int) -> str:
         return f"{{{self.prefix}}}:course:{course_id}:pending"
 
@@ -79,6 +89,23 @@ def ensure_group(client: redis.Redis, keys: Keys) -> None:
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def register_courses(client: redis.Redis, keys: Keys, course_ids: Sequence[int]) -> None:
+    """Let intake accept requests for these courses (PostgreSQL has them)."""
+    if course_ids:
+        client.sadd(keys.courses, *course_ids)
+
+
+def grant_priorities(client: redis.Redis, keys: Keys, priorities: Mapping[int, int]) -> None:
+    """Make these granted priorities (from PostgreSQL) the ones intake applies; 0, the default, is not kept."""
+    keep = {student: p for student, p in priorities.items() if p}
+    with client.pipeline(transaction=True) as pipe:
+        if keep:
+            pipe.hset(keys.priorities, mapping=cast(Mapping[EncodableT, EncodableT], keep))
+        if len(keep) < len(priorities):
+            pipe.hdel(keys.priorities, *(str(s) for s, p in priorities.items() if not p))
+        pipe.execute()
 
 
 # The best-ranked members of a course's priority set, down to the worst-ranked of the given ones

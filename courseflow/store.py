@@ -97,7 +97,17 @@ class LockedCourse(msgspec.Struct, frozen=True):
     version: int
 
 
-_COURSE_COLUMNS = "course_id, capacity, seats_taken, waitlist_length, opens_at, closes_at, version"
+def readable(column: str, alias: bool = True) -> str:
+    """A timestamptz column as SQL that Python can always load: rows from before the range check are clamped."""
+    # greatest() and least() skip NULLs, so a missing bound must stay NULL explicitly.
+    clamped = f"least(greatest({column}, '0001-01-02T00:00:00Z'), '9999-12-30T00:00:00Z')"
+    expression = f"CASE WHEN {column} IS NOT NULL THEN {clamped} END"
+    return f"{expression} AS {column.split('.')[-1]}" if alias else expression
+
+
+_COURSE_COLUMNS = (
+    f"course_id, capacity, seats_taken, waitlist_length, {readable('opens_at')}, {readable('closes_at')}, version"
+)
 
 
 def _locked(row: TupleRow) -> LockedCourse:
@@ -134,7 +144,9 @@ def lock_opened_backlog(cur: Cursor, now: datetime) -> LockedCourse | None:
 
 
 def next_opening(conn: Conn, now: datetime) -> datetime | None:
-    row = conn.execute("SELECT min(opens_at) FROM courses WHERE backlog AND opens_at > %s", (now,)).fetchone()
+    row = conn.execute(
+        f"SELECT min({readable('opens_at', alias=False)}) FROM courses WHERE backlog AND opens_at > %s", (now,)
+    ).fetchone()
     return None if row is None else row[0]
 
 
@@ -320,3 +332,18 @@ def request(conn: Conn, request_id: str) -> dict[str, Any] | None:
 
 def course_ids(conn: Conn) -> list[int]:
     return [row[0] for row in conn.execute("SELECT course_id FROM courses")]
+
+
+def course_exists(conn: Conn, course_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM courses WHERE course_id = %s", (course_id,)).fetchone() is not None
+
+
+def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
+    """A course as the write model has it: read-your-writes before the read model catches up."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT course_id, title, capacity, seats_taken, waitlist_length,"
+            f" {readable('opens_at')}, {readable('closes_at')} FROM courses WHERE course_id = %s",
+            (course_id,),
+        )
+        return cur.fetchone()

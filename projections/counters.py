@@ -8,6 +8,7 @@ from psycopg import sql
 
 from courseflow.events import (
     CourseCreated,
+    CourseEvent,
     EnrollmentDropped,
     EnrollmentGranted,
     EnrollmentRejected,
@@ -48,7 +49,7 @@ class Counters(Projection):
                 self._add(cur, t, counts)
                 counts = {}
                 self.run(cur, "INSERT INTO {table} (course_id) VALUES (%(c)s)", t, {"c": e.course_id})
-            elif (column := _COUNTER.get(type(e))) is not None and e.course_id is not None:
+            elif (column := _COUNTER.get(type(e))) is not None and isinstance(e, CourseEvent):
                 per_course = counts.setdefault(e.course_id, dict.fromkeys(_COLUMNS, 0))
                 per_course[column] += 1
         self._add(cur, t, counts)

@@ -6,10 +6,11 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from courseflow.store import Conn
+from courseflow.store import Conn, readable
 
 _COURSE = (
-    "SELECT s.course_id, s.title, s.capacity, s.seats_taken, s.waitlist_length, s.opens_at, s.closes_at,"
+    "SELECT s.course_id, s.title, s.capacity, s.seats_taken, s.waitlist_length,"
+    f" {readable('s.opens_at')}, {readable('s.closes_at')},"
     " c.requested, c.granted, c.waitlisted, c.rejected, c.dropped, c.left_waitlist, c.promoted"
     " FROM course_seats s LEFT JOIN enrollment_counters c USING (course_id)"
 )
@@ -25,6 +26,17 @@ def courses(conn: Conn, course_id: int | None = None) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             _COURSE + " WHERE %(id)s::bigint IS NULL OR s.course_id = %(id)s ORDER BY s.course_id", {"id": course_id}
+        )
+        return cur.fetchall()
+
+
+def seats(conn: Conn, course_id: int | None = None) -> list[dict[str, Any]]:
+    """Seats and waitlists only: what /metrics needs, and nothing a malformed row could break."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT course_id, capacity, seats_taken, waitlist_length FROM course_seats"
+            " WHERE %(id)s::bigint IS NULL OR course_id = %(id)s ORDER BY course_id",
+            {"id": course_id},
         )
         return cur.fetchall()
 
@@ -48,6 +60,17 @@ def waitlist(conn: Conn, course_id: int, limit: int, offset: int) -> list[dict[s
             " request_id::text, student_id, priority FROM waitlist_entries WHERE course_id = %(c)s"
             " ORDER BY priority DESC, arrival_ms, arrival_seq LIMIT %(limit)s OFFSET %(offset)s",
             {"c": course_id, "limit": limit, "offset": offset},
+        )
+        return cur.fetchall()
+
+
+def waitlist_places(conn: Conn, course_id: int, student_id: int) -> list[dict[str, Any]]:
+    """One student's places on a course's waitlist, with their live positions."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {_WAITLIST_POSITION} AS position, w.request_id::text, w.student_id, w.priority"
+            " FROM waitlist_entries w WHERE w.course_id = %s AND w.student_id = %s",
+            (course_id, student_id),
         )
         return cur.fetchall()
 

@@ -9,6 +9,7 @@ from psycopg import sql
 from courseflow.events import (
     CapacityChanged,
     CourseCreated,
+    CourseEvent,
     EnrollmentDropped,
     EnrollmentGranted,
     RegistrationWindowChanged,
@@ -67,7 +68,7 @@ class CourseSeats(Projection):
         deltas: dict[int, tuple[int, int]] = {}
         for recorded in batch:
             e = recorded.event
-            if type(e) in _DELTAS and isinstance(e.course_id, int):  # every event with a delta has one
+            if type(e) in _DELTAS and isinstance(e, CourseEvent):
                 s, w = deltas.get(e.course_id, (0, 0))
                 ds, dw = _DELTAS[type(e)]
                 deltas[e.course_id] = (s + ds, w + dw)

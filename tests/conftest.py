@@ -25,7 +25,23 @@ from courseflow.worker import Worker
 from projections.projector import Projector
 from tests.helpers import wait_until
 
-Servers = tuple[str, str]
+
+class Servers(msgspec.Struct, frozen=True, kw_only=True):
+    """The application's URLs, and an admin's for what the application may not do (FLUSHDB, CREATE DATABASE)."""
+
+    database_url: str
+    redis_url: str
+    admin_database_url: str
+    admin_redis_url: str
+
+    @classmethod
+    def of(cls, local: services.LocalServers) -> Servers:
+        return cls(
+            database_url=local.database_url,
+            redis_url=local.redis_url,
+            admin_database_url=local.admin_database_url,
+            admin_redis_url=local.admin_redis_url,
+        )
 
 
 def _docker_engine() -> bool:
@@ -50,11 +66,16 @@ def server_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """(database_url, redis_url) of servers owned by this test session."""
+    """Servers owned by this test session."""
     given = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
     if given[0] and given[1]:
         migrations.migrate(given[0])
-        yield given[0], given[1]
+        yield Servers(
+            database_url=given[0],
+            redis_url=given[1],
+            admin_database_url=os.environ.get("TEST_DATABASE_ADMIN_URL") or given[0],
+            admin_redis_url=os.environ.get("TEST_REDIS_ADMIN_URL") or given[1],
+        )
     elif _docker_engine():
         from testcontainers.community.postgres import PostgresContainer
         from testcontainers.community.redis import RedisContainer
@@ -67,26 +88,32 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             database_url = pg.get_connection_url()
             redis_url = f"redis://{rd.get_container_host_ip()}:{rd.get_exposed_port(6379)}/0"
             migrations.migrate(database_url)
-            yield database_url, redis_url
+            # The container's users are its superusers: the application's URLs are the admin's too.
+            yield Servers(
+                database_url=database_url,
+                redis_url=redis_url,
+                admin_database_url=database_url,
+                admin_redis_url=redis_url,
+            )
     else:
         with server_dir() as data_dir:
             local = services.up(data_dir, services.free_port(), services.free_port())
             try:
                 migrations.migrate(local.database_url)
-                yield local.database_url, local.redis_url
+                yield Servers.of(local)
             finally:
                 services.down(data_dir)
 
 
 def reset(servers: Servers) -> None:
-    database_url, redis_url = servers
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
-            " enrollment_counters RESTART IDENTITY CASCADE"
+            " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
         )
         conn.execute("UPDATE projection_checkpoints SET position = 0")
-    with redis.Redis.from_url(redis_url) as client:
+    # FLUSHDB is the admin's: the application's Redis user may not run it.
+    with redis.Redis.from_url(servers.admin_redis_url) as client:
         client.flushdb()
 
 
@@ -95,8 +122,8 @@ def settings(servers: Servers) -> Settings:
     """Settings for one test, on emptied servers; short timeouts keep the suite quick."""
     reset(servers)
     return Settings(
-        database_url=servers[0],
-        redis_url=servers[1],
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
         external_servers=True,
         block_ms=100,
         batch_size=50,
@@ -165,7 +192,9 @@ def start_workers(settings: Settings) -> Iterator[StartWorkers]:
 def api_server(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `courseflow api` process on a loopback port; yields its base URL."""
     port = services.free_port()
-    env = os.environ | {"DATABASE_URL": servers[0], "REDIS_URL": servers[1], "SERVER_PORT": str(port)}
+    env = os.environ | {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url, "SERVER_PORT": str(port)}
+    # Crowd tests send thousands of requests from one address in development mode: one principal.
+    env |= {"RATE_LIMIT_REGISTRAR": "off"}
     log_path = Path(tmp_path_factory.mktemp("api")) / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "courseflow", "api"], env=env, stdout=log, stderr=log)

@@ -57,7 +57,7 @@ def test_bad_input_is_422_naming_the_field_and_nothing_is_queued(
 @pytest.mark.parametrize(("raw", "status"), [(b"{not json", 400), (b"", 400), (b"x" * 20_000, 413)])
 def test_unreadable_body_is_4xx_json(client: TestClient, rds: redis.Redis, raw: bytes, status: int) -> None:
     create_course(client, 1, 10)
-    response = client.post("/api/v1/enrollments", content=raw)
+    response = client.post("/api/v1/enrollments", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == status
     assert response.json()["field"] == "body"
     assert queued(rds) == 0

@@ -98,7 +98,7 @@ def check_services_cli(data_dir: Path) -> None:
         assert up.returncode == 0, up.stderr
         lines = up.stdout.splitlines()
         assert lines[0].startswith("export DATABASE_URL=postgresql://")
-        assert lines[1].startswith("export REDIS_URL=redis://127.0.0.1:")
+        assert lines[1].startswith("export REDIS_URL=redis://courseflow:")
         assert courseflow("services", "up", "--data-dir", str(data_dir), env=env).stdout == up.stdout
         status = courseflow("services", "status", "--data-dir", str(data_dir), env=env).stdout
         assert "postgres: running" in status and "redis: running" in status

@@ -112,7 +112,7 @@ def test_release_errors(client: TestClient, db: Conn, start_workers: StartWorker
     start_workers()
     wait_decided(db, 2)
     rejected = client.delete(f"/api/v1/enrollments/{duplicate}")
-    assert rejected.status_code == 409 and rejected.json()["error"] == "nothing_to_release"
+    assert rejected.status_code == 409 and rejected.json()["type"].endswith(":nothing_to_release")
 
 
 def test_patch_validation(client: TestClient) -> None:

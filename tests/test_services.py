@@ -9,11 +9,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 import redis
 
-from courseflow import config, services
+from courseflow import config, credentials, migrations, services
+from courseflow.config import Settings
+from tests.test_cli import courseflow
 
 _HAVE_BINARIES = shutil.which("redis-server") is not None and (
     any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")) or shutil.which("pg_ctl") is not None
@@ -63,8 +66,9 @@ def open_data_dir() -> Iterator[Path]:
 def test_up_is_idempotent_down_stops_and_data_survives(private_data_dir: Path) -> None:
     pg_port, redis_port = services.free_port(), services.free_port()
     servers = services.up(private_data_dir, pg_port, redis_port)
-    assert servers.database_url == config.local_database_url(pg_port)
-    assert servers.redis_url == config.local_redis_url(redis_port)
+    saved = servers.credentials
+    assert servers.database_url == config.local_database_url(pg_port, saved.postgres_app_password)
+    assert servers.redis_url == config.local_redis_url(redis_port, saved.redis_app_password)
     if os.geteuid() == 0:
         assert (private_data_dir / "postgres").is_symlink(), "0700 parent: expected the /var/tmp fallback"
 
@@ -72,12 +76,14 @@ def test_up_is_idempotent_down_stops_and_data_survives(private_data_dir: Path) -
         assert conn.execute("select 1").fetchone() == (1,)
         conn.execute("create table kept (v text)")
         conn.execute("insert into kept values ('before down')")
+    with redis.Redis.from_url(servers.admin_redis_url, decode_responses=True) as admin:
+        # Durability settings an accepted (202) request relies on.
+        assert admin.config_get("appendonly") == {"appendonly": "yes"}
+        assert admin.config_get("appendfsync") == {"appendfsync": "always"}
+        assert admin.config_get("bind") == {"bind": "127.0.0.1"}
+        assert admin.config_get("protected-mode") == {"protected-mode": "yes"}
     with redis.Redis.from_url(servers.redis_url, decode_responses=True) as client:
         assert client.ping()
-        # Durability settings an accepted (202) request relies on.
-        assert client.config_get("appendonly") == {"appendonly": "yes"}
-        assert client.config_get("appendfsync") == {"appendfsync": "always"}
-        assert client.config_get("bind") == {"bind": "127.0.0.1"}
         client.xadd("kept", {"v": "before down"})
 
     # Running servers are left alone, whatever ports are asked for.
@@ -132,3 +138,137 @@ def test_free_port_is_bindable() -> None:
     port = services.free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def no_libpq_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """libpq would otherwise fill in a missing password from the environment or ~/.pgpass."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+
+
+@pytest.mark.usefixtures("no_libpq_password")
+def test_clients_without_the_credentials_are_refused(open_data_dir: Path) -> None:
+    servers = services.up(open_data_dir, services.free_port(), services.free_port())
+    for user, dbname in (("courseflow", "courseflow"), ("postgres", "postgres")):
+        url = f"postgresql://{user}@127.0.0.1:{servers.postgres_port}/{dbname}"
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(url, connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(url, password="guessed", connect_timeout=5).close()
+    with redis.Redis(host="127.0.0.1", port=servers.redis_port) as anonymous, pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    for user in ("default", "courseflow"):
+        with (
+            redis.Redis(host="127.0.0.1", port=servers.redis_port, username=user, password="guessed") as guesser,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            guesser.ping()
+
+
+def test_the_application_role_runs_migrations_but_is_no_superuser(open_data_dir: Path) -> None:
+    servers = services.up(open_data_dir, services.free_port(), services.free_port())
+    assert migrations.migrate(servers.database_url), "no migration applied"
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+        conn.execute("INSERT INTO courses (course_id, capacity, title) VALUES (1, 5, 'c')")
+        conn.execute("TRUNCATE events, courses RESTART IDENTITY CASCADE")
+        for statement in ("CREATE DATABASE other", "CREATE ROLE intruder", "ALTER SYSTEM SET fsync = off"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with psycopg.connect(servers.admin_database_url) as admin:
+        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+
+
+def test_the_application_redis_user_may_not_administer(open_data_dir: Path) -> None:
+    servers = services.up(open_data_dir, services.free_port(), services.free_port())
+    with redis.Redis.from_url(servers.redis_url) as client:
+        # What CourseFlow itself does: scripts, streams with a consumer group, sorted sets, hashes, SCAN.
+        sha = client.script_load("return redis.call('XADD', KEYS[1], '*', 'v', ARGV[1])")
+        client.evalsha(sha, 1, "{cf:0}:requests", "x")
+        client.xgroup_create("{cf:0}:requests", "deciders", id="0")
+        assert client.xreadgroup("deciders", "w1", {"{cf:0}:requests": ">"}, count=1)
+        assert client.xautoclaim("{cf:0}:requests", "deciders", "w2", min_idle_time=0)[1]
+        assert client.xinfo_stream("{cf:0}:requests")["length"] == 1
+        client.zadd("{cf:0}:priority", {"r1": 1.0})
+        client.hset("{cf:0}:pending", "r1", "1")
+        assert sorted(client.scan_iter(match="{cf:0}:*")) == [b"{cf:0}:pending", b"{cf:0}:priority", b"{cf:0}:requests"]
+        for command in (
+            ("CONFIG", "GET", "*"),
+            ("FLUSHDB",),
+            ("FLUSHALL",),
+            ("KEYS", "*"),
+            ("SHUTDOWN",),
+            ("MONITOR",),
+        ):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("DEBUG", "SLEEP", "0")
+    with redis.Redis.from_url(servers.admin_redis_url) as admin:
+        assert admin.config_get("appendonly") == {"appendonly": "yes"}
+        admin.flushdb()
+
+
+def test_credentials_are_private_and_outlive_a_down_up_cycle(private_data_dir: Path) -> None:
+    servers = services.up(private_data_dir, services.free_port(), services.free_port())
+    saved = servers.credentials
+    path = credentials.path(private_data_dir)
+    assert servers.credentials_file == path.resolve()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert credentials.load(private_data_dir) == saved
+    assert len(set(msgspec.structs.astuple(saved))) == 4, "every password is its own"
+    # Redis reads its passwords from a private file, never from its command line.
+    assert (private_data_dir / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
+    redis_pid = services.redis_pid(private_data_dir)
+    assert redis_pid is not None
+    assert saved.redis_admin_password.encode() not in Path(f"/proc/{redis_pid}/cmdline").read_bytes()
+
+    services.down(private_data_dir)
+    again = services.up(private_data_dir, servers.postgres_port, servers.redis_port)
+    assert again.credentials == saved and again == servers
+    with psycopg.connect(again.database_url) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("courseflow",)
+    with redis.Redis.from_url(again.redis_url) as client:
+        assert client.acl_whoami() == "courseflow"
+
+
+def test_services_up_prints_the_application_credentials(open_data_dir: Path) -> None:
+    ports = {"COURSEFLOW_POSTGRES_PORT": str(services.free_port()), "COURSEFLOW_REDIS_PORT": str(services.free_port())}
+    unconfigured = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT")
+    }
+    env = unconfigured | ports | {"COURSEFLOW_DATA_DIR": str(open_data_dir)}
+    printed = courseflow("services", "up", "--data-dir", str(open_data_dir), env=env)
+    assert printed.returncode == 0, printed.stderr
+    saved = credentials.load(open_data_dir)
+    assert saved is not None
+    servers = services.up(open_data_dir, int(ports["COURSEFLOW_POSTGRES_PORT"]), int(ports["COURSEFLOW_REDIS_PORT"]))
+    assert printed.stdout.splitlines() == [
+        f"export DATABASE_URL={servers.database_url}",
+        f"export REDIS_URL={servers.redis_url}",
+    ]
+    assert saved.postgres_app_password in printed.stdout and saved.redis_app_password in printed.stdout
+    assert saved.postgres_admin_password not in printed.stdout and saved.redis_admin_password not in printed.stdout
+    assert str(credentials.path(open_data_dir)) in printed.stderr
+    # With no URL configured, every other command finds the same servers through the data dir.
+    local = Settings.from_env(env)
+    assert (local.database_url, local.redis_url) == (servers.database_url, servers.redis_url)
+    migrate = courseflow("migrate", env=env)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "applied 001_event_store" in migrate.stdout
+
+
+def test_a_data_dir_without_passwords_is_a_clear_error(open_data_dir: Path) -> None:
+    # What an older CourseFlow left: a cluster that trusts every local client, and no credentials file.
+    (open_data_dir / "postgres").mkdir(parents=True)
+    (open_data_dir / "postgres" / "PG_VERSION").write_text("15\n")
+    (open_data_dir / "postgres" / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    with pytest.raises(services.ServicesError, match="older CourseFlow without passwords") as raised:
+        services.up(open_data_dir, services.free_port(), services.free_port())
+    assert f"courseflow services down --data-dir {open_data_dir.resolve()}" in str(raised.value)
+    assert not credentials.path(open_data_dir).exists()
+    # Credentials alone do not make such a cluster safe: it still trusts everyone.
+    credentials.load_or_create(open_data_dir)
+    with pytest.raises(services.ServicesError, match="older CourseFlow without passwords"):
+        services.up(open_data_dir, services.free_port(), services.free_port())

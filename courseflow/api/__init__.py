@@ -11,33 +11,46 @@ from contextlib import asynccontextmanager
 from types import FrameType
 
 import psycopg
-import redis.asyncio as aioredis
+import redis
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import store
-from courseflow.api import courses, enrollments, health, history
-from courseflow.api.common import Services, error
+from courseflow import priorities, queue, store
+from courseflow.api import courses, enrollments, health, history, students
+from courseflow.api.common import Services
+from courseflow.api.gate import Gate
+from courseflow.auth import warn_if_open
 from courseflow.config import Settings
-from courseflow.payloads import InvalidInput
+from courseflow.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
 
 log = logging.getLogger("courseflow.api")
 
 
-async def invalid_input(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InvalidInput)
-    return error(exc.status, "invalid_input", f"{exc.field} {exc.detail}", exc.field)
+async def problem(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return respond(exc)
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    """Routing's own answers (no such path, wrong method) as problem details too."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return respond(MethodNotAllowed("this path does not take that method", headers=exc.headers))
+    if exc.status_code == 404:
+        return respond(NotFound("no such endpoint"))
+    return respond(Problem(str(exc.detail), status=exc.status_code, headers=exc.headers))
 
 
 def unavailable(what: str) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handler(_: Request, exc: Exception) -> Response:
-        response = error(503, "unavailable", f"{what} is unreachable: {exc}")
-        response.headers["Retry-After"] = "1"
-        return response
+        log.warning("%s is unreachable: %s", what, exc)
+        return respond(Unavailable(f"{what} is unreachable; retry shortly"))
 
     return handler
 
@@ -51,9 +64,7 @@ class Draining:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.state["draining"]:
-            response = error(503, "shutting_down", "this server is shutting down; retry")
-            response.headers["Retry-After"] = "1"
-            await response(scope, receive, send)
+            await respond(ShuttingDown("this server is shutting down; retry"))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -77,24 +88,24 @@ def _drain_on_signals(state: dict[str, bool]) -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
+    svc = Services(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        svc = Services(settings)
+        warn_if_open(svc.authenticator)
         # Start even while a dependency is down: /ready says which, and requests get 503 until it is back.
         svc.pool.open(wait=False)
         try:
-            await svc.intake.register_courses(await svc.db(store.course_ids))
-        except (psycopg.Error, PoolTimeout, aioredis.RedisError) as exc:
-            log.warning("could not sync the course list at start-up: %s", exc)
+            await run_in_threadpool(_prepare_queue, svc)
+        except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:
+            log.warning("could not prepare the request queue at start-up: %s", exc)
         app.state.services = svc
         _drain_on_signals(state)
         try:
             yield
         finally:
             state["draining"] = True
-            svc.pool.close()
-            await svc.redis.aclose(close_connection_pool=True)
+            await svc.close()
 
     app = Starlette(
         routes=[
@@ -109,19 +120,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/courses/{course_id}/events", history.course_events, methods=["GET"]),
             Route("/api/v1/students/{student_id}/events", history.student_events, methods=["GET"]),
             Route("/api/v1/students/{student_id}/enrollments", history.student_enrollments, methods=["GET"]),
+            Route("/api/v1/students/{student_id}/priority", students.show_priority, methods=["GET"]),
+            Route("/api/v1/students/{student_id}/priority", students.set_priority, methods=["PUT"]),
             Route("/metrics", courses.metrics, methods=["GET"]),
             Route("/health", health.alive, methods=["GET"]),
             Route("/ready", health.ready, methods=["GET"]),
         ],
         exception_handlers={
-            InvalidInput: invalid_input,
-            aioredis.ConnectionError: unavailable("the request queue (Redis)"),
-            aioredis.TimeoutError: unavailable("the request queue (Redis)"),
+            Problem: problem,
+            HTTPException: http_error,
+            redis.ConnectionError: unavailable("the request queue (Redis)"),
+            redis.TimeoutError: unavailable("the request queue (Redis)"),
             psycopg.OperationalError: unavailable("the database (PostgreSQL)"),
             PoolTimeout: unavailable("the database (PostgreSQL)"),
         },
         lifespan=lifespan,
     )
+    # Outermost first: draining answers before anything else; then the gate; then routing.
+    app.add_middleware(Gate, authenticator=svc.authenticator, limiter=svc.limiter)
     app.add_middleware(Draining, state=state)
     app.state.shutdown = state
     return app
+
+
+def _prepare_queue(svc: Services) -> None:
+    """Intake knows every course and granted priority, and the consumer group exists before any worker runs."""
+    with svc.pool.connection() as conn:
+        svc.register_courses(store.course_ids(conn))
+        svc.grant_priorities(priorities.granted(conn))
+    queue.ensure_group(svc.redis_sync, svc.keys)

@@ -1,4 +1,4 @@
-"""What every endpoint shares: JSON answers, errors, the connections of one API process."""
+"""What every endpoint shares: JSON answers and the connections of one API process."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
+import redis
 import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from courseflow import queue
+from courseflow.auth import Authenticator
 from courseflow.config import Settings
 from courseflow.intake import Intake
 from courseflow.queue import Keys
+from courseflow.ratelimit import Limiter
 from courseflow.store import Conn
 
 P = ParamSpec("P")
@@ -28,21 +32,17 @@ class JSON(Response):
         return msgspec.json.encode(content)
 
 
-def error(status: int, code: str, detail: str, field: str | None = None, **extra: Any) -> JSON:
-    body = {"error": code, "detail": detail, **({"field": field} if field else {}), **extra}
-    return JSON(body, status_code=status)
-
-
-def not_found(what: str, field: str, value: object) -> JSON:
-    return error(404, f"{what}_not_found", f"no {what.replace('_', ' ')} {value}", field)
-
-
 class Services:
     """The connections one API process shares across requests."""
 
     def __init__(self, settings: Settings) -> None:
+        self.keys = Keys(settings.stream_prefix)
         self.redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
+        )
+        # For the few Redis writes that must happen inside a PostgreSQL transaction (run in the thread pool).
+        self.redis_sync = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=8, timeout=5)
         )
         # PostgreSQL work is short and synchronous, run in the thread pool: one store module serves API and workers.
         self.pool = ConnectionPool(
@@ -55,7 +55,9 @@ class Services:
             timeout=5,
             open=False,
         )
-        self.intake = Intake(self.redis, Keys(settings.stream_prefix), settings.idempotency_ttl_s)
+        self.intake = Intake(self.redis, self.keys, settings.idempotency_ttl_s)
+        self.authenticator = Authenticator(settings)
+        self.limiter = Limiter(settings, self.redis)
 
     async def db(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         def call() -> T:
@@ -63,6 +65,17 @@ class Services:
                 return fn(conn, *args, **kwargs)
 
         return await run_in_threadpool(call)
+
+    def register_courses(self, course_ids: list[int]) -> None:
+        queue.register_courses(self.redis_sync, self.keys, course_ids)
+
+    def grant_priorities(self, priorities: dict[int, int]) -> None:
+        queue.grant_priorities(self.redis_sync, self.keys, priorities)
+
+    async def close(self) -> None:
+        self.pool.close()
+        await self.redis.aclose(close_connection_pool=True)
+        self.redis_sync.close()
 
 
 def services(request: Request) -> Services:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
+from msgspec import UnsetType
 from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import lifecycle, payloads, store
-from courseflow.api.common import JSON, Services, error, not_found, services
+from courseflow.api.common import JSON, Services, services
+from courseflow.api.gate import principal
+from courseflow.payloads import CoursePatch, NewCourse
+from courseflow.problems import CourseExists, InvalidInput, NotFound
 from projections import queries
+
+_COUNTERS = ("requested", "granted", "waitlisted", "rejected", "dropped", "left_waitlist", "promoted")
 
 
 def _course_id(request: Request) -> int:
@@ -18,45 +23,63 @@ def _course_id(request: Request) -> int:
 
 
 async def create(request: Request) -> Response:
-    body = payloads.new_course(await request.body())
+    principal(request).require("registrar")
+    body = await payloads.read(request, NewCourse)
+    title = payloads.text(body.title, "title")
+    window = payloads.window(body.opens_at, body.closes_at)
+    opens_at = None if isinstance(window.opens_at, UnsetType) else window.opens_at
+    closes_at = None if isinstance(window.closes_at, UnsetType) else window.closes_at
     svc = services(request)
-    created = await svc.db(
-        store.create_course, body.course_id, body.title, body.capacity, body.opens_at, body.closes_at
-    )
-    # Also on 409: the course exists in PostgreSQL, so intake must know it.
-    await svc.intake.register_courses([body.course_id])
-    if not created:
-        return error(409, "course_exists", f"course {body.course_id} already exists", "course_id")
-    view = msgspec.structs.asdict(body) | {"seats_taken": 0, "waitlist_length": 0, "pending": 0}
+
+    def create_and_register(conn: store.Conn) -> bool:
+        # Intake learns the course before COMMIT: if Redis is down nothing is left behind, and a retry starts clean.
+        with conn.transaction():
+            created = store.create_course(conn, body.course_id, title, body.capacity, opens_at, closes_at)
+            svc.register_courses([body.course_id])  # also on a repeat: the course exists, so intake must know it
+        return created
+
+    if not await svc.db(create_and_register):
+        raise CourseExists(f"course {body.course_id} already exists", "course_id")
+    view = {"course_id": body.course_id, "title": title, "capacity": body.capacity}
+    view |= {"opens_at": opens_at, "closes_at": closes_at, "seats_taken": 0, "waitlist_length": 0, "pending": 0}
     return JSON(view, 201)
 
 
 async def show(request: Request) -> Response:
-    course_id = _course_id(request)
     svc = services(request)
+    return JSON(await _view(svc, await _course(svc, _course_id(request))))
+
+
+async def _course(svc: Services, course_id: int) -> dict[str, Any]:
     rows = await svc.db(queries.courses, course_id)
-    if not rows:
-        return not_found("course", "course_id", course_id)
-    return JSON(await _view(svc, rows[0]))
+    if rows:
+        return rows[0]
+    # Created a moment ago and not projected yet: the write model has it (read-your-writes).
+    written = await svc.db(store.course, course_id)
+    if written is None:
+        raise NotFound(f"no course {course_id}", "course_id")
+    return written | dict.fromkeys(_COUNTERS, 0)
 
 
 async def _view(svc: Services, row: dict[str, Any]) -> dict[str, Any]:
-    counters = ("requested", "granted", "waitlisted", "rejected", "dropped", "left_waitlist", "promoted")
-    view = {k: v for k, v in row.items() if k not in counters}
-    return view | {"pending": await svc.intake.queue_depth(row["course_id"]), "counters": {k: row[k] for k in counters}}
+    view = {k: v for k, v in row.items() if k not in _COUNTERS}
+    counters = {k: row[k] or 0 for k in _COUNTERS}
+    return view | {"pending": await svc.intake.queue_depth(row["course_id"]), "counters": counters}
 
 
 async def update(request: Request) -> Response:
     """PATCH capacity and/or the registration window."""
+    principal(request).require("registrar")
     course_id = _course_id(request)
-    patch = payloads.course_patch(await request.body())
+    patch = await payloads.read(request, CoursePatch)
+    if all(isinstance(v, UnsetType) for v in (patch.capacity, patch.opens_at, patch.closes_at)):
+        raise InvalidInput("body", "must set at least one of capacity, opens_at, closes_at")
+    window = payloads.window(patch.opens_at, patch.closes_at)
     svc = services(request)
     try:
-        state, promoted = await svc.db(lifecycle.update_course, course_id, patch)
+        state, promoted = await svc.db(lifecycle.update_course, course_id, patch.capacity, window)
     except lifecycle.NotFound:
-        return not_found("course", "course_id", course_id)
-    except lifecycle.Conflict as exc:
-        return error(422, "invalid_input", str(exc), "closes_at")
+        raise NotFound(f"no course {course_id}", "course_id") from None
     view = {
         "course_id": course_id,
         "capacity": state.capacity,
@@ -69,21 +92,28 @@ async def update(request: Request) -> Response:
 
 
 async def waitlist(request: Request) -> Response:
+    """The waitlist in order. Registrars see every entry; others see the length and their own places only."""
     course_id = _course_id(request)
     page = payloads.page(request.query_params)
+    caller = principal(request)
     svc = services(request)
-    if not await svc.db(queries.courses, course_id):
-        return not_found("course", "course_id", course_id)
-    return JSON({"course_id": course_id, "waitlist": await svc.db(queries.waitlist, course_id, page.limit, page.after)})
+    length = (await _course(svc, course_id))["waitlist_length"]
+    if caller.role == "registrar":
+        entries = await svc.db(queries.waitlist, course_id, page.limit, page.after)
+    elif caller.student_id is not None:
+        entries = await svc.db(queries.waitlist_places, course_id, caller.student_id)
+    else:
+        entries = []
+    return JSON({"course_id": course_id, "waitlist_length": length, "waitlist": entries})
 
 
 async def metrics(request: Request) -> Response:
     svc = services(request)
     raw = request.query_params.get("course_id")
     course_id = None if raw is None else payloads.positive_id(raw, "course_id")
-    rows = await svc.db(queries.courses, course_id)
+    rows = await svc.db(queries.seats, course_id)
     if course_id is not None and not rows:
-        return not_found("course", "course_id", course_id)
+        raise NotFound(f"no course {course_id}", "course_id")
     per_course: list[dict[str, Any]] = [
         {
             "course_id": row["course_id"],

@@ -1,28 +1,41 @@
-"""Enrollment requests: accept, follow, release."""
+"""Enrollment requests: accept, follow, release — each caller only their own, unless privileged."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import lifecycle, payloads, store
-from courseflow.api.common import JSON, Services, error, not_found, services
-from courseflow.payloads import InvalidInput
+from courseflow.api.common import JSON, Services, services
+from courseflow.api.gate import principal
+from courseflow.auth import Principal
+from courseflow.payloads import Enrollment
+from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound
 from projections import queries
 
 
 async def enroll(request: Request) -> Response:
-    body = payloads.enrollment(await request.body(), request.headers.get("idempotency-key"))
+    caller = principal(request)
+    body = await payloads.read(request, Enrollment)
+    student_id = body.student_id if body.student_id is not None else caller.student_id
+    if student_id is None:
+        raise InvalidInput("student_id", "is required")
+    if not caller.may_act_for(student_id):
+        raise Forbidden(f"a student enrolls only themselves (student {caller.sub})", "student_id")
+    if body.priority is not None and not caller.privileged:
+        raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
+    key = _idempotency_key(body.idempotency_key, request.headers.get("idempotency-key"))
     svc = services(request)
-    accepted = await svc.intake.accept(body.student_id, body.course_id, body.idempotency_key, body.priority)
+    accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority)
+    if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
+        accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority)
     if accepted.outcome == "unknown_course":
-        return not_found("course", "course_id", body.course_id)
+        raise NotFound(f"no course {body.course_id}", "course_id")
     if accepted.outcome == "conflict":
-        return error(
-            409,
-            "idempotency_conflict",
+        raise IdempotencyConflict(
             "this idempotency_key was already used by this student with a different body",
             "idempotency_key",
             request_id=accepted.request_id,
@@ -33,47 +46,73 @@ async def enroll(request: Request) -> Response:
         )
     # A replay of a request that is already decided: answer with its outcome.
     assert accepted.request_id is not None
-    return await _status(svc, accepted.request_id)
+    return JSON(await _status(svc, accepted.request_id))
+
+
+def _idempotency_key(in_body: str | None, in_header: str | None) -> str:
+    if in_header is not None and in_body is not None and in_header != in_body:
+        raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
+    key = in_body if in_body is not None else in_header
+    if key is None:
+        raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
+    if not 1 <= len(key) <= 128:
+        raise InvalidInput("idempotency_key", f"must be 1 to 128 characters long, got {len(key)}")
+    return payloads.text(key, "idempotency_key")
+
+
+def _known_course(conn: store.Conn, svc: Services, course_id: int) -> bool:
+    """PostgreSQL has the course but Redis lost its registration (e.g. a Redis restored empty): register it again."""
+    if not store.course_exists(conn, course_id):
+        return False
+    svc.register_courses([course_id])
+    return True
 
 
 def _request_id(request: Request) -> str:
-    raw = request.path_params["request_id"]
+    raw: str = request.path_params["request_id"]
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise InvalidInput("request_id", f"must be a UUID, got {raw!r}") from None
+        raise InvalidInput("request_id", f"must be a UUID, got {raw[:40]!r}") from None
 
 
 async def status(request: Request) -> Response:
-    return await _status(services(request), _request_id(request))
+    request_id = _request_id(request)
+    found = await _status(services(request), request_id)
+    _owned(principal(request), found["student_id"], request_id)
+    return JSON(found)
 
 
-async def _status(svc: Services, request_id: str) -> Response:
+def _owned(caller: Principal, student_id: int, request_id: str) -> None:
+    # Another student's request is answered as if it did not exist: its id reveals nothing.
+    if not caller.may_act_for(student_id):
+        raise NotFound(f"no request {request_id}", "request_id")
+
+
+async def _status(svc: Services, request_id: str) -> dict[str, Any]:
     projected = await svc.db(queries.enrollment, request_id)
     if projected is not None and projected["status"] != "pending":
-        return JSON(_present(projected))
+        return _present(projected)
     pending = await svc.intake.pending_position(request_id)
     if pending is not None:
         req, position = pending
-        return JSON(
-            {
-                "request_id": request_id,
-                "course_id": req.course_id,
-                "student_id": req.student_id,
-                "priority": req.priority,
-                "status": "pending",
-                "queue_position": position,
-                "requested_at": req.requested_at,
-            }
-        )
+        return {
+            "request_id": request_id,
+            "course_id": req.course_id,
+            "student_id": req.student_id,
+            "priority": req.priority,
+            "status": "pending",
+            "queue_position": position,
+            "requested_at": req.requested_at,
+        }
     # Decided a moment ago and not projected yet: the write model has it.
     decided = await svc.db(store.request, request_id)
     if decided is not None:
-        return JSON(_present(decided))
-    return not_found("request", "request_id", request_id)
+        return _present(decided)
+    raise NotFound(f"no request {request_id}", "request_id")
 
 
-def _present(row: dict[str, object]) -> dict[str, object]:
+def _present(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
@@ -81,12 +120,14 @@ async def release(request: Request) -> Response:
     """DELETE: drop a granted seat (its waitlist head is promoted at once) or leave the waitlist."""
     request_id = _request_id(request)
     svc = services(request)
+    caller = principal(request)
+    if not caller.privileged:
+        # Ownership first, under the same answer as an unknown id.
+        _owned(caller, (await _status(svc, request_id))["student_id"], request_id)
     try:
         new_status, promoted = await svc.db(lifecycle.release, request_id)
     except lifecycle.NotFound:
         if await svc.intake.pending_position(request_id) is not None:
-            return error(409, "not_decided", "the request is not decided yet; try again shortly", "request_id")
-        return not_found("request", "request_id", request_id)
-    except lifecycle.Conflict as exc:
-        return error(409, "nothing_to_release", str(exc), "request_id")
+            raise NotDecided("the request is not decided yet; try again shortly", "request_id") from None
+        raise NotFound(f"no request {request_id}", "request_id") from None
     return JSON({"request_id": request_id, "status": new_status, "promoted": promoted})

@@ -10,18 +10,34 @@ from starlette.responses import Response
 
 from courseflow import payloads, store
 from courseflow.api.common import JSON, services
+from courseflow.api.gate import principal
+from courseflow.auth import Principal
+from courseflow.problems import Forbidden
 from projections import queries
 
+# What identifies another student's request: shown to registrars only.
+_PERSONAL = ("student_id", "request_id", "idempotency_key")
 
-def present(recorded: store.Recorded) -> dict[str, Any]:
+
+def present(recorded: store.Recorded, reader: Principal) -> dict[str, Any]:
+    data = msgspec.to_builtins(recorded.event)
+    if reader.role != "registrar" and data.get("student_id") != reader.student_id:
+        data = {k: v for k, v in data.items() if k not in _PERSONAL}
     return {
         "position": recorded.position,
         "stream": recorded.stream,
         "version": recorded.stream_version,
         "type": type(recorded.event).__name__,
         "recorded_at": recorded.recorded_at,
-        "data": msgspec.to_builtins(recorded.event),
+        "data": data,
     }
+
+
+def _student(request: Request) -> int:
+    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
+    if not principal(request).may_act_for(student_id):
+        raise Forbidden("a student reads only their own history", "student_id")
+    return student_id
 
 
 async def _page(request: Request, stream: str | None = None, student_id: int | None = None) -> Response:
@@ -33,7 +49,8 @@ async def _page(request: Request, stream: str | None = None, student_id: int | N
 
     recorded = await services(request).db(read)
     next_after = recorded[-1].position if len(recorded) == page.limit else None
-    return JSON({"events": [present(r) for r in recorded], "next_after": next_after})
+    reader = principal(request)
+    return JSON({"events": [present(r, reader) for r in recorded], "next_after": next_after})
 
 
 async def course_events(request: Request) -> Response:
@@ -42,10 +59,10 @@ async def course_events(request: Request) -> Response:
 
 
 async def student_events(request: Request) -> Response:
-    return await _page(request, student_id=payloads.positive_id(request.path_params["student_id"], "student_id"))
+    return await _page(request, student_id=_student(request))
 
 
 async def student_enrollments(request: Request) -> Response:
-    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
+    student_id = _student(request)
     rows = await services(request).db(queries.student_enrollments, student_id)
     return JSON({"student_id": student_id, "enrollments": rows})

@@ -50,6 +50,8 @@ def measure(stack: Stack, plan: Plan, opening: Callable[[], crowd.Opening], say:
     for processes in (1, 2):
         say(f"intake with {processes} API process(es), and the bare ceiling")
         rows.append(throughput.intake(stack, processes, plan.intake_s, plan.warmup_s))
+    say("intake with authentication and rate limits, and in development mode")
+    rows.append(throughput.intake_authenticated(stack, plan.intake_s, plan.warmup_s))
     # Scaling 1, 2, 4 workers; for the hot course also arrival order alone (one batch per transaction).
     runs = [(throughput.HOT_COURSE, workers, True) for workers in (1, 2, 4)] + [(throughput.HOT_COURSE, WORKERS, False)]
     runs += [(throughput.MANY_COURSES, workers, True) for workers in (1, 2, 4)]

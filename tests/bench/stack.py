@@ -17,6 +17,7 @@ import msgspec
 import psycopg
 import redis
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from courseflow import migrations, services
 from courseflow.config import Settings
@@ -35,6 +36,8 @@ class Server:
         self.child = child
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        # A registrar's token, when the server runs with authentication on.
+        self.bearer: str | None = None
 
     def post(self, path: str, body: object) -> tuple[int, bytes]:
         return self._send("POST", path, body)
@@ -46,7 +49,9 @@ class Server:
         # http.client, not urllib: no proxy settings from the environment can redirect a loopback call.
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            conn.request(method, path, msgspec.json.encode(body), {"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"}
+            headers |= {} if self.bearer is None else {"Authorization": f"Bearer {self.bearer}"}
+            conn.request(method, path, msgspec.json.encode(body), headers)
             response = conn.getresponse()
             return response.status, response.read()
         finally:
@@ -83,9 +88,11 @@ class Stack:
         self.data_dir = data_dir
         self.database_url = local.database_url
         self.redis_url = local.redis_url
+        # Recreating the database and flushing Redis between runs are the admin's to do, not the application's.
+        self.admin_database_url = local.admin_database_url
         self.keys = Keys(Settings.from_env().stream_prefix)
         self.db = psycopg.connect(self.database_url, autocommit=True)
-        self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis = redis.Redis.from_url(local.admin_redis_url)
         # Largest VmHWM (kB) of any single process, per role: "api", "bare", "worker".
         self.peak_kb: dict[str, int] = {}
         self.live: dict[str, list[Child]] = {}
@@ -115,7 +122,9 @@ class Stack:
             shutil.rmtree(data_dir, ignore_errors=True)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return os.environ | {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url} | extra
+        # Development mode unless a row turns authentication on; its crowds come from one address: no limit.
+        base = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "RATE_LIMIT_REGISTRAR": "off"}
+        return os.environ | base | extra
 
     def _spawn(self, role: str, argv: list[str], env: Mapping[str, str], name: str) -> Child:
         self._started += 1
@@ -134,10 +143,10 @@ class Stack:
             child.wait_stopped()
 
     @contextmanager
-    def http_server(self, role: str, module: str, processes: int) -> Iterator[Server]:
+    def http_server(self, role: str, module: str, processes: int, **extra: str) -> Iterator[Server]:
         """`python -m <module>` serving on a free port with `processes` uvicorn processes."""
         port = services.free_port()
-        env = self.env(SERVER_HOST="127.0.0.1", SERVER_PORT=str(port), API_PROCESSES=str(processes))
+        env = self.env(SERVER_HOST="127.0.0.1", SERVER_PORT=str(port), API_PROCESSES=str(processes), **extra)
         argv = [sys.executable, "-m", module, *(["api"] if module == "courseflow" else [])]
         child = self._spawn(role, argv, env, role)
         try:
@@ -154,8 +163,8 @@ class Stack:
         finally:
             self._retire(role, [child])
 
-    def api(self, processes: int = 1) -> AbstractContextManager[Server]:
-        return self.http_server("api", "courseflow", processes)
+    def api(self, processes: int = 1, **env: str) -> AbstractContextManager[Server]:
+        return self.http_server("api", "courseflow", processes, **env)
 
     def bare(self, processes: int = 1) -> AbstractContextManager[Server]:
         return self.http_server("bare", "tests.bench.bare", processes)
@@ -197,16 +206,18 @@ class Stack:
         Only while no API or worker runs: they would hold connections and cached state.
         """
         self.db.close()
-        server, name = self.database_url.rsplit("/", 1)
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        app = conninfo_to_dict(self.database_url)
+        name, owner = sql.Identifier(str(app["dbname"])), sql.Identifier(str(app["user"]))
+        with psycopg.connect(self.admin_database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+            admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, owner))
         migrations.migrate(self.database_url)
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.redis.flushdb()
         # Start each run from flushed WAL and a compact AOF, so that a checkpoint or an AOF rewrite due to
         # the previous run's writes does not land in this one's measurement.
-        self.db.execute("CHECKPOINT")
+        with psycopg.connect(self.admin_database_url, autocommit=True) as admin:
+            admin.execute("CHECKPOINT")
         self.redis.bgrewriteaof()
 
         def rewritten() -> bool:

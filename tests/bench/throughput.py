@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 
+from courseflow import auth
 from courseflow.config import Settings
 from tests.bench import backlog, pgbench, wrk
 from tests.bench.report import Row, Target
@@ -62,6 +65,53 @@ def intake(stack: Stack, processes: int, seconds: float, warmup_s: float) -> Row
             "bare": msgspec.structs.asdict(ceiling),
             "cpu_cores": usage,
             "bare_cpu_cores": ceiling_cpu,
+        },
+    )
+
+
+# One token a student; each is reused for a few requests per run, as a student's would be.
+AUTH_STUDENTS = 10_000
+BENCH_SECRET = secrets.token_hex(32)
+
+
+def intake_authenticated(stack: Stack, seconds: float, warmup_s: float) -> Row:
+    """What the trust boundary costs intake: student tokens and rate limits on, against development mode.
+
+    Both runs use one API process and the same courses; development mode runs without rate limits.
+    """
+    courses = list(INTAKE_COURSES)
+    settings = msgspec.structs.replace(Settings(), auth_jwt_secret=BENCH_SECRET)
+    tokens = stack.data_dir / "student-tokens.txt"
+    tokens.write_text("\n".join(auth.issue(settings, "student", str(s), 3600) for s in range(1, AUTH_STUDENTS + 1)))
+
+    def measure(server_env: dict[str, str], tag: str, token_file: Path | None) -> tuple[wrk.WrkRun, dict[str, float]]:
+        stack.reset()
+        with stack.api(1, **server_env) as api:
+            api.bearer = auth.issue(settings, "registrar", "bench", 3600) if token_file else None
+            api.create_courses(INTAKE_COURSES)
+            if warmup_s > 0:
+                wrk.enroll(api.url, courses, f"{tag}-warmup", warmup_s, WRK_THREADS, WRK_CONNECTIONS, tokens=token_file)
+            with stack.cpu_window() as usage:
+                run = wrk.enroll(api.url, courses, tag, seconds, WRK_THREADS, WRK_CONNECTIONS, tokens=token_file)
+        return run, usage
+
+    open_run, _ = measure({}, "open", None)
+    secured_run, usage = measure({"AUTH_JWT_SECRET": BENCH_SECRET}, "secured", tokens)
+    return Row(
+        name="intake with authentication and rate limits",
+        value=secured_run.rps,
+        unit="req/s",
+        reference=open_run.rps,
+        reference_name="intake in development mode, no limits",
+        target=Target("ratio", at_least=0.90),
+        note=(
+            f"p50 {_ms(secured_run.p50_us)} / p99 {_ms(secured_run.p99_us)} ms; {AUTH_STUDENTS:,} students, each"
+            " request with its student's HS256 token and the student write limit; 1 API process"
+        ),
+        details={
+            "secured": msgspec.structs.asdict(secured_run),
+            "open": msgspec.structs.asdict(open_run),
+            "cpu_cores": usage,
         },
     )
 

@@ -44,8 +44,12 @@ def enroll(
     threads: int,
     connections: int,
     until: Callable[[], bool] | None = None,
+    tokens: Path | None = None,
 ) -> WrkRun:
-    """Run wrk for `seconds`, or until `until()` holds (then it is interrupted and still reports)."""
+    """Run wrk for `seconds`, or until `until()` holds (then it is interrupted and still reports).
+
+    With `tokens` (a file of student bearer tokens), every request is sent by one of those students.
+    """
     binary = shutil.which("wrk")
     if binary is None:
         raise BenchError("wrk not found; install it: apt-get install -y wrk")
@@ -53,6 +57,7 @@ def enroll(
         raise BenchError(f"refusing to load anything but 127.0.0.1: {url}")
     argv = [binary, "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
     argv += ["-s", str(SCRIPT), url, "--", tag, ",".join(map(str, courses)), ",".join(map(str, PRIORITY_MIX))]
+    argv += [] if tokens is None else [str(tokens)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         if until is not None:

@@ -1,0 +1,56 @@
+"""The door every API request passes: who is asking (401), and whether they may ask this often (429).
+
+A plain ASGI middleware, in front of routing, so no endpoint can forget it. Handlers then read the
+principal with `principal(request)` and apply their own ownership and role rules (403).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from courseflow.auth import Authenticator, Principal
+from courseflow.problems import Problem, respond
+from courseflow.ratelimit import Limiter
+
+# Probes and the scraper: no personal data, and they must answer without a token.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_PRINCIPAL = "courseflow.principal"
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, limiter: Limiter) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = self.authenticator.authenticate(_header(scope, b"authorization"))
+            anonymous = None if self.authenticator.enabled else _client_address(scope)
+            await self.limiter.hit(principal, scope["method"], anonymous)
+        except Problem as problem:
+            await respond(problem)(scope, receive, send)
+            return
+        scope[_PRINCIPAL] = principal
+        await self.app(scope, receive, send)
+
+
+def principal(request: Request) -> Principal:
+    found: Principal = request.scope[_PRINCIPAL]
+    return found
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

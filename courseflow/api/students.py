@@ -1,0 +1,38 @@
+"""A student's granted priority: set by a registrar, applied by intake to the student's later requests."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from courseflow import payloads, priorities, store
+from courseflow.api.common import JSON, services
+from courseflow.api.gate import principal
+from courseflow.payloads import StudentPriority
+from courseflow.problems import Forbidden
+
+
+async def set_priority(request: Request) -> Response:
+    caller = principal(request)
+    caller.require("registrar")
+    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
+    body = await payloads.read(request, StudentPriority)
+    svc = services(request)
+
+    def grant(conn: store.Conn) -> priorities.Granted:
+        # Intake learns it before COMMIT: Redis down leaves nothing changed, and the answer says so (503).
+        with conn.transaction(), conn.cursor() as cur:
+            granted = priorities.grant(cur, student_id, body.priority, actor=f"{caller.role}:{caller.sub}")
+            svc.grant_priorities({student_id: body.priority})
+        return granted
+
+    granted = await svc.db(grant)
+    return JSON({"student_id": student_id, "priority": granted.priority, "previous": granted.previous})
+
+
+async def show_priority(request: Request) -> Response:
+    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
+    if not principal(request).may_act_for(student_id):
+        raise Forbidden("a student reads only their own priority", "student_id")
+    priority = await services(request).db(priorities.of, student_id)
+    return JSON({"student_id": student_id, "priority": priority})

@@ -1,0 +1,181 @@
+"""Who is asking: principals from verified bearer tokens (PyJWT), never from a body field.
+
+Roles: a `student` acts for the student id in `sub`; a `registrar` manages courses and priorities
+and reads everything; a `service` (e.g. the student information system) enrolls any student and
+may send a priority. With no key configured, authentication is off and every caller is a registrar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Literal, get_args
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+from courseflow.config import Settings
+from courseflow.problems import Forbidden, Unauthorized
+
+Role = Literal["student", "registrar", "service"]
+ROLES: tuple[Role, ...] = get_args(Role)
+MAX_STUDENT_ID = 2**63 - 1
+# An HMAC key shorter than its hash output is guessable offline from one token (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
+_CACHE_SIZE = 20_000
+
+log = logging.getLogger("courseflow.auth")
+
+
+class Principal(msgspec.Struct, frozen=True):
+    role: Role
+    sub: str
+
+    @property
+    def student_id(self) -> int | None:
+        return int(self.sub) if self.role == "student" else None
+
+    @property
+    def privileged(self) -> bool:
+        """Registrars and services act for any student and may send a priority."""
+        return self.role != "student"
+
+    def may_act_for(self, student_id: int) -> bool:
+        return self.privileged or self.student_id == student_id
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"this needs the {' or '.join(roles)} role; the token's role is {self.role}")
+
+
+# Development mode: no key configured, every caller is a registrar.
+DEVELOPER = Principal(role="registrar", sub="developer")
+
+
+class _Claims(msgspec.Struct):
+    sub: str
+    role: Role
+
+
+class Authenticator:
+    """Verifies bearer tokens against one pinned algorithm and key; remembers tokens it has verified."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm, self._key = _verification_key(settings)
+        self._audience = settings.auth_jwt_audience
+        self._issuer = settings.auth_jwt_issuer
+        self._leeway = settings.auth_leeway_s
+        # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal behind an `Authorization` header; raises Unauthorized (401) for anything else."""
+        if self._key is None:
+            return DEVELOPER
+        if authorization is None:
+            raise Unauthorized("this endpoint needs a bearer token (Authorization: Bearer <token>)", token_given=False)
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'", token_given=False)
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] + self._leeway > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        assert self._key is not None
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "role", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired", token_given=True) from None
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"the token is not valid: {exc}", token_given=True) from None
+        try:
+            parsed = msgspec.convert(claims, _Claims)
+        except msgspec.ValidationError:
+            raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}", token_given=True) from None
+        if parsed.role == "student" and not _is_student_id(parsed.sub):
+            raise Unauthorized("a student token's sub must be the student id (a positive integer)", token_given=True)
+        return Principal(role=parsed.role, sub=parsed.sub), float(claims["exp"])
+
+
+def _is_student_id(sub: str) -> bool:
+    return sub.isascii() and sub.isdigit() and 1 <= int(sub) <= MAX_STUDENT_ID
+
+
+def _verification_key(settings: Settings) -> tuple[str, str | RSAPublicKey | None]:
+    """The algorithm is pinned to the kind of key: HS256 for a secret, RS256 for a public key; never `none`."""
+    if settings.auth_jwt_secret and settings.auth_jwt_public_key_file:
+        raise SystemExit("configuration error: set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE, not both")
+    if settings.auth_jwt_secret:
+        if len(settings.auth_jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SystemExit(
+                f"configuration error: AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+                " (e.g. `openssl rand -hex 32`)"
+            )
+        return "HS256", settings.auth_jwt_secret
+    if settings.auth_jwt_public_key_file:
+        key = load_pem_public_key(_read(settings.auth_jwt_public_key_file, "AUTH_JWT_PUBLIC_KEY_FILE"))
+        if not isinstance(key, RSAPublicKey):
+            raise SystemExit("configuration error: AUTH_JWT_PUBLIC_KEY_FILE must hold an RSA public key (PEM)")
+        return "RS256", key
+    return "none", None
+
+
+def _read(path: Path, name: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"configuration error: cannot read {name} {path}: {exc.strerror}") from None
+
+
+def issue(settings: Settings, role: Role, sub: str, ttl_s: int) -> str:
+    """A signed token for `role`/`sub`, valid for `ttl_s` seconds (for trying the API out, and for tests)."""
+    algorithm, key = _verification_key(settings)
+    signing_key: str | RSAPrivateKey
+    if algorithm == "HS256":
+        assert isinstance(key, str)
+        signing_key = key
+    elif settings.auth_jwt_private_key_file:
+        private = load_pem_private_key(_read(settings.auth_jwt_private_key_file, "AUTH_JWT_PRIVATE_KEY_FILE"), None)
+        if not isinstance(private, RSAPrivateKey):
+            raise SystemExit("configuration error: AUTH_JWT_PRIVATE_KEY_FILE must hold an RSA private key (PEM)")
+        signing_key, algorithm = private, "RS256"
+    else:
+        raise SystemExit(
+            "cannot sign: set AUTH_JWT_SECRET, or AUTH_JWT_PRIVATE_KEY_FILE beside AUTH_JWT_PUBLIC_KEY_FILE"
+        )
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": sub, "role": role, "aud": settings.auth_jwt_audience, "iat": now}
+    claims["exp"] = now + ttl_s
+    if settings.auth_jwt_issuer:
+        claims["iss"] = settings.auth_jwt_issuer
+    return jwt.encode(claims, signing_key, algorithm=algorithm)
+
+
+def warn_if_open(authenticator: Authenticator) -> None:
+    if not authenticator.enabled:
+        log.warning(
+            "AUTHENTICATION IS OFF (development mode): every caller acts as a registrar."
+            " Set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE before letting anyone else reach this server."
+        )

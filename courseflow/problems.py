@@ -1,0 +1,153 @@
+"""Every error answer is RFC 9457 problem details, made in one place from one family of exceptions.
+
+A handler raises the exception that says what went wrong; `respond` turns it into
+`application/problem+json` with `type`, `title`, `status`, `detail` and, where one input is at
+fault, the `field` it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import msgspec
+from starlette.responses import Response
+
+TYPE_PREFIX = "urn:courseflow:problem:"
+
+
+class Problem(Exception):
+    """A failure the client is told about. Subclasses fix the status and the problem type."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        field: str | None = None,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.status_code = status or self.status
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+class InvalidInput(Problem):
+    """The request cannot be read (400), is too large (413), of the wrong media type (415) or fails a rule (422)."""
+
+    status = 422
+    code = "invalid_input"
+    title = "Invalid input"
+
+    def __init__(self, field: str, detail: str, status: int = 422) -> None:
+        super().__init__(f"{field} {detail}", field, status=status)
+
+
+class Unauthorized(Problem):
+    status = 401
+    code = "unauthorized"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, token_given: bool) -> None:
+        # RFC 6750: name the scheme; say `invalid_token` only when a token was presented.
+        challenge = 'Bearer realm="courseflow"'
+        if token_given:
+            challenge += ', error="invalid_token", error_description="{}"'.format(detail.replace('"', "'"))
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(Problem):
+    status = 403
+    code = "forbidden"
+    title = "Not allowed for this caller"
+
+
+class NotFound(Problem):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class MethodNotAllowed(Problem):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+
+class Conflict(Problem):
+    status = 409
+    code = "conflict"
+    title = "Conflict with the current state"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    title = "Idempotency key reused with a different body"
+
+
+class NotDecided(Conflict):
+    code = "not_decided"
+    title = "Not decided yet"
+
+
+class NothingToRelease(Conflict):
+    code = "nothing_to_release"
+    title = "Nothing to release"
+
+
+class CourseExists(Conflict):
+    code = "course_exists"
+    title = "Course exists"
+
+
+class RateLimited(Problem):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class Unavailable(Problem):
+    """A dependency is down or the server is draining: retry after a moment."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+    title = "Shutting down"
+
+
+class ProblemResponse(Response):
+    media_type = "application/problem+json"
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
+
+
+def body(problem: Problem) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "type": TYPE_PREFIX + problem.code,
+        "title": problem.title,
+        "status": problem.status_code,
+        "detail": problem.detail,
+    }
+    if problem.field is not None:
+        document["field"] = problem.field
+    return document | problem.extra
+
+
+def respond(problem: Problem) -> Response:
+    return ProblemResponse(body(problem), status_code=problem.status_code, headers=problem.headers)

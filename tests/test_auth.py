@@ -1,0 +1,182 @@
+"""Authentication: every way a token can be wrong is a 401 with a Bearer challenge; roles are the token's."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import msgspec
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.testclient import TestClient
+
+from courseflow import auth
+from courseflow.api import create_app
+from courseflow.config import Settings
+from projections.projector import Projector
+from tests.trust import SECRET, bearer, secured
+
+ENROLL = {"course_id": 1, "idempotency_key": "k1"}
+
+
+@pytest.fixture
+def secure(settings: Settings, projector: Projector) -> Iterator[tuple[TestClient, Settings]]:
+    configured = secured(settings)
+    with TestClient(create_app(configured)) as client:
+        yield client, configured
+
+
+def _claims(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    return {"sub": "7", "role": "student", "aud": "courseflow", "exp": now + 60, "iat": now} | overrides
+
+
+def _token(claims: dict[str, object], key: str = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def _none_token() -> str:
+    # alg "none": a token with no signature that a careless verifier would accept.
+    return jwt.encode(_claims(), "", algorithm="none")
+
+
+@pytest.mark.parametrize(
+    ("header", "given"),
+    [
+        (None, False),
+        ("Basic dXNlcjpwYXNz", False),
+        ("Bearer", False),
+        ("Bearer not-a-jwt", True),
+        ("Bearer " + _token(_claims(exp=int(time.time()) - 3600)), True),
+        ("Bearer " + _token(_claims(), key="another-secret-of-at-least-thirty-two-bytes!!"), True),
+        ("Bearer " + _token(_claims(aud="someone-else")), True),
+        ("Bearer " + _token({k: v for k, v in _claims().items() if k != "exp"}), True),
+        ("Bearer " + _token({k: v for k, v in _claims().items() if k != "aud"}), True),
+        ("Bearer " + _token(_claims(role="superuser")), True),
+        ("Bearer " + _token(_claims(sub="alice")), True),
+        ("Bearer " + _token(_claims(sub="0")), True),
+        ("Bearer " + _none_token(), True),
+    ],
+    ids=[
+        "missing",
+        "not-bearer",
+        "empty",
+        "malformed",
+        "expired",
+        "wrong-signature",
+        "wrong-audience",
+        "no-exp",
+        "no-aud",
+        "unknown-role",
+        "student-sub-not-an-id",
+        "student-sub-zero",
+        "alg-none",
+    ],
+)
+def test_bad_tokens_are_401_with_a_bearer_challenge(
+    secure: tuple[TestClient, Settings], header: str | None, given: bool
+) -> None:
+    client, _ = secure
+    headers = {} if header is None else {"Authorization": header}
+    response = client.post("/enroll", json=ENROLL, headers=headers)
+    assert response.status_code == 401, response.text
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert ('error="invalid_token"' in challenge) == given
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 401
+    assert client.get("/api/v1/courses/1", headers=headers).status_code == 401
+
+
+def test_a_valid_token_passes_and_probes_need_none(secure: tuple[TestClient, Settings]) -> None:
+    client, configured = secure
+    created = client.post(
+        "/api/v1/courses", json={"course_id": 1, "capacity": 1}, headers=bearer(configured, "registrar")
+    )
+    assert created.status_code == 201
+    assert client.get("/api/v1/courses/1", headers=bearer(configured, "student", 7)).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").json()["auth"] == "on"
+    assert client.get("/metrics").status_code == 200
+
+
+def test_issuer_is_checked_when_configured(settings: Settings) -> None:
+    configured = secured(settings, auth_jwt_issuer="https://sis.example.edu")
+    with TestClient(create_app(configured)) as client:
+        assert client.get("/api/v1/courses/1", headers=bearer(configured, "registrar")).status_code == 404
+        foreign = _token(_claims(role="registrar", sub="r", iss="https://elsewhere.example"))
+        assert client.get("/api/v1/courses/1", headers={"Authorization": f"Bearer {foreign}"}).status_code == 401
+        unnamed = _token(_claims(role="registrar", sub="r"))
+        assert client.get("/api/v1/courses/1", headers={"Authorization": f"Bearer {unnamed}"}).status_code == 401
+
+
+@pytest.fixture
+def rsa_keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = tmp_path / "private.pem"
+    public = tmp_path / "public.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+def test_rs256_with_a_public_key_and_the_algorithm_pinned(settings: Settings, rsa_keys: tuple[Path, Path]) -> None:
+    private, public = rsa_keys
+    configured = msgspec.structs.replace(settings, auth_jwt_public_key_file=public, auth_jwt_private_key_file=private)
+    with TestClient(create_app(configured)) as client:
+        good = bearer(configured, "registrar")
+        assert jwt.get_unverified_header(good["Authorization"].split()[1])["alg"] == "RS256"
+        assert client.get("/api/v1/courses/1", headers=good).status_code == 404
+        # The classic confusion: an HS256 token whose "secret" is the public key must not verify.
+        forged = jwt.encode(_claims(role="registrar", sub="r"), "x" * 32, algorithm="HS256")
+        hmac_with_public_key = _forge_hs256_with(public.read_bytes())
+        for token in (forged, hmac_with_public_key):
+            assert client.get("/api/v1/courses/1", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def _forge_hs256_with(public_pem: bytes) -> str:
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(_claims(role="registrar", sub="r")).encode())
+    signature = hmac.new(public_pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"
+
+
+def test_misconfigured_keys_stop_the_start(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="at least 32 bytes"):
+        create_app(msgspec.structs.replace(settings, auth_jwt_secret="short"))
+    with pytest.raises(SystemExit, match="not both"):
+        create_app(msgspec.structs.replace(settings, auth_jwt_secret=SECRET, auth_jwt_public_key_file=tmp_path))
+    with pytest.raises(SystemExit, match="cannot read"):
+        create_app(msgspec.structs.replace(settings, auth_jwt_public_key_file=tmp_path / "missing.pem"))
+
+
+def test_development_mode_is_a_registrar_and_says_so(
+    client: TestClient, caplog: pytest.LogCaptureFixture, settings: Settings
+) -> None:
+    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 1}).status_code == 201
+    assert client.get("/ready").json()["auth"] == "off"
+    with caplog.at_level("WARNING"), TestClient(create_app(settings)):
+        pass
+    assert any("AUTHENTICATION IS OFF" in r.getMessage() for r in caplog.records)
+
+
+def test_issued_tokens_carry_role_audience_and_expiry(settings: Settings) -> None:
+    configured = secured(settings)
+    token = auth.issue(configured, "service", "sis", 120)
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="courseflow")
+    assert claims["role"] == "service" and claims["sub"] == "sis"
+    assert 100 < claims["exp"] - time.time() <= 120

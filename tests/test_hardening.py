@@ -1,0 +1,200 @@
+"""Hostile and careless input: a clear 4xx naming the field, never a 5xx, nothing queued or half-done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from courseflow import check
+from courseflow.api import create_app
+from courseflow.config import Settings
+from courseflow.queue import Keys
+from tests.conftest import StartWorkers
+from tests.helpers import Conn, create_course, enroll, wait_decided, wait_until
+
+KEYS = Keys()
+CLOSED_PORT_REDIS = "redis://127.0.0.1:9/0"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def queued(rds: redis.Redis) -> int:
+    return int(rds.xlen(KEYS.requests))
+
+
+def _problem(response: Any, status: int, field: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["field"] == field and body["title"] and body["type"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"course_id": 9, "capacity": 1, "opens_at": "9999-12-31T23:59:59-14:00"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "closes_at": "1999-12-31T23:59:59Z"}, "closes_at"),
+        ({"course_id": 9, "capacity": 1, "opens_at": "0001-01-01T00:00:00+14:00"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "opens_at": "2026-12-01T09:00:00" + "0" * 80}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "title": "x" * 201}, "title"),
+        ({"course_id": 9, "capacity": 1, "title": "line\nbreak"}, "title"),
+        ({"course_id": 9, "capacity": 1_000_001}, "capacity"),
+        ({"course_id": 2**63, "capacity": 1}, "course_id"),
+        ({"course_id": 9, "capacity": 1, "extra": {"a": 1}}, "extra"),
+    ],
+)
+def test_course_fields_out_of_range_are_422(client: TestClient, db: Conn, body: dict[str, Any], field: str) -> None:
+    _problem(client.post("/api/v1/courses", json=body), 422, field)
+    assert db.execute("SELECT count(*) FROM courses").fetchone() == (0,)
+
+
+def test_a_window_patch_out_of_range_is_422(client: TestClient) -> None:
+    create_course(client, 1, 5)
+    _problem(client.patch("/api/v1/courses/1", json={"opens_at": "9999-12-31T23:59:59-14:00"}), 422, "opens_at")
+    _problem(client.patch("/api/v1/courses/1", json={}), 422, "body")
+    assert client.get("/api/v1/courses/1").json()["opens_at"] is None
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"),
+    [
+        (b'{"course_id": ' + b"[" * 1000 + b"]" * 1000 + b', "idempotency_key": "k"}', 422, "course_id"),
+        (b"[" * 1000 + b"]" * 1000, 422, "body"),
+        (b'{"student_id": 1, "course_id": 1, "idempotency_key": "\xff\xfe"}', 400, "body"),
+        (b'{"student_id": 1, "course_id": 1, "course_id": 2, "idempotency_key": "k"}', 422, "course_id"),
+        (b'{"student_id": 1, "course_id": 1, "idempotency_key": "k", "idempotency_key": "j"}', 422, "idempotency_key"),
+        (b'{"student_id": 1, "course_id": 1, "idempotency_key": "k"} trailing', 400, "body"),
+        (b'{"student_id": 1, "course_id": 1, "idempotency_key": "' + b"k" * 129 + b'"}', 422, "idempotency_key"),
+    ],
+    ids=["deep-field", "deep-body", "invalid-utf8", "duplicate-key", "duplicate-key-2", "trailing", "long-key"],
+)
+def test_malformed_bodies_are_4xx(client: TestClient, rds: redis.Redis, raw: bytes, status: int, field: str) -> None:
+    create_course(client, 1, 10)
+    _problem(client.post("/api/v1/enrollments", content=raw, headers=JSON_HEADERS), status, field)
+    assert queued(rds) == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_is_415(client: TestClient, rds: redis.Redis, content_type: str | None) -> None:
+    create_course(client, 1, 10)
+    raw = b'{"student_id": 1, "course_id": 1, "idempotency_key": "k"}'
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    _problem(client.post("/enroll", content=raw, headers=headers), 415, "Content-Type")
+    assert queued(rds) == 0
+    charset = client.post("/enroll", content=raw, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert charset.status_code == 202
+
+
+def test_bodies_are_bounded_while_they_are_read(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    big = b'{"student_id": 1, "course_id": 1, "idempotency_key": "' + b"k" * 20_000 + b'"}'
+    _problem(client.post("/enroll", content=big, headers=JSON_HEADERS), 413, "body")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds as the chunks arrive
+        yield b'{"student_id": 1, "course_id": 1, "idempotency_key": "'
+        for _ in range(100):
+            yield b"k" * 1000
+        yield b'"}'
+
+    _problem(client.post("/enroll", content=chunks(), headers=JSON_HEADERS), 413, "body")
+    assert queued(rds) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/courses/%C2%B2", "course_id"),
+        ("/api/v1/courses/%D9%A1", "course_id"),
+        ("/api/v1/courses/99999999999999999999", "course_id"),
+        ("/api/v1/courses/-1", "course_id"),
+        ("/api/v1/courses/1/events?limit=%D9%A1", "limit"),
+        ("/api/v1/courses/1/events?limit=0", "limit"),
+        ("/api/v1/courses/1/waitlist?after=1180591620717411303424", "after"),
+        ("/api/v1/courses/1/waitlist?after=%C2%B2", "after"),
+        ("/api/v1/students/1180591620717411303424/events", "student_id"),
+        ("/metrics?course_id=%C2%B2", "course_id"),
+        ("/api/v1/enrollments/%FF", "request_id"),
+    ],
+)
+def test_path_and_query_integers_are_ascii_and_within_bigint(client: TestClient, path: str, field: str) -> None:
+    create_course(client, 1, 10)
+    _problem(client.get(path), 422, field)
+
+
+def test_routing_errors_are_problem_details_too(client: TestClient) -> None:
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    wrong = client.put("/api/v1/courses/1", json={})
+    assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/problem+json"
+
+
+def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(
+    client: TestClient, db: Conn, start_workers: StartWorkers
+) -> None:
+    """A row written before the range check (year 10000 in UTC) must not break anything for other courses."""
+    create_course(client, 1, 1)
+    db.execute("INSERT INTO courses (course_id, capacity, opens_at) VALUES (2, 5, '9999-12-31T23:59:59-14:00')")
+    db.execute(
+        "INSERT INTO course_seats (course_id, title, capacity, opens_at)"
+        " SELECT course_id, title, capacity, opens_at FROM courses WHERE course_id = 2"
+    )
+    enroll(client, 1, 1)
+    enroll(client, 1, 2)  # Redis never heard of course 2: intake learns it from PostgreSQL
+    start_workers()
+    wait_decided(db, 1)
+    assert client.get("/metrics").status_code == 200
+    assert [c["course_id"] for c in client.get("/metrics").json()["courses"]] == [1, 2]
+    assert client.get("/api/v1/courses/2").status_code == 200
+    assert client.patch("/api/v1/courses/2", json={"capacity": 6}).status_code == 200
+
+
+def test_course_creation_with_redis_down_leaves_nothing_and_a_retry_works(
+    settings: Settings, client: TestClient, db: Conn, rds: redis.Redis
+) -> None:
+    body = {"course_id": 4, "capacity": 2}
+    # PostgreSQL takes the course, then Redis fails before COMMIT: the whole creation is rolled back.
+    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as down:
+        response = down.post("/api/v1/courses", json=body)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert db.execute("SELECT count(*) FROM courses").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    assert client.post("/api/v1/courses", json=body).status_code == 201
+    assert enroll(client, 1, 4)["status"] == "queued"
+
+
+def test_intake_relearns_a_course_redis_forgot(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 5)
+    rds.delete(KEYS.courses)  # e.g. Redis restored from an older snapshot
+    assert enroll(client, 1, 1)["status"] == "queued"
+    assert rds.sismember(KEYS.courses, "1")
+
+
+def test_a_new_course_reads_back_at_once(settings: Settings) -> None:
+    """No projector runs here: the answer comes from the write model until the read model has it."""
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/api/v1/courses", json={"course_id": 3, "capacity": 7, "title": "Logic"}).status_code == 201
+        shown = client.get("/api/v1/courses/3")
+        assert shown.status_code == 200
+        assert (shown.json()["title"], shown.json()["capacity"], shown.json()["seats_taken"]) == ("Logic", 7, 0)
+        assert client.get("/api/v1/courses/3/waitlist").json()["waitlist_length"] == 0
+
+
+def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: redis.Redis, projector: object) -> None:
+    with TestClient(create_app(msgspec.structs.replace(settings, idempotency_ttl_s=1))) as client:
+        create_course(client, 1, 5)
+        first = enroll(client, 1, 1, key="once")
+        assert enroll(client, 1, 1, key="once")["request_id"] == first["request_id"]  # inside the window
+        wait_until(lambda: rds.exists(KEYS.idempotency(1, "once")) == 0, timeout=10, what="the key to expire")
+        assert enroll(client, 1, 1, key="once")["request_id"] != first["request_id"]
+    findings = {f.check: f for f in check.run(settings)}
+    accounted = findings["every accepted request is decided or pending"]
+    assert accounted.ok and accounted.detail.startswith("2 accepted"), accounted.detail
+    # A request lost after its key expired is still noticed: the count of accepted requests says so.
+    rds.hdel(KEYS.pending_index, first["request_id"])
+    lost = {f.check: f for f in check.run(settings)}["every accepted request is decided or pending"]
+    assert not lost.ok and "1 LOST" in lost.detail

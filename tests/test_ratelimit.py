@@ -1,0 +1,97 @@
+"""Rate limits per principal, shared through Redis by every API process, with standard 429 answers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx2 as httpx
+import msgspec
+from starlette.testclient import TestClient
+
+from courseflow import services
+from courseflow.api import create_app
+from courseflow.config import Settings
+from tests.helpers import wait_until
+from tests.test_cli import server_env
+from tests.trust import SECRET, bearer, secured
+
+
+def _enroll(client: TestClient | httpx.Client, headers: dict[str, str], n: int) -> httpx.Response:
+    return client.post("/api/v1/enrollments", json={"course_id": 1, "idempotency_key": f"k{n}"}, headers=headers)
+
+
+def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) -> None:
+    configured = secured(settings, rate_limit_student_writes="3 per 30 seconds", rate_limit_student_reads="5/minute")
+    with TestClient(create_app(configured)) as client:
+        registrar = bearer(configured, "registrar")
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}, headers=registrar).status_code == 201
+        )
+        alice, bob = bearer(configured, "student", 1), bearer(configured, "student", 2)
+        assert [_enroll(client, alice, n).status_code for n in range(3)] == [202, 202, 202]
+        limited = _enroll(client, alice, 3)
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 30
+        assert limited.headers["RateLimit-Policy"] == '"student-writes";q=3;w=30'
+        assert limited.headers["RateLimit"].startswith('"student-writes";r=0;t=')
+        # Another student, and the same student's reads, have limits of their own.
+        assert _enroll(client, bob, 0).status_code == 202
+        assert client.get("/api/v1/students/1/enrollments", headers=alice).status_code == 200
+        # Registrars are counted apart, with their own limit.
+        assert client.get("/api/v1/courses/1", headers=registrar).status_code == 200
+
+
+def test_development_mode_limits_each_client_address(settings: Settings) -> None:
+    with TestClient(create_app(msgspec.structs.replace(settings, rate_limit_registrar="2 per 30 seconds"))) as client:
+        assert [client.get("/api/v1/courses/1").status_code for _ in range(3)] == [404, 404, 429]
+        assert client.get("/health").status_code == 200  # probes are not limited
+
+
+def test_off_means_unlimited(settings: Settings) -> None:
+    configured = secured(settings, rate_limit_student_reads="off")
+    with TestClient(create_app(configured)) as client:
+        student = bearer(configured, "student", 1)
+        assert {client.get("/api/v1/students/1/enrollments", headers=student).status_code for _ in range(60)} == {200}
+
+
+@contextmanager
+def api_process(settings: Settings, log: Path, **env: str) -> Iterator[str]:
+    port = services.free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "courseflow", "api"],
+            env=server_env(settings, SERVER_PORT=str(port), **env),
+            stdout=out,
+            stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return proc.poll() is not None
+
+    try:
+        wait_until(answers, timeout=30, what="the API to start")
+        assert proc.poll() is None, log.read_text()
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_limit_is_shared_by_every_api_process(settings: Settings, tmp_path: Path) -> None:
+    env = {"AUTH_JWT_SECRET": SECRET, "RATE_LIMIT_STUDENT_WRITES": "4 per 60 seconds"}
+    with ExitStack() as stack:
+        bases = [stack.enter_context(api_process(settings, tmp_path / f"api-{n}.log", **env)) for n in range(2)]
+        clients = [stack.enter_context(httpx.Client(base_url=b, timeout=10)) for b in bases]
+        student = bearer(secured(settings), "student", 1)
+        # Alternate between the two processes: together they allow 4, not 4 each.
+        answers = [_enroll(clients[n % 2], student, n).status_code for n in range(6)]
+    assert answers == [404, 404, 404, 404, 429, 429]

@@ -1,0 +1,19 @@
+"""Settings with authentication on, and bearer headers for each role."""
+
+from __future__ import annotations
+
+import msgspec
+
+from courseflow import auth
+from courseflow.config import Settings
+
+SECRET = "test-secret-of-at-least-thirty-two-bytes-0123456789"
+
+
+def secured(settings: Settings, **overrides: object) -> Settings:
+    return msgspec.structs.replace(settings, auth_jwt_secret=SECRET, **overrides)
+
+
+def bearer(settings: Settings, role: auth.Role, sub: str | int | None = None, ttl_s: int = 600) -> dict[str, str]:
+    token = auth.issue(settings, role, str(sub if sub is not None else role), ttl_s)
+    return {"Authorization": f"Bearer {token}"}
