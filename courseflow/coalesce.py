@@ -1,34 +1,34 @@
-"""Concurrent script calls share Redis round trips: one pipeline carries all that arrived meanwhile."""
+"""Concurrent Redis calls share round trips: one pipeline carries all that arrived meanwhile.
+
+While one pipeline is in flight the next calls queue up; when it returns they all go in the next
+one. A lone call costs one round trip as before; a crowd costs one per batch, and the per-command
+work of the client (connection checkout, packing, parsing) is paid once per batch.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
+Call = TypeVar("Call")
 
-class CoalescedScript:
-    """Calls of one Lua script, each still atomic on its own, sent in batches.
 
-    While one pipeline is in flight the next calls queue up; when it returns they all go in the
-    next one. A lone call costs one round trip as before; a crowd costs one per batch.
-    """
+class _Batches(Generic[Call]):
+    """Queues calls and sends each batch with `_send`; every call gets its own reply or exception."""
 
-    def __init__(self, client: aioredis.Redis, script: str) -> None:
-        self._client = client
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._waiting: list[tuple[Sequence[KeyT], Sequence[EncodableT], asyncio.Future[Any]]] = []
+    def __init__(self) -> None:
+        self._waiting: list[tuple[Call, asyncio.Future[Any]]] = []
         self._draining = False
 
-    async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
+    async def _submit(self, call: Call) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((keys, args, future))
+        self._waiting.append((call, future))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -39,13 +39,13 @@ class CoalescedScript:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 try:
-                    replies = await self._send(batch)
+                    replies = await self._send([call for call, _ in batch])
                 except Exception as exc:  # the connection failed: every call in the batch fails with it
-                    for _, _, future in batch:
+                    for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, _, future), reply in zip(batch, replies, strict=True):
+                for (_, future), reply in zip(batch, replies, strict=True):
                     if future.done():
                         continue
                     if isinstance(reply, Exception):
@@ -55,20 +55,70 @@ class CoalescedScript:
         finally:
             self._draining = False
 
-    async def _send(self, batch: list[tuple[Sequence[KeyT], Sequence[EncodableT], asyncio.Future[Any]]]) -> list[Any]:
-        replies = await self._pipeline(batch)
+    async def _send(self, calls: list[Call]) -> list[Any]:
+        raise NotImplementedError
+
+
+ScriptCall = tuple[Sequence[KeyT], Sequence[EncodableT]]
+
+
+class CoalescedScript(_Batches[ScriptCall]):
+    """Calls of one Lua script, each still atomic on its own, sent in batches."""
+
+    def __init__(self, client: aioredis.Redis, script: str) -> None:
+        super().__init__()
+        self._client = client
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
+        return await self._submit((keys, args))
+
+    async def _send(self, calls: list[ScriptCall]) -> list[Any]:
+        replies = await self._pipeline(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             # A restarted Redis has an empty script cache and those calls did not run: load, send them again.
             await self._client.script_load(self._script)
-            for i, reply in zip(missing, await self._pipeline([batch[i] for i in missing]), strict=True):
+            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(
-        self, batch: list[tuple[Sequence[KeyT], Sequence[EncodableT], asyncio.Future[Any]]]
-    ) -> list[Any]:
+    async def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
+            for keys, args in calls:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+
+CommandCall = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+class CoalescedClient(aioredis.Redis):
+    """A client whose concurrent commands go out together, one pipeline per batch.
+
+    For many small independent commands from concurrent requests, such as rate-limit hits. Not for
+    blocking commands, transactions or pub/sub: use a plain client for those.
+    """
+
+    def __init__(self, connection_pool: aioredis.ConnectionPool) -> None:
+        super().__init__(connection_pool=connection_pool)
+        self._batches = _CommandBatches(self)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await self._batches.submit((args, options))
+
+
+class _CommandBatches(_Batches[CommandCall]):
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__()
+        self._client = client
+
+    async def submit(self, call: CommandCall) -> Any:
+        return await self._submit(call)
+
+    async def _send(self, calls: list[CommandCall]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for args, options in calls:
+                pipe.execute_command(*args, **options)
             return await pipe.execute(raise_on_error=False)

@@ -13,14 +13,26 @@ from courseflow import events
 from courseflow.coalesce import CoalescedScript
 from courseflow.events import EnrollmentRequested
 from courseflow.queue import ENQUEUE_LUA, Keys, parse_member
+from courseflow.ratelimit import ACQUIRE_LUA, Quota
+
+NO_QUOTA = Quota(keys=[], args=[])
 
 # KEYS: courses set, idempotency key, request stream, course priority set, pending index, granted priorities,
-#       accepted counter.
+#       accepted counter, then the caller's rate-limit window keys (previous, current) per limit.
 # ARGV: request id, request json before and after its priority, fingerprint, priority ('' = the one the
-#       registrar granted the student), course id, idempotency ttl (0 = keep), student id.
+#       registrar granted the student), course id, idempotency ttl (0 = keep), student id, number of limits,
+#       then (limit, expiry, amount) per limit.
+# Every attempt counts against the caller's limits first, whatever its outcome.
 _ACCEPT = (
     ENQUEUE_LUA
+    + ACQUIRE_LUA
     + """
+for i = 1, tonumber(ARGV[9]) do
+  local at = 10 + (i - 1) * 3
+  if not acquire_sliding_window({KEYS[6 + 2 * i], KEYS[7 + 2 * i]}, {ARGV[at], ARGV[at + 1], ARGV[at + 2]}) then
+    return {'rate_limited', tostring(i - 1)}
+  end
+end
 if redis.call('SISMEMBER', KEYS[1], ARGV[6]) == 0 then
   return {'unknown_course'}
 end
@@ -65,7 +77,8 @@ def around_priority(payload: bytes) -> tuple[bytes, bytes]:
 
 
 class Accepted(msgspec.Struct, frozen=True):
-    outcome: Literal["queued", "replayed", "conflict", "unknown_course"]
+    outcome: Literal["queued", "replayed", "conflict", "unknown_course", "rate_limited"]
+    # The request's id; for "rate_limited", the index of the limit that refused it.
     request_id: str | None = None
     # 1-based place in the course's priority order while pending; None once decided.
     queue_position: int | None = None
@@ -78,8 +91,13 @@ class Intake:
         self._ttl = idempotency_ttl_s
         self._accept = CoalescedScript(client, _ACCEPT)
 
-    async def accept(self, student_id: int, course_id: int, idempotency_key: str, priority: int | None) -> Accepted:
-        """Queue a request once per (student, idempotency key). `priority` None: the one the registrar granted."""
+    async def accept(
+        self, student_id: int, course_id: int, idempotency_key: str, priority: int | None, quota: Quota = NO_QUOTA
+    ) -> Accepted:
+        """Queue a request once per (student, idempotency key), within the caller's rate limits (`quota`).
+
+        `priority` None: the one the registrar granted the student.
+        """
         request = EnrollmentRequested(
             course_id=course_id,
             request_id=str(uuid.uuid4()),
@@ -100,8 +118,20 @@ class Intake:
                 k.pending_index,
                 k.priorities,
                 k.accepted,
+                *quota.keys,
             ],
-            [request.request_id, head, tail, f"{course_id}:{given}", given, course_id, self._ttl, student_id],
+            [
+                request.request_id,
+                head,
+                tail,
+                f"{course_id}:{given}",
+                given,
+                course_id,
+                self._ttl,
+                student_id,
+                len(quota.keys) // 2,
+                *quota.args,
+            ],
         )
         outcome, *rest = reply
         return Accepted(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,10 @@ from pathlib import Path
 
 import httpx2 as httpx
 import msgspec
+import redis.asyncio as aioredis
+from limits import parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.testclient import TestClient
 
 from courseflow import services
@@ -44,6 +49,38 @@ def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) ->
         assert client.get("/api/v1/students/1/enrollments", headers=alice).status_code == 200
         # Registrars are counted apart, with their own limit.
         assert client.get("/api/v1/courses/1", headers=registrar).status_code == 200
+
+
+def test_enrollments_count_in_the_intake_script_under_the_librarys_own_keys(settings: Settings) -> None:
+    """The intake script takes the limit itself; the `limits` library reads the very same counters."""
+    configured = secured(settings, rate_limit_student_writes="5 per 60 seconds")
+    with TestClient(create_app(configured)) as client:
+        registrar = bearer(configured, "registrar")
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}, headers=registrar).status_code == 201
+        )
+        student = bearer(configured, "student", 1)
+        assert [_enroll(client, student, n).status_code for n in range(2)] == [202, 202]
+        bad = client.post("/api/v1/enrollments", json={"course_id": "x"}, headers=student)
+        assert bad.status_code == 422  # refused requests count too
+
+    async def remaining() -> int:
+        pool = aioredis.ConnectionPool.from_url(settings.redis_url)
+        try:
+            storage = RedisStorage(
+                "async+redis://",
+                implementation="redispy",
+                key_prefix=f"{settings.stream_prefix}:ratelimit",
+                connection_pool=pool,  # type: ignore[arg-type]
+            )
+            stats = await SlidingWindowCounterRateLimiter(storage).get_window_stats(
+                parse("5 per 60 seconds"), "student-writes", "student", "1"
+            )
+            return stats.remaining
+        finally:
+            await pool.disconnect()
+
+    assert asyncio.run(remaining()) == 2
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:

@@ -10,26 +10,27 @@ from starlette.responses import Response
 
 from courseflow import lifecycle, payloads, store
 from courseflow.api.common import JSON, Services, services
-from courseflow.api.gate import principal
+from courseflow.api.gate import principal, rate_subject
 from courseflow.auth import Principal
 from courseflow.payloads import Enrollment
-from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound
+from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem
 from projections import queries
 
 
 async def enroll(request: Request) -> Response:
-    caller = principal(request)
-    body = await payloads.read(request, Enrollment)
-    student_id = body.student_id if body.student_id is not None else caller.student_id
-    if student_id is None:
-        raise InvalidInput("student_id", "is required")
-    if not caller.may_act_for(student_id):
-        raise Forbidden(f"a student enrolls only themselves (student {caller.sub})", "student_id")
-    if body.priority is not None and not caller.privileged:
-        raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
-    key = _idempotency_key(body.idempotency_key, request.headers.get("idempotency-key"))
     svc = services(request)
-    accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority)
+    counted = rate_subject(request)
+    try:
+        enrollment = await _enrollment(request, principal(request))
+    except Problem:
+        # A refused request counts against the caller's limits too (accepted ones count in the intake script).
+        await svc.limiter.hit(counted, request.method)
+        raise
+    student_id, body, key = enrollment
+    quota = svc.limiter.quota(counted, request.method)
+    accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority, quota)
+    if accepted.outcome == "rate_limited":
+        await svc.limiter.refuse(counted, request.method, int(accepted.request_id or 0))
     if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
         accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority)
     if accepted.outcome == "unknown_course":
@@ -47,6 +48,19 @@ async def enroll(request: Request) -> Response:
     # A replay of a request that is already decided: answer with its outcome.
     assert accepted.request_id is not None
     return JSON(await _status(svc, accepted.request_id))
+
+
+async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:
+    """The body, checked: whose request it is, and the idempotency key from the body or the header."""
+    body = await payloads.read(request, Enrollment)
+    student_id = body.student_id if body.student_id is not None else caller.student_id
+    if student_id is None:
+        raise InvalidInput("student_id", "is required")
+    if not caller.may_act_for(student_id):
+        raise Forbidden(f"a student enrolls only themselves (student {caller.sub})", "student_id")
+    if body.priority is not None and not caller.privileged:
+        raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
+    return student_id, body, _idempotency_key(body.idempotency_key, request.headers.get("idempotency-key"))
 
 
 def _idempotency_key(in_body: str | None, in_header: str | None) -> str:

@@ -11,11 +11,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.auth import Authenticator, Principal
 from courseflow.problems import Problem, respond
-from courseflow.ratelimit import Limiter
+from courseflow.ratelimit import Limiter, Subject, subject
 
 # Probes and the scraper: no personal data, and they must answer without a token.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Enrollments take their rate limit inside the intake script (one round trip); see api.enrollments.
+COUNTED_AT_INTAKE = frozenset({("POST", "/enroll"), ("POST", "/api/v1/enrollments")})
 _PRINCIPAL = "courseflow.principal"
+_SUBJECT = "courseflow.subject"
 
 
 class Gate:
@@ -30,17 +33,25 @@ class Gate:
             return
         try:
             principal = self.authenticator.authenticate(_header(scope, b"authorization"))
-            anonymous = None if self.authenticator.enabled else _client_address(scope)
-            await self.limiter.hit(principal, scope["method"], anonymous)
+            counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
+            if (scope["method"], scope["path"]) not in COUNTED_AT_INTAKE:
+                await self.limiter.hit(counted, scope["method"])
         except Problem as problem:
             await respond(problem)(scope, receive, send)
             return
         scope[_PRINCIPAL] = principal
+        scope[_SUBJECT] = counted
         await self.app(scope, receive, send)
 
 
 def principal(request: Request) -> Principal:
     found: Principal = request.scope[_PRINCIPAL]
+    return found
+
+
+def rate_subject(request: Request) -> Subject:
+    """Whose rate-limit counters this request takes."""
+    found: Subject = request.scope[_SUBJECT]
     return found
 
 

@@ -77,7 +77,9 @@ BENCH_SECRET = secrets.token_hex(32)
 def intake_authenticated(stack: Stack, seconds: float, warmup_s: float) -> Row:
     """What the trust boundary costs intake: student tokens and rate limits on, against development mode.
 
-    Both runs use one API process and the same courses; development mode runs without rate limits.
+    Both use one API process and the same courses; development mode runs without rate limits. They run
+    alternately, twice each, and the better run of each counts: two cores shared with the load generator
+    make single runs swing by more than the cost being measured.
     """
     courses = list(INTAKE_COURSES)
     settings = msgspec.structs.replace(Settings(), auth_jwt_secret=BENCH_SECRET)
@@ -95,8 +97,16 @@ def intake_authenticated(stack: Stack, seconds: float, warmup_s: float) -> Row:
                 run = wrk.enroll(api.url, courses, tag, seconds, WRK_THREADS, WRK_CONNECTIONS, tokens=token_file)
         return run, usage
 
-    open_run, _ = measure({}, "open", None)
-    secured_run, usage = measure({"AUTH_JWT_SECRET": BENCH_SECRET}, "secured", tokens)
+    opens, secureds = [], []
+    for n in range(2):
+        opens.append(measure({}, f"open{n}", None))
+        secureds.append(measure({"AUTH_JWT_SECRET": BENCH_SECRET}, f"secured{n}", tokens))
+    open_run, open_usage = max(opens, key=lambda m: m[0].rps)
+    secured_run, usage = max(secureds, key=lambda m: m[0].rps)
+    cpu_us = {
+        name: u.get("api", 0.0) / r.rps * 1e6
+        for name, (r, u) in (("open", (open_run, open_usage)), ("secured", (secured_run, usage)))
+    }
     return Row(
         name="intake with authentication and rate limits",
         value=secured_run.rps,
@@ -106,7 +116,8 @@ def intake_authenticated(stack: Stack, seconds: float, warmup_s: float) -> Row:
         target=Target("ratio", at_least=0.90),
         note=(
             f"p50 {_ms(secured_run.p50_us)} / p99 {_ms(secured_run.p99_us)} ms; {AUTH_STUDENTS:,} students, each"
-            " request with its student's HS256 token and the student write limit; 1 API process"
+            " request with its student's HS256 token and the student write limit; 1 API process;"
+            f" API CPU per request {cpu_us['secured']:.0f} us vs {cpu_us['open']:.0f} us; better of 2 runs each"
         ),
         details={
             "secured": msgspec.structs.asdict(secured_run),
