@@ -130,9 +130,11 @@ def _culprit(message: str) -> tuple[str, str]:
     at = _AT.search(message)
     named = _NAMED.search(message)
     field = at.group(1) if at and at.group(1) else named.group(1) if named else "body"
+    if named and message.startswith("Object contains unknown field"):
+        return field[:64], "is not a known field"
+    if named and message.startswith("Object missing required field"):
+        return field[:64], "is required"
     message = message[: at.start()] if at else message
-    if named:
-        message = message.replace(named.group(0), "field")
     return field[:64], "is invalid: " + message[:1].lower() + message[1:]
 
 
