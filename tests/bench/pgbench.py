@@ -6,11 +6,13 @@ shows what batching many decisions per transaction buys over deciding one reques
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.bench.procs import BenchError
 
@@ -48,11 +50,15 @@ def naive_tps(database_url: str, workdir: Path, courses: int, clients: int, seco
         conn.execute("VACUUM ANALYZE bench_courses")
     script = workdir / "naive-decision.sql"
     script.write_text(SCRIPT)
-    # -n: no vacuum of pgbench's own tables, which do not exist; the URL is accepted as the database name.
+    # -n: no vacuum of pgbench's own tables, which do not exist; a conninfo string is accepted as the database name.
     argv = [str(_binary()), "-n", "-f", str(script), "-D", f"courses={courses}", "-c", str(clients)]
-    argv += ["-j", str(min(clients, 2)), "-T", str(seconds), database_url]
+    # The password goes in the environment: on the command line it would show in `ps`.
+    params = conninfo_to_dict(database_url)
+    password = params.pop("password", None)
+    argv += ["-j", str(min(clients, 2)), "-T", str(seconds), make_conninfo(**params)]
+    env = os.environ | ({"PGPASSWORD": str(password)} if password is not None else {})
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS bench_courses, bench_events")
