@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -10,7 +12,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import check
+from courseflow import check, services
 from courseflow.api import create_app
 from courseflow.config import Settings
 from courseflow.queue import Keys
@@ -165,6 +167,65 @@ def test_course_creation_with_redis_down_leaves_nothing_and_a_retry_works(
     assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
     assert client.post("/api/v1/courses", json=body).status_code == 201
     assert enroll(client, 1, 4)["status"] == "queued"
+
+
+class PrivateRedis:
+    """A Redis of one test's own, on a free loopback port, that the test may kill and start again."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = services.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._data_dir = data_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        self._proc = subprocess.Popen([*argv, "--dir", str(self._data_dir)], stdout=subprocess.DEVNULL)
+        with redis.Redis(port=self.port) as probe:
+            wait_until(lambda: _answers(probe), timeout=10, what="the private Redis")
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_redis_killed_between_the_two_steps_of_a_course_creation(
+    settings: Settings, db: Conn, private_redis: PrivateRedis
+) -> None:
+    """PostgreSQL has taken the course; Redis dies before intake learns it: nothing is left, a retry works."""
+    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=private_redis.url))) as client:
+        svc = client.app.state.services  # type: ignore[attr-defined]
+        register = svc.register_courses
+
+        def killed_first(course_ids: list[int]) -> None:
+            assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)  # the insert is not committed
+            private_redis.kill()
+            register(course_ids)
+
+        svc.register_courses = killed_first
+        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 503
+        assert db.execute("SELECT count(*) FROM courses").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        svc.register_courses = register
+        private_redis.start()  # back, and empty: it kept nothing
+        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 201
+        assert enroll(client, 1, 4)["status"] == "queued"
 
 
 def test_intake_relearns_a_course_redis_forgot(client: TestClient, rds: redis.Redis) -> None:
