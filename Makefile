@@ -61,7 +61,7 @@ services-down: install
 bench: install
 	$(BIN)/python -m tests.bench
 
-# Also removes the /var/tmp fallback cluster that `services up` may have used (see courseflow/services.py).
+# Also removes the /var/tmp fallback cluster that `services up` may have used (see courseflow/services/postgres.py).
 clean:
 	-@if [ -x $(BIN)/courseflow ]; then $(BIN)/courseflow services down; fi
 	-@target=$$(readlink .courseflow/postgres 2>/dev/null); \

@@ -43,19 +43,12 @@ def _accepted_requests_accounted_for(
 ) -> Finding:
     """Every request that got a 202 is decided, pending, or dead-lettered.
 
-    Exact whatever idempotency keys expired: intake counts every request it queues. Read in the order a
-    request moves (count, pending, decided, dead-lettered), so one moving meanwhile is still seen once.
+    Exact whatever idempotency keys expired: intake counts every request it queues. The count is read
+    first, so a request accepted meanwhile can only be seen as accounted for, never as lost.
     """
     accepted = int(cast(bytes | None, rds.get(keys.accepted)) or 0)
     remembered = set(_accepted_ids(rds, keys))
-    pending = {k.decode() for k in cast(list[bytes], rds.hkeys(keys.pending_index))}
-    decided = {r[0] for r in db.execute("SELECT request_id::text FROM enrollment_requests")}
-    dead = {
-        r[0]
-        for r in db.execute(
-            "SELECT data ->> 'request_id' FROM events WHERE type = 'RequestDeadLettered' AND data ? 'request_id'"
-        )
-    }
+    pending, decided, dead = _accounted(db, rds, keys)
     accounted = pending | decided | dead
     lost = max(0, accepted - len(accounted))
     missing = remembered - accounted
@@ -65,9 +58,33 @@ def _accepted_requests_accounted_for(
     return Finding("every accepted request is decided or pending", not lost and not missing, detail)
 
 
+def _accounted(
+    db: psycopg.Connection[tuple[object, ...]], rds: redis.Redis, keys: Keys
+) -> tuple[set[str], set[str], set[str]]:
+    """Request ids pending, decided and dead-lettered, read in the order a request moves through them."""
+    pending = {k.decode() for k in cast(list[bytes], rds.hkeys(keys.pending_index))}
+    decided = {str(r[0]) for r in db.execute("SELECT request_id::text FROM enrollment_requests")}
+    dead = {
+        str(r[0])
+        for r in db.execute(
+            "SELECT data ->> 'request_id' FROM events WHERE type = 'RequestDeadLettered' AND data ? 'request_id'"
+        )
+    }
+    return pending, decided, dead
+
+
+def start_counting_accepted(db: psycopg.Connection[tuple[object, ...]], rds: redis.Redis, keys: Keys) -> None:
+    """Give intake's count of accepted requests a starting point where it has none (a first start, or Redis
+    restored without it): every request known so far. Should intake count meanwhile, its count wins: that
+    can only make the check miss a loss, never report a false one."""
+    if not rds.exists(keys.accepted):
+        pending, decided, dead = _accounted(db, rds, keys)
+        rds.set(keys.accepted, len(pending | decided | dead), nx=True)
+
+
 def _accepted_ids(rds: redis.Redis, keys: Keys) -> Iterator[str]:
     """Requests whose idempotency key is still held (keys expire after IDEMPOTENCY_TTL)."""
-    pattern = keys.idempotency(0, "*").replace(":0:", ":*:")
+    pattern = keys.idempotency("*", "*")
     for key in rds.scan_iter(match=pattern, count=1000):
         value = cast(bytes | None, rds.get(key))
         if value is not None:

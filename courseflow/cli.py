@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from courseflow import auth, check, deadletters, migrations, services, store
+from courseflow import auth, check, deadletters, migrations, payloads, services, store
 from courseflow.config import Settings
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
@@ -121,7 +121,7 @@ def _token(settings: Settings, student: int | None, registrar: bool, sub: str | 
     if not settings.auth_jwt_secret and not settings.auth_jwt_public_key_file:
         print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
         return 2
-    if student is not None and not 1 <= student <= auth.MAX_STUDENT_ID:
+    if student is not None and not payloads.is_id(str(student)):
         print("courseflow token: --student must be a positive student id", file=sys.stderr)
         return 2
     if not 1 <= ttl <= 366 * 86_400:
@@ -147,6 +147,8 @@ def _api(settings: Settings) -> int:
         workers=settings.api_processes if settings.api_processes > 1 else None,
         access_log=False,
         log_level="info",
+        # X-Forwarded-For is anyone's to write: trusted only when FORWARDED_ALLOW_IPS names the proxy.
+        proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
     )
     return 0
 

@@ -33,6 +33,8 @@ RATE_LIMIT_STUDENT_WRITES = "20 per 2 seconds"
 RATE_LIMIT_STUDENT_READS = "50 per second"
 RATE_LIMIT_REGISTRAR = "1000 per second"
 RATE_LIMIT_SERVICE = "5000 per second"
+# Per client address: the public probes, and every request whose token is refused.
+RATE_LIMIT_ANONYMOUS = "100 per second"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 5
     # A replay inside this window answers the same request; after it the key is forgotten (bounded state).
     idempotency_ttl_s: int = 86_400
+    # How often each API process re-applies recent priority grants to intake (see api._keep_priorities_applied).
+    priority_sync_s: float = 5.0
     stream_prefix: str = "courseflow"
     # Authentication: HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
     auth_jwt_secret: str | None = None
@@ -69,6 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_student_reads: str = RATE_LIMIT_STUDENT_READS
     rate_limit_registrar: str = RATE_LIMIT_REGISTRAR
     rate_limit_service: str = RATE_LIMIT_SERVICE
+    rate_limit_anonymous: str = RATE_LIMIT_ANONYMOUS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +117,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_student_reads=env.get("RATE_LIMIT_STUDENT_READS") or RATE_LIMIT_STUDENT_READS,
             rate_limit_registrar=env.get("RATE_LIMIT_REGISTRAR") or RATE_LIMIT_REGISTRAR,
             rate_limit_service=env.get("RATE_LIMIT_SERVICE") or RATE_LIMIT_SERVICE,
+            rate_limit_anonymous=env.get("RATE_LIMIT_ANONYMOUS") or RATE_LIMIT_ANONYMOUS,
         )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 FILE_NAME = "credentials.json"
-# The superuser of the local PostgreSQL cluster, and Redis's built-in user, which services.py makes the admin.
+# The superuser of the local PostgreSQL cluster, and Redis's built-in user, which courseflow.services makes the admin.
 POSTGRES_ADMIN_USER = "postgres"
 REDIS_ADMIN_USER = "default"
 # The role and Redis user the application connects as; also the name of its PostgreSQL database.

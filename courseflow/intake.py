@@ -10,6 +10,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from courseflow import events
+from courseflow.auth import Principal
 from courseflow.coalesce import CoalescedScript
 from courseflow.events import EnrollmentRequested
 from courseflow.queue import ENQUEUE_LUA, Keys, parse_member
@@ -76,12 +77,21 @@ def around_priority(payload: bytes) -> tuple[bytes, bytes]:
     return payload[:at], payload[at + 1 :]
 
 
+def key_owner(caller: Principal, student_id: int) -> str:
+    """Whose idempotency keys these are: a student's own, or a registrar's or service's for one student.
+
+    So a student and the integration acting for them never collide on a key, nor two integrations.
+    """
+    return str(student_id) if caller.student_id == student_id else f"{caller.role}:{caller.sub}:{student_id}"
+
+
 class Accepted(msgspec.Struct, frozen=True):
     outcome: Literal["queued", "replayed", "conflict", "unknown_course", "rate_limited"]
-    # The request's id; for "rate_limited", the index of the limit that refused it.
     request_id: str | None = None
     # 1-based place in the course's priority order while pending; None once decided.
     queue_position: int | None = None
+    # For "rate_limited": which of the caller's limits refused it.
+    limit_index: int = 0
 
 
 class Intake:
@@ -92,9 +102,15 @@ class Intake:
         self._accept = CoalescedScript(client, _ACCEPT)
 
     async def accept(
-        self, student_id: int, course_id: int, idempotency_key: str, priority: int | None, quota: Quota = NO_QUOTA
+        self,
+        caller: Principal,
+        student_id: int,
+        course_id: int,
+        idempotency_key: str,
+        priority: int | None,
+        quota: Quota = NO_QUOTA,
     ) -> Accepted:
-        """Queue a request once per (student, idempotency key), within the caller's rate limits (`quota`).
+        """Queue a request once per (caller, student, idempotency key), within the caller's rate limits (`quota`).
 
         `priority` None: the one the registrar granted the student.
         """
@@ -112,7 +128,7 @@ class Intake:
         reply = await self._accept(
             [
                 k.courses,
-                k.idempotency(student_id, idempotency_key),
+                k.idempotency(key_owner(caller, student_id), idempotency_key),
                 k.requests,
                 k.priority_set(course_id),
                 k.pending_index,
@@ -134,6 +150,8 @@ class Intake:
             ],
         )
         outcome, *rest = reply
+        if outcome == b"rate_limited":
+            return Accepted("rate_limited", limit_index=int(rest[0]))
         return Accepted(
             outcome.decode(),
             rest[0].decode() if rest else None,
@@ -151,6 +169,13 @@ class Intake:
 
     async def queue_depth(self, course_id: int) -> int:
         return int(await self._client.zcard(self.keys.priority_set(course_id)))
+
+    async def queue_depths(self, course_ids: list[int]) -> list[int]:
+        """Pending requests per course, in one round trip however many courses there are."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for course_id in course_ids:
+                pipe.zcard(self.keys.priority_set(course_id))
+            return [int(depth) for depth in await pipe.execute()]
 
     async def dead_letter_count(self) -> int:
         return int(await self._client.xlen(self.keys.dead_letters))

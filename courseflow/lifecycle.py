@@ -53,6 +53,9 @@ def update_course(
             try:
                 changed, state = domain.change_window(state, opens_at, closes_at)
             except ValueError as exc:
+                # Name the bound the caller sent: with both sent, the closing one.
+                if isinstance(window.closes_at, UnsetType):
+                    raise InvalidInput("opens_at", "must be before closes_at") from exc
                 raise InvalidInput("closes_at", "must be after opens_at") from exc
             changes += changed
         if not isinstance(capacity, UnsetType):

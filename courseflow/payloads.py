@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from courseflow.problems import InvalidInput
 
@@ -86,12 +86,17 @@ _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 async def read(request: Request, kind: type[B]) -> B:
     """The request's JSON body as `kind`: 415 unless JSON, 413 past MAX_BODY_BYTES, 400 unreadable, 422 invalid."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        raise InvalidInput("Content-Type", f"must be application/json, got {media_type or 'none'!r}", status=415)
-    return decode(await _bounded_body(request), kind)
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    charset = parameters.strip().lower().removeprefix("charset=").strip('"') if parameters.strip() else "utf-8"
+    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
+        shown = request.headers.get("content-type", "none")[:64]
+        raise InvalidInput("Content-Type", f"must be application/json (UTF-8), got {shown!r}", status=415)
+    if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        raise InvalidInput("Content-Encoding", "is not supported: send the body uncompressed", status=415)
+    try:
+        return decode(await _bounded_body(request), kind)
+    except ClientDisconnect:
+        raise InvalidInput("body", "was cut off: the client went away before sending all of it", status=400) from None
 
 
 async def _bounded_body(request: Request) -> bytes:
@@ -163,8 +168,12 @@ def timestamp(value: str | None, field: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidInput(field, f"must be an ISO 8601 timestamp, got {value!r}") from None
-    if parsed.tzinfo is None:
+    offset = parsed.utcoffset()
+    if offset is None:
         raise InvalidInput(field, "must include a time zone, e.g. 2026-12-01T09:00:00Z")
+    if offset.seconds % 60 or offset.microseconds or abs(offset) > timedelta(hours=14):
+        # PostgreSQL keeps whole minutes only; real offsets lie within ±14:00.
+        raise InvalidInput(field, f"must have a time zone offset in whole minutes within ±14:00, got {value!r}")
     if not EARLIEST <= parsed <= LATEST:
         raise InvalidInput(field, f"must be between {EARLIEST:%Y} and {LATEST:%Y}, got {value!r}")
     return parsed
@@ -189,8 +198,13 @@ def page(query: Mapping[str, str]) -> Page:
     return Page(int(after), int(limit))
 
 
+def is_id(raw: str) -> bool:
+    """A student or course id as text: ASCII digits, 1 to 2^63-1."""
+    return _digits(raw) and 1 <= int(raw) <= MAX_ID
+
+
 def positive_id(raw: str | None, field: str) -> int:
-    if raw is None or not _digits(raw) or not 1 <= int(raw) <= MAX_ID:
+    if raw is None or not is_id(raw):
         shown = raw if raw is None else raw[:32]
         raise InvalidInput(field, f"must be a positive integer up to {MAX_ID}, got {shown!r}")
     return int(raw)

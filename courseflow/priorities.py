@@ -16,6 +16,8 @@ class Granted(msgspec.Struct, frozen=True):
     student_id: int
     priority: int
     previous: int
+    # The student stream's version after the grant: intake keeps the newest.
+    version: int
 
 
 def grant(cur: store.Cursor, student_id: int, priority: int, actor: str) -> Granted:
@@ -39,12 +41,17 @@ def grant(cur: store.Cursor, student_id: int, priority: int, actor: str) -> Gran
             "UPDATE student_priorities SET priority = %s, version = %s, updated_at = now() WHERE student_id = %s",
             (priority, version, student_id),
         )
-    return Granted(student_id=student_id, priority=priority, previous=previous)
+    return Granted(student_id=student_id, priority=priority, previous=previous, version=version)
 
 
-def granted(conn: store.Conn) -> dict[int, int]:
-    """Every student's granted priority (those never set are 0 and not listed)."""
-    return dict(conn.execute("SELECT student_id, priority FROM student_priorities WHERE priority > 0").fetchall())
+def granted(conn: store.Conn, within_s: float | None = None) -> list[tuple[int, int, int]]:
+    """(student, priority, version) of every grant, or of those changed in the last `within_s` seconds."""
+    rows = conn.execute(
+        "SELECT student_id, priority, version FROM student_priorities WHERE version > 0"
+        " AND (%(s)s::float8 IS NULL OR updated_at > now() - make_interval(secs => %(s)s))",
+        {"s": within_s},
+    ).fetchall()
+    return [(student, priority, version) for student, priority, version in rows]
 
 
 def of(conn: store.Conn, student_id: int) -> int:

@@ -56,7 +56,7 @@ class Unauthorized(Problem):
     code = "unauthorized"
     title = "Authentication required"
 
-    def __init__(self, detail: str, *, token_given: bool) -> None:
+    def __init__(self, detail: str, token_given: bool) -> None:
         # RFC 6750: name the scheme; say `invalid_token` only when a token was presented.
         challenge = 'Bearer realm="courseflow"'
         if token_given:

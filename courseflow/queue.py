@@ -61,6 +61,11 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{{{self.prefix}}}:priorities"
 
     @property
+    def priority_versions(self) -> str:
+        """student id -> version of the grant in `priorities`, so an older one never overwrites a newer one."""
+        return f"{{{self.prefix}}}:priority-versions"
+
+    @property
     def accepted(self) -> str:
         """How many requests intake ever queued: `courseflow check` accounts for each, whatever keys expired."""
         return f"{{{self.prefix}}}:accepted"
@@ -68,8 +73,9 @@ class Keys(msgspec.Struct, frozen=True):
     def priority_set(self, course_id: int) -> str:
         return f"{{{self.prefix}}}:course:{course_id}:pending"
 
-    def idempotency(self, student_id: int, key: str) -> str:
-        return f"{{{self.prefix}}}:idem:{student_id}:{key}"
+    def idempotency(self, owner: str, key: str) -> str:
+        """`owner` scopes the key to its caller (see intake.key_owner)."""
+        return f"{{{self.prefix}}}:idem:{owner}:{key}"
 
 
 def member(arrival: StreamId, payload: bytes) -> bytes:
@@ -97,15 +103,29 @@ def register_courses(client: redis.Redis, keys: Keys, course_ids: Sequence[int])
         client.sadd(keys.courses, *course_ids)
 
 
-def grant_priorities(client: redis.Redis, keys: Keys, priorities: Mapping[int, int]) -> None:
-    """Make these granted priorities (from PostgreSQL) the ones intake applies; 0, the default, is not kept."""
-    keep = {student: p for student, p in priorities.items() if p}
-    with client.pipeline(transaction=True) as pipe:
-        if keep:
-            pipe.hset(keys.priorities, mapping=cast(Mapping[EncodableT, EncodableT], keep))
-        if len(keep) < len(priorities):
-            pipe.hdel(keys.priorities, *(str(s) for s, p in priorities.items() if not p))
-        pipe.execute()
+# A granted priority applies only if it is newer than the one intake has: a late or repeated sync never
+# undoes a later grant. KEYS: priorities, their versions. ARGV: (student, priority, version) triples.
+_GRANT = """
+for i = 1, #ARGV, 3 do
+  local known = tonumber(redis.call('HGET', KEYS[2], ARGV[i])) or 0
+  if tonumber(ARGV[i + 2]) > known then
+    if ARGV[i + 1] == '0' then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    else
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    end
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  end
+end
+"""
+
+
+def grant_priorities(client: redis.Redis, keys: Keys, granted: Sequence[tuple[int, int, int]]) -> None:
+    """Make these (student, priority, version) grants from PostgreSQL the ones intake applies, unless newer ones are."""
+    script = client.register_script(_GRANT)
+    for start in range(0, len(granted), 1000):
+        args = [value for grant in granted[start : start + 1000] for value in grant]
+        script(keys=[keys.priorities, keys.priority_versions], args=args)
 
 
 # The best-ranked members of a course's priority set, down to the worst-ranked of the given ones

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import msgspec
 import redis.asyncio as aioredis
@@ -51,14 +51,19 @@ def _parse(name: str, notation: str) -> list[RateLimitItem]:
 
 
 class Subject(msgspec.Struct, frozen=True):
-    """Whose counters a request takes: the principal's, or in development mode the client address's."""
+    """Whose counters a request takes: the principal's, or a client address's (development mode, and
+    callers without a valid token)."""
 
-    role: Role
+    role: Role | Literal["anonymous"]
     name: str
 
 
 def subject(principal: Principal, anonymous_client: str | None = None) -> Subject:
     return Subject(principal.role, principal.sub if anonymous_client is None else f"address:{anonymous_client}")
+
+
+def anonymous(client_address: str) -> Subject:
+    return Subject("anonymous", f"address:{client_address}")
 
 
 class Quota(msgspec.Struct, frozen=True):
@@ -75,6 +80,11 @@ ACQUIRE_LUA = (
 )
 
 
+def key_prefix(stream_prefix: str) -> str:
+    # The hash tag first: the limits' keys share the intake script's slot, so it runs unchanged on Redis Cluster.
+    return f"{{{stream_prefix}}}:ratelimit"
+
+
 class Limiter:
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self._policies = {
@@ -85,11 +95,14 @@ class Limiter:
         }
         self._policies[("registrar", True)] = self._policies[("registrar", False)]
         self._policies[("service", True)] = self._policies[("service", False)]
+        self._policies[("anonymous", False)] = self._policies[("anonymous", True)] = Policy(
+            "anonymous", settings.rate_limit_anonymous
+        )
         # Shares the API's connection pool: no extra connections, and the same credentials.
         self._storage = RedisStorage(
             "async+redis://",
             implementation="redispy",
-            key_prefix=f"{settings.stream_prefix}:ratelimit",
+            key_prefix=key_prefix(settings.stream_prefix),
             connection_pool=client.connection_pool,  # type: ignore[arg-type]  # typed as scalars, passed through
         )
         # Every request hits the limiter: concurrent hits share one pipeline instead of a round trip each.
@@ -145,8 +158,11 @@ class Limiter:
         """Raise the 429 for `who` being over the policy's limit number `index`, with when to retry."""
         policy = self._policy(who, method)
         item = policy.items[index]
-        stats = await self._limiter.get_window_stats(item, policy.name, who.role, who.name)
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        try:
+            stats = await self._limiter.get_window_stats(item, policy.name, who.role, who.name)
+            wait = max(1, math.ceil(stats.reset_time - time.time()))
+        except aioredis.RedisError:
+            wait = item.get_expiry()  # the whole window: never sooner than the limit allows
         raise RateLimited(
             f"too many requests: the {policy.name} limit is {item.amount} per {item.get_expiry()} s; retry in {wait} s",
             headers={

@@ -194,7 +194,7 @@ def api_server(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> It
     port = services.free_port()
     env = os.environ | {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url, "SERVER_PORT": str(port)}
     # Crowd tests send thousands of requests from one address in development mode: one principal.
-    env |= {"RATE_LIMIT_REGISTRAR": "off"}
+    env |= {"RATE_LIMIT_REGISTRAR": "off", "RATE_LIMIT_ANONYMOUS": "off"}
     log_path = Path(tmp_path_factory.mktemp("api")) / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "courseflow", "api"], env=env, stdout=log, stderr=log)

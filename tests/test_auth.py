@@ -21,6 +21,7 @@ from courseflow import auth
 from courseflow.api import create_app
 from courseflow.config import Settings
 from projections.projector import Projector
+from tests.helpers import wait_until
 from tests.trust import SECRET, bearer, secured
 
 ENROLL = {"course_id": 1, "idempotency_key": "k1"}
@@ -93,6 +94,53 @@ def test_bad_tokens_are_401_with_a_bearer_challenge(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 401
     assert client.get("/api/v1/courses/1", headers=headers).status_code == 401
+
+
+def _unsigned(header: dict[str, object], claims: dict[str, object]) -> str:
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}.AAAA"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _unsigned({"alg": "HS256", "crit": ["x\ny"]}, {}),
+        _unsigned({"alg": "HS256", "crit": ["\u20ac\\"]}, {}),
+        _unsigned({"alg": "HS256", "crit": ["\r\nSet-Cookie: pwned=1"]}, {}),
+        _token(_claims(exp=10**400)),
+        _token(_claims(sub="0" * 5000 + "42")),
+        "e30." + "A" * 100_000 + ".AA",
+    ],
+    ids=["crit-newline", "crit-unicode", "crit-header-injection", "huge-exp", "huge-sub", "huge-token"],
+)
+def test_hostile_tokens_are_a_plain_401(secure: tuple[TestClient, Settings], token: str) -> None:
+    client, _ = secure
+    response = client.get("/api/v1/courses/1", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.isascii() and "\n" not in challenge and "Set-Cookie" not in challenge
+
+
+def test_two_authorization_headers_are_refused(secure: tuple[TestClient, Settings]) -> None:
+    client, configured = secure
+    headers = [("Authorization", bearer(configured, "student", n)["Authorization"]) for n in (43, 42)]
+    response = client.get("/api/v1/students/42/enrollments", headers=headers)
+    assert response.status_code == 400 and response.json()["field"] == "authorization"
+
+
+def test_a_remembered_token_still_expires(settings: Settings) -> None:
+    configured = secured(settings, auth_leeway_s=0)
+    with TestClient(create_app(configured)) as client:
+        headers = bearer(configured, "registrar", ttl_s=1)
+        assert client.get("/api/v1/courses/1", headers=headers).status_code == 404  # verified, remembered
+        wait_until(
+            lambda: client.get("/api/v1/courses/1", headers=headers).status_code == 401,
+            timeout=10,
+            what="the remembered token to expire",
+        )
 
 
 def test_a_valid_token_passes_and_probes_need_none(secure: tuple[TestClient, Settings]) -> None:

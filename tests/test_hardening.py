@@ -14,7 +14,9 @@ from starlette.testclient import TestClient
 
 from courseflow import check, services
 from courseflow.api import create_app
+from courseflow.auth import DEVELOPER
 from courseflow.config import Settings
+from courseflow.intake import key_owner
 from courseflow.queue import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, wait_decided, wait_until
@@ -42,6 +44,8 @@ def _problem(response: Any, status: int, field: str) -> None:
         ({"course_id": 9, "capacity": 1, "closes_at": "1999-12-31T23:59:59Z"}, "closes_at"),
         ({"course_id": 9, "capacity": 1, "opens_at": "0001-01-01T00:00:00+14:00"}, "opens_at"),
         ({"course_id": 9, "capacity": 1, "opens_at": "2026-12-01T09:00:00" + "0" * 80}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "opens_at": "2030-01-01T09:00:00+14:00:30"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "opens_at": "2030-01-01T09:00:00+23:59"}, "opens_at"),
         ({"course_id": 9, "capacity": 1, "title": "x" * 201}, "title"),
         ({"course_id": 9, "capacity": 1, "title": "line\nbreak"}, "title"),
         ({"course_id": 9, "capacity": 1_000_001}, "capacity"),
@@ -81,7 +85,17 @@ def test_malformed_bodies_are_4xx(client: TestClient, rds: redis.Redis, raw: byt
     assert queued(rds) == 0
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/evil+json",
+        "text/json",
+        "application/json; charset=latin-1",
+        None,
+    ],
+)
 def test_a_body_that_is_not_json_is_415(client: TestClient, rds: redis.Redis, content_type: str | None) -> None:
     create_course(client, 1, 10)
     raw = b'{"student_id": 1, "course_id": 1, "idempotency_key": "k"}'
@@ -90,6 +104,26 @@ def test_a_body_that_is_not_json_is_415(client: TestClient, rds: redis.Redis, co
     assert queued(rds) == 0
     charset = client.post("/enroll", content=raw, headers={"Content-Type": "application/json; charset=utf-8"})
     assert charset.status_code == 202
+
+
+def test_a_compressed_body_is_415(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    raw = b'{"student_id": 1, "course_id": 1, "idempotency_key": "k"}'
+    headers = JSON_HEADERS | {"Content-Encoding": "gzip"}
+    _problem(client.post("/enroll", content=raw, headers=headers), 415, "Content-Encoding")
+    assert queued(rds) == 0
+
+
+def test_the_idempotency_key_header_is_utf8_and_single(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    body = {"student_id": 1, "course_id": 1}
+    key = "clé".encode()
+    first = client.post("/enroll", json=body, headers=[(b"Idempotency-Key", key)])
+    again = client.post("/enroll", json=body | {"idempotency_key": "clé"})
+    assert first.status_code == 202 and again.json()["request_id"] == first.json()["request_id"]
+    twice = [(b"Idempotency-Key", b"a"), (b"Idempotency-Key", b"b")]
+    _problem(client.post("/enroll", json=body, headers=twice), 400, "Idempotency-Key")
+    assert queued(rds) == 1
 
 
 def test_bodies_are_bounded_while_they_are_read(client: TestClient, rds: redis.Redis) -> None:
@@ -133,6 +167,36 @@ def test_routing_errors_are_problem_details_too(client: TestClient) -> None:
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     wrong = client.put("/api/v1/courses/1", json={})
     assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/problem+json"
+    # No redirect built from the client's Host header for a trailing slash.
+    slash = client.post("/api/v1/enrollments/", json={}, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert slash.status_code == 404 and "location" not in slash.headers
+
+
+def test_an_unforeseen_error_is_a_problem_500_without_details(settings: Settings) -> None:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+
+        def broken(*_: object, **__: object) -> None:
+            raise RuntimeError("secret internals")
+
+        client.app.state.services.db = broken  # type: ignore[attr-defined]
+        response = client.get("/api/v1/courses/1")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret internals" not in response.text
+
+
+def test_every_key_of_the_intake_script_shares_one_cluster_slot(settings: Settings) -> None:
+    from redis.crc import key_slot
+
+    from courseflow.auth import Principal
+    from courseflow.ratelimit import Limiter, subject
+
+    with TestClient(create_app(settings)) as client:
+        limiter: Limiter = client.app.state.services.limiter  # type: ignore[attr-defined]
+        quota = limiter.quota(subject(Principal(role="student", sub="7")), "POST")
+    keys = [KEYS.courses, KEYS.idempotency("7", "k"), KEYS.requests, KEYS.priority_set(1), KEYS.pending_index]
+    keys += [KEYS.priorities, KEYS.priority_versions, KEYS.accepted, *quota.keys]
+    assert quota.keys and len({key_slot(k.encode()) for k in keys}) == 1
 
 
 def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(
@@ -155,17 +219,15 @@ def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(
     assert client.patch("/api/v1/courses/2", json={"capacity": 6}).status_code == 200
 
 
-def test_course_creation_with_redis_down_leaves_nothing_and_a_retry_works(
-    settings: Settings, client: TestClient, db: Conn, rds: redis.Redis
+def test_a_course_created_while_redis_is_down_works_once_it_is_back(
+    settings: Settings, client: TestClient, db: Conn
 ) -> None:
     body = {"course_id": 4, "capacity": 2}
-    # PostgreSQL takes the course, then Redis fails before COMMIT: the whole creation is rolled back.
     with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as down:
-        response = down.post("/api/v1/courses", json=body)
-        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
-    assert db.execute("SELECT count(*) FROM courses").fetchone() == (0,)
-    assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
-    assert client.post("/api/v1/courses", json=body).status_code == 201
+        assert down.post("/api/v1/courses", json=body).status_code == 201
+        assert down.get("/api/v1/courses/4").status_code == 200
+        assert down.post("/enroll", json={"student_id": 1, "course_id": 4, "idempotency_key": "k"}).status_code == 503
+    # Redis is reachable again: no second POST, intake learns the course from PostgreSQL.
     assert enroll(client, 1, 4)["status"] == "queued"
 
 
@@ -208,24 +270,25 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 def test_redis_killed_between_the_two_steps_of_a_course_creation(
     settings: Settings, db: Conn, private_redis: PrivateRedis
 ) -> None:
-    """PostgreSQL has taken the course; Redis dies before intake learns it: nothing is left, a retry works."""
+    """PostgreSQL has committed the course; Redis dies before intake learns it: it works once Redis is back."""
     with TestClient(create_app(msgspec.structs.replace(settings, redis_url=private_redis.url))) as client:
         svc = client.app.state.services  # type: ignore[attr-defined]
         register = svc.register_courses
 
         def killed_first(course_ids: list[int]) -> None:
-            assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)  # the insert is not committed
+            # Intake learns a course only once it is committed: a worker must be able to see it.
+            assert db.execute("SELECT count(*) FROM courses").fetchone() == (1,)
             private_redis.kill()
             register(course_ids)
 
         svc.register_courses = killed_first
-        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 503
-        assert db.execute("SELECT count(*) FROM courses").fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 201
         svc.register_courses = register
         private_redis.start()  # back, and empty: it kept nothing
-        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 201
-        assert enroll(client, 1, 4)["status"] == "queued"
+        body = {"student_id": 1, "course_id": 4, "idempotency_key": "k"}
+        # As a client does after a 503 with Retry-After: the same request again (a pooled connection may be stale).
+        wait_until(lambda: client.post("/enroll", json=body).status_code == 202, timeout=10, what="a 202")
+        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 409
 
 
 def test_intake_relearns_a_course_redis_forgot(client: TestClient, rds: redis.Redis) -> None:
@@ -250,7 +313,11 @@ def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: 
         create_course(client, 1, 5)
         first = enroll(client, 1, 1, key="once")
         assert enroll(client, 1, 1, key="once")["request_id"] == first["request_id"]  # inside the window
-        wait_until(lambda: rds.exists(KEYS.idempotency(1, "once")) == 0, timeout=10, what="the key to expire")
+        wait_until(
+            lambda: rds.exists(KEYS.idempotency(key_owner(DEVELOPER, 1), "once")) == 0,
+            timeout=10,
+            what="the key to expire",
+        )
         assert enroll(client, 1, 1, key="once")["request_id"] != first["request_id"]
     findings = {f.check: f for f in check.run(settings)}
     accounted = findings["every accepted request is decided or pending"]

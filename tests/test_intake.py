@@ -8,6 +8,7 @@ import redis
 import redis.asyncio as aioredis
 
 from courseflow import queue
+from courseflow.auth import DEVELOPER
 from courseflow.config import Settings
 from courseflow.intake import Accepted, Intake
 from courseflow.queue import Keys
@@ -28,7 +29,7 @@ async def crowd(settings: Settings, size: int, flush_scripts_first: bool = False
         intake = Intake(client, KEYS)
         with redis.Redis.from_url(settings.redis_url) as sync:
             queue.register_courses(sync, KEYS, [1])
-        return await asyncio.gather(*(intake.accept(s, 1, f"k{s}", s % 100) for s in range(1, size + 1)))
+        return await asyncio.gather(*(intake.accept(DEVELOPER, s, 1, f"k{s}", s % 100) for s in range(1, size + 1)))
     finally:
         await client.aclose()
 

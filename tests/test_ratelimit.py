@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from courseflow import services
 from courseflow.api import create_app
 from courseflow.config import Settings
+from courseflow.ratelimit import key_prefix
 from tests.helpers import wait_until
 from tests.test_cli import server_env
 from tests.trust import SECRET, bearer, secured
@@ -46,7 +47,10 @@ def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) ->
         assert limited.headers["RateLimit"].startswith('"student-writes";r=0;t=')
         # Another student, and the same student's reads, have limits of their own.
         assert _enroll(client, bob, 0).status_code == 202
-        assert client.get("/api/v1/students/1/enrollments", headers=alice).status_code == 200
+        reads = [client.get("/api/v1/students/1/enrollments", headers=alice) for _ in range(6)]
+        assert [r.status_code for r in reads] == [200] * 5 + [429]
+        assert reads[-1].headers["RateLimit-Policy"] == '"student-reads";q=5;w=60'
+        assert int(reads[-1].headers["Retry-After"]) >= 1
         # Registrars are counted apart, with their own limit.
         assert client.get("/api/v1/courses/1", headers=registrar).status_code == 200
 
@@ -70,7 +74,7 @@ def test_enrollments_count_in_the_intake_script_under_the_librarys_own_keys(sett
             storage = RedisStorage(
                 "async+redis://",
                 implementation="redispy",
-                key_prefix=f"{settings.stream_prefix}:ratelimit",
+                key_prefix=key_prefix(settings.stream_prefix),
                 connection_pool=pool,  # type: ignore[arg-type]
             )
             stats = await SlidingWindowCounterRateLimiter(storage).get_window_stats(
@@ -84,9 +88,36 @@ def test_enrollments_count_in_the_intake_script_under_the_librarys_own_keys(sett
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:
-    with TestClient(create_app(msgspec.structs.replace(settings, rate_limit_registrar="2 per 30 seconds"))) as client:
-        assert [client.get("/api/v1/courses/1").status_code for _ in range(3)] == [404, 404, 429]
-        assert client.get("/health").status_code == 200  # probes are not limited
+    configured = msgspec.structs.replace(settings, rate_limit_registrar="2 per 30 seconds")
+    with (
+        TestClient(create_app(configured), client=("192.0.2.1", 5000)) as one,
+        TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
+    ):
+        assert [one.get("/api/v1/courses/1").status_code for _ in range(3)] == [404, 404, 429]
+        assert other.get("/api/v1/courses/1").status_code == 404
+        assert one.get("/health").status_code == 200  # probes have a limit of their own
+
+
+def test_refused_tokens_and_probes_are_limited_per_address(settings: Settings) -> None:
+    configured = secured(settings, rate_limit_anonymous="3 per 30 seconds")
+    with (
+        TestClient(create_app(configured), client=("192.0.2.1", 5000)) as guesser,
+        TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
+    ):
+        wrong = {"Authorization": "Bearer not-a-token"}
+        assert [guesser.get("/api/v1/courses/1", headers=wrong).status_code for _ in range(4)] == [401] * 3 + [429]
+        assert guesser.get("/health").status_code == 429
+        assert other.get("/health").status_code == 200
+        limited = guesser.get("/api/v1/courses/1", headers=bearer(configured, "registrar"))
+        assert limited.status_code == 404  # a valid token is counted as its principal, not as the address
+
+
+def test_limits_fail_open_while_redis_is_down(settings: Settings) -> None:
+    """Reads are answered from PostgreSQL; only intake needs Redis, and says so with a 503."""
+    down = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:9/0")
+    with TestClient(create_app(down)) as client:
+        assert client.get("/api/v1/courses/1").status_code == 404
+        assert client.post("/enroll", json={"student_id": 1, "course_id": 1, "idempotency_key": "k"}).status_code == 503
 
 
 def test_off_means_unlimited(settings: Settings) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -21,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import priorities, queue, store
+from courseflow import check, priorities, queue, store
 from courseflow.api import courses, enrollments, health, history, students
 from courseflow.api.common import Services
 from courseflow.api.gate import Gate
@@ -45,6 +47,12 @@ async def http_error(_: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return respond(NotFound("no such endpoint"))
     return respond(Problem(str(exc.detail), status=exc.status_code, headers=exc.headers))
+
+
+async def internal_error(_: Request, exc: Exception) -> Response:
+    """Whatever nobody foresaw is still problem details, and says nothing of the server's insides."""
+    log.error("unhandled error", exc_info=exc)
+    return respond(Problem("an unexpected error occurred; it has been logged"))
 
 
 def unavailable(what: str) -> Callable[[Request, Exception], Awaitable[Response]]:
@@ -101,10 +109,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.warning("could not prepare the request queue at start-up: %s", exc)
         app.state.services = svc
         _drain_on_signals(state)
+        resync = asyncio.get_running_loop().create_task(_keep_priorities_applied(svc, settings.priority_sync_s))
         try:
             yield
         finally:
             state["draining"] = True
+            resync.cancel()
             await svc.close()
 
     app = Starlette(
@@ -133,9 +143,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             redis.TimeoutError: unavailable("the request queue (Redis)"),
             psycopg.OperationalError: unavailable("the database (PostgreSQL)"),
             PoolTimeout: unavailable("the database (PostgreSQL)"),
+            Exception: internal_error,
         },
         lifespan=lifespan,
     )
+    # `/x/` is not `/x`: no redirect built from the client's Host header.
+    app.router.redirect_slashes = False
     # Outermost first: draining answers before anything else; then the gate; then routing.
     app.add_middleware(Gate, authenticator=svc.authenticator, limiter=svc.limiter)
     app.add_middleware(Draining, state=state)
@@ -148,4 +161,24 @@ def _prepare_queue(svc: Services) -> None:
     with svc.pool.connection() as conn:
         svc.register_courses(store.course_ids(conn))
         svc.grant_priorities(priorities.granted(conn))
+        check.start_counting_accepted(conn, svc.redis_sync, svc.keys)
     queue.ensure_group(svc.redis_sync, svc.keys)
+
+
+async def _keep_priorities_applied(svc: Services, every_s: float) -> None:
+    """Re-apply the grants made since the last sync that reached Redis, so one whose own write failed
+    (Redis down at that moment) still reaches intake. Versions make a repeat harmless."""
+    synced = time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        started = time.monotonic()
+        try:
+            recent = await svc.db(priorities.granted, started - synced + _SYNC_MARGIN_S)
+            await run_in_threadpool(svc.grant_priorities, recent)
+            synced = started
+        except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:
+            log.debug("granted priorities not synced yet: %s", exc)
+
+
+# Grants whose transactions commit late carry an earlier updated_at: look back this much further.
+_SYNC_MARGIN_S = 60.0

@@ -69,8 +69,8 @@ class Services:
     def register_courses(self, course_ids: list[int]) -> None:
         queue.register_courses(self.redis_sync, self.keys, course_ids)
 
-    def grant_priorities(self, priorities: dict[int, int]) -> None:
-        queue.grant_priorities(self.redis_sync, self.keys, priorities)
+    def grant_priorities(self, granted: list[tuple[int, int, int]]) -> None:
+        queue.grant_priorities(self.redis_sync, self.keys, granted)
 
     async def close(self) -> None:
         self.pool.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from msgspec import UnsetType
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,6 +17,8 @@ from courseflow.api.gate import principal
 from courseflow.payloads import CoursePatch, NewCourse
 from courseflow.problems import CourseExists, InvalidInput, NotFound
 from projections import queries
+
+log = logging.getLogger("courseflow.api")
 
 _COUNTERS = ("requested", "granted", "waitlisted", "rejected", "dropped", "left_waitlist", "promoted")
 
@@ -30,15 +35,14 @@ async def create(request: Request) -> Response:
     opens_at = None if isinstance(window.opens_at, UnsetType) else window.opens_at
     closes_at = None if isinstance(window.closes_at, UnsetType) else window.closes_at
     svc = services(request)
-
-    def create_and_register(conn: store.Conn) -> bool:
-        # Intake learns the course before COMMIT: if Redis is down nothing is left behind, and a retry starts clean.
-        with conn.transaction():
-            created = store.create_course(conn, body.course_id, title, body.capacity, opens_at, closes_at)
-            svc.register_courses([body.course_id])  # also on a repeat: the course exists, so intake must know it
-        return created
-
-    if not await svc.db(create_and_register):
+    created = await svc.db(store.create_course, body.course_id, title, body.capacity, opens_at, closes_at)
+    # After COMMIT, never before: intake must not accept requests for a course the workers cannot see yet.
+    # Also on a repeat. If Redis is down now, intake learns the course from PostgreSQL at its first enrollment.
+    try:
+        await run_in_threadpool(svc.register_courses, [body.course_id])
+    except redis.RedisError as exc:
+        log.warning("course %s created; intake will learn it once Redis is back (%s)", body.course_id, exc)
+    if not created:
         raise CourseExists(f"course {body.course_id} already exists", "course_id")
     view = {"course_id": body.course_id, "title": title, "capacity": body.capacity}
     view |= {"opens_at": opens_at, "closes_at": closes_at, "seats_taken": 0, "waitlist_length": 0, "pending": 0}
@@ -64,7 +68,11 @@ async def _course(svc: Services, course_id: int) -> dict[str, Any]:
 async def _view(svc: Services, row: dict[str, Any]) -> dict[str, Any]:
     view = {k: v for k, v in row.items() if k not in _COUNTERS}
     counters = {k: row[k] or 0 for k in _COUNTERS}
-    return view | {"pending": await svc.intake.queue_depth(row["course_id"]), "counters": counters}
+    try:
+        pending: int | None = await svc.intake.queue_depth(row["course_id"])
+    except redis.RedisError:
+        pending = None  # the course is still worth showing while the queue is unreachable
+    return view | {"pending": pending, "counters": counters}
 
 
 async def update(request: Request) -> Response:
@@ -98,7 +106,7 @@ async def waitlist(request: Request) -> Response:
     caller = principal(request)
     svc = services(request)
     length = (await _course(svc, course_id))["waitlist_length"]
-    if caller.role == "registrar":
+    if caller.sees_everyone:
         entries = await svc.db(queries.waitlist, course_id, page.limit, page.after)
     elif caller.student_id is not None:
         entries = await svc.db(queries.waitlist_places, course_id, caller.student_id)
@@ -114,16 +122,17 @@ async def metrics(request: Request) -> Response:
     rows = await svc.db(queries.seats, course_id)
     if course_id is not None and not rows:
         raise NotFound(f"no course {course_id}", "course_id")
+    depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
     per_course: list[dict[str, Any]] = [
         {
             "course_id": row["course_id"],
-            "queue_depth": await svc.intake.queue_depth(row["course_id"]),
+            "queue_depth": depth,
             "seats_taken": row["seats_taken"],
             "capacity": row["capacity"],
             "waitlist_length": row["waitlist_length"],
             "status": "open" if row["seats_taken"] < row["capacity"] else "full",
         }
-        for row in rows
+        for row, depth in zip(rows, depths, strict=True)
     ]
     if course_id is not None:
         return JSON(per_course[0])

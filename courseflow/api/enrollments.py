@@ -27,12 +27,13 @@ async def enroll(request: Request) -> Response:
         await svc.limiter.hit(counted, request.method)
         raise
     student_id, body, key = enrollment
+    caller = principal(request)
     quota = svc.limiter.quota(counted, request.method)
-    accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority, quota)
+    accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, quota)
     if accepted.outcome == "rate_limited":
-        await svc.limiter.refuse(counted, request.method, int(accepted.request_id or 0))
+        await svc.limiter.refuse(counted, request.method, accepted.limit_index)
     if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
-        accepted = await svc.intake.accept(student_id, body.course_id, key, body.priority)
+        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
     if accepted.outcome == "unknown_course":
         raise NotFound(f"no course {body.course_id}", "course_id")
     if accepted.outcome == "conflict":
@@ -60,12 +61,20 @@ async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollm
         raise Forbidden(f"a student enrolls only themselves (student {caller.sub})", "student_id")
     if body.priority is not None and not caller.privileged:
         raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
-    return student_id, body, _idempotency_key(body.idempotency_key, request.headers.get("idempotency-key"))
+    headers = request.headers.getlist("idempotency-key")
+    if len(headers) > 1:
+        raise InvalidInput("Idempotency-Key", "is given more than once", status=400)
+    return student_id, body, _idempotency_key(body.idempotency_key, headers[0] if headers else None)
 
 
 def _idempotency_key(in_body: str | None, in_header: str | None) -> str:
-    if in_header is not None and in_body is not None and in_header != in_body:
-        raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
+    if in_header is not None:
+        try:  # HTTP carries header bytes; ours are UTF-8 like the body's
+            in_header = in_header.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400) from None
+        if in_body is not None and in_header != in_body:
+            raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
     key = in_body if in_body is not None else in_header
     if key is None:
         raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
@@ -144,4 +153,6 @@ async def release(request: Request) -> Response:
         if await svc.intake.pending_position(request_id) is not None:
             raise NotDecided("the request is not decided yet; try again shortly", "request_id") from None
         raise NotFound(f"no request {request_id}", "request_id") from None
-    return JSON({"request_id": request_id, "status": new_status, "promoted": promoted})
+    answer: dict[str, object] = {"request_id": request_id, "status": new_status}
+    # Who was promoted is another student's business: privileged callers only.
+    return JSON(answer | {"promoted": promoted} if caller.privileged else answer)

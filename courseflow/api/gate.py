@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.auth import Authenticator, Principal
-from courseflow.problems import Problem, respond
-from courseflow.ratelimit import Limiter, Subject, subject
+from courseflow.problems import InvalidInput, Problem, respond
+from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 
 # Probes and the scraper: no personal data, and they must answer without a token.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
@@ -28,20 +28,40 @@ class Gate:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
+        if scope["path"] in PUBLIC_PATHS:
+            try:
+                await self.limiter.hit(anonymous(_client_address(scope)), method)
+            except Problem as problem:
+                await respond(problem)(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         try:
-            principal = self.authenticator.authenticate(_header(scope, b"authorization"))
+            principal = await self._authenticate(scope, method)
             counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
-            if (scope["method"], scope["path"]) not in COUNTED_AT_INTAKE:
-                await self.limiter.hit(counted, scope["method"])
+            if (method, scope["path"]) not in COUNTED_AT_INTAKE:
+                await self.limiter.hit(counted, method)
         except Problem as problem:
-            await respond(problem)(scope, receive, send)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": problem.title})  # policy violation
+            else:
+                await respond(problem)(scope, receive, send)
             return
         scope[_PRINCIPAL] = principal
         scope[_SUBJECT] = counted
         await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope, method: str) -> Principal:
+        try:
+            return self.authenticator.authenticate(_header(scope, b"authorization"))
+        except Problem:
+            # Refused tokens count per address: guessing or flooding costs the guesser, not the API.
+            await self.limiter.hit(anonymous(_client_address(scope)), method)
+            raise
 
 
 def principal(request: Request) -> Principal:
@@ -56,10 +76,11 @@ def rate_subject(request: Request) -> Subject:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+    """The one value of a header; two of them are refused rather than one silently chosen."""
+    values = [bytes(value) for key, value in scope["headers"] if key == name]
+    if len(values) > 1:
+        raise InvalidInput(name.decode(), "is given more than once", status=400)
+    return values[0].decode("latin-1") if values else None
 
 
 def _client_address(scope: Scope) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -9,7 +11,7 @@ from courseflow import payloads, priorities, store
 from courseflow.api.common import JSON, services
 from courseflow.api.gate import principal
 from courseflow.payloads import StudentPriority
-from courseflow.problems import Forbidden
+from courseflow.problems import Forbidden, Unavailable
 
 
 async def set_priority(request: Request) -> Response:
@@ -20,13 +22,18 @@ async def set_priority(request: Request) -> Response:
     svc = services(request)
 
     def grant(conn: store.Conn) -> priorities.Granted:
-        # Intake learns it before COMMIT: Redis down leaves nothing changed, and the answer says so (503).
         with conn.transaction(), conn.cursor() as cur:
-            granted = priorities.grant(cur, student_id, body.priority, actor=f"{caller.role}:{caller.sub}")
-            svc.grant_priorities({student_id: body.priority})
-        return granted
+            return priorities.grant(cur, student_id, body.priority, actor=f"{caller.role}:{caller.sub}")
 
     granted = await svc.db(grant)
+    # After COMMIT: intake never applies a priority the record does not hold. Should Redis fail here, every
+    # API process re-applies recent grants every few seconds (see api.priority_sync), newest version wins.
+    try:
+        await run_in_threadpool(svc.grant_priorities, [(student_id, granted.priority, granted.version)])
+    except redis.RedisError:
+        raise Unavailable(
+            "the priority is recorded; intake applies it within seconds of Redis being reachable again"
+        ) from None
     return JSON({"student_id": student_id, "priority": granted.priority, "previous": granted.previous})
 
 

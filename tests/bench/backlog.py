@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from courseflow.auth import DEVELOPER
 from courseflow.config import Settings
 from courseflow.intake import Intake
 from courseflow.queue import Keys
@@ -36,7 +37,7 @@ async def _fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mi
         for n in range(start, count, CONCURRENCY):
             # One student per request, so none is rejected as a duplicate.
             accepted = await intake.accept(
-                n + 1, courses[n % len(courses)], f"{tag}-{n}", priority(n, len(courses)) if mixed else 0
+                DEVELOPER, n + 1, courses[n % len(courses)], f"{tag}-{n}", priority(n, len(courses)) if mixed else 0
             )
             if accepted.outcome != "queued":
                 raise BenchError(f"backlog request {n} was not queued: {accepted.outcome}")

@@ -55,7 +55,7 @@ def naive_tps(database_url: str, workdir: Path, courses: int, clients: int, seco
     # The password goes in the environment: on the command line it would show in `ps`.
     params = conninfo_to_dict(database_url)
     password = params.pop("password", None)
-    argv += ["-j", str(min(clients, 2)), "-T", str(seconds), make_conninfo(**params)]
+    argv += ["-j", str(min(clients, 2)), "-T", str(seconds), make_conninfo("", **params)]
     env = os.environ | ({"PGPASSWORD": str(password)} if password is not None else {})
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)

@@ -123,7 +123,8 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         # Development mode unless a row turns authentication on; its crowds come from one address: no limit.
-        base = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "RATE_LIMIT_REGISTRAR": "off"}
+        base = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
+        base |= {"RATE_LIMIT_REGISTRAR": "off", "RATE_LIMIT_ANONYMOUS": "off"}
         return os.environ | base | extra
 
     def _spawn(self, role: str, argv: list[str], env: Mapping[str, str], name: str) -> Child:

@@ -27,6 +27,7 @@ TUNING = {
     "BATCH_SIZE": "100",
     "MAX_DELIVERIES": "5",
     "RATE_LIMIT_REGISTRAR": "off",
+    "RATE_LIMIT_ANONYMOUS": "off",
 }
 
 

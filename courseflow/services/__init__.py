@@ -1,0 +1,128 @@
+"""Local PostgreSQL and Redis for development and tests, started from the Debian packages.
+
+Everything lives under one data dir; servers listen on 127.0.0.1 only and keep running between
+commands: `up` is idempotent, `down` stops both, data survives a down/up cycle.
+
+Both servers require a password: the data dir's credentials file (see `credentials`) holds an
+admin's, used here, and the application's, which may not reconfigure, flush or stop a server.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+import msgspec
+
+from courseflow import config, credentials
+from courseflow.credentials import POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
+from courseflow.services import postgres, redis_server
+from courseflow.services.postgres import FALLBACK_ROOT
+from courseflow.services.processes import START_TIMEOUT_S, STOP_TIMEOUT_S, ServicesError, free_port, lock, read_int
+
+__all__ = [
+    "FALLBACK_ROOT",
+    "START_TIMEOUT_S",
+    "STOP_TIMEOUT_S",
+    "LocalServers",
+    "ServicesError",
+    "down",
+    "free_port",
+    "redis_pid",
+    "status",
+    "up",
+]
+
+
+class LocalServers(msgspec.Struct, frozen=True):
+    data_dir: Path
+    postgres_port: int
+    redis_port: int
+    credentials: Credentials
+
+    @property
+    def credentials_file(self) -> Path:
+        return credentials.path(self.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return config.local_database_url(self.postgres_port, self.credentials.postgres_app_password)
+
+    @property
+    def redis_url(self) -> str:
+        return config.local_redis_url(self.redis_port, self.credentials.redis_app_password)
+
+    @property
+    def admin_database_url(self) -> str:
+        """The superuser, on the `postgres` database: for creating and dropping databases."""
+        password = quote(self.credentials.postgres_admin_password, safe="")
+        return f"postgresql://{POSTGRES_ADMIN_USER}:{password}@127.0.0.1:{self.postgres_port}/postgres"
+
+    @property
+    def admin_redis_url(self) -> str:
+        """Redis's admin: for what the application may not do, such as FLUSHDB or CONFIG."""
+        password = quote(self.credentials.redis_admin_password, safe="")
+        return f"redis://{REDIS_ADMIN_USER}:{password}@127.0.0.1:{self.redis_port}/0"
+
+
+def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
+    """Start what is not already running for `data_dir`. A running server keeps its port, which is returned."""
+    data_dir = data_dir.resolve()
+    redis_bin, pg_bin = shutil.which("redis-server"), postgres.find_bindir()  # fail before starting anything
+    if redis_bin is None:
+        raise ServicesError("redis-server not found on PATH; install it: apt-get install -y redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with lock(data_dir):
+        _refuse_passwordless(data_dir)
+        try:
+            saved = credentials.load_or_create(data_dir)
+        except credentials.CredentialsError as exc:
+            raise ServicesError(str(exc)) from None
+        actual_redis = redis_server.up(data_dir, redis_bin, redis_port, saved)
+        actual_pg = postgres.up(data_dir, pg_bin, postgres_port, saved)
+    return LocalServers(data_dir=data_dir, postgres_port=actual_pg, redis_port=actual_redis, credentials=saved)
+
+
+def down(data_dir: Path, only: Literal["postgres", "redis"] | None = None) -> None:
+    """Stop both servers, or `only` one of them (fault tests stop one and bring it back with `up`)."""
+    data_dir = data_dir.resolve()
+    if data_dir.is_dir():
+        with lock(data_dir):
+            if only in (None, "redis"):
+                redis_server.down(data_dir)
+            if only in (None, "postgres"):
+                postgres.down(data_dir)
+
+
+def redis_pid(data_dir: Path) -> int | None:
+    return read_int(data_dir.resolve() / "redis" / "redis.pid")
+
+
+def status(data_dir: Path) -> dict[str, str]:
+    data_dir = data_dir.resolve()
+    try:
+        saved = credentials.load(data_dir)
+    except credentials.CredentialsError:
+        saved = None
+    result: dict[str, str] = {}
+    for name, port, answers in (
+        ("postgres", postgres.running_port(data_dir), postgres.answers),
+        ("redis", redis_server.running_port(data_dir), redis_server.answers),
+    ):
+        try:
+            note = "" if port is None or answers(port, saved) else " (not answering)"
+        except ServicesError:
+            note = f" (refuses the credentials in {credentials.path(data_dir)})"
+        result[name] = "stopped" if port is None else f"running on 127.0.0.1:{port}{note}"
+    return result
+
+
+def _refuse_passwordless(data_dir: Path) -> None:
+    """Servers without a credentials file beside them trust every local client: they cannot be locked in place."""
+    if credentials.path(data_dir).exists():
+        return
+    cluster = (data_dir / "postgres" / "PG_VERSION").exists()
+    if cluster or postgres.running_port(data_dir) is not None or redis_server.running_port(data_dir) is not None:
+        raise ServicesError(postgres.passwordless(data_dir))

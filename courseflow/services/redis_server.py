@@ -1,0 +1,106 @@
+"""The local Redis: its config file with the admin and application users, started, stopped and asked."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import redis
+
+from courseflow import credentials
+from courseflow.credentials import APP_USER, REDIS_ADMIN_USER, Credentials
+from courseflow.services.processes import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ServicesError,
+    alive,
+    check_port_free,
+    read_int,
+    run,
+    tail,
+    wait_until,
+)
+
+# Everything but administration and commands that can wipe or stall the whole server (FLUSHDB, KEYS...).
+_APP_RIGHTS = "~* &* +@all -@admin -@dangerous"
+
+
+def running_port(data_dir: Path) -> int | None:
+    pid, port = read_int(data_dir / "redis" / "redis.pid"), read_int(data_dir / "redis.port")
+    return port if pid is not None and alive(pid, "redis-server") else None
+
+
+def up(data_dir: Path, binary: str, port: int, saved: Credentials) -> int:
+    workdir = data_dir / "redis"
+    log, pidfile, conf = workdir / "redis.log", workdir / "redis.pid", workdir / "redis.conf"
+    running = running_port(data_dir)
+    if running is not None:
+        wait_until(lambda: answers(running, saved), START_TIMEOUT_S, "Redis to answer", log)
+        return running
+    check_port_free(port, "Redis")
+    workdir.mkdir(mode=0o700, exist_ok=True)
+    workdir.chmod(0o700)  # the AOF holds every request: for this user's eyes only
+    pidfile.unlink(missing_ok=True)
+    (data_dir / "redis.port").write_text(f"{port}\n")
+    # Passwords go in a 0600 file: on the command line every local user would see them in `ps`.
+    credentials.write_private(conf, _config(workdir, port, saved))
+    run([binary, str(conf)], "redis-server", log)
+
+    def ready() -> bool:
+        # The pidfile appears once Redis listens; a dead pid after that is a fatal error such as a bad AOF.
+        pid = read_int(pidfile)
+        if pid is not None and not alive(pid, "redis-server"):
+            raise ServicesError(f"redis-server exited during startup{tail(log)}")
+        return answers(port, saved)
+
+    wait_until(ready, START_TIMEOUT_S, "Redis to answer", log)
+    return port
+
+
+def _config(workdir: Path, port: int, saved: Credentials) -> bytes:
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        "protected-mode yes",
+        "daemonize yes",
+        f"dir {_quoted(workdir)}",
+        f"pidfile {_quoted(workdir / 'redis.pid')}",
+        f"logfile {_quoted(workdir / 'redis.log')}",
+        # appendfsync always: an accepted request (202) must survive kill -9 of Redis.
+        "appendonly yes",
+        "appendfsync always",
+        'save ""',
+        f"user {REDIS_ADMIN_USER} reset on >{saved.redis_admin_password} ~* &* +@all",
+        f"user {APP_USER} reset on >{saved.redis_app_password} {_APP_RIGHTS}",
+    ]
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _quoted(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def answers(port: int, saved: Credentials | None) -> bool:
+    """True once Redis answers the admin; a refused password is an error, not a reason to wait."""
+    try:
+        with redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            username=REDIS_ADMIN_USER if saved else None,
+            password=saved.redis_admin_password if saved else None,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        ) as client:
+            return bool(client.ping())
+    except redis.AuthenticationError:
+        raise ServicesError(f"Redis on 127.0.0.1:{port} refuses the admin password of this data dir") from None
+    except redis.RedisError:
+        return False
+
+
+def down(data_dir: Path) -> None:
+    pid = read_int(data_dir / "redis" / "redis.pid")
+    if pid is not None and alive(pid, "redis-server"):
+        os.kill(pid, signal.SIGTERM)  # Redis fsyncs the AOF and exits on SIGTERM
+        wait_until(lambda: not alive(pid, "redis-server"), STOP_TIMEOUT_S, "Redis to stop", None)
