@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -75,6 +76,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_service: str = RATE_LIMIT_SERVICE
     rate_limit_anonymous: str = RATE_LIMIT_ANONYMOUS
 
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and test reports: never with the key or the servers' passwords.
+        shown = {name: _redacted(name, getattr(self, name)) for name in self.__struct_fields__}
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -119,6 +125,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_service=env.get("RATE_LIMIT_SERVICE") or RATE_LIMIT_SERVICE,
             rate_limit_anonymous=env.get("RATE_LIMIT_ANONYMOUS") or RATE_LIMIT_ANONYMOUS,
         )
+
+
+def _redacted(name: str, value: object) -> object:
+    if name == "auth_jwt_secret" and value:
+        return "***"
+    if name in ("database_url", "redis_url") and isinstance(value, str):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    return value
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

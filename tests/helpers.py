@@ -16,6 +16,8 @@ from courseflow.queue import Keys
 from projections import queries
 
 Conn = psycopg.Connection[psycopg.rows.TupleRow]
+# Nothing listens on the discard port: a Redis that is down.
+CLOSED_PORT_REDIS = "redis://127.0.0.1:9/0"
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "the condition") -> None:

@@ -55,3 +55,14 @@ def test_redis_url_wins_over_host_and_port() -> None:
 def test_a_bad_number_names_the_variable() -> None:
     with pytest.raises(SystemExit, match="SERVER_PORT"):
         Settings.from_env({"SERVER_PORT": "eighty"})
+
+
+def test_settings_never_show_secrets() -> None:
+    settings = Settings(
+        auth_jwt_secret="k" * 40,
+        database_url="postgresql://courseflow:db-password@127.0.0.1:5432/courseflow",
+        redis_url="redis://courseflow:redis-password@127.0.0.1:6379/0",
+    )
+    shown = repr(settings)
+    assert "k" * 40 not in shown and "db-password" not in shown and "redis-password" not in shown
+    assert "postgresql://courseflow:***@127.0.0.1:5432/courseflow" in shown

@@ -19,10 +19,9 @@ from courseflow.config import Settings
 from courseflow.intake import key_owner
 from courseflow.queue import Keys
 from tests.conftest import StartWorkers
-from tests.helpers import Conn, create_course, enroll, wait_decided, wait_until
+from tests.helpers import CLOSED_PORT_REDIS, Conn, create_course, enroll, wait_decided, wait_until
 
 KEYS = Keys()
-CLOSED_PORT_REDIS = "redis://127.0.0.1:9/0"
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 

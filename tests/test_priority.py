@@ -14,10 +14,9 @@ from courseflow.api import create_app
 from courseflow.config import Settings
 from courseflow.queue import Keys
 from projections.projector import Projector
-from tests.helpers import Conn, wait_until
+from tests.helpers import CLOSED_PORT_REDIS, Conn, wait_until
 from tests.trust import bearer, secured
 
-CLOSED_PORT_REDIS = "redis://127.0.0.1:9/0"
 KEYS = Keys()
 
 

@@ -14,6 +14,7 @@ from courseflow.queue import GROUP, Keys
 from courseflow.worker import Worker, _entries
 from tests.conftest import Servers, StartWorkers
 from tests.helpers import (
+    CLOSED_PORT_REDIS,
     Conn,
     all_acknowledged,
     create_course,
@@ -26,7 +27,6 @@ from tests.helpers import (
 from tests.test_cli import courseflow, server_env
 
 KEYS = Keys()
-CLOSED_PORT_REDIS = "redis://127.0.0.1:9/0"
 
 
 def test_ready_names_each_failing_dependency(settings: Settings, servers: Servers) -> None:
