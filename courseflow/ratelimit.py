@@ -36,8 +36,10 @@ class Policy:
     def __init__(self, name: str, notation: str) -> None:
         self.name = name
         self.items: list[RateLimitItem] = [] if notation.strip().lower() == "off" else _parse(name, notation)
-        # draft-ietf-httpapi-ratelimit-headers: quota `q` per window `w` seconds.
-        self.header = ", ".join(f'"{name}";q={i.amount};w={i.get_expiry()}' for i in self.items)
+        # draft-ietf-httpapi-ratelimit-headers: each limit a unique name, its quota `q` per window `w` seconds.
+        self.names = [name if len(self.items) == 1 else f"{name}-{n}" for n in range(1, len(self.items) + 1)]
+        limits = zip(self.names, self.items, strict=True)
+        self.header = ", ".join(f'"{n}";q={i.amount};w={i.get_expiry()}' for n, i in limits)
 
 
 def _parse(name: str, notation: str) -> list[RateLimitItem]:
@@ -168,7 +170,7 @@ class Limiter:
             headers={
                 "Retry-After": str(wait),
                 "RateLimit-Policy": policy.header,
-                "RateLimit": f'"{policy.name}";r=0;t={wait}',
+                "RateLimit": f'"{policy.names[index]}";r=0;t={wait}',
             },
         )
 

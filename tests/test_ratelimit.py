@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 from limits import parse
 from limits.aio.storage import RedisStorage
@@ -20,7 +21,7 @@ from starlette.testclient import TestClient
 from courseflow import services
 from courseflow.api import create_app
 from courseflow.config import Settings
-from courseflow.ratelimit import key_prefix
+from courseflow.ratelimit import Policy, key_prefix
 from tests.helpers import wait_until
 from tests.test_cli import server_env
 from tests.trust import SECRET, bearer, secured
@@ -85,6 +86,14 @@ def test_enrollments_count_in_the_intake_script_under_the_librarys_own_keys(sett
             await pool.disconnect()
 
     assert asyncio.run(remaining()) == 2
+
+
+def test_each_limit_of_a_policy_has_its_own_name_in_the_headers() -> None:
+    policy = Policy("student-writes", "10/second;100/minute")
+    assert policy.header == '"student-writes-1";q=10;w=1, "student-writes-2";q=100;w=60'
+    assert Policy("registrar", "off").items == []
+    with pytest.raises(SystemExit, match="RATE_LIMIT_REGISTRAR"):
+        Policy("registrar", "lots")
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:

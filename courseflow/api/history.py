@@ -15,8 +15,8 @@ from courseflow.auth import Principal
 from courseflow.problems import Forbidden
 from projections import queries
 
-# What identifies another student's request: shown to registrars only.
-_PERSONAL = ("student_id", "request_id", "idempotency_key")
+# What identifies another student's request, or says more about them than the course's counts: registrars only.
+_PERSONAL = ("student_id", "request_id", "idempotency_key", "priority", "previous", "arrival", "requested_at")
 
 
 def present(recorded: store.Recorded, reader: Principal, student_id: int | None = None) -> dict[str, Any]:
