@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from courseflow.config import Settings
+from courseflow.memo import Memo
 from courseflow.payloads import is_id
 from courseflow.problems import Forbidden, Unauthorized
 
@@ -76,7 +77,7 @@ class Authenticator:
         self._issuer = settings.auth_jwt_issuer
         self._leeway = settings.auth_leeway_s
         # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
 
     @property
     def enabled(self) -> bool:
@@ -99,9 +100,7 @@ class Authenticator:
         if cached is not None and cached[1] + self._leeway > time.time():
             return cached[0]
         principal, expires = self._verify(token)
-        if len(self._verified) >= _CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (principal, expires)
+        self._verified.put(token, (principal, expires))
         return principal
 
     def _verify(self, token: str) -> tuple[Principal, float]:

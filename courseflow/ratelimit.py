@@ -22,6 +22,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from courseflow.auth import Principal, Role
 from courseflow.coalesce import CoalescedClient
 from courseflow.config import Settings
+from courseflow.memo import Memo
 from courseflow.problems import RateLimited
 
 log = logging.getLogger("courseflow.ratelimit")
@@ -115,7 +116,7 @@ class Limiter:
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._storage_down_logged = 0.0
         # A crowd's students write again and again: their key names are built once.
-        self._quotas: dict[tuple[Subject, bool], Quota] = {}
+        self._quotas: Memo[tuple[Subject, bool], Quota] = Memo(_QUOTA_CACHE_SIZE)
 
     def _policy(self, who: Subject, method: str) -> Policy:
         return self._policies[(who.role, method in WRITE_METHODS)]
@@ -137,11 +138,7 @@ class Limiter:
         """The keys and arguments with which a script takes one request from `who`'s limits (see ACQUIRE_LUA)."""
         write = method in WRITE_METHODS
         known = self._quotas.get((who, write))
-        if known is None:
-            if len(self._quotas) >= _QUOTA_CACHE_SIZE:
-                self._quotas.clear()
-            known = self._quotas[(who, write)] = self._build_quota(who, method)
-        return known
+        return known if known is not None else self._quotas.put((who, write), self._build_quota(who, method))
 
     def _build_quota(self, who: Subject, method: str) -> Quota:
         policy = self._policy(who, method)

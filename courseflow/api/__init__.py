@@ -150,7 +150,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # `/x/` is not `/x`: no redirect built from the client's Host header.
     app.router.redirect_slashes = False
     # Outermost first: draining answers before anything else; then the gate; then routing.
-    app.add_middleware(Gate, authenticator=svc.authenticator, limiter=svc.limiter)
+    # Enrollments take their rate limit inside the intake script (one round trip): the gate leaves them be.
+    at_intake = frozenset(
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, Route) and route.endpoint is enrollments.enroll
+        for method in route.methods or ()
+    )
+    app.add_middleware(Gate, authenticator=svc.authenticator, limiter=svc.limiter, counted_at_intake=at_intake)
     app.add_middleware(Draining, state=state)
     app.state.shutdown = state
     return app

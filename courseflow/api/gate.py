@@ -15,17 +15,23 @@ from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 
 # Probes and the scraper: no personal data, and they must answer without a token.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
-# Enrollments take their rate limit inside the intake script (one round trip); see api.enrollments.
-COUNTED_AT_INTAKE = frozenset({("POST", "/enroll"), ("POST", "/api/v1/enrollments")})
 _PRINCIPAL = "courseflow.principal"
 _SUBJECT = "courseflow.subject"
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, limiter: Limiter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        limiter: Limiter,
+        counted_at_intake: frozenset[tuple[str, str]],
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.limiter = limiter
+        # (method, path) of the routes whose handler takes the rate limit itself, in the intake script.
+        self.counted_at_intake = counted_at_intake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -43,7 +49,7 @@ class Gate:
         try:
             principal = await self._authenticate(scope, method)
             counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
-            if (method, scope["path"]) not in COUNTED_AT_INTAKE:
+            if (method, scope["path"]) not in self.counted_at_intake:
                 await self.limiter.hit(counted, method)
         except Problem as problem:
             if scope["type"] == "websocket":
