@@ -155,6 +155,15 @@ def _no_duplicate_keys(body: bytes) -> None:
     json.loads(body, object_pairs_hook=pairs)
 
 
+def idempotency_key(value: str, field: str) -> str:
+    """A key held to the body field's rules, wherever it came from (the body or the Idempotency-Key header)."""
+    try:
+        msgspec.convert(value, IdempotencyKey)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(field, _culprit(str(exc))[1]) from None
+    return text(value, field)
+
+
 def text(value: str, field: str) -> str:
     if not value.isprintable():
         raise InvalidInput(field, "must contain printable characters only")

@@ -90,17 +90,16 @@ def key_prefix(stream_prefix: str) -> str:
 
 class Limiter:
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
-        self._policies = {
-            ("student", False): Policy("student-reads", settings.rate_limit_student_reads),
-            ("student", True): Policy("student-writes", settings.rate_limit_student_writes),
-            ("registrar", False): Policy("registrar", settings.rate_limit_registrar),
-            ("service", False): Policy("service", settings.rate_limit_service),
+        # A student's reads and writes are limited apart; every other caller has one policy for both.
+        self._student = {
+            False: Policy("student-reads", settings.rate_limit_student_reads),
+            True: Policy("student-writes", settings.rate_limit_student_writes),
         }
-        self._policies[("registrar", True)] = self._policies[("registrar", False)]
-        self._policies[("service", True)] = self._policies[("service", False)]
-        self._policies[("anonymous", False)] = self._policies[("anonymous", True)] = Policy(
-            "anonymous", settings.rate_limit_anonymous
-        )
+        self._others = {
+            "registrar": Policy("registrar", settings.rate_limit_registrar),
+            "service": Policy("service", settings.rate_limit_service),
+            "anonymous": Policy("anonymous", settings.rate_limit_anonymous),
+        }
         # Shares the API's connection pool: no extra connections, and the same credentials.
         self._storage = RedisStorage(
             "async+redis://",
@@ -119,7 +118,7 @@ class Limiter:
         self._quotas: Memo[tuple[Subject, bool], Quota] = Memo(_QUOTA_CACHE_SIZE)
 
     def _policy(self, who: Subject, method: str) -> Policy:
-        return self._policies[(who.role, method in WRITE_METHODS)]
+        return self._student[method in WRITE_METHODS] if who.role == "student" else self._others[who.role]
 
     async def hit(self, who: Subject, method: str) -> None:
         """Count one request; raises RateLimited (429) when `who` is over a limit."""

@@ -334,10 +334,6 @@ def course_ids(conn: Conn) -> list[int]:
     return [row[0] for row in conn.execute("SELECT course_id FROM courses")]
 
 
-def course_exists(conn: Conn, course_id: int) -> bool:
-    return conn.execute("SELECT 1 FROM courses WHERE course_id = %s", (course_id,)).fetchone() is not None
-
-
 def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
     """A course as the write model has it: read-your-writes before the read model catches up."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -13,10 +13,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from courseflow import queue
+from courseflow import payloads, queue
+from courseflow.api.gate import principal
 from courseflow.auth import Authenticator
 from courseflow.config import Settings
 from courseflow.intake import Intake
+from courseflow.problems import Forbidden
 from courseflow.queue import Keys
 from courseflow.ratelimit import Limiter
 from courseflow.store import Conn
@@ -40,7 +42,7 @@ class Services:
         self.redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
         )
-        # For the few Redis writes that must happen inside a PostgreSQL transaction (run in the thread pool).
+        # For the rare Redis work done in the thread pool (registering courses, applying grants, readiness).
         self.redis_sync = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=8, timeout=5)
         )
@@ -80,3 +82,11 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
+
+
+def student_in_path(request: Request, what: str) -> int:
+    """The student named in the path, whose `what` the caller may read only as them or acting for them (403)."""
+    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
+    if not principal(request).may_act_for(student_id):
+        raise Forbidden(f"a student reads only their own {what}", "student_id")
+    return student_id

@@ -19,15 +19,13 @@ from projections import queries
 
 async def enroll(request: Request) -> Response:
     svc = services(request)
-    counted = rate_subject(request)
+    caller, counted = principal(request), rate_subject(request)
     try:
-        enrollment = await _enrollment(request, principal(request))
+        student_id, body, key = await _enrollment(request, caller)
     except Problem:
         # A refused request counts against the caller's limits too (accepted ones count in the intake script).
         await svc.limiter.hit(counted, request.method)
         raise
-    student_id, body, key = enrollment
-    caller = principal(request)
     quota = svc.limiter.quota(counted, request.method)
     accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, quota)
     if accepted.outcome == "rate_limited":
@@ -78,14 +76,12 @@ def _idempotency_key(in_body: str | None, in_header: str | None) -> str:
     key = in_body if in_body is not None else in_header
     if key is None:
         raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
-    if not 1 <= len(key) <= 128:
-        raise InvalidInput("idempotency_key", f"must be 1 to 128 characters long, got {len(key)}")
-    return payloads.text(key, "idempotency_key")
+    return payloads.idempotency_key(key, "idempotency_key")
 
 
 def _known_course(conn: store.Conn, svc: Services, course_id: int) -> bool:
     """PostgreSQL has the course but Redis lost its registration (e.g. a Redis restored empty): register it again."""
-    if not store.course_exists(conn, course_id):
+    if store.course(conn, course_id) is None:
         return False
     svc.register_courses([course_id])
     return True

@@ -9,10 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import payloads, store
-from courseflow.api.common import JSON, services
+from courseflow.api.common import JSON, services, student_in_path
 from courseflow.api.gate import principal
 from courseflow.auth import Principal
-from courseflow.problems import Forbidden
 from projections import queries
 
 # What identifies another student's request, or says more about them than the course's counts: registrars only.
@@ -34,13 +33,6 @@ def present(recorded: store.Recorded, reader: Principal, student_id: int | None 
     }
 
 
-def _student(request: Request) -> int:
-    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
-    if not principal(request).may_act_for(student_id):
-        raise Forbidden("a student reads only their own history", "student_id")
-    return student_id
-
-
 async def _page(request: Request, stream: str | None = None, student_id: int | None = None) -> Response:
     page = payloads.page(request.query_params)
 
@@ -60,10 +52,10 @@ async def course_events(request: Request) -> Response:
 
 
 async def student_events(request: Request) -> Response:
-    return await _page(request, student_id=_student(request))
+    return await _page(request, student_id=student_in_path(request, "history"))
 
 
 async def student_enrollments(request: Request) -> Response:
-    student_id = _student(request)
+    student_id = student_in_path(request, "history")
     rows = await services(request).db(queries.student_enrollments, student_id)
     return JSON({"student_id": student_id, "enrollments": rows})

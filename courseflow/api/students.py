@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import payloads, priorities, store
-from courseflow.api.common import JSON, services
+from courseflow.api.common import JSON, services, student_in_path
 from courseflow.api.gate import principal
 from courseflow.payloads import StudentPriority
-from courseflow.problems import Forbidden, Unavailable
+from courseflow.problems import Unavailable
 
 
 async def set_priority(request: Request) -> Response:
@@ -27,7 +27,7 @@ async def set_priority(request: Request) -> Response:
 
     granted = await svc.db(grant)
     # After COMMIT: intake never applies a priority the record does not hold. Should Redis fail here, every
-    # API process re-applies recent grants every few seconds (see api.priority_sync), newest version wins.
+    # API process re-applies recent grants every few seconds (api._keep_priorities_applied), newest version wins.
     try:
         await run_in_threadpool(svc.grant_priorities, [(student_id, granted.priority, granted.version)])
     except redis.RedisError:
@@ -38,8 +38,6 @@ async def set_priority(request: Request) -> Response:
 
 
 async def show_priority(request: Request) -> Response:
-    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
-    if not principal(request).may_act_for(student_id):
-        raise Forbidden("a student reads only their own priority", "student_id")
+    student_id = student_in_path(request, "priority")
     priority = await services(request).db(priorities.of, student_id)
     return JSON({"student_id": student_id, "priority": priority})
