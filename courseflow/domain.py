@@ -39,6 +39,10 @@ class StreamId(msgspec.Struct, frozen=True, order=True, array_like=True):
         return f"{self.ms}-{self.seq}"
 
 
+# Where a request stands: waiting, decided, or changed since (the read and write models hold the same words).
+RequestStatus = Literal["pending", "granted", "waitlisted", "rejected", "dropped", "left", "dead_lettered"]
+
+
 class Pending(msgspec.Struct, frozen=True):
     """An accepted request waiting for a decision, with its place in arrival order."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from msgspec import UNSET, UnsetType
 
 from courseflow import domain, store
-from courseflow.domain import CourseState
+from courseflow.domain import CourseState, RequestStatus
 from courseflow.events import EnrollmentDropped, Event, WaitlistPromoted
 from courseflow.payloads import Window
 from courseflow.problems import InvalidInput, NothingToRelease
@@ -15,7 +15,7 @@ class NotFound(Exception):
     """No such course, or no decided request with this id (it may still be pending)."""
 
 
-def release(conn: store.Conn, request_id: str) -> tuple[str, list[str]]:
+def release(conn: store.Conn, request_id: str) -> tuple[RequestStatus, list[str]]:
     """Drop a granted seat (promoting the waitlist head) or leave the waitlist.
 
     Returns the request's status afterwards and the promoted request ids. Asking again once released
@@ -33,7 +33,7 @@ def release(conn: store.Conn, request_id: str) -> tuple[str, list[str]]:
             return status, []
         head = store.waitlist_head(cur, course.state.course_id, course.state.seats_free + 1)
         changes, after = domain.release(course.state, held, head)
-        new_status = "dropped" if isinstance(changes[0], EnrollmentDropped) else "left"
+        new_status: RequestStatus = "dropped" if isinstance(changes[0], EnrollmentDropped) else "left"
         _commit(cur, course, after, changes, {request_id: new_status})
         return new_status, _promoted(changes)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -64,7 +64,7 @@ class CoursePatch(_Body, frozen=True):
     closes_at: Timestamp | UnsetType | None = UNSET
 
 
-class StudentPriority(_Body, frozen=True):
+class PriorityGrant(_Body, frozen=True):
     priority: Priority
 
 
@@ -75,9 +75,31 @@ class Window(msgspec.Struct, frozen=True):
     closes_at: datetime | UnsetType | None = UNSET
 
 
-class Page(msgspec.Struct, frozen=True):
-    after: int
-    limit: int
+class Params(msgspec.Struct, frozen=True, kw_only=True):
+    """Path or query parameters; unknown query parameters are ignored, as browsers and caches add their own."""
+
+
+class CoursePath(Params, frozen=True, kw_only=True):
+    course_id: Id
+
+
+class StudentPath(Params, frozen=True, kw_only=True):
+    student_id: Id
+
+
+class RequestPath(Params, frozen=True, kw_only=True):
+    request_id: Annotated[uuid.UUID, Meta(description="The request id a 202 answered with")]
+
+
+class Page(Params, frozen=True, kw_only=True):
+    after: Annotated[
+        int, Meta(ge=0, le=MAX_ID, description="Start after this: a log position in histories, a place in waitlists")
+    ] = 0
+    limit: Annotated[int, Meta(ge=1, le=MAX_PAGE, description="At most this many items")] = 100
+
+
+class MetricsQuery(Params, frozen=True, kw_only=True):
+    course_id: Annotated[Id | None, Meta(description="One course only")] = None
 
 
 B = TypeVar("B", bound=_Body)
@@ -90,9 +112,13 @@ async def read(request: Request, kind: type[B]) -> B:
     charset = parameters.strip().lower().removeprefix("charset=").strip('"') if parameters.strip() else "utf-8"
     if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
         shown = request.headers.get("content-type", "none")[:64]
-        raise InvalidInput("Content-Type", f"must be application/json (UTF-8), got {shown!r}", status=415)
+        raise InvalidInput(
+            "Content-Type", f"must be application/json (UTF-8), got {shown!r}", status=415, location="header"
+        )
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
-        raise InvalidInput("Content-Encoding", "is not supported: send the body uncompressed", status=415)
+        raise InvalidInput(
+            "Content-Encoding", "is not supported: send the body uncompressed", status=415, location="header"
+        )
     try:
         return decode(await _bounded_body(request), kind)
     except ClientDisconnect:
@@ -117,7 +143,7 @@ def decode(body: bytes, kind: type[B]) -> B:
     try:
         value: B = decoder.decode(body)
     except msgspec.ValidationError as exc:
-        field, message = _culprit(str(exc))
+        field, message = culprit(str(exc))
         raise InvalidInput(field, message) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         reason = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not valid JSON ({exc})"
@@ -130,7 +156,7 @@ _AT = re.compile(r"\s*- at `\$\.?([^`]*)`$")
 _NAMED = re.compile(r"field `([^`]*)`")
 
 
-def _culprit(message: str) -> tuple[str, str]:
+def culprit(message: str) -> tuple[str, str]:
     """(field, what is wrong) from a msgspec validation message."""
     at = _AT.search(message)
     named = _NAMED.search(message)
@@ -160,7 +186,7 @@ def idempotency_key(value: str, field: str) -> str:
     try:
         msgspec.convert(value, IdempotencyKey)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(field, _culprit(str(exc))[1]) from None
+        raise InvalidInput(field, culprit(str(exc))[1]) from None
     return text(value, field)
 
 
@@ -197,28 +223,7 @@ def window(opens_at: str | UnsetType | None, closes_at: str | UnsetType | None) 
     return Window(opens, closes)
 
 
-def page(query: Mapping[str, str]) -> Page:
-    after = query.get("after", "0")
-    limit = query.get("limit", "100")
-    if not _digits(after) or int(after) > MAX_ID:
-        raise InvalidInput("after", f"must be a position (an integer from 0 to {MAX_ID}), got {after[:32]!r}")
-    if not _digits(limit) or not 1 <= int(limit) <= MAX_PAGE:
-        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}, got {limit[:32]!r}")
-    return Page(int(after), int(limit))
-
-
 def is_id(raw: str) -> bool:
     """A student or course id as text: ASCII digits, 1 to 2^63-1."""
-    return _digits(raw) and 1 <= int(raw) <= MAX_ID
-
-
-def positive_id(raw: str | None, field: str) -> int:
-    if raw is None or not is_id(raw):
-        shown = raw if raw is None else raw[:32]
-        raise InvalidInput(field, f"must be a positive integer up to {MAX_ID}, got {shown!r}")
-    return int(raw)
-
-
-def _digits(raw: str) -> bool:
     # ASCII only: str.isdigit() also accepts superscripts and other scripts' digits, which int() refuses or reads.
-    return 0 < len(raw) <= 20 and raw.isascii() and raw.isdigit()
+    return 0 < len(raw) <= 20 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ID

@@ -8,12 +8,37 @@ fault, the `field` it came from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+from msgspec import Meta
 from starlette.responses import Response
 
 TYPE_PREFIX = "urn:courseflow:problem:"
+Location = Literal["body", "query", "path", "header"]
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One input at fault: its name, where it was, and for body fields a JSON pointer (RFC 6901) to it."""
+
+    field: str
+    location: Location = msgspec.field(name="in")
+    detail: str
+    pointer: str | None = None
+
+
+class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details: the body of every error answer."""
+
+    type: Annotated[str, Meta(examples=[TYPE_PREFIX + "invalid_input"])]
+    title: str
+    status: Annotated[int, Meta(ge=400, le=599)]
+    detail: str
+    # The one input at fault, when there is one; `errors` says where it was.
+    field: str | None = None
+    errors: list[FieldError] | None = None
+    # The earlier request an idempotency key belongs to.
+    request_id: str | None = None
 
 
 class Problem(Exception):
@@ -30,14 +55,16 @@ class Problem(Exception):
         *,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
-        **extra: Any,
+        errors: list[FieldError] | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         self.status_code = status or self.status
         self.headers = dict(headers or {})
-        self.extra = extra
+        self.errors = errors
+        self.request_id = request_id
 
 
 class InvalidInput(Problem):
@@ -47,8 +74,10 @@ class InvalidInput(Problem):
     code = "invalid_input"
     title = "Invalid input"
 
-    def __init__(self, field: str, detail: str, status: int = 422) -> None:
-        super().__init__(f"{field} {detail}", field, status=status)
+    def __init__(self, field: str, detail: str, status: int = 422, location: Location = "body") -> None:
+        pointer = "/" + field.replace("~", "~0").replace("/", "~1") if location == "body" and field != "body" else None
+        error = FieldError(field=field, location=location, detail=detail, pointer=pointer)
+        super().__init__(f"{field} {detail}", field, status=status, errors=[error])
 
 
 class Unauthorized(Problem):
@@ -130,24 +159,27 @@ class ShuttingDown(Unavailable):
     title = "Shutting down"
 
 
+MEDIA_TYPE = "application/problem+json"
+
+
 class ProblemResponse(Response):
-    media_type = "application/problem+json"
+    media_type = MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
         return msgspec.json.encode(content)
 
 
-def body(problem: Problem) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "type": TYPE_PREFIX + problem.code,
-        "title": problem.title,
-        "status": problem.status_code,
-        "detail": problem.detail,
-    }
-    if problem.field is not None:
-        document["field"] = problem.field
-    return document | problem.extra
+def details(problem: Problem) -> ProblemDetails:
+    return ProblemDetails(
+        type=TYPE_PREFIX + problem.code,
+        title=problem.title,
+        status=problem.status_code,
+        detail=problem.detail,
+        field=problem.field,
+        errors=problem.errors,
+        request_id=problem.request_id,
+    )
 
 
 def respond(problem: Problem) -> Response:
-    return ProblemResponse(body(problem), status_code=problem.status_code, headers=problem.headers)
+    return ProblemResponse(details(problem), status_code=problem.status_code, headers=problem.headers)

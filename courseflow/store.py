@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import TupleRow, dict_row
 
 from courseflow import events
-from courseflow.domain import CourseState, Holding, Pending
+from courseflow.domain import CourseState, Holding, Pending, RequestStatus
 from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered, Waitlisted
 
 # Serialises event appends from here to COMMIT, so positions become visible in order (see append).
@@ -179,7 +179,7 @@ def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
     return [Holding(request_id=rid, student_id=sid, status="waitlisted") for rid, sid in cur.fetchall()]
 
 
-def holding(cur: Cursor, request_id: str) -> tuple[int, str, Holding | None] | None:
+def holding(cur: Cursor, request_id: str) -> tuple[int, RequestStatus, Holding | None] | None:
     """(course id, status, holding) of a decided request, or None when it is not decided (yet)."""
     cur.execute("SELECT course_id, status, student_id FROM enrollment_requests WHERE request_id = %s", (request_id,))
     row = cur.fetchone()

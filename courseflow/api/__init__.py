@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from types import FrameType
 
+import msgspec
 import psycopg
 import redis
 from psycopg_pool import PoolTimeout
@@ -24,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, priorities, queue, store
-from courseflow.api import courses, enrollments, health, history, students
+from courseflow.api import courses, enrollments, health, history, openapi, students
 from courseflow.api.common import Services
 from courseflow.api.gate import Gate
 from courseflow.auth import warn_if_open
@@ -93,6 +95,14 @@ def _drain_on_signals(state: dict[str, bool]) -> None:
             signal.signal(sig, handler)
 
 
+async def contract(request: Request) -> Response:
+    """The OpenAPI 3.1 document, built once per process from the route table."""
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        state.openapi = msgspec.json.encode(openapi.document(request.app.routes, version("courseflow")))
+    return Response(state.openapi, media_type="application/json")
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
@@ -119,9 +129,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/enroll", enrollments.enroll, methods=["POST"]),
+            # The seed's path, kept as an alias of POST /api/v1/enrollments.
+            Route("/enroll", enrollments.enroll, methods=["POST"], name="enroll_seed"),
             Route("/api/v1/enrollments", enrollments.enroll, methods=["POST"]),
-            Route("/api/v1/enrollments/{request_id}", enrollments.status, methods=["GET"]),
+            Route("/api/v1/enrollments/{request_id}", enrollments.show, methods=["GET"]),
             Route("/api/v1/enrollments/{request_id}", enrollments.release, methods=["DELETE"]),
             Route("/api/v1/courses", courses.create, methods=["POST"]),
             Route("/api/v1/courses/{course_id}", courses.show, methods=["GET"]),
@@ -135,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", courses.metrics, methods=["GET"]),
             Route("/health", health.alive, methods=["GET"]),
             Route("/ready", health.ready, methods=["GET"]),
+            Route("/openapi.json", contract, methods=["GET"]),
         ],
         exception_handlers={
             Problem: problem,

@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from courseflow import payloads, queue
+from courseflow import queue
 from courseflow.api.gate import principal
+from courseflow.api.operations import path_params
 from courseflow.auth import Authenticator
 from courseflow.config import Settings
 from courseflow.intake import Intake
+from courseflow.payloads import StudentPath
 from courseflow.problems import Forbidden
 from courseflow.queue import Keys
 from courseflow.ratelimit import Limiter
@@ -86,7 +88,7 @@ def services(request: Request) -> Services:
 
 def student_in_path(request: Request, what: str) -> int:
     """The student named in the path, whose `what` the caller may read only as them or acting for them (403)."""
-    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
+    student_id = path_params(request, StudentPath).student_id
     if not principal(request).may_act_for(student_id):
         raise Forbidden(f"a student reads only their own {what}", "student_id")
     return student_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 import redis
 from msgspec import UnsetType
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +15,9 @@ from starlette.responses import Response
 from courseflow import lifecycle, payloads, store
 from courseflow.api.common import JSON, Services, services
 from courseflow.api.gate import principal
-from courseflow.payloads import CoursePatch, NewCourse
+from courseflow.api.operations import operation, path_params, query
+from courseflow.api.views import Counters, Course, CourseChanged, CourseMetrics, Metrics, Waitlist, WaitlistPlace
+from courseflow.payloads import CoursePatch, CoursePath, MetricsQuery, NewCourse, Page
 from courseflow.problems import CourseExists, InvalidInput, NotFound
 from projections import queries
 
@@ -24,9 +27,18 @@ _COUNTERS = ("requested", "granted", "waitlisted", "rejected", "dropped", "left_
 
 
 def _course_id(request: Request) -> int:
-    return payloads.positive_id(request.path_params["course_id"], "course_id")
+    return path_params(request, CoursePath).course_id
 
 
+@operation(
+    summary="Create a course",
+    tag="courses",
+    description="Registrars only. A registration window is optional; requests outside it are rejected as closed.",
+    body=NewCourse,
+    example=NewCourse(course_id=101, capacity=30, title="Distributed Systems", opens_at="2026-12-01T09:00:00Z"),
+    answers={201: Course},
+    problems=(403, 409),
+)
 async def create(request: Request) -> Response:
     principal(request).require("registrar")
     body = await payloads.read(request, NewCourse)
@@ -44,11 +56,26 @@ async def create(request: Request) -> Response:
         log.warning("course %s created; intake will learn it once Redis is back (%s)", body.course_id, exc)
     if not created:
         raise CourseExists(f"course {body.course_id} already exists", "course_id")
-    view = {"course_id": body.course_id, "title": title, "capacity": body.capacity}
-    view |= {"opens_at": opens_at, "closes_at": closes_at, "seats_taken": 0, "waitlist_length": 0, "pending": 0}
+    view = Course(
+        course_id=body.course_id,
+        title=title,
+        capacity=body.capacity,
+        seats_taken=0,
+        waitlist_length=0,
+        opens_at=opens_at,
+        closes_at=closes_at,
+        pending=0,
+    )
     return JSON(view, 201)
 
 
+@operation(
+    summary="A course: seats, waitlist, window, queue and counters",
+    tag="courses",
+    path=CoursePath,
+    answers={200: Course},
+    problems=(404,),
+)
 async def show(request: Request) -> Response:
     svc = services(request)
     return JSON(await _view(svc, await _course(svc, _course_id(request))))
@@ -65,16 +92,27 @@ async def _course(svc: Services, course_id: int) -> dict[str, Any]:
     return written | dict.fromkeys(_COUNTERS, 0)
 
 
-async def _view(svc: Services, row: dict[str, Any]) -> dict[str, Any]:
-    view = {k: v for k, v in row.items() if k not in _COUNTERS}
-    counters = {k: row[k] or 0 for k in _COUNTERS}
+async def _view(svc: Services, row: dict[str, Any]) -> Course:
+    fields = {k: v for k, v in row.items() if k not in _COUNTERS}
+    counters = Counters(**{k: row[k] or 0 for k in _COUNTERS})
     try:
         pending: int | None = await svc.intake.queue_depth(row["course_id"])
     except redis.RedisError:
         pending = None  # the course is still worth showing while the queue is unreachable
-    return view | {"pending": pending, "counters": counters}
+    return msgspec.convert(fields | {"pending": pending, "counters": counters}, Course, from_attributes=True)
 
 
+@operation(
+    summary="Change capacity or the registration window",
+    tag="courses",
+    description="Registrars only. More seats promote the head of the waitlist at once; fewer never take a seat back. "
+    "A window bound set to null is removed.",
+    path=CoursePath,
+    body=CoursePatch,
+    example=CoursePatch(capacity=40),
+    answers={200: CourseChanged},
+    problems=(403, 404, 409),
+)
 async def update(request: Request) -> Response:
     """PATCH capacity and/or the registration window."""
     principal(request).require("registrar")
@@ -88,21 +126,31 @@ async def update(request: Request) -> Response:
         state, promoted = await svc.db(lifecycle.update_course, course_id, patch.capacity, window)
     except lifecycle.NotFound:
         raise NotFound(f"no course {course_id}", "course_id") from None
-    view = {
-        "course_id": course_id,
-        "capacity": state.capacity,
-        "seats_taken": state.seats_taken,
-        "waitlist_length": state.waitlist_length,
-        "opens_at": state.opens_at,
-        "closes_at": state.closes_at,
-    }
-    return JSON(view | {"promoted": promoted})
+    view = CourseChanged(
+        course_id=course_id,
+        capacity=state.capacity,
+        seats_taken=state.seats_taken,
+        waitlist_length=state.waitlist_length,
+        opens_at=state.opens_at,
+        closes_at=state.closes_at,
+        promoted=promoted,
+    )
+    return JSON(view)
 
 
+@operation(
+    summary="A course's waitlist in order",
+    tag="courses",
+    description="Registrars and services see every place (paged by `after` = places to skip); "
+    "a student sees the length and their own places only.",
+    path=CoursePath,
+    query=Page,
+    answers={200: Waitlist},
+    problems=(404,),
+)
 async def waitlist(request: Request) -> Response:
-    """The waitlist in order. Registrars see every entry; others see the length and their own places only."""
     course_id = _course_id(request)
-    page = payloads.page(request.query_params)
+    page = query(request, Page)
     caller = principal(request)
     svc = services(request)
     length = (await _course(svc, course_id))["waitlist_length"]
@@ -112,31 +160,50 @@ async def waitlist(request: Request) -> Response:
         entries = await svc.db(queries.waitlist_places, course_id, caller.student_id)
     else:
         entries = []
-    return JSON({"course_id": course_id, "waitlist_length": length, "waitlist": entries})
+    places = msgspec.convert(entries, list[WaitlistPlace])
+    return JSON(Waitlist(course_id=course_id, waitlist_length=length, waitlist=places))
 
 
+@operation(
+    summary="Seats and queues: the seed's /metrics",
+    tag="monitoring",
+    description="`queue_depth`, `seats_taken`, `capacity` and `status` (open while any seat is free) summed over "
+    "every course, each course's own, and the pipeline's dead letters and projection lag. "
+    "With `course_id`, that course's figures only.",
+    query=MetricsQuery,
+    answers={200: Metrics | CourseMetrics},
+    problems=(404,),
+    public=True,
+)
 async def metrics(request: Request) -> Response:
     svc = services(request)
-    raw = request.query_params.get("course_id")
-    course_id = None if raw is None else payloads.positive_id(raw, "course_id")
+    course_id = query(request, MetricsQuery).course_id
     rows = await svc.db(queries.seats, course_id)
     if course_id is not None and not rows:
         raise NotFound(f"no course {course_id}", "course_id")
     depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
-    per_course: list[dict[str, Any]] = [
-        {
-            "course_id": row["course_id"],
-            "queue_depth": depth,
-            "seats_taken": row["seats_taken"],
-            "capacity": row["capacity"],
-            "waitlist_length": row["waitlist_length"],
-            "status": "open" if row["seats_taken"] < row["capacity"] else "full",
-        }
+    per_course = [
+        CourseMetrics(
+            course_id=row["course_id"],
+            queue_depth=depth,
+            seats_taken=row["seats_taken"],
+            capacity=row["capacity"],
+            waitlist_length=row["waitlist_length"],
+            status="open" if row["seats_taken"] < row["capacity"] else "full",
+        )
         for row, depth in zip(rows, depths, strict=True)
     ]
     if course_id is not None:
         return JSON(per_course[0])
-    totals = {k: sum(c[k] for c in per_course) for k in ("queue_depth", "seats_taken", "capacity", "waitlist_length")}
-    status = "open" if any(c["status"] == "open" for c in per_course) else "full"
-    pipeline = {"dead_letters": await svc.intake.dead_letter_count(), "projection_lag": await svc.db(queries.lag)}
-    return JSON(totals | {"status": status} | pipeline | {"courses": per_course})
+    return JSON(
+        Metrics(
+            queue_depth=sum(c.queue_depth for c in per_course),
+            seats_taken=sum(c.seats_taken for c in per_course),
+            capacity=sum(c.capacity for c in per_course),
+            waitlist_length=sum(c.waitlist_length for c in per_course),
+            status="open" if any(c.status == "open" for c in per_course) else "full",
+            dead_letters=await svc.intake.dead_letter_count(),
+            projection_lag=await svc.db(queries.lag),
+            courses=per_course,
+        )
+    )

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import lifecycle, payloads, store
+from courseflow.api import status
 from courseflow.api.common import JSON, Services, services
 from courseflow.api.gate import principal, rate_subject
+from courseflow.api.operations import operation, path_params
+from courseflow.api.views import EnrollmentStatus, Queued, Released
 from courseflow.auth import Principal
-from courseflow.payloads import Enrollment
+from courseflow.payloads import Enrollment, RequestPath
 from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem
-from projections import queries
 
 
+@operation(
+    summary="Ask for a seat",
+    tag="enrollments",
+    description=(
+        "Queued durably and decided in priority-then-arrival order: 202 with the request id and queue place. "
+        "The same idempotency key again answers the same request (200 with its outcome once decided). "
+        "A student enrolls only themselves and may leave `student_id` out; `priority` is honoured from "
+        "registrars and services only."
+    ),
+    body=Enrollment,
+    example=Enrollment(course_id=101, student_id=42, idempotency_key="42-101-fall"),
+    answers={202: Queued, 200: EnrollmentStatus},
+    problems=(403, 404, 409),
+)
 async def enroll(request: Request) -> Response:
     svc = services(request)
     caller, counted = principal(request), rate_subject(request)
@@ -40,13 +53,13 @@ async def enroll(request: Request) -> Response:
             "idempotency_key",
             request_id=accepted.request_id,
         )
+    assert accepted.request_id is not None
     if accepted.queue_position is not None:
         return JSON(
-            {"request_id": accepted.request_id, "status": "queued", "queue_position": accepted.queue_position}, 202
+            Queued(request_id=accepted.request_id, status="queued", queue_position=accepted.queue_position), 202
         )
     # A replay of a request that is already decided: answer with its outcome.
-    assert accepted.request_id is not None
-    return JSON(await _status(svc, accepted.request_id))
+    return JSON(await status.owned(svc, caller, accepted.request_id))
 
 
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:
@@ -61,7 +74,7 @@ async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollm
         raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
     headers = request.headers.getlist("idempotency-key")
     if len(headers) > 1:
-        raise InvalidInput("Idempotency-Key", "is given more than once", status=400)
+        raise InvalidInput("Idempotency-Key", "is given more than once", status=400, location="header")
     return student_id, body, _idempotency_key(body.idempotency_key, headers[0] if headers else None)
 
 
@@ -70,7 +83,7 @@ def _idempotency_key(in_body: str | None, in_header: str | None) -> str:
         try:  # HTTP carries header bytes; ours are UTF-8 like the body's
             in_header = in_header.encode("latin-1").decode("utf-8")
         except UnicodeError:
-            raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400) from None
+            raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400, location="header") from None
         if in_body is not None and in_header != in_body:
             raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
     key = in_body if in_body is not None else in_header
@@ -88,67 +101,43 @@ def _known_course(conn: store.Conn, svc: Services, course_id: int) -> bool:
 
 
 def _request_id(request: Request) -> str:
-    raw: str = request.path_params["request_id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise InvalidInput("request_id", f"must be a UUID, got {raw[:40]!r}") from None
+    return str(path_params(request, RequestPath).request_id)
 
 
-async def status(request: Request) -> Response:
-    request_id = _request_id(request)
-    found = await _status(services(request), request_id)
-    _owned(principal(request), found["student_id"], request_id)
-    return JSON(found)
+@operation(
+    summary="Follow a request",
+    tag="enrollments",
+    description="Pending with its queue place, or decided: granted, waitlisted (with its live place), rejected, "
+    "dropped, left. A student sees only their own requests; another's is 404.",
+    path=RequestPath,
+    answers={200: EnrollmentStatus},
+    problems=(404,),
+)
+async def show(request: Request) -> Response:
+    return JSON(await status.owned(services(request), principal(request), _request_id(request)))
 
 
-def _owned(caller: Principal, student_id: int, request_id: str) -> None:
-    # Another student's request is answered as if it did not exist: its id reveals nothing.
-    if not caller.may_act_for(student_id):
-        raise NotFound(f"no request {request_id}", "request_id")
-
-
-async def _status(svc: Services, request_id: str) -> dict[str, Any]:
-    projected = await svc.db(queries.enrollment, request_id)
-    if projected is not None and projected["status"] != "pending":
-        return _present(projected)
-    pending = await svc.intake.pending_position(request_id)
-    if pending is not None:
-        req, position = pending
-        return {
-            "request_id": request_id,
-            "course_id": req.course_id,
-            "student_id": req.student_id,
-            "priority": req.priority,
-            "status": "pending",
-            "queue_position": position,
-            "requested_at": req.requested_at,
-        }
-    # Decided a moment ago and not projected yet: the write model has it.
-    decided = await svc.db(store.request, request_id)
-    if decided is not None:
-        return _present(decided)
-    raise NotFound(f"no request {request_id}", "request_id")
-
-
-def _present(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if v is not None}
-
-
+@operation(
+    summary="Drop a seat or leave the waitlist",
+    tag="enrollments",
+    description="A granted seat goes to the head of the waitlist at once. Asking again answers the same status. "
+    "Registrars and services see which requests were promoted.",
+    path=RequestPath,
+    answers={200: Released},
+    problems=(404, 409),
+)
 async def release(request: Request) -> Response:
-    """DELETE: drop a granted seat (its waitlist head is promoted at once) or leave the waitlist."""
     request_id = _request_id(request)
     svc = services(request)
     caller = principal(request)
     if not caller.privileged:
         # Ownership first, under the same answer as an unknown id.
-        _owned(caller, (await _status(svc, request_id))["student_id"], request_id)
+        await status.owned(svc, caller, request_id)
     try:
         new_status, promoted = await svc.db(lifecycle.release, request_id)
     except lifecycle.NotFound:
         if await svc.intake.pending_position(request_id) is not None:
             raise NotDecided("the request is not decided yet; try again shortly", "request_id") from None
         raise NotFound(f"no request {request_id}", "request_id") from None
-    answer: dict[str, object] = {"request_id": request_id, "status": new_status}
     # Who was promoted is another student's business: privileged callers only.
-    return JSON(answer | {"promoted": promoted} if caller.privileged else answer)
+    return JSON(Released(request_id=request_id, status=new_status, promoted=promoted if caller.privileged else None))

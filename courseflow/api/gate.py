@@ -13,8 +13,10 @@ from courseflow.auth import Authenticator, Principal
 from courseflow.problems import InvalidInput, Problem, respond
 from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 
-# Probes and the scraper: no personal data, and they must answer without a token.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Probes, the scraper and the API's own description: no personal data, and they must answer without a token.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc"})
+# The documentation pages' scripts and styles.
+PUBLIC_PREFIX = "/docs/assets/"
 _PRINCIPAL = "courseflow.principal"
 _SUBJECT = "courseflow.subject"
 
@@ -38,7 +40,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if scope["path"] in PUBLIC_PATHS:
+        if scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX):
             try:
                 await self.limiter.hit(anonymous(_client_address(scope)), method)
             except Problem as problem:

@@ -11,12 +11,22 @@ from starlette.responses import Response
 
 from courseflow import migrations, queue
 from courseflow.api.common import JSON, services
+from courseflow.api.operations import operation
+from courseflow.api.views import Health, Readiness
 
 
+@operation(summary="Liveness: the process answers", tag="monitoring", answers={200: Health}, public=True)
 async def alive(_: Request) -> Response:
-    return JSON({"status": "ok"})
+    return JSON(Health(status="ok"))
 
 
+@operation(
+    summary="Readiness: PostgreSQL, migrations and Redis",
+    tag="monitoring",
+    description="503 names the failing dependency in `failing`; `auth` says whether tokens are required.",
+    answers={200: Readiness, 503: Readiness},
+    public=True,
+)
 async def ready(request: Request) -> Response:
     """PostgreSQL reachable with migrations current, Redis reachable with the consumer group in place.
 
@@ -36,10 +46,10 @@ async def ready(request: Request) -> Response:
     except redis.RedisError as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     failing = sorted(name for name, state in checks.items() if state != "ok")
-    body = {
-        "status": "unavailable" if failing else "ready",
-        "checks": checks,
-        "failing": failing,
-        "auth": "on" if svc.authenticator.enabled else "off",
-    }
+    body = Readiness(
+        status="unavailable" if failing else "ready",
+        checks=checks,
+        failing=failing,
+        auth="on" if svc.authenticator.enabled else "off",
+    )
     return JSON(body, 503 if failing else 200)

@@ -8,33 +8,37 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from courseflow import payloads, store
+from courseflow import store
 from courseflow.api.common import JSON, services, student_in_path
 from courseflow.api.gate import principal
+from courseflow.api.operations import operation, path_params, query
+from courseflow.api.status import from_row
+from courseflow.api.views import EventPage, RecordedEvent, StudentEnrollments
 from courseflow.auth import Principal
+from courseflow.payloads import CoursePath, Page, StudentPath
 from projections import queries
 
 # What identifies another student's request, or says more about them than the course's counts: registrars only.
 _PERSONAL = ("student_id", "request_id", "idempotency_key", "priority", "previous", "arrival", "requested_at")
 
 
-def present(recorded: store.Recorded, reader: Principal, student_id: int | None = None) -> dict[str, Any]:
+def present(recorded: store.Recorded, reader: Principal, student_id: int | None = None) -> RecordedEvent:
     """An event as the reader may see it; `student_id`: the student whose history it is, read on their behalf."""
-    data = msgspec.to_builtins(recorded.event)
+    data: dict[str, Any] = msgspec.to_builtins(recorded.event)
     if not reader.sees_everyone and data.get("student_id") not in (reader.student_id, student_id):
         data = {k: v for k, v in data.items() if k not in _PERSONAL}
-    return {
-        "position": recorded.position,
-        "stream": recorded.stream,
-        "version": recorded.stream_version,
-        "type": type(recorded.event).__name__,
-        "recorded_at": recorded.recorded_at,
-        "data": data,
-    }
+    return RecordedEvent(
+        position=recorded.position,
+        stream=recorded.stream,
+        version=recorded.stream_version,
+        type=type(recorded.event).__name__,
+        recorded_at=recorded.recorded_at,
+        data=data,
+    )
 
 
 async def _page(request: Request, stream: str | None = None, student_id: int | None = None) -> Response:
-    page = payloads.page(request.query_params)
+    page = query(request, Page)
 
     def read(conn: store.Conn) -> list[store.Recorded]:
         with conn.cursor() as cur:
@@ -43,19 +47,46 @@ async def _page(request: Request, stream: str | None = None, student_id: int | N
     recorded = await services(request).db(read)
     next_after = recorded[-1].position if len(recorded) == page.limit else None
     reader = principal(request)
-    return JSON({"events": [present(r, reader, student_id) for r in recorded], "next_after": next_after})
+    return JSON(EventPage(events=[present(r, reader, student_id) for r in recorded], next_after=next_after))
 
 
+@operation(
+    summary="A course's event history",
+    tag="history",
+    description="Every event of the course in log order, a page at a time. Other students' ids and request ids "
+    "reach registrars only.",
+    path=CoursePath,
+    query=Page,
+    answers={200: EventPage},
+)
 async def course_events(request: Request) -> Response:
-    course_id = payloads.positive_id(request.path_params["course_id"], "course_id")
+    course_id = path_params(request, CoursePath).course_id
     return await _page(request, stream=store.course_stream(course_id))
 
 
+@operation(
+    summary="A student's event history",
+    tag="history",
+    description="A student reads only their own.",
+    path=StudentPath,
+    query=Page,
+    answers={200: EventPage},
+    problems=(403,),
+)
 async def student_events(request: Request) -> Response:
     return await _page(request, student_id=student_in_path(request, "history"))
 
 
+@operation(
+    summary="A student's requests and their status",
+    tag="history",
+    description="A student reads only their own.",
+    path=StudentPath,
+    answers={200: StudentEnrollments},
+    problems=(403,),
+)
 async def student_enrollments(request: Request) -> Response:
     student_id = student_in_path(request, "history")
     rows = await services(request).db(queries.student_enrollments, student_id)
-    return JSON({"student_id": student_id, "enrollments": rows})
+    enrollments = [from_row(row | {"student_id": student_id}) for row in rows]
+    return JSON(StudentEnrollments(student_id=student_id, enrollments=enrollments))

@@ -8,17 +8,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import payloads, priorities, store
+from courseflow.api import views
 from courseflow.api.common import JSON, services, student_in_path
 from courseflow.api.gate import principal
-from courseflow.payloads import StudentPriority
+from courseflow.api.operations import operation, path_params
+from courseflow.payloads import PriorityGrant, StudentPath
 from courseflow.problems import Unavailable
 
 
+@operation(
+    summary="Grant a student a priority",
+    tag="students",
+    description="Registrars only. The student's later requests take it (0 to 100, higher first); recorded as an "
+    "event in the student's history.",
+    path=StudentPath,
+    body=PriorityGrant,
+    example=PriorityGrant(priority=10),
+    answers={200: views.StudentPriority},
+    problems=(403,),
+)
 async def set_priority(request: Request) -> Response:
     caller = principal(request)
     caller.require("registrar")
-    student_id = payloads.positive_id(request.path_params["student_id"], "student_id")
-    body = await payloads.read(request, StudentPriority)
+    student_id = path_params(request, StudentPath).student_id
+    body = await payloads.read(request, PriorityGrant)
     svc = services(request)
 
     def grant(conn: store.Conn) -> priorities.Granted:
@@ -34,10 +47,18 @@ async def set_priority(request: Request) -> Response:
         raise Unavailable(
             "the priority is recorded; intake applies it within seconds of Redis being reachable again"
         ) from None
-    return JSON({"student_id": student_id, "priority": granted.priority, "previous": granted.previous})
+    return JSON(views.StudentPriority(student_id=student_id, priority=granted.priority, previous=granted.previous))
 
 
+@operation(
+    summary="A student's granted priority",
+    tag="students",
+    description="A student reads only their own.",
+    path=StudentPath,
+    answers={200: views.StudentPriority},
+    problems=(403,),
+)
 async def show_priority(request: Request) -> Response:
     student_id = student_in_path(request, "priority")
     priority = await services(request).db(priorities.of, student_id)
-    return JSON({"student_id": student_id, "priority": priority})
+    return JSON(views.StudentPriority(student_id=student_id, priority=priority))

@@ -1,0 +1,51 @@
+"""The status of one request, the one way HTTP, SSE and WebSocket all compute it.
+
+The read model answers first; a request it does not have decided yet is either still pending in
+Redis (with its queue position) or decided a moment ago and not projected yet (the write model has it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from courseflow import store
+from courseflow.api.common import Services
+from courseflow.api.views import EnrollmentStatus
+from courseflow.auth import Principal
+from courseflow.problems import NotFound
+from projections import queries
+
+
+async def current(svc: Services, request_id: str) -> EnrollmentStatus | None:
+    """The request as it stands, or None when no such request exists."""
+    projected = await svc.db(queries.enrollment, request_id)
+    if projected is not None and projected["status"] != "pending":
+        return from_row(projected)
+    pending = await svc.intake.pending_position(request_id)
+    if pending is not None:
+        req, position = pending
+        return EnrollmentStatus(
+            request_id=request_id,
+            course_id=req.course_id,
+            student_id=req.student_id,
+            priority=req.priority,
+            status="pending",
+            queue_position=position,
+            requested_at=req.requested_at,
+        )
+    decided = await svc.db(store.request, request_id)
+    return None if decided is None else from_row(decided)
+
+
+async def owned(svc: Services, caller: Principal, request_id: str) -> EnrollmentStatus:
+    """The request if the caller may follow it. Another student's is answered as if it did not exist."""
+    found = await current(svc, request_id)
+    if found is None or not caller.may_act_for(found.student_id):
+        raise NotFound(f"no request {request_id}", "request_id")
+    return found
+
+
+def from_row(row: dict[str, Any]) -> EnrollmentStatus:
+    return msgspec.convert({k: v for k, v in row.items() if v is not None}, EnrollmentStatus, from_attributes=True)
