@@ -144,9 +144,11 @@ def _answers(op: Operation, schema_of: dict[Any, Any]) -> dict[str, Any]:
         answers[str(status)] = {"description": _STATUS_TEXT.get(status, "OK"), "content": content}
     problem = {MEDIA_TYPE: {"schema": schema_of[ProblemDetails]}}
     for status in _problem_statuses(op):
-        answers[str(status)] = {"description": _STATUS_TEXT[status], "content": problem}
+        # A status that is also an answer (/ready's 503 report) may be either; the media type tells them apart.
+        answer = answers.setdefault(str(status), {"description": _STATUS_TEXT[status], "content": {}})
+        answer["content"] = answer["content"] | problem
         if status in (429, 503):
-            answers[str(status)]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+            answer["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     answers["default"] = {"description": "An unexpected error, as problem details", "content": problem}
     return answers
 
@@ -158,7 +160,5 @@ def _problem_statuses(op: Operation) -> Sequence[int]:
     if op.path is not None or op.query is not None:
         statuses |= {400, 422}
     if not op.public:
-        statuses |= {401, 503}
-    elif 503 not in op.answers:
-        statuses.add(503)
-    return sorted(statuses)
+        statuses.add(401)
+    return sorted(statuses | {503})
