@@ -140,7 +140,7 @@ def test_fuzzed_operations_never_fail_and_match_the_document(
         suppress_health_check=list(hypothesis.HealthCheck),
         phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
     )
-    def fuzz(case: schemathesis.Case) -> None:
+    def fuzz(case: schemathesis.Case[Any]) -> None:
         response = case.call(headers=headers, timeout=10)
         seen.add(response.status_code)
         assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text[:500]}"
