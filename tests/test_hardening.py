@@ -29,11 +29,12 @@ def queued(rds: redis.Redis) -> int:
     return int(rds.xlen(KEYS.requests))
 
 
-def _problem(response: Any, status: int, field: str) -> None:
+def _problem(response: Any, status: int, field: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["status"] == status and body["field"] == field and body["title"] and body["type"]
+    return body
 
 
 @pytest.mark.parametrize(
@@ -154,11 +155,33 @@ def test_bodies_are_bounded_while_they_are_read(client: TestClient, rds: redis.R
         ("/api/v1/students/1180591620717411303424/events", "student_id"),
         ("/metrics?course_id=%C2%B2", "course_id"),
         ("/api/v1/enrollments/%FF", "request_id"),
+        ("/api/v1/courses/1e0", "course_id"),
+        ("/api/v1/courses/1.0", "course_id"),
+        ("/api/v1/courses/+1", "course_id"),
+        ("/api/v1/courses/1/events?limit=1e2", "limit"),
+        ("/metrics?course_id=1.0", "course_id"),
     ],
 )
 def test_path_and_query_integers_are_ascii_and_within_bigint(client: TestClient, path: str, field: str) -> None:
     create_course(client, 1, 10)
-    _problem(client.get(path), 422, field)
+    problem = _problem(client.get(path), 422, field)
+    where = "query" if "?" in path else "path"
+    assert problem["errors"] == [{"field": field, "in": where, "detail": problem["errors"][0]["detail"]}]
+
+
+def test_a_parameter_given_twice_is_refused(client: TestClient) -> None:
+    create_course(client, 1, 10)
+    _problem(client.get("/api/v1/courses/1/events?limit=1&limit=2"), 400, "limit")
+
+
+def test_a_body_field_at_fault_is_named_with_a_json_pointer(client: TestClient) -> None:
+    create_course(client, 1, 10)
+    answer = client.post("/api/v1/enrollments", json={"course_id": 1, "student_id": 0, "idempotency_key": "k"})
+    problem = _problem(answer, 422, "student_id")
+    assert problem["errors"] == [
+        {"field": "student_id", "in": "body", "pointer": "/student_id", "detail": problem["errors"][0]["detail"]}
+    ]
+    assert problem["type"] == "urn:courseflow:problem:invalid_input" and problem["title"] == "Invalid input"
 
 
 def test_routing_errors_are_problem_details_too(client: TestClient) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from starlette.requests import Request
 
 from courseflow.payloads import culprit
@@ -40,6 +41,7 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _declared: dict[Callable[..., Any], Operation] = {}
+_integer_fields: dict[type[Any], frozenset[str]] = {}
 
 
 def operation(**declaration: Any) -> Callable[[E], E]:
@@ -67,6 +69,12 @@ def query(request: Request, kind: type[S]) -> S:
 
 
 def _convert(raw: Mapping[str, str], kind: type[S], location: Location) -> S:
+    for name in _integers(kind) & raw.keys():
+        # Plain ASCII digits only: msgspec would also read "1e3" and "5.0", and str.isdigit() takes "³".
+        if not (raw[name].isascii() and raw[name].isdigit()):
+            raise InvalidInput(
+                name, f"must be a whole number in plain digits, got {raw[name][:32]!r}", location=location
+            )
     try:
         return msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as exc:
@@ -74,3 +82,20 @@ def _convert(raw: Mapping[str, str], kind: type[S], location: Location) -> S:
         shown = raw.get(field)
         got = "" if shown is None else f", got {shown[:32]!r}"
         raise InvalidInput(field, detail + got, location=location) from None
+
+
+def _integers(kind: type[msgspec.Struct]) -> frozenset[str]:
+    """The names of the parameters that are integers (or optional integers)."""
+    if kind not in _integer_fields:
+        info = msgspec.inspect.type_info(kind)
+        assert isinstance(info, msgspec.inspect.StructType)
+        _integer_fields[kind] = frozenset(f.encode_name for f in info.fields if _is_integer(f.type))
+    return _integer_fields[kind]
+
+
+def _is_integer(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _is_integer(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        return any(_is_integer(member) for member in t.types)
+    return isinstance(t, msgspec.inspect.IntType)
