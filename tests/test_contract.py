@@ -149,3 +149,10 @@ def test_fuzzed_operations_never_fail_and_match_the_document(
     fuzz()
     # The token works: the fuzzer reached the operation itself, not only the door.
     assert seen - {401, 429}, seen
+
+
+def test_the_description_and_its_pages_need_no_token(secured_api: str) -> None:
+    for path in ("/openapi.json", "/docs", "/redoc", "/health", "/metrics", "/api/v1/metrics"):
+        assert httpx.get(f"{secured_api}{path}", timeout=5).status_code == 200, path
+    refused = httpx.get(f"{secured_api}/api/v1/courses/1", timeout=5)
+    assert refused.status_code == 401 and refused.headers["content-type"] == "application/problem+json"

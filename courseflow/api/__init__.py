@@ -26,9 +26,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, priorities, queue, store
-from courseflow.api import courses, enrollments, health, history, openapi, students
+from courseflow.api import courses, docs, enrollments, health, history, openapi, students
 from courseflow.api.common import Services
 from courseflow.api.gate import Gate
+from courseflow.api.operations import declared
 from courseflow.auth import warn_if_open
 from courseflow.config import Settings
 from courseflow.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
@@ -143,10 +144,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/students/{student_id}/enrollments", history.student_enrollments, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.show_priority, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.set_priority, methods=["PUT"]),
-            Route("/metrics", courses.metrics, methods=["GET"]),
+            Route("/api/v1/metrics", courses.metrics, methods=["GET"]),
+            # The seed's path, kept as an alias of GET /api/v1/metrics.
+            Route("/metrics", courses.metrics, methods=["GET"], name="metrics_seed"),
             Route("/health", health.alive, methods=["GET"]),
             Route("/ready", health.ready, methods=["GET"]),
             Route("/openapi.json", contract, methods=["GET"]),
+            *docs.routes(),
         ],
         exception_handlers={
             Problem: problem,
@@ -169,7 +173,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if isinstance(route, Route) and route.endpoint is enrollments.enroll
         for method in route.methods or ()
     )
-    app.add_middleware(Gate, authenticator=svc.authenticator, limiter=svc.limiter, counted_at_intake=at_intake)
+    public = frozenset(
+        route.path
+        for route in app.routes
+        if isinstance(route, Route) and (declared_as := declared(route.endpoint)) and declared_as.public
+    )
+    app.add_middleware(
+        Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake
+    )
     app.add_middleware(Draining, state=state)
     app.state.shutdown = state
     return app

@@ -13,10 +13,9 @@ from courseflow.auth import Authenticator, Principal
 from courseflow.problems import InvalidInput, Problem, respond
 from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 
-# Probes, the scraper and the API's own description: no personal data, and they must answer without a token.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc"})
-# The documentation pages' scripts and styles.
-PUBLIC_PREFIX = "/docs/assets/"
+# The API's own description, its pages and their scripts: public like the operations declared `public`.
+DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})
+DOCUMENTATION_ASSETS = "/docs/assets/"
 _PRINCIPAL = "courseflow.principal"
 _SUBJECT = "courseflow.subject"
 
@@ -27,11 +26,14 @@ class Gate:
         app: ASGIApp,
         authenticator: Authenticator,
         limiter: Limiter,
+        public: frozenset[str],
         counted_at_intake: frozenset[tuple[str, str]],
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.limiter = limiter
+        # Paths answered without a token (probes, the scraper): no personal data behind them.
+        self.public = public | DOCUMENTATION
         # (method, path) of the routes whose handler takes the rate limit itself, in the intake script.
         self.counted_at_intake = counted_at_intake
 
@@ -40,7 +42,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX):
+        if scope["path"] in self.public or scope["path"].startswith(DOCUMENTATION_ASSETS):
             try:
                 await self.limiter.hit(anonymous(_client_address(scope)), method)
             except Problem as problem:
