@@ -190,12 +190,27 @@ def start_workers(settings: Settings) -> Iterator[StartWorkers]:
 
 @pytest.fixture(scope="session")
 def api_server(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `courseflow api` process on a loopback port; yields its base URL."""
-    port = services.free_port()
-    env = os.environ | {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url, "SERVER_PORT": str(port)}
+    """A real `courseflow api` process on a loopback port, in development mode; yields its base URL."""
     # Crowd tests send thousands of requests from one address in development mode: one principal.
-    env |= {"RATE_LIMIT_REGISTRAR": "off", "RATE_LIMIT_ANONYMOUS": "off"}
-    log_path = Path(tmp_path_factory.mktemp("api")) / "api.log"
+    with serving_api(servers, tmp_path_factory.mktemp("api"), RATE_LIMIT_REGISTRAR="off") as base:
+        yield base
+
+
+@contextmanager
+def serving_api(servers: Servers, log_dir: Path, **env: str) -> Iterator[str]:
+    """Run `courseflow api` on a free loopback port with `env` added; yields its base URL, stops it after."""
+    port = services.free_port()
+    env = (
+        os.environ
+        | {
+            "DATABASE_URL": servers.database_url,
+            "REDIS_URL": servers.redis_url,
+            "SERVER_PORT": str(port),
+            "RATE_LIMIT_ANONYMOUS": "off",
+        }
+        | env
+    )
+    log_path = log_dir / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "courseflow", "api"], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"

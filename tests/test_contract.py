@@ -7,11 +7,7 @@ headers and schema.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -28,11 +24,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from courseflow import auth, services
+from courseflow import auth
 from courseflow.api import create_app, openapi
 from courseflow.config import Settings
-from tests.conftest import Servers
-from tests.helpers import wait_until
+from tests.conftest import Servers, serving_api
 from tests.trust import SECRET, secured
 
 _APP = create_app(Settings.from_env())
@@ -44,35 +39,12 @@ EXAMPLES_PER_OPERATION = 40
 @pytest.fixture(scope="module")
 def secured_api(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `courseflow api` process with authentication on; yields its base URL."""
-    port = services.free_port()
-    env = os.environ | {
-        "DATABASE_URL": servers.database_url,
-        "REDIS_URL": servers.redis_url,
-        "SERVER_PORT": str(port),
-        "AUTH_JWT_SECRET": SECRET,
-        # The fuzzer is one registrar sending hundreds of requests a second.
-        "RATE_LIMIT_REGISTRAR": "off",
-        "RATE_LIMIT_ANONYMOUS": "off",
-    }
-    log_path = Path(tmp_path_factory.mktemp("contract")) / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "courseflow", "api"], env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(base) or proc.poll() is not None, timeout=30, what="the API to start")
-        assert proc.poll() is None, log_path.read_text()
+    log_dir = tmp_path_factory.mktemp("contract")
+    # The fuzzer is one registrar sending hundreds of requests a second.
+    with serving_api(servers, log_dir, AUTH_JWT_SECRET=SECRET, RATE_LIMIT_REGISTRAR="off") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
-
-
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+    log = (log_dir / "api.log").read_text()
+    assert "Traceback" not in log, log
 
 
 def _registrar(settings: Settings) -> dict[str, str]:
