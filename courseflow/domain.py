@@ -17,6 +17,7 @@ from courseflow.events import (
     EnrollmentRequested,
     Event,
     RegistrationWindowChanged,
+    RequestDeadLettered,
     Waitlisted,
     WaitlistLeft,
     WaitlistPromoted,
@@ -41,6 +42,17 @@ class StreamId(msgspec.Struct, frozen=True, order=True, array_like=True):
 
 # Where a request stands: waiting, decided, or changed since (the read and write models hold the same words).
 RequestStatus = Literal["pending", "granted", "waitlisted", "rejected", "dropped", "left", "dead_lettered"]
+# The status a request has after each event that changes it: one rule for the write model, the read
+# model and live status.
+STATUS_AFTER: dict[type[Event], RequestStatus] = {
+    EnrollmentGranted: "granted",
+    Waitlisted: "waitlisted",
+    EnrollmentRejected: "rejected",
+    WaitlistPromoted: "granted",
+    EnrollmentDropped: "dropped",
+    WaitlistLeft: "left",
+    RequestDeadLettered: "dead_lettered",
+}
 
 
 class Pending(msgspec.Struct, frozen=True):

@@ -11,8 +11,8 @@ import psycopg
 from psycopg.rows import TupleRow, dict_row
 
 from courseflow import events
-from courseflow.domain import CourseState, Holding, Pending, RequestStatus
-from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered, Waitlisted
+from courseflow.domain import STATUS_AFTER, CourseState, Holding, Pending, RequestStatus
+from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered
 
 # Serialises event appends from here to COMMIT, so positions become visible in order (see append).
 _APPEND_LOCK = 0x65766E74
@@ -239,7 +239,7 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
                         item.arrival.ms,
                         item.arrival.seq,
                         req.requested_at,
-                        _status(decision),
+                        STATUS_AFTER[type(decision)],
                         decision.reason if isinstance(decision, EnrollmentRejected) else None,
                     )
                 )
@@ -284,14 +284,6 @@ def save_course(cur: Cursor, after: CourseState, version: int) -> None:
     )
 
 
-def _status(decision: Decision) -> str:
-    if isinstance(decision, Waitlisted):
-        return "waitlisted"
-    if isinstance(decision, EnrollmentRejected):
-        return "rejected"
-    return "granted"
-
-
 class Recorded(msgspec.Struct, frozen=True):
     """An event as stored: its global position, its stream and when it was recorded."""
 
@@ -303,15 +295,31 @@ class Recorded(msgspec.Struct, frozen=True):
 
 
 def read_events(
-    cur: Cursor, after: int, limit: int, stream: str | None = None, student_id: int | None = None
+    cur: Cursor,
+    after: int,
+    limit: int,
+    stream: str | None = None,
+    student_id: int | None = None,
+    request_id: str | None = None,
 ) -> list[Recorded]:
-    """Events after a global position, in order; optionally of one stream or one student only."""
+    """Events after a global position, in order; optionally of one stream, one student or one request only.
+
+    A request's events are found among its student's (the `events_by_student` index): give both ids.
+    """
+    if request_id is not None and student_id is None:
+        raise ValueError("a request's events are read with its student's id")
+    # Only the filters given, so each combination is its own statement with its own plan (no `IS NULL OR`).
+    where = ["position > %(after)s"]
+    if stream is not None:
+        where.append("stream = %(stream)s")
+    if student_id is not None:
+        where.append("data ? 'student_id' AND (data ->> 'student_id')::bigint = %(student)s")
+    if request_id is not None:
+        where.append("data ->> 'request_id' = %(request)s")
     cur.execute(
-        "SELECT position, stream, stream_version, recorded_at, data::text FROM events WHERE position > %(after)s"
-        " AND (%(stream)s::text IS NULL OR stream = %(stream)s)"
-        " AND (%(student)s::bigint IS NULL OR (data ? 'student_id' AND (data ->> 'student_id')::bigint = %(student)s))"
-        " ORDER BY position LIMIT %(limit)s",
-        {"after": after, "limit": limit, "stream": stream, "student": student_id},
+        "SELECT position, stream, stream_version, recorded_at, data::text FROM events"
+        f" WHERE {' AND '.join(where)} ORDER BY position LIMIT %(limit)s",
+        {"after": after, "limit": limit, "stream": stream, "student": student_id, "request": request_id},
     )
     return [Recorded(pos, s, v, at, events.decode(data)) for pos, s, v, at, data in cur.fetchall()]
 

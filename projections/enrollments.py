@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg import sql
 
+from courseflow.domain import STATUS_AFTER
 from courseflow.events import (
     EnrollmentDropped,
     EnrollmentGranted,
@@ -21,14 +22,6 @@ from courseflow.events import (
 from courseflow.store import Cursor
 from projections.base import Projection, Recorded
 
-_STATUS: dict[type, str] = {
-    EnrollmentGranted: "granted",
-    Waitlisted: "waitlisted",
-    EnrollmentRejected: "rejected",
-    WaitlistPromoted: "granted",
-    EnrollmentDropped: "dropped",
-    WaitlistLeft: "left",
-}
 _DECISIONS = (EnrollmentGranted, Waitlisted, EnrollmentRejected)
 _CHANGES = (*_DECISIONS, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
 
@@ -66,7 +59,7 @@ class Enrollments(Projection):
                 new[e.request_id] = _row(e, "dead_lettered", e.reason, now)
             elif isinstance(e, _CHANGES):
                 change = {
-                    "status": _STATUS[type(e)],
+                    "status": STATUS_AFTER[type(e)],
                     "reason": e.reason if isinstance(e, EnrollmentRejected) else None,
                     "now": now,
                     "decided": now if isinstance(e, _DECISIONS) else None,

@@ -22,11 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, priorities, queue, store
-from courseflow.api import courses, docs, enrollments, health, history, openapi, students
+from courseflow.api import courses, docs, enrollments, health, history, live, openapi, streams, students
 from courseflow.api.common import Services
 from courseflow.api.gate import Gate
 from courseflow.api.operations import declared
@@ -80,8 +80,11 @@ class Draining:
         await self.app(scope, receive, send)
 
 
-def _drain_on_signals(state: dict[str, bool]) -> None:
-    """Chain onto the server's own SIGTERM/SIGINT handlers, which then stop accepting and finish in-flight work."""
+def _drain_on_signals(state: dict[str, bool], end_streams: Callable[[], None]) -> None:
+    """Chain onto the server's own SIGTERM/SIGINT handlers, which then stop accepting and finish in-flight work.
+
+    Live streams never finish by themselves, so they are ended here (sse-starlette's own shutdown hook does
+    not see uvicorn's handlers behind this chain)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -89,6 +92,7 @@ def _drain_on_signals(state: dict[str, bool]) -> None:
 
         def handler(signum: int, frame: FrameType | None, previous: object = previous) -> None:
             state["draining"] = True
+            end_streams()
             if callable(previous):
                 previous(signum, frame)
 
@@ -108,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
     svc = Services(settings)
+    feed = live.feed(svc, settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -119,13 +124,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:
             log.warning("could not prepare the request queue at start-up: %s", exc)
         app.state.services = svc
-        _drain_on_signals(state)
+        # Open streams end the moment shutdown begins: the server waits for every response before it stops.
+        _drain_on_signals(state, feed.close)
+        await feed.start()
         resync = asyncio.get_running_loop().create_task(_keep_priorities_applied(svc, settings.priority_sync_s))
         try:
             yield
         finally:
             state["draining"] = True
             resync.cancel()
+            await feed.stop()
             await svc.close()
 
     app = Starlette(
@@ -135,15 +143,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/enrollments", enrollments.enroll, methods=["POST"]),
             Route("/api/v1/enrollments/{request_id}", enrollments.show, methods=["GET"]),
             Route("/api/v1/enrollments/{request_id}", enrollments.release, methods=["DELETE"]),
+            Route("/api/v1/enrollments/{request_id}/events", streams.request_events, methods=["GET"]),
             Route("/api/v1/courses", courses.create, methods=["POST"]),
             Route("/api/v1/courses/{course_id}", courses.show, methods=["GET"]),
             Route("/api/v1/courses/{course_id}", courses.update, methods=["PATCH"]),
             Route("/api/v1/courses/{course_id}/waitlist", courses.waitlist, methods=["GET"]),
-            Route("/api/v1/courses/{course_id}/events", history.course_events, methods=["GET"]),
+            Route("/api/v1/courses/{course_id}/events", streams.course_events, methods=["GET"]),
             Route("/api/v1/students/{student_id}/events", history.student_events, methods=["GET"]),
             Route("/api/v1/students/{student_id}/enrollments", history.student_enrollments, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.show_priority, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.set_priority, methods=["PUT"]),
+            WebSocketRoute("/api/v1/ws", streams.follow),
             Route("/api/v1/metrics", courses.metrics, methods=["GET"]),
             # The seed's path, kept as an alias of GET /api/v1/metrics.
             Route("/metrics", courses.metrics, methods=["GET"], name="metrics_seed"),
@@ -183,6 +193,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.add_middleware(Draining, state=state)
     app.state.shutdown = state
+    app.state.feed = feed
     return app
 
 

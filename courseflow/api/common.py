@@ -10,7 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from courseflow import queue
@@ -87,7 +87,7 @@ class Services:
         self.redis_sync.close()
 
 
-def services(request: Request) -> Services:
+def services(request: HTTPConnection) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 

@@ -6,7 +6,7 @@ principal with `principal(request)` and apply their own ownership and role rules
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.auth import Authenticator, Principal
@@ -16,6 +16,8 @@ from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 # The API's own description, its pages and their scripts: public like the operations declared `public`.
 DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})
 DOCUMENTATION_ASSETS = "/docs/assets/"
+# WebSocket clients that cannot send headers offer this subprotocol, then their token as the next one.
+BEARER_SUBPROTOCOL = "bearer"
 _PRINCIPAL = "courseflow.principal"
 _SUBJECT = "courseflow.subject"
 
@@ -67,19 +69,30 @@ class Gate:
 
     async def _authenticate(self, scope: Scope, method: str) -> Principal:
         try:
-            return self.authenticator.authenticate(_header(scope, b"authorization"))
+            authorization = _header(scope, b"authorization")
+            if authorization is None and scope["type"] == "websocket":
+                authorization = _offered_bearer(scope)
+            return self.authenticator.authenticate(authorization)
         except Problem:
             # Refused tokens count per address: guessing or flooding costs the guesser, not the API.
             await self.limiter.hit(anonymous(_client_address(scope)), method)
             raise
 
 
-def principal(request: Request) -> Principal:
+def _offered_bearer(scope: Scope) -> str | None:
+    """A browser cannot set Authorization on a WebSocket: it offers the subprotocols `bearer, <token>` instead."""
+    offered: list[str] = scope.get("subprotocols", [])
+    if len(offered) == 2 and offered[0] == BEARER_SUBPROTOCOL:
+        return f"Bearer {offered[1]}"
+    return None
+
+
+def principal(request: HTTPConnection) -> Principal:
     found: Principal = request.scope[_PRINCIPAL]
     return found
 
 
-def rate_subject(request: Request) -> Subject:
+def rate_subject(request: HTTPConnection) -> Subject:
     """Whose rate-limit counters this request takes."""
     found: Subject = request.scope[_SUBJECT]
     return found

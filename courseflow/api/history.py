@@ -50,16 +50,8 @@ async def _page(request: Request, stream: str | None = None, student_id: int | N
     return JSON(EventPage(events=[present(r, reader, student_id) for r in recorded], next_after=next_after))
 
 
-@operation(
-    summary="A course's event history",
-    tag="history",
-    description="Every event of the course in log order, a page at a time. Other students' ids and request ids "
-    "reach registrars only.",
-    path=CoursePath,
-    query=Page,
-    answers={200: EventPage},
-)
 async def course_events(request: Request) -> Response:
+    """JSON history; `streams.course_events` serves the route and also streams it live."""
     course_id = path_params(request, CoursePath).course_id
     return await _page(request, stream=store.course_stream(course_id))
 

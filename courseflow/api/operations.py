@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import msgspec.inspect
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from courseflow.payloads import culprit
 from courseflow.problems import InvalidInput, Location
@@ -56,11 +56,11 @@ def declared(endpoint: Callable[..., Any]) -> Operation | None:
     return _declared.get(endpoint)
 
 
-def path_params(request: Request, kind: type[S]) -> S:
+def path_params(request: HTTPConnection, kind: type[S]) -> S:
     return _convert(request.path_params, kind, "path")
 
 
-def query(request: Request, kind: type[S]) -> S:
+def query(request: HTTPConnection, kind: type[S]) -> S:
     params = request.query_params
     for name in params:
         if len(params.getlist(name)) > 1:

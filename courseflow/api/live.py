@@ -1,0 +1,273 @@
+"""Following one request or one course: the messages, and what sends them as events commit.
+
+Every message is a Struct tagged by `type` and carries `id`, the log position it is current to: a
+client that resumes after an id gets exactly what it missed, read from the log, then continues live.
+`streams` carries these messages over SSE and WebSocket alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+import psycopg
+import redis
+from psycopg_pool import PoolTimeout
+
+from courseflow import store
+from courseflow.api import history, status
+from courseflow.api.common import Services
+from courseflow.api.feed import BATCH, Ended, Feed, Refresh, Subscription
+from courseflow.api.messages import (
+    CourseCounts,
+    LeftWaitlist,
+    LoggedEvent,
+    Message,
+    PlacedOnWaitlist,
+    PromotedFromWaitlist,
+    Reconnect,
+    RequestRejected,
+    RequestSetAside,
+    SeatDropped,
+    SeatGranted,
+    StatusMessage,
+    StatusSnapshot,
+    StillPending,
+)
+from courseflow.api.views import EnrollmentStatus
+from courseflow.auth import Principal
+from courseflow.domain import STATUS_AFTER
+from courseflow.events import (
+    Decision,
+    EnrollmentDropped,
+    EnrollmentGranted,
+    EnrollmentRejected,
+    Event,
+    RequestDeadLettered,
+    Waitlisted,
+    WaitlistLeft,
+    WaitlistPromoted,
+)
+from courseflow.problems import NotFound
+from courseflow.queue import parse_member
+
+QUEUE_EVERY_S = 1.0
+COUNTS_EVERY_S = 2.0
+
+# The message that tells of each event of a request (its status after it: domain.STATUS_AFTER).
+_MESSAGE: dict[type[Event], type[StatusMessage]] = {
+    EnrollmentGranted: SeatGranted,
+    Waitlisted: PlacedOnWaitlist,
+    WaitlistPromoted: PromotedFromWaitlist,
+    EnrollmentDropped: SeatDropped,
+    WaitlistLeft: LeftWaitlist,
+    EnrollmentRejected: RequestRejected,
+    RequestDeadLettered: RequestSetAside,
+}
+# Outages of what live status reads: the stream ends asking the client to resume.
+OUTAGES = (psycopg.Error, PoolTimeout, redis.RedisError)
+
+
+@dataclass(frozen=True)
+class Following:
+    """A subscription that passed its checks, and the messages its stream sends."""
+
+    sub: Subscription
+    messages: AsyncGenerator[Message, None]
+
+
+async def open_request(svc: Services, feed: Feed, caller: Principal, request_id: str, after: int | None) -> Following:
+    """Subscribe first, then check the caller may follow the request (another student's is 404)."""
+    await feed.started()
+    sub = feed.subscribe(request_id=request_id)
+    try:
+        found = await status.owned(svc, caller, request_id)
+    except BaseException:
+        sub.leave()
+        raise
+    return Following(sub, _request_messages(svc, sub, found, after))
+
+
+async def _request_messages(
+    svc: Services, sub: Subscription, now: EnrollmentStatus, after: int | None
+) -> AsyncGenerator[Message, None]:
+    try:
+        logged = await svc.db(read, after or 0, BATCH, student_id=now.student_id, request_id=now.request_id)
+        changes = [r for r in logged if type(r.event) in _MESSAGE]
+        sub.position = max(after or 0, logged[-1].position if logged else 0)
+        if after is None:
+            if changes and STATUS_AFTER[type(changes[-1].event)] != now.status:
+                now = await _after(svc, now, changes[-1])  # the read model has not caught up with the log yet
+            sub.refreshed = now.queue_position
+            yield StatusSnapshot(id=sub.position, **msgspec.structs.asdict(now))
+        for recorded in changes if after is not None else ():
+            now = await _after(svc, now, recorded)
+            yield _MESSAGE[type(recorded.event)](id=recorded.position, **msgspec.structs.asdict(now))
+        while True:
+            sub.pending = now.status == "pending"
+            item = await sub.next()
+            if isinstance(item, Ended):
+                yield Reconnect(id=sub.position, reason=item.reason)
+                return
+            if isinstance(item, Refresh):
+                if sub.pending and isinstance(item.value, int):
+                    now = msgspec.structs.replace(now, queue_position=item.value)
+                    yield StillPending(id=sub.position, **msgspec.structs.asdict(now))
+            elif item.position > sub.position:
+                sub.position = item.position
+                if type(item.event) in _MESSAGE:
+                    now = await _after(svc, now, item)
+                    yield _MESSAGE[type(item.event)](id=item.position, **msgspec.structs.asdict(now))
+    except OUTAGES:
+        yield Reconnect(id=sub.position, reason="unavailable")
+
+
+async def _after(svc: Services, now: EnrollmentStatus, recorded: store.Recorded) -> EnrollmentStatus:
+    """The request after one of its events; a waitlist place is the live one, from the write model."""
+    event = recorded.event
+    new = STATUS_AFTER[type(event)]
+    place = None
+    if new == "waitlisted":
+        row = await svc.db(store.request, now.request_id)
+        place = row["waitlist_position"] if row is not None and row["status"] == "waitlisted" else None
+    return msgspec.structs.replace(
+        now,
+        status=new,
+        queue_position=None,
+        waitlist_position=place,
+        reason=event.reason if isinstance(event, EnrollmentRejected | RequestDeadLettered) else None,
+        decided_at=recorded.recorded_at if isinstance(event, Decision) else now.decided_at,
+    )
+
+
+async def open_course(svc: Services, feed: Feed, caller: Principal, course_id: int, after: int | None) -> Following:
+    """Registrars and services only (403); subscribed before the counts and any backfill are read."""
+    caller.require("registrar", "service")
+    await feed.started()
+    sub = feed.subscribe(course_id=course_id)
+    # Everything up to here was dispatched before the subscription; everything after reaches it.
+    start = feed.position or 0
+    try:
+        counts = (await _counts(svc, [course_id])).get(course_id)
+        if counts is None:
+            raise NotFound(f"no course {course_id}", "course_id")
+    except BaseException:
+        sub.leave()
+        raise
+    return Following(sub, _course_messages(svc, sub, caller, counts, start if after is None else after, after))
+
+
+async def _course_messages(
+    svc: Services, sub: Subscription, caller: Principal, counts: CourseCounts, start: int, after: int | None
+) -> AsyncGenerator[Message, None]:
+    sub.position = start
+    try:
+        while after is not None:
+            logged = await svc.db(read, sub.position, BATCH, stream=sub.stream)
+            for recorded in logged:
+                sub.position = recorded.position
+                yield LoggedEvent(id=recorded.position, event=history.present(recorded, caller))
+            if len(logged) < BATCH:
+                break
+        sub.refreshed = counts
+        yield msgspec.structs.replace(counts, id=sub.position)
+        while True:
+            item = await sub.next()
+            if isinstance(item, Ended):
+                yield Reconnect(id=sub.position, reason=item.reason)
+                return
+            if isinstance(item, Refresh):
+                if isinstance(item.value, CourseCounts):
+                    yield msgspec.structs.replace(item.value, id=sub.position)
+            elif item.position > sub.position:
+                sub.position = item.position
+                yield LoggedEvent(id=item.position, event=history.present(item, caller))
+    except OUTAGES:
+        yield Reconnect(id=sub.position, reason="unavailable")
+
+
+def read(
+    conn: store.Conn,
+    /,
+    after: int,
+    limit: int,
+    *,
+    stream: str | None = None,
+    student_id: int | None = None,
+    request_id: str | None = None,
+) -> list[store.Recorded]:
+    with conn.cursor() as cur:
+        return store.read_events(cur, after, limit, stream, student_id, request_id)
+
+
+def _courses(conn: store.Conn, course_ids: list[int]) -> list[dict[str, Any]]:
+    # The write model: current the moment a decision commits, where the read model trails it.
+    return [row for course_id in course_ids if (row := store.course(conn, course_id)) is not None]
+
+
+async def _counts(svc: Services, course_ids: list[int]) -> dict[int, CourseCounts]:
+    rows = await svc.db(_courses, course_ids)
+    depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
+    return {
+        row["course_id"]: CourseCounts(
+            id=0,
+            course_id=row["course_id"],
+            capacity=row["capacity"],
+            seats_taken=row["seats_taken"],
+            waitlist_length=row["waitlist_length"],
+            queue_depth=depth,
+        )
+        for row, depth in zip(rows, depths, strict=True)
+    }
+
+
+async def _refresh_queue_places(feed: Feed, svc: Services) -> None:
+    """Every pending follower's queue place in two round trips, however many there are; changes only."""
+    watched = [sub for sub in feed.subscriptions() if sub.pending and sub.request_id is not None]
+    ids = sorted({sub.request_id for sub in watched if sub.request_id is not None})
+    if not ids:
+        return
+    members = cast(list[bytes | None], await svc.redis.hmget(svc.keys.pending_index, ids))
+    found = [(request_id, member) for request_id, member in zip(ids, members, strict=True) if member is not None]
+    async with svc.redis.pipeline(transaction=False) as pipe:
+        for _, member in found:
+            pipe.zrank(svc.keys.priority_set(parse_member(member).request.course_id), member)
+        ranks = await pipe.execute()
+    places = {request_id: rank + 1 for (request_id, _), rank in zip(found, ranks, strict=True) if rank is not None}
+    for sub in watched:
+        place = places.get(sub.request_id or "")
+        if place is not None and place != sub.refreshed:
+            sub.refreshed = place
+            sub.offer(Refresh(place))
+
+
+async def _refresh_counts(feed: Feed, svc: Services) -> None:
+    following = [sub for sub in feed.subscriptions() if sub.course_id is not None]
+    if not following:
+        return
+    counts = await _counts(svc, sorted({sub.course_id for sub in following if sub.course_id is not None}))
+    for sub in following:
+        now = counts.get(sub.course_id or 0)
+        if now is not None and now != sub.refreshed:
+            sub.refreshed = now
+            sub.offer(Refresh(now))
+
+
+def feed(svc: Services, database_url: str) -> Feed:
+    """This process's feed with its two timers; the app starts it in its lifespan and stops it on shutdown."""
+
+    async def read_log(after: int, limit: int) -> list[store.Recorded]:
+        return await svc.db(read, after, limit)
+
+    async def queue_places(following: Feed) -> None:
+        await _refresh_queue_places(following, svc)
+
+    async def counts(following: Feed) -> None:
+        await _refresh_counts(following, svc)
+
+    live = Feed(database_url, read_log)
+    live.every(QUEUE_EVERY_S, queue_places)
+    live.every(COUNTS_EVERY_S, counts)
+    return live
