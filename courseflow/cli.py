@@ -208,7 +208,8 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
         for n in range(1, workers + 1):
             supervisor.add(f"worker-{n}", [*command, "worker", "--name", f"worker-{n}"])
         supervisor.add("projector", [*command, "projector"])
-        print(f"CourseFlow is serving on http://{settings.server_host}:{settings.server_port} (Ctrl-C stops it)")
+        base = f"http://{settings.server_host}:{settings.server_port}"
+        print(f"CourseFlow is serving on {base} (API reference: {base}/docs; Ctrl-C stops it)")
         return supervisor.run()
     finally:
         if started_servers:
