@@ -36,6 +36,8 @@ log = logging.getLogger("courseflow.auth")
 class Principal(msgspec.Struct, frozen=True):
     role: Role
     sub: str
+    # When its token stops being accepted (epoch seconds, leeway included); None in development mode.
+    valid_until: float | None = None
 
     @property
     def student_id(self) -> int | None:
@@ -137,7 +139,7 @@ class Authenticator:
             expires = float(claims["exp"])
         except (TypeError, ValueError, OverflowError):
             raise Unauthorized("the token's exp is not a time", token_given=True) from None
-        return Principal(role=parsed.role, sub=sub), expires
+        return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway), expires
 
 
 def _plain(text: str) -> str:

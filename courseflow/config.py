@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_registrar: str = RATE_LIMIT_REGISTRAR
     rate_limit_service: str = RATE_LIMIT_SERVICE
     rate_limit_anonymous: str = RATE_LIMIT_ANONYMOUS
+    # Live streams (SSE and WebSocket) one student may hold open at once on one API process; registrars and
+    # services (and development mode's one caller) may hold `live_streams_per_privileged`.
+    live_streams_per_student: int = 10
+    live_streams_per_privileged: int = 10_000
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and test reports: never with the key or the servers' passwords.
@@ -124,6 +128,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_registrar=env.get("RATE_LIMIT_REGISTRAR") or RATE_LIMIT_REGISTRAR,
             rate_limit_service=env.get("RATE_LIMIT_SERVICE") or RATE_LIMIT_SERVICE,
             rate_limit_anonymous=env.get("RATE_LIMIT_ANONYMOUS") or RATE_LIMIT_ANONYMOUS,
+            live_streams_per_student=_int(env, "LIVE_STREAMS_PER_STUDENT", 10),
+            live_streams_per_privileged=_int(env, "LIVE_STREAMS_PER_PRIVILEGED", 10_000),
         )
 
 

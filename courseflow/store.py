@@ -324,14 +324,29 @@ def read_events(
     return [Recorded(pos, s, v, at, events.decode(data)) for pos, s, v, at, data in cur.fetchall()]
 
 
+# A waitlisted request's live place: those of its course ranking ahead of it, by priority then arrival.
+_WAITLIST_PLACE = (
+    "(SELECT count(*) + 1 FROM enrollment_requests o WHERE o.course_id = r.course_id AND o.status = 'waitlisted'"
+    " AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-r.priority, r.arrival_ms, r.arrival_seq))"
+)
+
+
+def waitlist_places(conn: Conn, request_ids: Sequence[str]) -> dict[str, int]:
+    """The live places of those of these requests still waitlisted, in one query."""
+    rows = conn.execute(
+        f"SELECT request_id::text, {_WAITLIST_PLACE} FROM enrollment_requests r"
+        " WHERE request_id = ANY(%s::uuid[]) AND status = 'waitlisted'",
+        (list(request_ids),),
+    ).fetchall()
+    return {request_id: int(place) for request_id, place in rows}
+
+
 def request(conn: Conn, request_id: str) -> dict[str, Any] | None:
     """A decided request as the write model has it, with its waitlist position when waitlisted."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT request_id::text, course_id, student_id, priority, status, reason, requested_at, decided_at,"
-            " CASE WHEN status = 'waitlisted' THEN (SELECT count(*) + 1 FROM enrollment_requests o"
-            "  WHERE o.course_id = r.course_id AND o.status = 'waitlisted'"
-            "  AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-r.priority, r.arrival_ms, r.arrival_seq)) END"
+            f" CASE WHEN status = 'waitlisted' THEN {_WAITLIST_PLACE} END"
             " AS waitlist_position FROM enrollment_requests r WHERE request_id = %s",
             (request_id,),
         )

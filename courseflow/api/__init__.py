@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
     svc = Services(settings)
-    feed = live.feed(svc, settings.database_url)
+    feed = live.log_feed(svc, settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -45,6 +45,7 @@ class Services:
     """The connections one API process shares across requests."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.keys = Keys(settings.stream_prefix)
         self.redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)

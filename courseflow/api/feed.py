@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from psycopg_pool import PoolTimeout
 
 from courseflow import store
 from courseflow.backoff import Backoff
-from courseflow.problems import ShuttingDown, Unavailable
+from courseflow.problems import RateLimited, ShuttingDown, Unavailable
 
 log = logging.getLogger("courseflow.feed")
 
@@ -46,9 +47,10 @@ _LISTENER: dict[str, Any] = {
 
 
 class Ended(msgspec.Struct, frozen=True):
-    """Why a subscription ended. `overflow`: it fell behind; `shutdown`: the server stops; `rewound`: the log did."""
+    """Why a subscription ended. `overflow`: it fell behind; `shutdown`: the server stops; `rewound`: the log did;
+    `expired`: the follower's token did (a stream never outlives the right to read it)."""
 
-    reason: Literal["overflow", "shutdown", "rewound"]
+    reason: Literal["overflow", "shutdown", "rewound", "expired"]
 
 
 class Refresh(msgspec.Struct, frozen=True):
@@ -66,21 +68,30 @@ class Subscription:
     """One follower of a request or a course: its buffer, filled by the feed, drained by its stream."""
 
     def __init__(
-        self, forget: Callable[[Subscription], None], buffer: int, request_id: str | None, course_id: int | None
+        self,
+        forget: Callable[[Subscription], None],
+        buffer: int,
+        request_id: str | None,
+        course_id: int | None,
+        owner: str,
     ):
+        self.owner = owner
         self.request_id = request_id
         self.course_id = course_id
         self.stream = None if course_id is None else store.course_stream(course_id)
         # The last log position its stream has sent: messages not from the log carry it, later ones must pass it.
         self.position = 0
-        # Whether the queue-place timer asks about this request (it is pending), and the last value a timer offered.
-        self.pending = False
+        # Which place the timer refreshes for this request (its queue place while pending, its waitlist place while
+        # waitlisted: others ahead leave), and the last value a timer offered.
+        self.place: Literal["queue", "waitlist"] | None = None
         self.refreshed: int | msgspec.Struct | None = None
         self.ended: Ended | None = None
         self._forget = forget
         self._buffer = buffer
         self._items: deque[Item] = deque()
         self._wake = asyncio.Event()
+        # Ends it when its follower's token expires.
+        self.expiry: asyncio.TimerHandle | None = None
 
     def offer(self, item: Item) -> None:
         """Buffer an item, never waiting: a full buffer ends the subscription instead."""
@@ -121,6 +132,8 @@ class Feed:
         self._idle_s = idle_s
         self._by_request: dict[str, set[Subscription]] = {}
         self._by_stream: dict[str, set[Subscription]] = {}
+        # Open subscriptions per owner (a caller), to hold each to its share.
+        self._held: Counter[str] = Counter()
         self._beats: list[tuple[float, Beat]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,24 +146,52 @@ class Feed:
         """Run `beat` every `seconds` from start to stop: one timer for all subscribers."""
         self._beats.append((seconds, beat))
 
-    def subscribe(self, request_id: str | None = None, course_id: int | None = None) -> Subscription:
-        """Register before reading any status or backfill, so an event committed meanwhile is buffered, not lost."""
+    def subscribe(
+        self,
+        request_id: str | None = None,
+        course_id: int | None = None,
+        *,
+        owner: str = "",
+        most: int | None = None,
+        until: float | None = None,
+    ) -> Subscription:
+        """Register before reading any status or backfill, so an event committed meanwhile is buffered, not lost.
+
+        `owner` holds at most `most` subscriptions at once (429 beyond); each ends at `until` (epoch seconds).
+        """
         if self.closing:
             raise ShuttingDown("this server is shutting down; reconnect to another")
+        if most is not None and self._held[owner] >= most:
+            raise RateLimited(
+                f"at most {most} live streams at once per caller: close one before opening another",
+                headers={"Retry-After": "5"},
+            )
         self._loop = self._loop or asyncio.get_running_loop()
-        sub = Subscription(self.unsubscribe, self._buffer, request_id, course_id)
+        sub = Subscription(self.unsubscribe, self._buffer, request_id, course_id, owner)
+        self._held[owner] += 1
         if request_id is not None:
             self._by_request.setdefault(request_id, set()).add(sub)
         if sub.stream is not None:
             self._by_stream.setdefault(sub.stream, set()).add(sub)
+        if until is not None:
+            sub.expiry = self._loop.call_later(max(0.0, until - time.time()), sub.end, Ended("expired"))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscription; the first call of several (it ended, then its stream left) counts."""
+        known = self._by_request.get(sub.request_id or "", set()) | self._by_stream.get(sub.stream or "", set())
+        if sub not in known:
+            return
         for index, key in ((self._by_request, sub.request_id), (self._by_stream, sub.stream)):
             if key is not None and (subs := index.get(key)) is not None:
                 subs.discard(sub)
                 if not subs:
                     del index[key]
+        self._held[sub.owner] -= 1
+        if self._held[sub.owner] <= 0:
+            del self._held[sub.owner]
+        if sub.expiry is not None:
+            sub.expiry.cancel()
 
     def subscriptions(self) -> list[Subscription]:
         return [sub for index in (self._by_request, self._by_stream) for subs in index.values() for sub in subs]

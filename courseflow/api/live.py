@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 import psycopg
@@ -53,7 +53,7 @@ from courseflow.events import (
 from courseflow.problems import NotFound
 from courseflow.queue import parse_member
 
-QUEUE_EVERY_S = 1.0
+PLACES_EVERY_S = 1.0
 COUNTS_EVERY_S = 2.0
 
 # The message that tells of each event of a request (its status after it: domain.STATUS_AFTER).
@@ -78,10 +78,26 @@ class Following:
     messages: AsyncGenerator[Message, None]
 
 
+def _subscribe(
+    svc: Services, feed: Feed, caller: Principal, request_id: str | None = None, course_id: int | None = None
+) -> Subscription:
+    """A subscription held to the caller's share of streams, ending when the caller's token does."""
+    settings = svc.settings
+    most = settings.live_streams_per_student if caller.role == "student" else settings.live_streams_per_privileged
+    owner = f"{caller.role}:{caller.sub}"
+    return feed.subscribe(request_id, course_id, owner=owner, most=most, until=caller.valid_until)
+
+
+def _resumable(after: int | None, dispatched: int) -> int | None:
+    """Where to resume. An id past what this process has seen (a log restored from a backup, or another process
+    a moment ahead) starts afresh from the current state instead: a resumed stream must never wait silently."""
+    return None if after is not None and after > dispatched else after
+
+
 async def open_request(svc: Services, feed: Feed, caller: Principal, request_id: str, after: int | None) -> Following:
     """Subscribe first, then check the caller may follow the request (another student's is 404)."""
-    await feed.started()
-    sub = feed.subscribe(request_id=request_id)
+    after = _resumable(after, await feed.started())
+    sub = _subscribe(svc, feed, caller, request_id=request_id)
     try:
         found = await status.owned(svc, caller, request_id)
     except BaseException:
@@ -100,21 +116,23 @@ async def _request_messages(
         if after is None:
             if changes and STATUS_AFTER[type(changes[-1].event)] != now.status:
                 now = await _after(svc, now, changes[-1])  # the read model has not caught up with the log yet
-            sub.refreshed = now.queue_position
             yield StatusSnapshot(id=sub.position, **msgspec.structs.asdict(now))
         for recorded in changes if after is not None else ():
             now = await _after(svc, now, recorded)
             yield _MESSAGE[type(recorded.event)](id=recorded.position, **msgspec.structs.asdict(now))
         while True:
-            sub.pending = now.status == "pending"
+            _watch_place(sub, now)
             item = await sub.next()
             if isinstance(item, Ended):
                 yield Reconnect(id=sub.position, reason=item.reason)
                 return
             if isinstance(item, Refresh):
-                if sub.pending and isinstance(item.value, int):
+                if isinstance(item.value, int) and sub.place == "queue":
                     now = msgspec.structs.replace(now, queue_position=item.value)
                     yield StillPending(id=sub.position, **msgspec.structs.asdict(now))
+                elif isinstance(item.value, int) and sub.place == "waitlist":
+                    now = msgspec.structs.replace(now, waitlist_position=item.value)
+                    yield PlacedOnWaitlist(id=sub.position, **msgspec.structs.asdict(now))
             elif item.position > sub.position:
                 sub.position = item.position
                 if type(item.event) in _MESSAGE:
@@ -122,6 +140,15 @@ async def _request_messages(
                     yield _MESSAGE[type(item.event)](id=item.position, **msgspec.structs.asdict(now))
     except OUTAGES:
         yield Reconnect(id=sub.position, reason="unavailable")
+
+
+def _watch_place(sub: Subscription, now: EnrollmentStatus) -> None:
+    """Tell the timer which place of this request to refresh, and the one its follower last heard."""
+    place: Literal["queue", "waitlist"] | None = (
+        "queue" if now.status == "pending" else "waitlist" if now.status == "waitlisted" else None
+    )
+    sub.place = place
+    sub.refreshed = now.queue_position if place == "queue" else now.waitlist_position
 
 
 async def _after(svc: Services, now: EnrollmentStatus, recorded: store.Recorded) -> EnrollmentStatus:
@@ -145,8 +172,8 @@ async def _after(svc: Services, now: EnrollmentStatus, recorded: store.Recorded)
 async def open_course(svc: Services, feed: Feed, caller: Principal, course_id: int, after: int | None) -> Following:
     """Registrars and services only (403); subscribed before the counts and any backfill are read."""
     caller.require("registrar", "service")
-    await feed.started()
-    sub = feed.subscribe(course_id=course_id)
+    after = _resumable(after, await feed.started())
+    sub = _subscribe(svc, feed, caller, course_id=course_id)
     # Everything up to here was dispatched before the subscription; everything after reaches it.
     start = feed.position or 0
     try:
@@ -223,24 +250,29 @@ async def _counts(svc: Services, course_ids: list[int]) -> dict[int, CourseCount
     }
 
 
-async def _refresh_queue_places(feed: Feed, svc: Services) -> None:
-    """Every pending follower's queue place in two round trips, however many there are; changes only."""
-    watched = [sub for sub in feed.subscriptions() if sub.pending and sub.request_id is not None]
-    ids = sorted({sub.request_id for sub in watched if sub.request_id is not None})
-    if not ids:
-        return
-    members = cast(list[bytes | None], await svc.redis.hmget(svc.keys.pending_index, ids))
-    found = [(request_id, member) for request_id, member in zip(ids, members, strict=True) if member is not None]
-    async with svc.redis.pipeline(transaction=False) as pipe:
-        for _, member in found:
-            pipe.zrank(svc.keys.priority_set(parse_member(member).request.course_id), member)
-        ranks = await pipe.execute()
-    places = {request_id: rank + 1 for (request_id, _), rank in zip(found, ranks, strict=True) if rank is not None}
+async def _refresh_places(feed: Feed, svc: Services) -> None:
+    """Every follower's queue or waitlist place, in one Redis and one PostgreSQL round trip or two, however many
+    there are; a message only where a place changed."""
+    watched = [sub for sub in feed.subscriptions() if sub.place is not None and sub.request_id is not None]
+    queued = sorted({sub.request_id for sub in watched if sub.place == "queue" and sub.request_id is not None})
+    waiting = sorted({sub.request_id for sub in watched if sub.place == "waitlist" and sub.request_id is not None})
+    places = await _queue_places(svc, queued) if queued else {}
+    places |= await svc.db(store.waitlist_places, waiting) if waiting else {}
     for sub in watched:
         place = places.get(sub.request_id or "")
         if place is not None and place != sub.refreshed:
             sub.refreshed = place
             sub.offer(Refresh(place))
+
+
+async def _queue_places(svc: Services, request_ids: list[str]) -> dict[str, int]:
+    members = cast(list[bytes | None], await svc.redis.hmget(svc.keys.pending_index, request_ids))
+    found = [(rid, member) for rid, member in zip(request_ids, members, strict=True) if member is not None]
+    async with svc.redis.pipeline(transaction=False) as pipe:
+        for _, member in found:
+            pipe.zrank(svc.keys.priority_set(parse_member(member).request.course_id), member)
+        ranks = await pipe.execute()
+    return {rid: rank + 1 for (rid, _), rank in zip(found, ranks, strict=True) if rank is not None}
 
 
 async def _refresh_counts(feed: Feed, svc: Services) -> None:
@@ -255,19 +287,19 @@ async def _refresh_counts(feed: Feed, svc: Services) -> None:
             sub.offer(Refresh(now))
 
 
-def feed(svc: Services, database_url: str) -> Feed:
+def log_feed(svc: Services, database_url: str) -> Feed:
     """This process's feed with its two timers; the app starts it in its lifespan and stops it on shutdown."""
 
     async def read_log(after: int, limit: int) -> list[store.Recorded]:
         return await svc.db(read, after, limit)
 
-    async def queue_places(following: Feed) -> None:
-        await _refresh_queue_places(following, svc)
+    async def places(feed: Feed) -> None:
+        await _refresh_places(feed, svc)
 
-    async def counts(following: Feed) -> None:
-        await _refresh_counts(following, svc)
+    async def counts(feed: Feed) -> None:
+        await _refresh_counts(feed, svc)
 
     live = Feed(database_url, read_log)
-    live.every(QUEUE_EVERY_S, queue_places)
+    live.every(PLACES_EVERY_S, places)
     live.every(COUNTS_EVERY_S, counts)
     return live

@@ -79,7 +79,7 @@ class CourseCounts(LogMessage, frozen=True, kw_only=True, tag="counts"):
 class Reconnect(LogMessage, frozen=True, kw_only=True, tag="reconnect"):
     """The last message of a stream: resume after `id` (SSE `Last-Event-ID`, WebSocket `after`)."""
 
-    reason: Literal["overflow", "shutdown", "rewound", "unavailable"]
+    reason: Literal["overflow", "shutdown", "rewound", "expired", "unavailable"]
 
 
 class StreamRefused(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="error", tag_field="type"):

@@ -70,11 +70,7 @@ def query(request: HTTPConnection, kind: type[S]) -> S:
 
 def _convert(raw: Mapping[str, str], kind: type[S], location: Location) -> S:
     for name in _integers(kind) & raw.keys():
-        # Plain ASCII digits only: msgspec would also read "1e3" and "5.0", and str.isdigit() takes "³".
-        if not (raw[name].isascii() and raw[name].isdigit()):
-            raise InvalidInput(
-                name, f"must be a whole number in plain digits, got {raw[name][:32]!r}", location=location
-            )
+        plain_digits(raw[name], name, location)
     try:
         return msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as exc:
@@ -82,6 +78,16 @@ def _convert(raw: Mapping[str, str], kind: type[S], location: Location) -> S:
         shown = raw.get(field)
         got = "" if shown is None else f", got {shown[:32]!r}"
         raise InvalidInput(field, detail + got, location=location) from None
+
+
+def plain_digits(raw: str, name: str, location: Location, status: int = 422) -> str:
+    """A whole number as sent: plain ASCII digits only, and no more than 20 of them (msgspec would also read
+    "1e3" and "5.0", str.isdigit() takes "³", and int() of thousands of digits is refused)."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20):
+        raise InvalidInput(
+            name, f"must be a whole number in plain digits, got {raw[:32]!r}", status=status, location=location
+        )
+    return raw
 
 
 def _integers(kind: type[msgspec.Struct]) -> frozenset[str]:

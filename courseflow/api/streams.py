@@ -27,7 +27,7 @@ from courseflow.api.feed import Feed
 from courseflow.api.gate import BEARER_SUBPROTOCOL, principal
 from courseflow.api.live import OUTAGES, Following, open_course, open_request, read
 from courseflow.api.messages import CourseMessage, Message, Reconnect, RequestMessage, StreamRefused
-from courseflow.api.operations import operation, path_params, query
+from courseflow.api.operations import operation, path_params, plain_digits, query
 from courseflow.api.views import EventPage
 from courseflow.payloads import MAX_ID, CoursePath, Id, Page, Params, RequestPath
 from courseflow.problems import InvalidInput, Problem, Unavailable
@@ -44,16 +44,19 @@ def _feed(conn: HTTPConnection) -> Feed:
 
 
 def _wants_stream(request: Request) -> bool:
-    return "text/event-stream" in request.headers.get("accept", "")
+    return "text/event-stream" in request.headers.get("accept", "").lower()
 
 
-def _last_event_id(request: Request) -> int | None:
+def _resume_after(request: Request) -> int | None:
+    """Where a stream resumes: `Last-Event-ID` (an SSE client's reconnection), else `after` (which a browser's
+    EventSource cannot put in a header); None: from the current status."""
     raw = request.headers.get("last-event-id", "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) > MAX_ID:
-        raise InvalidInput("Last-Event-ID", "must be a log position (a whole number)", status=400, location="header")
-    return int(raw)
+    if raw:
+        position = int(plain_digits(raw, "Last-Event-ID", "header", status=400))
+        if position > MAX_ID:
+            raise InvalidInput("Last-Event-ID", f"must be a log position up to {MAX_ID}", 400, "header")
+        return position
+    return query(request, Page).after if "after" in request.query_params else None
 
 
 class _Pushed(EventSourceResponse):
@@ -93,7 +96,7 @@ async def request_events(request: Request) -> Response:
     svc, caller = services(request), principal(request)
     request_id = str(path_params(request, RequestPath).request_id)
     if _wants_stream(request):
-        return _Pushed(await open_request(svc, _feed(request), caller, request_id, _last_event_id(request)))
+        return _Pushed(await open_request(svc, _feed(request), caller, request_id, _resume_after(request)))
     found = await status.owned(svc, caller, request_id)
     page = query(request, Page)
     logged = await svc.db(read, page.after, page.limit, student_id=found.student_id, request_id=request_id)
@@ -119,7 +122,7 @@ async def course_events(request: Request) -> Response:
         return await history.course_events(request)
     course_id = path_params(request, CoursePath).course_id
     following = await open_course(
-        services(request), _feed(request), principal(request), course_id, _last_event_id(request)
+        services(request), _feed(request), principal(request), course_id, _resume_after(request)
     )
     return _Pushed(following)
 
@@ -184,7 +187,8 @@ async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None]) -
                     await websocket.send_text(_encoder.encode(last).decode())
         group.cancel_scope.cancel()
     if isinstance(last, Reconnect) and websocket.application_state == WebSocketState.CONNECTED:
-        # 1012: the server restarts; 1013: try again later (it fell behind, or a server it needs is down).
-        code = 1012 if last.reason in ("shutdown", "rewound") else 1013
+        # 1012: the server restarts; 1008: the token expired (policy); 1013: try again later (it fell behind, or
+        # a server it needs is down).
+        code = {"shutdown": 1012, "rewound": 1012, "expired": 1008}.get(last.reason, 1013)
         with contextlib.suppress(RuntimeError):
             await websocket.close(code, f"reconnect after {last.id}")
