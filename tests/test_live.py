@@ -162,8 +162,13 @@ def test_waitlisted_then_promoted_live_and_a_resume_gets_exactly_what_was_missed
                     second,
                 )
             await http.delete(f"/api/v1/enrollments/{second}")
-            unreadable = await http.get(f"/api/v1/enrollments/{third}/events", headers=STREAM | {"Last-Event-ID": "x"})
-            assert (unreadable.status_code, unreadable.json()["field"]) == (400, "Last-Event-ID")
+            for bad in (b"x", b"\xb3", b"-1", b"9" * 5000):
+                headers = [(b"Accept", b"text/event-stream"), (b"Last-Event-ID", bad)]
+                unreadable = await http.get(f"/api/v1/enrollments/{third}/events", headers=headers)
+                assert (unreadable.status_code, unreadable.json()["field"]) == (400, "Last-Event-ID"), bad[:8]
+            # An id past the end of the log (a log restored from a backup) starts afresh, never silently.
+            async with sse(http, f"/api/v1/enrollments/{third}/events", **{"Last-Event-ID": "999999999"}) as fresh:
+                assert (await fresh.next()).type == "status"
             resumed = {"Last-Event-ID": str(waitlisted.id)}
             async with sse(http, f"/api/v1/enrollments/{third}/events", **resumed) as thirds:
                 missed = await thirds.next()
@@ -178,6 +183,31 @@ def test_waitlisted_then_promoted_live_and_a_resume_gets_exactly_what_was_missed
                 ("WaitlistPromoted", missed.id),
                 ("EnrollmentDropped", dropped.id),
             ]
+
+    asyncio.run(scenario())
+
+
+def test_a_waitlist_place_moves_up_live_when_someone_ahead_leaves(
+    api_server: str, start_workers: StartWorkers, projector: Projector
+) -> None:
+    start_workers()
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            _, second, third = [await enroll(http, s, 1) for s in (1, 2, 3)]
+            async with sse(http, f"/api/v1/enrollments/{third}/events") as thirds:
+                assert (await thirds.next()).data["status"] == "pending"
+                await open_now(http, 1)
+                assert (await thirds.until("waitlisted")).data["waitlist_position"] == 2
+                assert (await http.delete(f"/api/v1/enrollments/{second}")).json()["status"] == "left"
+                moved = await thirds.next()
+                assert (moved.type, moved.data["status"], moved.data["waitlist_position"]) == (
+                    "waitlisted",
+                    "waitlisted",
+                    1,
+                )
+                assert (await http.get(f"/api/v1/enrollments/{third}")).json()["waitlist_position"] == 1
 
     asyncio.run(scenario())
 
@@ -263,9 +293,14 @@ def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
 
 @pytest.fixture(scope="module")
 def secured_api(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving_api(
-        servers, tmp_path_factory.mktemp("live"), AUTH_JWT_SECRET=SECRET, RATE_LIMIT_REGISTRAR="off"
-    ) as base:
+    # No leeway and two streams per student: expiry and the share of streams are seen in seconds.
+    env = {
+        "AUTH_JWT_SECRET": SECRET,
+        "RATE_LIMIT_REGISTRAR": "off",
+        "AUTH_LEEWAY": "0",
+        "LIVE_STREAMS_PER_STUDENT": "2",
+    }
+    with serving_api(servers, tmp_path_factory.mktemp("live"), **env) as base:
         yield base
 
 
@@ -303,10 +338,13 @@ def test_a_student_follows_only_their_own_requests_and_no_course(
                     with pytest.raises(ConnectionClosed) as closed:
                         await asyncio.wait_for(ws.recv(), 10)
                     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-            # No token: the gate closes the handshake.
-            with pytest.raises(InvalidStatus):
+            # No token: the handshake is answered 401 with problem details, as any request would be.
+            with pytest.raises(InvalidStatus) as denied:
                 async with connect(ws_url(secured_api, f"request_id={mine}"), proxy=None, open_timeout=10):
                     pass
+            assert denied.value.response.status_code == 401
+            assert denied.value.response.headers["Content-Type"] == "application/problem+json"
+            assert b'"urn:courseflow:problem:unauthorized"' in denied.value.response.body
             # A browser offers its token as the subprotocol after `bearer`; a forged one is refused the same way.
             token = one["Authorization"].removeprefix("Bearer ")
             offered = [Subprotocol("bearer"), Subprotocol(token)]
@@ -317,6 +355,37 @@ def test_a_student_follows_only_their_own_requests_and_no_course(
             with pytest.raises(InvalidStatus):
                 async with connect(ws_url(secured_api, f"request_id={mine}"), subprotocols=forged, proxy=None):
                     pass
+
+    asyncio.run(scenario())
+
+
+def test_a_student_holds_a_bounded_share_of_streams_each_ending_with_its_token(
+    secured_api: str, settings: Settings
+) -> None:
+    trusted = secured(settings)
+    registrar = bearer(trusted, "registrar", "reg-1")
+    lasting, brief = bearer(trusted, "student", 5), bearer(trusted, "student", 5, ttl_s=3)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=secured_api, timeout=10) as http:
+            created = await http.post(
+                "/api/v1/courses", json={"course_id": 2, "capacity": 5, "opens_at": LATER}, headers=registrar
+            )
+            assert created.status_code == 201
+            mine = await enroll(http, 5, 2, **lasting)
+            path = f"/api/v1/enrollments/{mine}/events"
+            async with sse(http, path, **lasting) as one, sse(http, path, **brief) as two:
+                assert (await one.next()).type == (await two.next()).type == "status"
+                async with http.stream("GET", path, headers=STREAM | lasting) as third:
+                    assert third.status_code == 429
+                    assert third.headers["content-type"] == "application/problem+json"
+                    assert "Retry-After" in third.headers
+                # The token behind the second stream expires: the stream ends, asking for a new connection.
+                ended = await two.until("reconnect", timeout=20)
+                assert ended.data["reason"] == "expired"
+                # Its place is free again.
+                async with sse(http, path, **lasting) as again:
+                    assert (await again.next()).type == "status"
 
     asyncio.run(scenario())
 

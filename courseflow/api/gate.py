@@ -48,7 +48,7 @@ class Gate:
             try:
                 await self.limiter.hit(anonymous(_client_address(scope)), method)
             except Problem as problem:
-                await respond(problem)(scope, receive, send)
+                await _refuse(problem, scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -58,10 +58,7 @@ class Gate:
             if (method, scope["path"]) not in self.counted_at_intake:
                 await self.limiter.hit(counted, method)
         except Problem as problem:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008, "reason": problem.title})  # policy violation
-            else:
-                await respond(problem)(scope, receive, send)
+            await _refuse(problem, scope, receive, send)
             return
         scope[_PRINCIPAL] = principal
         scope[_SUBJECT] = counted
@@ -77,6 +74,14 @@ class Gate:
             # Refused tokens count per address: guessing or flooding costs the guesser, not the API.
             await self.limiter.hit(anonymous(_client_address(scope)), method)
             raise
+
+
+async def _refuse(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
+    """Problem details, to a WebSocket handshake too (as its HTTP answer) where the server can send one."""
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": problem.title})  # policy violation
+        return
+    await respond(problem)(scope, receive, send)
 
 
 def _offered_bearer(scope: Scope) -> str | None:
