@@ -128,7 +128,8 @@ def test_two_authorization_headers_are_refused(secure: tuple[TestClient, Setting
     client, configured = secure
     headers = [("Authorization", bearer(configured, "student", n)["Authorization"]) for n in (43, 42)]
     response = client.get("/api/v1/students/42/enrollments", headers=headers)
-    assert response.status_code == 400 and response.json()["field"] == "authorization"
+    assert response.status_code == 400 and response.json()["field"] == "Authorization"
+    assert response.json()["errors"][0]["in"] == "header" and "pointer" not in response.json()["errors"][0]
 
 
 def test_a_remembered_token_still_expires(settings: Settings) -> None:

@@ -189,6 +189,8 @@ def test_routing_errors_are_problem_details_too(client: TestClient) -> None:
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     wrong = client.put("/api/v1/courses/1", json={})
     assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/problem+json"
+    # One route per method: `Allow` still names every method the path takes.
+    assert wrong.headers["allow"] == "GET, HEAD, PATCH"
     # No redirect built from the client's Host header for a trailing slash.
     slash = client.post("/api/v1/enrollments/", json={}, headers={"Host": "evil.example"}, follow_redirects=False)
     assert slash.status_code == 404 and "location" not in slash.headers

@@ -49,6 +49,8 @@ def test_course_and_student_history_paginated(client: TestClient, db: Conn, star
     assert client.get("/api/v1/courses/1/events?limit=0").json()["field"] == "limit"
     assert client.get("/api/v1/courses/1/events?after=-1").json()["field"] == "after"
     assert client.get("/api/v1/students/x/events").json()["field"] == "student_id"
+    unknown = client.get("/api/v1/courses/999/events")
+    assert (unknown.status_code, unknown.json()["field"]) == (404, "course_id")
 
 
 def test_history_and_rebuild_commands(

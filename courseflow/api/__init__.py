@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, priorities, queue, store
@@ -42,11 +42,19 @@ async def problem(_: Request, exc: Exception) -> Response:
     return respond(exc)
 
 
-async def http_error(_: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     """Routing's own answers (no such path, wrong method) as problem details too."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return respond(MethodNotAllowed("this path does not take that method", headers=exc.headers))
+        # Each method of a path is its own route: `Allow` names them all, not only the first route's.
+        allowed = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+            for method in route.methods or ()
+        }
+        allow = {"Allow": ", ".join(sorted(allowed))}
+        return respond(MethodNotAllowed(f"this path takes {allow['Allow']}", headers=allow))
     if exc.status_code == 404:
         return respond(NotFound("no such endpoint"))
     return respond(Problem(str(exc.detail), status=exc.status_code, headers=exc.headers))

@@ -137,7 +137,10 @@ async def release(request: Request) -> Response:
         new_status, promoted = await svc.db(lifecycle.release, request_id)
     except lifecycle.NotFound:
         if await svc.intake.pending_position(request_id) is not None:
-            raise NotDecided("the request is not decided yet; try again shortly", "request_id") from None
+            raise NotDecided(
+                "the request is still pending: it can be released once decided (when its course opens, if it has not)",
+                "request_id",
+            ) from None
         raise NotFound(f"no request {request_id}", "request_id") from None
     # Who was promoted is another student's business: privileged callers only.
     return JSON(Released(request_id=request_id, status=new_status, promoted=promoted if caller.privileged else None))

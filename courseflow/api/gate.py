@@ -107,7 +107,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     """The one value of a header; two of them are refused rather than one silently chosen."""
     values = [bytes(value) for key, value in scope["headers"] if key == name]
     if len(values) > 1:
-        raise InvalidInput(name.decode(), "is given more than once", status=400)
+        raise InvalidInput(name.decode().title(), "is given more than once", status=400, location="header")
     return values[0].decode("latin-1") if values else None
 
 

@@ -16,6 +16,7 @@ from courseflow.api.status import from_row
 from courseflow.api.views import EventPage, RecordedEvent, StudentEnrollments
 from courseflow.auth import Principal
 from courseflow.payloads import CoursePath, Page, StudentPath
+from courseflow.problems import NotFound
 from projections import queries
 
 # What identifies another student's request, or says more about them than the course's counts: registrars only.
@@ -25,7 +26,9 @@ _PERSONAL = ("student_id", "request_id", "idempotency_key", "priority", "previou
 def present(recorded: store.Recorded, reader: Principal, student_id: int | None = None) -> RecordedEvent:
     """An event as the reader may see it; `student_id`: the student whose history it is, read on their behalf."""
     data: dict[str, Any] = msgspec.to_builtins(recorded.event)
-    if not reader.sees_everyone and data.get("student_id") not in (reader.student_id, student_id):
+    # Whose event it is must be known and be the reader's (or theirs it is read for); anything else is stripped.
+    owner = data.get("student_id")
+    if not reader.sees_everyone and (owner is None or owner not in (reader.student_id, student_id)):
         data = {k: v for k, v in data.items() if k not in _PERSONAL}
     return RecordedEvent(
         position=recorded.position,
@@ -37,23 +40,46 @@ def present(recorded: store.Recorded, reader: Principal, student_id: int | None 
     )
 
 
-async def _page(request: Request, stream: str | None = None, student_id: int | None = None) -> Response:
-    page = query(request, Page)
+def read(
+    conn: store.Conn,
+    /,
+    after: int,
+    limit: int,
+    *,
+    stream: str | None = None,
+    student_id: int | None = None,
+    request_id: str | None = None,
+) -> list[store.Recorded]:
+    """The one way the API reads the log: histories, live streams and the feed alike."""
+    with conn.cursor() as cur:
+        return store.read_events(cur, after, limit, stream, student_id, request_id)
 
-    def read(conn: store.Conn) -> list[store.Recorded]:
-        with conn.cursor() as cur:
-            return store.read_events(cur, page.after, page.limit, stream=stream, student_id=student_id)
 
-    recorded = await services(request).db(read)
-    next_after = recorded[-1].position if len(recorded) == page.limit else None
+async def page(
+    request: Request,
+    *,
+    stream: str | None = None,
+    student_id: int | None = None,
+    request_id: str | None = None,
+) -> EventPage:
+    """A page of events as the caller may see them; `student_id`: the student they are read for."""
+    wanted = query(request, Page)
+    recorded = await services(request).db(
+        read, wanted.after, wanted.limit, stream=stream, student_id=student_id, request_id=request_id
+    )
+    next_after = recorded[-1].position if len(recorded) == wanted.limit else None
     reader = principal(request)
-    return JSON(EventPage(events=[present(r, reader, student_id) for r in recorded], next_after=next_after))
+    return EventPage(events=[present(r, reader, student_id) for r in recorded], next_after=next_after)
 
 
 async def course_events(request: Request) -> Response:
     """JSON history; `streams.course_events` serves the route and also streams it live."""
     course_id = path_params(request, CoursePath).course_id
-    return await _page(request, stream=store.course_stream(course_id))
+    found = await page(request, stream=store.course_stream(course_id))
+    # No events at all: no such course, or one created a moment ago (the write model knows).
+    if not found.events and await services(request).db(store.course, course_id) is None:
+        raise NotFound(f"no course {course_id}", "course_id")
+    return JSON(found)
 
 
 @operation(
@@ -66,7 +92,7 @@ async def course_events(request: Request) -> Response:
     problems=(403,),
 )
 async def student_events(request: Request) -> Response:
-    return await _page(request, student_id=student_in_path(request, "history"))
+    return JSON(await page(request, student_id=student_in_path(request, "history")))
 
 
 @operation(

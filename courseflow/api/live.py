@@ -110,7 +110,7 @@ async def _request_messages(
     svc: Services, sub: Subscription, now: EnrollmentStatus, after: int | None
 ) -> AsyncGenerator[Message, None]:
     try:
-        logged = await svc.db(read, after or 0, BATCH, student_id=now.student_id, request_id=now.request_id)
+        logged = await svc.db(history.read, after or 0, BATCH, student_id=now.student_id, request_id=now.request_id)
         changes = [r for r in logged if type(r.event) in _MESSAGE]
         sub.position = max(after or 0, logged[-1].position if logged else 0)
         if after is None:
@@ -192,7 +192,7 @@ async def _course_messages(
     sub.position = start
     try:
         while after is not None:
-            logged = await svc.db(read, sub.position, BATCH, stream=sub.stream)
+            logged = await svc.db(history.read, sub.position, BATCH, stream=sub.stream)
             for recorded in logged:
                 sub.position = recorded.position
                 yield LoggedEvent(id=recorded.position, event=history.present(recorded, caller))
@@ -213,20 +213,6 @@ async def _course_messages(
                 yield LoggedEvent(id=item.position, event=history.present(item, caller))
     except OUTAGES:
         yield Reconnect(id=sub.position, reason="unavailable")
-
-
-def read(
-    conn: store.Conn,
-    /,
-    after: int,
-    limit: int,
-    *,
-    stream: str | None = None,
-    student_id: int | None = None,
-    request_id: str | None = None,
-) -> list[store.Recorded]:
-    with conn.cursor() as cur:
-        return store.read_events(cur, after, limit, stream, student_id, request_id)
 
 
 def _courses(conn: store.Conn, course_ids: list[int]) -> list[dict[str, Any]]:
@@ -291,7 +277,7 @@ def log_feed(svc: Services, database_url: str) -> Feed:
     """This process's feed with its two timers; the app starts it in its lifespan and stops it on shutdown."""
 
     async def read_log(after: int, limit: int) -> list[store.Recorded]:
-        return await svc.db(read, after, limit)
+        return await svc.db(history.read, after, limit)
 
     async def places(feed: Feed) -> None:
         await _refresh_places(feed, svc)

@@ -115,8 +115,18 @@ def _schema(kind: Any, schema_of: dict[Any, Any]) -> dict[str, Any]:
     return schema_of[kind] if len(members) == 1 else {"anyOf": [schema_of[m] for m in members]}
 
 
+# Streams resume after the last id a client got, as SSE clients send it on reconnection.
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "With `Accept: text/event-stream`: resume after this log position (the last `id:` received)",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
 def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
+    found: list[dict[str, Any]] = [_LAST_EVENT_ID] if op.streams is not None else []
     for where, kind in (("path", op.path), ("query", op.query)):
         if kind is None:
             continue

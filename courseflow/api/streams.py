@@ -25,7 +25,7 @@ from courseflow.api import history, status
 from courseflow.api.common import JSON, services
 from courseflow.api.feed import Feed
 from courseflow.api.gate import BEARER_SUBPROTOCOL, principal
-from courseflow.api.live import OUTAGES, Following, open_course, open_request, read
+from courseflow.api.live import OUTAGES, Following, open_course, open_request
 from courseflow.api.messages import CourseMessage, Message, Reconnect, RequestMessage, StreamRefused
 from courseflow.api.operations import operation, path_params, plain_digits, query
 from courseflow.api.views import EventPage
@@ -98,11 +98,7 @@ async def request_events(request: Request) -> Response:
     if _wants_stream(request):
         return _Pushed(await open_request(svc, _feed(request), caller, request_id, _resume_after(request)))
     found = await status.owned(svc, caller, request_id)
-    page = query(request, Page)
-    logged = await svc.db(read, page.after, page.limit, student_id=found.student_id, request_id=request_id)
-    next_after = logged[-1].position if len(logged) == page.limit else None
-    events = [history.present(r, caller, found.student_id) for r in logged]
-    return JSON(EventPage(events=events, next_after=next_after))
+    return JSON(await history.page(request, student_id=found.student_id, request_id=request_id))
 
 
 @operation(
@@ -160,7 +156,7 @@ async def follow(websocket: WebSocket) -> None:
 async def _open(websocket: WebSocket) -> Following:
     wanted = query(websocket, Follow)
     if (wanted.request_id is None) == (wanted.course_id is None):
-        raise InvalidInput("request_id", "or course_id is required (one of them)", location="query")
+        raise InvalidInput("request_id", "or course_id: give exactly one of them", location="query")
     svc, caller, feed = services(websocket), principal(websocket), _feed(websocket)
     try:
         if wanted.request_id is not None:
