@@ -82,9 +82,9 @@ class Subscription:
         # The last log position its stream has sent: messages not from the log carry it, later ones must pass it.
         self.position = 0
         # Which place the timer refreshes for this request (its queue place while pending, its waitlist place while
-        # waitlisted: others ahead leave), and the last value a timer offered.
+        # waitlisted: others ahead leave), and the last place its follower heard.
         self.place: Literal["queue", "waitlist"] | None = None
-        self.refreshed: int | msgspec.Struct | None = None
+        self.refreshed: int | None = None
         self.ended: Ended | None = None
         self._forget = forget
         self._buffer = buffer

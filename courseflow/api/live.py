@@ -198,7 +198,6 @@ async def _course_messages(
                 yield LoggedEvent(id=recorded.position, event=history.present(recorded, caller))
             if len(logged) < BATCH:
                 break
-        sub.refreshed = counts
         yield msgspec.structs.replace(counts, id=sub.position)
         while True:
             item = await sub.next()
@@ -262,14 +261,15 @@ async def _queue_places(svc: Services, request_ids: list[str]) -> dict[str, int]
 
 
 async def _refresh_counts(feed: Feed, svc: Services) -> None:
+    """Every followed course's counts, for all its followers at once, on every beat: a board draws its rates
+    from the series, so a beat with nothing new is news too."""
     following = [sub for sub in feed.subscriptions() if sub.course_id is not None]
     if not following:
         return
     counts = await _counts(svc, sorted({sub.course_id for sub in following if sub.course_id is not None}))
     for sub in following:
         now = counts.get(sub.course_id or 0)
-        if now is not None and now != sub.refreshed:
-            sub.refreshed = now
+        if now is not None:
             sub.offer(Refresh(now))
 
 
