@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from courseflow import auth, check, deadletters, migrations, payloads, services, store
+from courseflow import auth, check, deadletters, logs, migrations, payloads, services, store, tracing
 from courseflow.config import Settings
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("api", help="serve the HTTP API")
     worker = commands.add_parser("worker", help="decide requests as one consumer of the group")
     worker.add_argument("--name", help="consumer name; reuse it across restarts to recover its own entries")
+    worker.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
 
-    commands.add_parser("projector", help="keep the read models current from the event log")
+    projector = commands.add_parser("projector", help="keep the read models current from the event log")
+    projector.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
     rebuild = commands.add_parser("rebuild", help="rebuild read models from position 0 while serving, then switch")
     rebuild.add_argument(
         "--projection", action="append", choices=sorted(PROJECTIONS), help="only this one (repeatable)"
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, help="number of workers (default: WORKERS or 2)")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
+    # Before anything logs: one renderer for our records and every library's (see courseflow.logs).
+    logs.configure(settings)
     try:
         match args.command:
             case "services":
@@ -78,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             case "api":
                 return _api(settings)
             case "worker":
+                _serve_metrics(settings, args.metrics_port)
                 return _worker(settings, args.name or f"{socket.gethostname()}-{os.getpid()}")
             case "projector":
+                _serve_metrics(settings, args.metrics_port)
                 return _projector(settings)
             case "rebuild":
                 print(f"rebuilt up to position {rebuild_read_models(settings.database_url, args.projection)}")
@@ -140,13 +145,14 @@ def _api(settings: Settings) -> int:
         # this one, so a requested stop ends with status 0.
         signal.signal(sig, lambda *_: None)
     uvicorn.run(
-        "courseflow.api:create_app",
+        "courseflow.api:create_served_app",
         factory=True,
         host=settings.server_host,
         port=settings.server_port,
         workers=settings.api_processes if settings.api_processes > 1 else None,
-        access_log=False,
-        log_level="info",
+        # uvicorn's loggers (access log included) propagate to our root handler; LOG_LEVEL sets their level.
+        log_config=logs.uvicorn_config(settings),
+        access_log=settings.access_log,
         # X-Forwarded-For is anyone's to write: trusted only when FORWARDED_ALLOW_IPS names the proxy.
         proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
     )
@@ -160,6 +166,7 @@ def _worker(settings: Settings, name: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Finish and commit the batch in hand, acknowledge it, then exit.
         signal.signal(sig, lambda *_: stop.set())
+    tracing.configure("courseflow-worker")
     log.info("worker %s starting", name)
     Worker(settings, name, stop).run()
     log.info("worker %s stopped", name)
@@ -170,10 +177,32 @@ def _projector(settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    tracing.configure("courseflow-projector")
     log.info("projector starting")
     Projector(settings.database_url, stop=stop).run()
     log.info("projector stopped")
     return 0
+
+
+_METRICS_PORT_HELP = "serve this process's Prometheus series on this port (at METRICS_HOST, default 127.0.0.1)"
+
+
+def _serve_metrics(settings: Settings, port: int | None) -> None:
+    """For a worker or projector scraped on its own host; under `courseflow run` the API's /metrics has them."""
+    if port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=settings.metrics_host)
+        log.info("Prometheus series on http://%s:%d/metrics", settings.metrics_host, port)
+
+
+def _fresh_metrics_dir(settings: Settings, env: dict[str, str]) -> Path:
+    """Where the children write their series for the API's /metrics to add up; emptied of an earlier run's."""
+    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "prometheus")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # only prometheus-client's own files: the directory may be the operator's
+        stale.unlink()
+    return path.resolve()
 
 
 def _history(settings: Settings, course_id: int | None, student_id: int | None) -> int:
@@ -203,6 +232,8 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
                 if store.create_course(conn, 1, "Demo course", 10, None, None):
                     log.info("created demo course 1 (capacity 10)")
         command = [sys.executable, "-m", "courseflow"]
+        # The API's /metrics then shows the workers' and projector's series too (prometheus-client multiprocess).
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings, env))
         supervisor = Supervisor(env)
         supervisor.add("api", [*command, "api"])
         for n in range(1, workers + 1):

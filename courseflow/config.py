@@ -79,6 +79,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # services (and development mode's one caller) may hold `live_streams_per_privileged`.
     live_streams_per_student: int = 10
     live_streams_per_privileged: int = 10_000
+    # LOG_FORMAT: "json" or "console"; None picks console on a terminal, JSON otherwise (see courseflow.logs).
+    log_format: str | None = None
+    log_level: str = "INFO"
+    # One line per HTTP request: off by default, as it costs the intake path a log record per request.
+    access_log: bool = False
+    # /metrics exports per-course gauges for this many courses only (deepest queue, then most seats taken).
+    metrics_top_courses: int = 20
+    # Where `worker --metrics-port` and `projector --metrics-port` listen; loopback unless a scraper is elsewhere.
+    metrics_host: str = "127.0.0.1"
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and test reports: never with the key or the servers' passwords.
@@ -130,6 +139,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_anonymous=env.get("RATE_LIMIT_ANONYMOUS") or RATE_LIMIT_ANONYMOUS,
             live_streams_per_student=_int(env, "LIVE_STREAMS_PER_STUDENT", 10),
             live_streams_per_privileged=_int(env, "LIVE_STREAMS_PER_PRIVILEGED", 10_000),
+            log_format=env.get("LOG_FORMAT") or None,
+            log_level=env.get("LOG_LEVEL") or "INFO",
+            access_log=_switch(env, "ACCESS_LOG", False),
+            metrics_top_courses=_int(env, "METRICS_TOP_COURSES", 20),
+            metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
         )
 
 
@@ -154,3 +168,12 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"configuration error: {name} must be an integer, got {raw!r}") from None
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise SystemExit(f"configuration error: {name} must be on or off, got {raw!r}")
+    return raw in ("on", "true", "1")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
 import redis
 
-from courseflow import queue, store
-from courseflow.domain import StreamId, decide
+from courseflow import queue, store, tracing
+from courseflow.domain import STATUS_AFTER, StreamId, decide
 from courseflow.events import EnrollmentRequested, decode_request
+from courseflow.metrics import ACCEPT_TO_DECISION, DECISION_BATCH_SIZE, DECISION_TRANSACTION, DECISIONS
 from courseflow.queue import REQUEST_FIELD, Keys
 
 
@@ -47,6 +49,8 @@ class Outcome(msgspec.Struct):
     # Accepted before registration opened: acknowledged, left in the priority set.
     deferred: set[str] = msgspec.field(default_factory=set)
     unknown: list[int] = msgspec.field(default_factory=list)
+    # What the transaction recorded: observed by the metrics once it has committed.
+    recorded: list[store.Decided] = msgspec.field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
         for course_id, members in other.settled.items():
@@ -54,6 +58,7 @@ class Outcome(msgspec.Struct):
         self.decided |= other.decided
         self.deferred |= other.deferred
         self.unknown += [cid for cid in other.unknown if cid not in self.unknown]
+        self.recorded += other.recorded
 
 
 class Decider:
@@ -78,7 +83,12 @@ class Decider:
     def _round(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> tuple[Outcome, set[int]]:
         outcome = Outcome()
         now = datetime.now(UTC)
-        with pg.transaction(), pg.cursor() as cur:
+        began = time.perf_counter()
+        # Traced as the PostgreSQL transaction it is, inside the worker's `process` span.
+        commit = tracing.span(
+            "commit decisions", attributes={"db.system.name": "postgresql", "courseflow.courses": len(by_course)}
+        )
+        with commit, pg.transaction(), pg.cursor() as cur:
             locked = store.lock_courses(cur, by_course)
             outcome.unknown = [cid for cid in by_course if cid not in locked]
             open_now: dict[int, Sequence[bytes]] = {}
@@ -96,11 +106,13 @@ class Decider:
             plans = [(locked[course_id], raw) for course_id, (raw, _) in prefixes.items()]
             also = [a.request.request_id for course, _ in plans for a in by_course[course.state.course_id]]
             outcome.add(self._decide(cur, plans, also))
+        _observe(outcome.recorded, began)
         return outcome, incomplete
 
     def open_backlog(self, pg: store.Conn) -> int:
         """Decide the best-ranked requests of one course whose registration has opened; returns how many
         it took from the backlog, 0 when no course has one."""
+        began = time.perf_counter()
         with pg.transaction(), pg.cursor() as cur:
             course = store.lock_opened_backlog(cur, datetime.now(UTC))
             if course is None:
@@ -109,6 +121,7 @@ class Decider:
             if len(raw) < self.limit:
                 store.set_backlog(cur, course.state.course_id, False)
             outcome = self._decide(cur, [(course, raw)], [])
+        _observe(outcome.recorded, began)
         queue.settle(self.redis, self.keys, outcome.settled, sorted(outcome.decided), [])
         return len(raw)
 
@@ -133,4 +146,20 @@ class Decider:
         return Outcome(
             settled={course.state.course_id: raw for course, raw in plans},
             decided=done | set(ids),
+            recorded=decided,
         )
+
+
+def _observe(recorded: Sequence[store.Decided], began: float) -> None:
+    """After COMMIT: the transaction's time and size, each decision's outcome, and each request's wait since
+    its 202 (the time in its stream id, stamped by Redis as it was accepted)."""
+    if not recorded:
+        return
+    committed = time.time()
+    DECISION_TRANSACTION.observe(time.perf_counter() - began)
+    DECISION_BATCH_SIZE.observe(sum(len(d.decisions) for d in recorded))
+    for d in recorded:
+        arrival = {p.request.request_id: p.arrival for p in d.pending}
+        for decision in d.decisions:
+            DECISIONS.labels(STATUS_AFTER[type(decision)]).inc()
+            ACCEPT_TO_DECISION.observe(max(0.0, committed - arrival[decision.request_id].ms / 1000))

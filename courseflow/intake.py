@@ -8,8 +8,9 @@ from typing import Literal, cast
 
 import msgspec
 import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind
 
-from courseflow import events
+from courseflow import events, tracing
 from courseflow.auth import Principal
 from courseflow.coalesce import CoalescedScript
 from courseflow.events import EnrollmentRequested
@@ -22,7 +23,7 @@ NO_QUOTA = Quota(keys=[], args=[])
 #       accepted counter, then the caller's rate-limit window keys (previous, current) per limit.
 # ARGV: request id, request json before and after its priority, fingerprint, priority ('' = the one the
 #       registrar granted the student), course id, idempotency ttl (0 = keep), student id, number of limits,
-#       then (limit, expiry, amount) per limit.
+#       then (limit, expiry, amount) per limit, then the entry's trace fields (name, value, ...), if any.
 # Every attempt counts against the caller's limits first, whatever its outcome.
 _ACCEPT = (
     ENQUEUE_LUA
@@ -54,7 +55,8 @@ local priority = ARGV[5]
 if priority == '' then
   priority = redis.call('HGET', KEYS[6], ARGV[8]) or '0'
 end
-local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2] .. priority .. ARGV[3], priority)
+local traced = {unpack(ARGV, 10 + 3 * tonumber(ARGV[9]))}
+local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2] .. priority .. ARGV[3], priority, traced)
 redis.call('INCR', KEYS[7])
 if tonumber(ARGV[7]) > 0 then
   redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[4], 'EX', ARGV[7])
@@ -100,6 +102,7 @@ class Intake:
         self.keys = keys
         self._ttl = idempotency_ttl_s
         self._accept = CoalescedScript(client, _ACCEPT)
+        self._send_span = f"send {keys.requests}"  # the messaging conventions' name: operation, destination
 
     async def accept(
         self,
@@ -125,30 +128,45 @@ class Intake:
         head, tail = around_priority(events.encode(request))
         given = "" if priority is None else str(priority)
         k = self.keys
-        reply = await self._accept(
-            [
-                k.courses,
-                k.idempotency(key_owner(caller, student_id), idempotency_key),
-                k.requests,
-                k.priority_set(course_id),
-                k.pending_index,
-                k.priorities,
-                k.accepted,
-                *quota.keys,
-            ],
-            [
-                request.request_id,
-                head,
-                tail,
-                f"{course_id}:{given}",
-                given,
-                course_id,
-                self._ttl,
-                student_id,
-                len(quota.keys) // 2,
-                *quota.args,
-            ],
-        )
+        # The PRODUCER span of the messaging conventions: its context goes into the entry for the worker.
+        with tracing.span(self._send_span, SpanKind.PRODUCER) as span:
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "messaging.system": "redis",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": k.requests,
+                        "courseflow.request_id": request.request_id,
+                        "courseflow.course_id": course_id,
+                    }
+                )
+            reply = await self._accept(
+                [
+                    k.courses,
+                    k.idempotency(key_owner(caller, student_id), idempotency_key),
+                    k.requests,
+                    k.priority_set(course_id),
+                    k.pending_index,
+                    k.priorities,
+                    k.accepted,
+                    *quota.keys,
+                ],
+                [
+                    request.request_id,
+                    head,
+                    tail,
+                    f"{course_id}:{given}",
+                    given,
+                    course_id,
+                    self._ttl,
+                    student_id,
+                    len(quota.keys) // 2,
+                    *quota.args,
+                    *tracing.inject(),
+                ],
+            )
+            if span is not None:
+                span.set_attribute("courseflow.intake.outcome", reply[0].decode())
         outcome, *rest = reply
         if outcome == b"rate_limited":
             return Accepted("rate_limited", limit_index=int(rest[0]))

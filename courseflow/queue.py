@@ -21,10 +21,11 @@ GROUP = "deciders"
 REQUEST_FIELD = b"request"
 
 # Appends a request to the stream, its priority set and the pending index; the member is built
-# exactly as member() builds it. Shared by every script that queues a request.
+# exactly as member() builds it. Shared by every script that queues a request. `extra`: more entry
+# fields as a flat {name, value, ...} list (the trace context), or nil.
 ENQUEUE_LUA = """
-local function enqueue(stream, zset, pending, request_id, payload, priority)
-  local id = redis.call('XADD', stream, '*', 'request', payload)
+local function enqueue(stream, zset, pending, request_id, payload, priority, extra)
+  local id = redis.call('XADD', stream, '*', 'request', payload, unpack(extra or {}))
   local dash = string.find(id, '-', 1, true)
   local ms, seq = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
   local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. '|' .. payload

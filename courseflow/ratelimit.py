@@ -23,6 +23,7 @@ from courseflow.auth import Principal, Role
 from courseflow.coalesce import CoalescedClient
 from courseflow.config import Settings
 from courseflow.memo import Memo
+from courseflow.metrics import RATE_LIMITED
 from courseflow.problems import RateLimited
 
 log = logging.getLogger("courseflow.ratelimit")
@@ -154,6 +155,7 @@ class Limiter:
 
     async def refuse(self, who: Subject, method: str, index: int) -> NoReturn:
         """Raise the 429 for `who` being over the policy's limit number `index`, with when to retry."""
+        RATE_LIMITED.labels(who.role).inc()
         policy = self._policy(who, method)
         item = policy.items[index]
         try:

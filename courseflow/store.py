@@ -256,6 +256,24 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
     )
 
 
+def decision_latency_ms(conn: Conn, recent: int = 1000) -> tuple[float, float, float] | None:
+    """p50, p95 and p99 of accept-to-decision over the `recent` latest decisions, None before the first.
+
+    A request's event is appended in its decision's transaction: its recorded_at is the decision's time.
+    Walking the log backwards by position stays cheap however long the history grows.
+    """
+    row = conn.execute(
+        "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY waited) FROM ("
+        " SELECT greatest(0, extract(epoch FROM recorded_at - (data ->> 'requested_at')::timestamptz) * 1000)"
+        " AS waited FROM events WHERE type = 'EnrollmentRequested' ORDER BY position DESC LIMIT %s) recent",
+        (recent,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    p50, p95, p99 = (float(v) for v in row[0])
+    return p50, p95, p99
+
+
 def record_changes(cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: dict[str, str]) -> int:
     """Append lifecycle events (drops, promotions, capacity and window changes) and apply their statuses."""
     stream = course_stream(course.state.course_id)

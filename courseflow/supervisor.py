@@ -38,6 +38,7 @@ class Supervisor:
                 if child.poll() is None:
                     continue
                 log.warning("%s exited with status %s", name, child.returncode)
+                self._reaped(child)
                 recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < RESTART_WINDOW_S]
                 if len(recent) >= MAX_RESTARTS:
                     log.error("%s keeps failing; stopping everything", name)
@@ -65,3 +66,12 @@ class Supervisor:
                 log.error("%s did not stop within %.0fs; killing it", name, STOP_TIMEOUT_S)
                 child.kill()
                 child.wait()
+            self._reaped(child)
+
+    def _reaped(self, child: subprocess.Popen[bytes]) -> None:
+        """A dead child's live gauges (workers alive) must stop counting in the shared metrics directory."""
+        metrics_dir = self.env.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]

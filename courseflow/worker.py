@@ -12,12 +12,14 @@ from typing import Any, cast
 
 import psycopg
 import redis
+import structlog
 
-from courseflow import queue, store
+from courseflow import queue, store, tracing
 from courseflow.backoff import Backoff
 from courseflow.config import Settings
 from courseflow.decider import Accepted, Decider, Outcome, Undecodable
 from courseflow.events import RequestDeadLettered
+from courseflow.metrics import DEAD_LETTERS, WORKERS_ALIVE
 from courseflow.queue import GROUP, Keys
 
 log = logging.getLogger("courseflow.worker")
@@ -52,6 +54,13 @@ class Worker:
 
     def run(self) -> None:
         """Decide requests until `stop` is set; survives PostgreSQL and Redis outages by backing off."""
+        WORKERS_ALIVE.inc()  # in multiprocess mode a process that died stops counting by itself (livesum)
+        try:
+            self._decide_until_stopped()
+        finally:
+            WORKERS_ALIVE.dec()
+
+    def _decide_until_stopped(self) -> None:
         backoff = Backoff()
         recovered = False
         next_claim = 0.0
@@ -172,7 +181,10 @@ class Worker:
         store.record_dead_letter(self.pg, event)
         pending = None if item is None else (item.request.course_id, item.member, item.request.request_id)
         queue.dead_letter(self.redis, self.keys, entry_id, fields, reason, pending)
-        log.warning("%s: dead-lettered %s: %s", self.name, entry_id.decode(), reason)
+        DEAD_LETTERS.inc()
+        ids = {} if request is None else _ids(request.request_id, request.course_id, request.student_id)
+        with structlog.contextvars.bound_contextvars(**ids):
+            log.warning("%s: dead-lettered %s: %s", self.name, entry_id.decode(), reason)
 
     def process(self, entries: Sequence[Entry]) -> None:
         by_course: dict[int, list[Accepted]] = defaultdict(list)
@@ -187,7 +199,7 @@ class Worker:
                 self.dead_letter(entry_id, fields, str(exc))
                 continue
             by_course[item.request.course_id].append(item)
-        outcome = self._decide_each(by_course) if by_course else Outcome()
+        outcome = self._decide_traced(by_course) if by_course else Outcome()
         for course_id in outcome.unknown:
             for item in by_course[course_id]:
                 self.dead_letter(item.entry_id, item.fields, f"unknown course {course_id}")
@@ -195,6 +207,27 @@ class Worker:
         acked = [a.entry_id for items in by_course.values() for a in items if a.request.request_id in done]
         if acked or gone:
             queue.settle(self.redis, self.keys, {}, [], acked + gone)
+        if log.isEnabledFor(logging.DEBUG):
+            # One line per decided request with its ids as fields; skipped cheaply at INFO.
+            for item in (a for items in by_course.values() for a in items if a.request.request_id in outcome.decided):
+                r = item.request
+                with structlog.contextvars.bound_contextvars(**_ids(r.request_id, r.course_id, r.student_id)):
+                    log.debug("%s: decided %s", self.name, r.request_id)
+
+    def _decide_traced(self, by_course: dict[int, list[Accepted]]) -> Outcome:
+        """`_decide_each` inside the batch's CONSUMER span, linked to each entry's send span (see tracing)."""
+        if tracing.tracer() is None:
+            return self._decide_each(by_course)
+        producers = [tracing.producer_context(a.fields) for items in by_course.values() for a in items]
+        attributes = {
+            "messaging.system": "redis",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": self.keys.requests,
+            "messaging.consumer.group.name": GROUP,
+            "courseflow.worker": self.name,
+        }
+        with tracing.consuming(f"process {self.keys.requests}", producers, attributes):
+            return self._decide_each(by_course)
 
     def _decide_each(self, by_course: dict[int, list[Accepted]]) -> Outcome:
         """Decide the batch; if its data makes that fail, course by course, so one bad course does not
@@ -215,6 +248,10 @@ class Worker:
             except psycopg.Error:
                 log.exception("%s: course %d failed; its entries will be redelivered", self.name, course_id)
         return outcome
+
+
+def _ids(request_id: str, course_id: int, student_id: int) -> dict[str, object]:
+    return {"request_id": request_id, "course_id": course_id, "student_id": student_id}
 
 
 def _now() -> datetime:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
 
-from courseflow import store
+from courseflow import store, tracing
 from courseflow.backoff import Backoff
+from courseflow.metrics import PROJECTED_EVENTS, PROJECTION_LAG
 from projections import PROJECTIONS
 from projections.base import Projection, live_tables
 
@@ -25,16 +27,20 @@ def apply_batch(
     checkpoints: dict[str, int],
     tables: Mapping[str, Mapping[str, sql.Identifier]] | None = None,
     until: Mapping[str, int] | None = None,
+    read_into: list[store.Recorded] | None = None,
 ) -> int:
     """Apply the next batch of events after each projection's checkpoint, and up to `until` if given.
 
     Advances `checkpoints`; returns how many (event, projection) applications it made, 0 once caught up.
-    `tables` maps each projection to the physical tables to write, the live ones by default.
+    `tables` maps each projection to the physical tables to write, the live ones by default. The events
+    read are added to `read_into` if given.
     """
     active = [p for p in projections if until is None or checkpoints[p.name] < until[p.name]]
     if not active:
         return 0
     batch = store.read_events(cur, min(checkpoints[p.name] for p in active), BATCH)
+    if read_into is not None:
+        read_into += batch
     applied = 0
     # Pipeline mode: the statements go out back to back instead of one round trip each.
     with cur.connection.pipeline():
@@ -49,6 +55,16 @@ def apply_batch(
                 checkpoints[projection.name] = unapplied[-1].position
                 applied += len(unapplied)
     return applied
+
+
+def _observe(projected: list[store.Recorded]) -> None:
+    """After COMMIT: each event is in the read models now, this long after its own commit."""
+    if not projected:
+        return
+    now = datetime.now(UTC)
+    PROJECTED_EVENTS.inc(len(projected))
+    for recorded in projected:
+        PROJECTION_LAG.observe(max(0.0, (now - recorded.recorded_at).total_seconds()))
 
 
 def lock_checkpoints(cur: store.Cursor, names: Iterable[str]) -> dict[str, int]:
@@ -73,12 +89,18 @@ class Projector:
 
     def step(self, conn: store.Conn) -> int:
         """One transaction: the next batch of events into every read model; returns how many were read."""
+        started = tracing.now_ns()
+        projected: list[store.Recorded] = []
         with conn.transaction(), conn.cursor() as cur:
             checkpoints = lock_checkpoints(cur, (p.name for p in self.projections))
-            read = apply_batch(cur, self.projections, checkpoints)
+            read = apply_batch(cur, self.projections, checkpoints, read_into=projected)
             if read:
                 save_checkpoints(cur, checkpoints)
-            return read
+        _observe(projected)
+        if read:
+            # A span only for a batch that applied events, after its COMMIT: idle polls would be most of them.
+            tracing.record("project events", started, {"db.system.name": "postgresql", "courseflow.applied": read})
+        return read
 
     def catch_up(self, conn: store.Conn) -> None:
         while self.step(conn) and not self.stop.is_set():

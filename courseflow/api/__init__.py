@@ -25,10 +25,11 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import check, priorities, queue, store
+from courseflow import check, priorities, queue, store, tracing
 from courseflow.api import courses, docs, enrollments, health, history, live, openapi, streams, students
 from courseflow.api.common import Services
 from courseflow.api.gate import Gate
+from courseflow.api.instruments import Instruments
 from courseflow.api.operations import declared
 from courseflow.auth import warn_if_open
 from courseflow.config import Settings
@@ -183,7 +184,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # `/x/` is not `/x`: no redirect built from the client's Host header.
     app.router.redirect_slashes = False
-    # Outermost first: draining answers before anything else; then the gate; then routing.
+    # Outermost first: the trace span; draining answers before anything else; then the gate; then routing.
     # Enrollments take their rate limit inside the intake script (one round trip): the gate leaves them be.
     at_intake = frozenset(
         (method, route.path)
@@ -200,9 +201,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake
     )
     app.add_middleware(Draining, state=state)
+    # Outside draining and the gate, so their 503, 401 and 429 are timed by route like every other answer.
+    app.add_middleware(Instruments, routes=app.routes)
+    # Outside even draining: every answer, refusals included, gets its span (a no-op with tracing off).
+    app.add_middleware(tracing.Traced)
     app.state.shutdown = state
     app.state.feed = feed
     return app
+
+
+def create_served_app() -> Starlette:
+    """The app as `courseflow api` serves it: tracing set up first in each server process (uvicorn's
+    worker processes start afresh and call this factory, not the command's code)."""
+    tracing.configure("courseflow-api")
+    return create_app()
 
 
 def _prepare_queue(svc: Services) -> None:

@@ -13,10 +13,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import lifecycle, payloads, store
+from courseflow.api import scrape
 from courseflow.api.common import JSON, Services, services
 from courseflow.api.gate import principal
 from courseflow.api.operations import operation, path_params, query
-from courseflow.api.views import Counters, Course, CourseChanged, CourseMetrics, Metrics, Waitlist, WaitlistPlace
+from courseflow.api.views import (
+    Counters,
+    Course,
+    CourseChanged,
+    CourseMetrics,
+    Latency,
+    Metrics,
+    Waitlist,
+    WaitlistPlace,
+)
 from courseflow.payloads import CoursePatch, CoursePath, MetricsQuery, NewCourse, Page
 from courseflow.problems import CourseExists, InvalidInput, NotFound
 from projections import queries
@@ -165,18 +175,25 @@ async def waitlist(request: Request) -> Response:
 
 
 @operation(
-    summary="Seats and queues: the seed's /metrics",
+    summary="Seats and queues: the seed's /metrics, or Prometheus series",
     tag="monitoring",
     description="`queue_depth`, `seats_taken`, `capacity` and `status` (open while any seat is free) summed over "
-    "every course, each course's own, and the pipeline's dead letters and projection lag. "
-    "With `course_id`, that course's figures only.",
+    "every course, each course's own, the pipeline's dead letters and projection lag, and accept-to-decision "
+    "percentiles over the latest decisions. With `course_id`, that course's figures only. "
+    "`Accept: text/plain` (or `application/openmetrics-text`) answers the Prometheus exposition instead.",
     query=MetricsQuery,
     answers={200: Metrics | CourseMetrics},
     problems=(404,),
     public=True,
+    text="text/plain",
 )
 async def metrics(request: Request) -> Response:
     svc = services(request)
+    accept = request.headers.get("accept", "")
+    if scrape.wants_text(accept):
+        pipeline = await scrape.read_pipeline(svc, svc.settings.metrics_top_courses)
+        body, content_type = await run_in_threadpool(scrape.render, pipeline, accept)
+        return Response(body, media_type=content_type)
     course_id = query(request, MetricsQuery).course_id
     rows = await svc.db(queries.seats, course_id)
     if course_id is not None and not rows:
@@ -204,6 +221,14 @@ async def metrics(request: Request) -> Response:
             status="open" if any(c.status == "open" for c in per_course) else "full",
             dead_letters=await svc.intake.dead_letter_count(),
             projection_lag=await svc.db(queries.lag),
+            latency=_latency(await svc.db(store.decision_latency_ms)),
             courses=per_course,
         )
     )
+
+
+def _latency(percentiles: tuple[float, float, float] | None) -> Latency:
+    if percentiles is None:
+        return Latency(p50_ms=None, p95_ms=None, p99_ms=None)
+    p50, p95, p99 = (round(p, 3) for p in percentiles)
+    return Latency(p50_ms=p50, p95_ms=p95, p99_ms=p99)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
+import redis
+import structlog
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +16,7 @@ from courseflow.api.gate import principal, rate_subject
 from courseflow.api.operations import operation, path_params
 from courseflow.api.views import EnrollmentStatus, Queued, Released
 from courseflow.auth import Principal
+from courseflow.metrics import REQUESTS_ACCEPTED, REQUESTS_REFUSED, REQUESTS_REPLAYED
 from courseflow.payloads import Enrollment, RequestPath
 from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem
 
@@ -35,31 +40,47 @@ async def enroll(request: Request) -> Response:
     caller, counted = principal(request), rate_subject(request)
     try:
         student_id, body, key = await _enrollment(request, caller)
-    except Problem:
+    except Problem as refused:
+        REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
         # A refused request counts against the caller's limits too (accepted ones count in the intake script).
         await svc.limiter.hit(counted, request.method)
         raise
+    # Every log line of this request from here on (the access log too) carries them.
+    structlog.contextvars.bind_contextvars(course_id=body.course_id, student_id=student_id)
     quota = svc.limiter.quota(counted, request.method)
-    accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, quota)
-    if accepted.outcome == "rate_limited":
-        await svc.limiter.refuse(counted, request.method, accepted.limit_index)
-    if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
-        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
+    try:
+        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, quota)
+        if accepted.outcome == "rate_limited":
+            REQUESTS_REFUSED.labels("rate_limited").inc()
+            await svc.limiter.refuse(counted, request.method, accepted.limit_index)
+        if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
+            accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
+    except _UNAVAILABLE:
+        REQUESTS_REFUSED.labels("unavailable").inc()
+        raise
     if accepted.outcome == "unknown_course":
+        REQUESTS_REFUSED.labels("unknown_course").inc()
         raise NotFound(f"no course {body.course_id}", "course_id")
     if accepted.outcome == "conflict":
+        REQUESTS_REFUSED.labels("idempotency_conflict").inc()
         raise IdempotencyConflict(
             "this idempotency_key was already used by this student with a different body",
             "idempotency_key",
             request_id=accepted.request_id,
         )
     assert accepted.request_id is not None
+    structlog.contextvars.bind_contextvars(request_id=accepted.request_id)
+    (REQUESTS_ACCEPTED if accepted.outcome == "queued" else REQUESTS_REPLAYED).inc()
     if accepted.queue_position is not None:
         return JSON(
             Queued(request_id=accepted.request_id, status="queued", queue_position=accepted.queue_position), 202
         )
     # A replay of a request that is already decided: answer with its outcome.
     return JSON(await status.owned(svc, caller, accepted.request_id))
+
+
+# Redis or PostgreSQL down: answered 503 by the app's handlers, counted here as refused for it.
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, PoolTimeout)
 
 
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.auth import Authenticator, Principal
+from courseflow.metrics import AUTH_FAILURES
 from courseflow.problems import InvalidInput, Problem, respond
 from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 
@@ -70,7 +71,9 @@ class Gate:
             if authorization is None and scope["type"] == "websocket":
                 authorization = _offered_bearer(scope)
             return self.authenticator.authenticate(authorization)
-        except Problem:
+        except Problem as refused:
+            if refused.status_code == 401:  # not a header given twice (400)
+                AUTH_FAILURES.inc()
             # Refused tokens count per address: guessing or flooding costs the guesser, not the API.
             await self.limiter.hit(anonymous(_client_address(scope)), method)
             raise

@@ -151,6 +151,8 @@ def _answers(op: Operation, schema_of: dict[Any, Any]) -> dict[str, Any]:
                 "schema": {"type": "string", "description": "Server-Sent Events; each `data:` is one of these"},
                 "x-messages": schema_of[op.streams],
             }
+        if op.text is not None:
+            content[op.text] = {"schema": {"type": "string"}}
         answers[str(status)] = {"description": _STATUS_TEXT.get(status, "OK"), "content": content}
     problem = {MEDIA_TYPE: {"schema": schema_of[ProblemDetails]}}
     for status in _problem_statuses(op):

@@ -38,6 +38,8 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     public: bool = False
     # Also answers `Accept: text/event-stream` with a stream of these messages (the union, documented).
     streams: Any = None
+    # Also answers this text media type when the client asks for it (Prometheus text on /metrics).
+    text: str | None = None
 
 
 _declared: dict[Callable[..., Any], Operation] = {}

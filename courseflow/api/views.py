@@ -148,6 +148,14 @@ class CourseMetrics(_View, frozen=True, kw_only=True):
     status: Literal["open", "full"]
 
 
+class Latency(_View, frozen=True, kw_only=True):
+    """Accept-to-decision percentiles over the most recent decisions; null until something is decided."""
+
+    p50_ms: Annotated[float, Meta(ge=0)] | None
+    p95_ms: Annotated[float, Meta(ge=0)] | None
+    p99_ms: Annotated[float, Meta(ge=0)] | None
+
+
 class Metrics(_View, frozen=True, kw_only=True):
     """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more."""
 
@@ -158,6 +166,7 @@ class Metrics(_View, frozen=True, kw_only=True):
     status: Literal["open", "full"]
     dead_letters: Count
     projection_lag: Count
+    latency: Latency
     courses: list[CourseMetrics]
 
 

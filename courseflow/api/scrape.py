@@ -1,0 +1,135 @@
+"""What /metrics reads from Redis and PostgreSQL at scrape time, and how it renders every series.
+
+Queue depth, the consumer group's pending entries and lag, and the busiest courses' seats live in the
+servers, not in any process's memory: they are read when scraped (with the API's async clients, so the
+event loop never waits on them), then yielded as gauges by a Collector beside the process's own series.
+Per-course gauges cover the top `METRICS_TOP_COURSES` courses only, so series stay bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import cast
+
+import psycopg
+import redis
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from psycopg_pool import PoolTimeout
+
+from courseflow.api.common import Services
+from courseflow.queue import GROUP
+from projections import queries
+
+log = logging.getLogger("courseflow.api")
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Pipeline(Collector):
+    """Gauges read from the servers for one scrape; yields nothing for a server that could not be read."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+async def read_pipeline(svc: Services, top: int) -> Pipeline:
+    families: list[Metric] = []
+    try:
+        families += await _queue(svc)
+    except redis.RedisError as exc:
+        log.warning("/metrics without queue gauges: Redis is unreachable (%s)", exc)
+    try:
+        families += await _busiest_courses(svc, top)
+    except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:
+        log.warning("/metrics without course gauges: %s", exc)
+    return Pipeline(families)
+
+
+async def _queue(svc: Services) -> list[Metric]:
+    client, keys = svc.redis, svc.keys
+    course_ids = sorted(int(raw) for raw in cast(set[bytes], await client.smembers(keys.courses)))
+    depth = sum(await svc.intake.queue_depths(course_ids))
+    families: list[Metric] = [
+        GaugeMetricFamily(
+            "courseflow_queue_depth", "Requests accepted and not decided yet, over every course", value=depth
+        )
+    ]
+    try:
+        pending = await client.xpending(keys.requests, GROUP)
+        groups = await client.xinfo_groups(keys.requests)
+    except redis.ResponseError:
+        return families  # no stream or no group yet: nothing read, nothing pending
+    families.append(
+        GaugeMetricFamily(
+            "courseflow_stream_pending_entries",
+            "Stream entries delivered to a worker and not acknowledged yet",
+            value=int(pending["pending"]),
+        )
+    )
+    lag = next((g["lag"] for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    if lag is not None:  # Redis cannot always tell (entries deleted inside the unread range)
+        families.append(
+            GaugeMetricFamily(
+                "courseflow_stream_consumer_lag", "Stream entries not delivered to any worker yet", value=int(lag)
+            )
+        )
+    return families
+
+
+async def _busiest_courses(svc: Services, top: int) -> list[Metric]:
+    rows = await svc.db(queries.seats, None)
+    depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
+    busiest = sorted(zip(rows, depths, strict=True), key=lambda r: (r[1], r[0]["seats_taken"]), reverse=True)[:top]
+    seats = GaugeMetricFamily("courseflow_course_seats_taken", "Seats granted in a course", labels=["course_id"])
+    capacity = GaugeMetricFamily("courseflow_course_capacity", "Seats a course has", labels=["course_id"])
+    depth = GaugeMetricFamily(
+        "courseflow_course_queue_depth", "Requests for a course not decided yet", labels=["course_id"]
+    )
+    for row, pending in busiest:
+        course = [str(row["course_id"])]
+        seats.add_metric(course, row["seats_taken"])
+        capacity.add_metric(course, row["capacity"])
+        depth.add_metric(course, pending)
+    return [seats, capacity, depth]
+
+
+class _Registered(Collector):
+    """The process's own series (the default registry) beside the scrape's, without registering per scrape."""
+
+    def __init__(self, *collectors: Collector) -> None:
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+def render(pipeline: Pipeline, accept: str) -> tuple[bytes, str]:
+    """The exposition the scraper asked for (Prometheus text or OpenMetrics) and its content type.
+
+    With PROMETHEUS_MULTIPROC_DIR set, the series of every process writing there (API processes, workers,
+    projector) are summed; otherwise this process's own. Reads files in multiprocess mode: call off the loop.
+    """
+    encoder, content_type = choose_encoder(accept)
+    registry = CollectorRegistry(auto_describe=False)
+    path = os.environ.get(MULTIPROC_DIR)
+    if path:
+        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+        registry.register(pipeline)
+    else:
+        registry.register(_Registered(REGISTRY, pipeline))
+    return encoder(registry), content_type
+
+
+def wants_text(accept: str) -> bool:
+    """A Prometheus scraper asks for text; browsers and the seed's clients get JSON."""
+    return "text/plain" in accept or "application/openmetrics-text" in accept
