@@ -8,6 +8,7 @@ work of the client (connection checkout, packing, parsing) is paid once per batc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
@@ -31,7 +32,9 @@ class _Batches(Generic[Call]):
         self._waiting.append((call, future))
         if not self._draining:
             self._draining = True
-            asyncio.get_running_loop().create_task(self._drain())
+            # A fresh context: the drain serves every waiting request, not the one whose call started it (its
+            # log fields and trace span must not stick to the others').
+            asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
         return await future
 
     async def _drain(self) -> None:

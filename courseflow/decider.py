@@ -152,14 +152,17 @@ class Decider:
 
 def _observe(recorded: Sequence[store.Decided], began: float) -> None:
     """After COMMIT: the transaction's time and size, each decision's outcome, and each request's wait since
-    its 202 (the time in its stream id, stamped by Redis as it was accepted)."""
+    its 202 (the time in its stream id, stamped by Redis as it was accepted) or, for a request made before
+    its course opened, since the opening: the wait for registration to open is nobody's latency."""
     if not recorded:
         return
     committed = time.time()
     DECISION_TRANSACTION.observe(time.perf_counter() - began)
     DECISION_BATCH_SIZE.observe(sum(len(d.decisions) for d in recorded))
     for d in recorded:
+        opened = d.course.state.opens_at.timestamp() if d.course.state.opens_at is not None else 0.0
         arrival = {p.request.request_id: p.arrival for p in d.pending}
         for decision in d.decisions:
             DECISIONS.labels(STATUS_AFTER[type(decision)]).inc()
-            ACCEPT_TO_DECISION.observe(max(0.0, committed - arrival[decision.request_id].ms / 1000))
+            waited_since = max(arrival[decision.request_id].ms / 1000, opened)
+            ACCEPT_TO_DECISION.observe(max(0.0, committed - waited_since))

@@ -30,20 +30,16 @@ REQUESTS_ACCEPTED = Counter("courseflow_requests_accepted_total", "Enrollment re
 REQUESTS_REPLAYED = Counter(
     "courseflow_requests_replayed_total", "Enrollment requests answered from an earlier one with the same key"
 )
+REFUSAL_REASONS = ("invalid", "forbidden", "unknown_course", "idempotency_conflict", "rate_limited", "unavailable")
 REQUESTS_REFUSED = Counter(
-    "courseflow_requests_refused_total",
-    "Enrollment requests refused before queueing, by reason",
-    ["reason"],  # invalid, forbidden, unknown_course, idempotency_conflict, rate_limited, unavailable
+    "courseflow_requests_refused_total", "Enrollment requests refused before queueing, by reason", ["reason"]
 )
 RATE_LIMITED = Counter("courseflow_rate_limited_total", "Requests answered 429, by the caller's role", ["role"])
 AUTH_FAILURES = Counter("courseflow_auth_failures_total", "Requests refused 401 for a missing or invalid token")
 
 # --- the workers ----------------------------------------------------------------------------------------
-DECISIONS = Counter(
-    "courseflow_decisions_total",
-    "Requests decided, by outcome",
-    ["outcome"],  # granted, waitlisted, rejected
-)
+OUTCOMES = ("granted", "waitlisted", "rejected")
+DECISIONS = Counter("courseflow_decisions_total", "Requests decided, by outcome", ["outcome"])
 ACCEPT_TO_DECISION = Histogram(
     "courseflow_accept_to_decision_seconds",
     "From a request's 202 (its stream id's time) to the COMMIT of its decision",
@@ -70,3 +66,11 @@ PROJECTED_EVENTS = Counter("courseflow_projected_events_total", "Events applied 
 
 # Queue depth, pending entries, consumer lag and the busiest courses' seats are read from Redis and
 # PostgreSQL when /metrics is scraped (courseflow/api/scrape.py), never kept in process memory.
+
+# Every label value exists from the start at zero, so rate() sees the first event and a panel never says "No data".
+for _reason in REFUSAL_REASONS:
+    REQUESTS_REFUSED.labels(_reason)
+for _outcome in OUTCOMES:
+    DECISIONS.labels(_outcome)
+for _role in ("student", "registrar", "service", "anonymous"):
+    RATE_LIMITED.labels(_role)

@@ -33,6 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SCOPE_NAME: Final = "courseflow"
 TRACE_FIELDS: Final = (b"traceparent", b"tracestate")
+MAX_LINKS: Final = 128
+# A caller's tracestate rides along into every stream entry: past this size it is dropped, not stored.
+MAX_TRACESTATE: Final = 512
 
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer | None = None
@@ -123,13 +126,16 @@ def consuming(
         return
     known = [p for p in producers if p is not None]
     parent = trace.set_span_in_context(trace.NonRecordingSpan(known[0])) if len(producers) == 1 and known else None
-    with _tracer.start_as_current_span(
-        name,
-        context=parent if parent is not None else otel_context.Context(),  # a new trace, not the caller's
-        kind=SpanKind.CONSUMER,
-        attributes={**attributes, "messaging.batch.message_count": len(producers)},
-        links=[Link(p) for p in known],
-    ) as current:
+    with (
+        _tracer.start_as_current_span(
+            name,
+            context=parent if parent is not None else otel_context.Context(),  # a new trace, not the caller's
+            kind=SpanKind.CONSUMER,
+            attributes={**attributes, "messaging.batch.message_count": len(producers)},
+            # The SDK keeps 128 links a span by default: a larger batch links its first 128 and says how many it had.
+            links=[Link(p) for p in known[:MAX_LINKS]],
+        ) as current
+    ):
         yield current
 
 
@@ -163,7 +169,7 @@ class Traced:
         carrier = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in scope.get("headers", ())
-            if name in TRACE_FIELDS
+            if name in TRACE_FIELDS and len(value) <= MAX_TRACESTATE
         }
         status: list[int] = []
 

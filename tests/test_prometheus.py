@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_the_pipeline_series_move_as_requests_are_decided(
     client: TestClient, db: psycopg.Connection[psycopg.rows.TupleRow], start_workers: StartWorkers
 ) -> None:
     create_course(client, 7, capacity=2)
-    before = scrape(client)
+    before, started = scrape(client), time.monotonic()
     for student in (1, 2, 3):
         enroll(client, student, 7)
     assert client.get("/no/such/path/42").status_code == 404
@@ -75,6 +76,9 @@ def test_the_pipeline_series_move_as_requests_are_decided(
     assert moved(before, decided, "courseflow_decisions_total", outcome="granted") == 2
     assert moved(before, decided, "courseflow_decisions_total", outcome="waitlisted") == 1
     assert moved(before, decided, "courseflow_accept_to_decision_seconds_count") == 3
+    # In seconds, and no wait longer than the test itself.
+    waited = moved(before, decided, "courseflow_accept_to_decision_seconds_sum")
+    assert 0 < waited <= 3 * (time.monotonic() - started)
     assert moved(before, decided, "courseflow_decision_batch_size_sum") == 3
     assert moved(before, decided, "courseflow_decision_transaction_seconds_count") >= 1
     assert moved(before, decided, "courseflow_projected_events_total") >= 6  # each request and its decision

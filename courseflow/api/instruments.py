@@ -15,8 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from courseflow.metrics import HTTP_REQUEST_DURATION
 
-# Paths that match no route: one label, so probing scanners cannot mint series.
+# Paths that match no route, and methods nobody uses: one label each, so probing scanners cannot mint series.
 UNMATCHED = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Instruments:
@@ -30,19 +31,26 @@ class Instruments:
             return
         started = time.perf_counter()
         status = 500  # an exception that escapes is answered 500 by the server error middleware outside
+        streaming = False
 
         async def send_noting_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                streaming = (b"content-type", b"text/event-stream") in [
+                    (name.lower(), value.split(b";")[0]) for name, value in message.get("headers", ())
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_template(self.routes, scope)
-            HTTP_REQUEST_DURATION.labels(route, scope["method"], f"{status // 100}xx").observe(elapsed)
+            # A live stream lasts as long as its follower stays: its lifetime is no answer time.
+            if not streaming:
+                elapsed = time.perf_counter() - started
+                route = route_template(self.routes, scope)
+                method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+                HTTP_REQUEST_DURATION.labels(route, method, f"{status // 100}xx").observe(elapsed)
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:

@@ -8,6 +8,7 @@ Per-course gauges cover the top `METRICS_TOP_COURSES` courses only, so series st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +27,8 @@ from courseflow.api.common import Services
 from courseflow.queue import GROUP
 from projections import queries
 
+# Each server a scrape reads gets this long before its gauges are left out of the answer.
+SOURCE_TIMEOUT_S = 2.0
 log = logging.getLogger("courseflow.api")
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -43,14 +46,17 @@ class Pipeline(Collector):
 
 async def read_pipeline(svc: Services, top: int) -> Pipeline:
     families: list[Metric] = []
+    # A server that hangs must not hang the scraper: each source gets a bounded time, then is left out.
     try:
-        families += await _queue(svc)
-    except redis.RedisError as exc:
-        log.warning("/metrics without queue gauges: Redis is unreachable (%s)", exc)
+        async with asyncio.timeout(SOURCE_TIMEOUT_S):
+            families += await _queue(svc)
+    except (redis.RedisError, TimeoutError) as exc:
+        log.warning("/metrics without queue gauges: Redis is unreachable (%s)", type(exc).__name__)
     try:
-        families += await _busiest_courses(svc, top)
-    except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:
-        log.warning("/metrics without course gauges: %s", exc)
+        async with asyncio.timeout(SOURCE_TIMEOUT_S):
+            families += await _busiest_courses(svc, top)
+    except (psycopg.Error, PoolTimeout, redis.RedisError, TimeoutError) as exc:
+        log.warning("/metrics without course gauges: %s", type(exc).__name__)
     return Pipeline(families)
 
 
@@ -75,7 +81,8 @@ async def _queue(svc: Services) -> list[Metric]:
             value=int(pending["pending"]),
         )
     )
-    lag = next((g["lag"] for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    # Redis before 7 has no `lag`; then it is left out.
+    lag = next((g.get("lag") for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
     if lag is not None:  # Redis cannot always tell (entries deleted inside the unread range)
         families.append(
             GaugeMetricFamily(
