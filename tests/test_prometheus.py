@@ -222,3 +222,15 @@ def test_refused_enrollments_are_counted_by_reason(settings: Settings) -> None:
     assert moved(before, after, "courseflow_requests_refused_total", reason="unknown_course") == 2
     assert moved(before, after, "courseflow_requests_refused_total", reason="rate_limited") == 1
     assert moved(before, after, "courseflow_rate_limited_total", role="registrar") == 1
+
+
+def test_a_refusal_is_counted_once_by_the_answer_it_gets(settings: Settings) -> None:
+    limited = msgspec.structs.replace(settings, rate_limit_registrar="1 per minute", rate_limit_anonymous="off")
+    with TestClient(create_app(limited)) as client:
+        before = scrape(client)
+        invalid = {"course_id": 0, "student_id": 1, "idempotency_key": "k"}
+        # The first is refused as invalid; the second would be too, but is over the limit first: a 429.
+        assert [client.post("/enroll", json=invalid).status_code for _ in range(2)] == [422, 429]
+        after = scrape(client)
+    assert moved(before, after, "courseflow_requests_refused_total", reason="invalid") == 1
+    assert moved(before, after, "courseflow_requests_refused_total", reason="rate_limited") == 1

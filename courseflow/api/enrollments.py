@@ -18,7 +18,7 @@ from courseflow.api.views import EnrollmentStatus, Queued, Released
 from courseflow.auth import Principal
 from courseflow.metrics import REQUESTS_ACCEPTED, REQUESTS_REFUSED, REQUESTS_REPLAYED
 from courseflow.payloads import Enrollment, RequestPath
-from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem
+from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem, RateLimited
 
 
 @operation(
@@ -41,9 +41,14 @@ async def enroll(request: Request) -> Response:
     try:
         student_id, body, key = await _enrollment(request, caller)
     except Problem as refused:
+        # A refused request counts against the caller's limits too (accepted ones count in the intake script),
+        # and is counted by the answer it finally gets.
+        try:
+            await svc.limiter.hit(counted, request.method)
+        except RateLimited:
+            REQUESTS_REFUSED.labels("rate_limited").inc()
+            raise
         REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
-        # A refused request counts against the caller's limits too (accepted ones count in the intake script).
-        await svc.limiter.hit(counted, request.method)
         raise
     # Every log line of this request from here on (the access log too) carries them.
     structlog.contextvars.bind_contextvars(course_id=body.course_id, student_id=student_id)
@@ -70,13 +75,16 @@ async def enroll(request: Request) -> Response:
         )
     assert accepted.request_id is not None
     structlog.contextvars.bind_contextvars(request_id=accepted.request_id)
-    (REQUESTS_ACCEPTED if accepted.outcome == "queued" else REQUESTS_REPLAYED).inc()
+    counted_as = REQUESTS_ACCEPTED if accepted.outcome == "queued" else REQUESTS_REPLAYED
     if accepted.queue_position is not None:
+        counted_as.inc()
         return JSON(
             Queued(request_id=accepted.request_id, status="queued", queue_position=accepted.queue_position), 202
         )
     # A replay of a request that is already decided: answer with its outcome.
-    return JSON(await status.owned(svc, caller, accepted.request_id))
+    answer = await status.owned(svc, caller, accepted.request_id)
+    counted_as.inc()
+    return JSON(answer)
 
 
 # Redis or PostgreSQL down: answered 503 by the app's handlers, counted here as refused for it.

@@ -72,10 +72,10 @@ class Gate:
                 authorization = _offered_bearer(scope)
             return self.authenticator.authenticate(authorization)
         except Problem as refused:
+            # Refused tokens count per address: guessing or flooding costs the guesser, not the API (a 429 then).
+            await self.limiter.hit(anonymous(_client_address(scope)), method)
             if refused.status_code == 401:  # not a header given twice (400)
                 AUTH_FAILURES.inc()
-            # Refused tokens count per address: guessing or flooding costs the guesser, not the API.
-            await self.limiter.hit(anonymous(_client_address(scope)), method)
             raise
 
 

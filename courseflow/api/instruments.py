@@ -1,7 +1,7 @@
 """Times every HTTP answer by route template, method and status class, outermost, so 401, 429 and 503 count too.
 
-A plain ASGI middleware: it reads the status from the response start and names the route by matching
-the route table itself, since the gate and draining answer before routing ever runs. Raw paths never
+A plain ASGI middleware: it reads the status from the response start and names the route routing chose,
+or, when the gate or draining answered before routing ran, by matching the route table itself. Raw paths never
 become labels (`/api/v1/enrollments/{request_id}`, not one series per request id).
 """
 
@@ -48,7 +48,9 @@ class Instruments:
             # A live stream lasts as long as its follower stays: its lifetime is no answer time.
             if not streaming:
                 elapsed = time.perf_counter() - started
-                route = route_template(self.routes, scope)
+                # Routing leaves the route it chose in the scope; refused before routing, match it here.
+                chosen = scope.get("route")
+                route = chosen.path if isinstance(chosen, Route) else route_template(self.routes, scope)
                 method = scope["method"] if scope["method"] in _METHODS else "OTHER"
                 HTTP_REQUEST_DURATION.labels(route, method, f"{status // 100}xx").observe(elapsed)
 
