@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import redis
+from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from courseflow import queue
@@ -80,6 +81,7 @@ def test_poison_entries_go_to_the_dead_letter_stream_without_blocking(
     client: TestClient, db: Conn, rds: redis.Redis, start_workers: StartWorkers
 ) -> None:
     create_course(client, 1, 5)
+    dead_before = _dead_letters()
     enroll(client, 1, 1)
     rds.xadd(KEYS.requests, {"request": b"\xff\xfe not json"})
     rds.xadd(KEYS.requests, {"something": "else"})
@@ -103,6 +105,12 @@ def test_poison_entries_go_to_the_dead_letter_stream_without_blocking(
     assert reasons[0].startswith("undecodable")
     assert reasons[1:] == ["missing request field", "unknown course 77"]
     wait_until(lambda: all_acknowledged(rds), what="every entry acknowledged")
+    # The workers run in this process: their counter is this process's.
+    assert _dead_letters() - dead_before == 3
+
+
+def _dead_letters() -> float:
+    return REGISTRY.get_sample_value("courseflow_dead_letters_total") or 0.0
 
 
 def test_workers_decide_nothing_twice_with_duplicated_stream_entries(
