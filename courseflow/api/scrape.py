@@ -49,24 +49,32 @@ async def read_pipeline(svc: Services, top: int) -> Pipeline:
     # A server that hangs must not hang the scraper: each source gets a bounded time, then is left out.
     try:
         async with asyncio.timeout(SOURCE_TIMEOUT_S):
-            families += await _queue(svc)
+            depths = await _queue_depths(svc)
+            families += await _queue(svc, depths)
     except (redis.RedisError, TimeoutError) as exc:
         log.warning("/metrics without queue gauges: Redis is unreachable (%s)", type(exc).__name__)
+        return Pipeline(families)  # nor course gauges: their queue depths are Redis's
     try:
         async with asyncio.timeout(SOURCE_TIMEOUT_S):
-            families += await _busiest_courses(svc, top)
-    except (psycopg.Error, PoolTimeout, redis.RedisError, TimeoutError) as exc:
+            families += await _busiest_courses(svc, depths, top)
+    except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
         log.warning("/metrics without course gauges: %s", type(exc).__name__)
     return Pipeline(families)
 
 
-async def _queue(svc: Services) -> list[Metric]:
+async def _queue_depths(svc: Services) -> dict[int, int]:
+    """Each course intake knows and its requests not decided yet: read once, for the total and the busiest."""
+    course_ids = sorted(int(raw) for raw in cast(set[bytes], await svc.redis.smembers(svc.keys.courses)))
+    return dict(zip(course_ids, await svc.intake.queue_depths(course_ids), strict=True))
+
+
+async def _queue(svc: Services, depths: dict[int, int]) -> list[Metric]:
     client, keys = svc.redis, svc.keys
-    course_ids = sorted(int(raw) for raw in cast(set[bytes], await client.smembers(keys.courses)))
-    depth = sum(await svc.intake.queue_depths(course_ids))
     families: list[Metric] = [
         GaugeMetricFamily(
-            "courseflow_queue_depth", "Requests accepted and not decided yet, over every course", value=depth
+            "courseflow_queue_depth",
+            "Requests accepted and not decided yet, over every course",
+            value=sum(depths.values()),
         )
     ]
     try:
@@ -92,10 +100,11 @@ async def _queue(svc: Services) -> list[Metric]:
     return families
 
 
-async def _busiest_courses(svc: Services, top: int) -> list[Metric]:
+async def _busiest_courses(svc: Services, depths: dict[int, int], top: int) -> list[Metric]:
     rows = await svc.db(queries.seats, None)
-    depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
-    busiest = sorted(zip(rows, depths, strict=True), key=lambda r: (r[1], r[0]["seats_taken"]), reverse=True)[:top]
+    # A course intake does not know has no priority set: nothing waits for it.
+    queued = [(row, depths.get(row["course_id"], 0)) for row in rows]
+    busiest = sorted(queued, key=lambda r: (r[1], r[0]["seats_taken"]), reverse=True)[:top]
     seats = GaugeMetricFamily("courseflow_course_seats_taken", "Seats granted in a course", labels=["course_id"])
     capacity = GaugeMetricFamily("courseflow_course_capacity", "Seats a course has", labels=["course_id"])
     depth = GaugeMetricFamily(
