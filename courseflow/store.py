@@ -377,10 +377,17 @@ def course_ids(conn: Conn) -> list[int]:
 
 def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
     """A course as the write model has it: read-your-writes before the read model catches up."""
+    found = courses(conn, [course_id])
+    return found[0] if found else None
+
+
+def courses(conn: Conn, course_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Those of these courses that exist, as the write model has them, in one query, by id."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT course_id, title, capacity, seats_taken, waitlist_length,"
-            f" {readable('opens_at')}, {readable('closes_at')} FROM courses WHERE course_id = %s",
-            (course_id,),
+            f" {readable('opens_at')}, {readable('closes_at')} FROM courses WHERE course_id = ANY(%s)"
+            " ORDER BY course_id",
+            (list(course_ids),),
         )
-        return cur.fetchone()
+        return cur.fetchall()

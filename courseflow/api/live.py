@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import msgspec
 import psycopg
@@ -214,13 +214,9 @@ async def _course_messages(
         yield Reconnect(id=sub.position, reason="unavailable")
 
 
-def _courses(conn: store.Conn, course_ids: list[int]) -> list[dict[str, Any]]:
-    # The write model: current the moment a decision commits, where the read model trails it.
-    return [row for course_id in course_ids if (row := store.course(conn, course_id)) is not None]
-
-
 async def _counts(svc: Services, course_ids: list[int]) -> dict[int, CourseCounts]:
-    rows = await svc.db(_courses, course_ids)
+    # The write model: current the moment a decision commits, where the read model trails it.
+    rows = await svc.db(store.courses, course_ids)
     depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
     return {
         row["course_id"]: CourseCounts(
