@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, priorities, queue, store, tracing
 from courseflow.api import courses, docs, enrollments, health, history, live, openapi, streams, students
-from courseflow.api.common import Services
+from courseflow.api.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
 from courseflow.api.gate import Gate
 from courseflow.api.instruments import Instruments
 from courseflow.api.operations import declared
@@ -174,10 +174,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             Problem: problem,
             HTTPException: http_error,
-            redis.ConnectionError: unavailable("the request queue (Redis)"),
-            redis.TimeoutError: unavailable("the request queue (Redis)"),
-            psycopg.OperationalError: unavailable("the database (PostgreSQL)"),
-            PoolTimeout: unavailable("the database (PostgreSQL)"),
+            **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
+            **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),
             Exception: internal_error,
         },
         lifespan=lifespan,

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
+import psycopg
 import redis
 import redis.asyncio as aioredis
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -24,6 +25,10 @@ from courseflow.problems import Forbidden
 from courseflow.queue import Keys
 from courseflow.ratelimit import Limiter
 from courseflow.store import Conn
+
+# What says a server is unreachable (not that a request was wrong): answered 503, with Retry-After.
+QUEUE_UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 P = ParamSpec("P")
 T = TypeVar("T")

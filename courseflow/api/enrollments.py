@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import psycopg
-import redis
 import structlog
-from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow import lifecycle, payloads, store
 from courseflow.api import status
-from courseflow.api.common import JSON, Services, services
+from courseflow.api.common import DATABASE_UNREACHABLE, JSON, QUEUE_UNREACHABLE, Services, services
 from courseflow.api.gate import principal, rate_subject
 from courseflow.api.operations import operation, path_params
 from courseflow.api.views import EnrollmentStatus, Queued, Released
@@ -60,7 +57,7 @@ async def enroll(request: Request) -> Response:
             await svc.limiter.refuse(counted, request.method, accepted.limit_index)
         if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
             accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
-    except _UNAVAILABLE:
+    except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here
         REQUESTS_REFUSED.labels("unavailable").inc()
         raise
     if accepted.outcome == "unknown_course":
@@ -85,10 +82,6 @@ async def enroll(request: Request) -> Response:
     answer = await status.owned(svc, caller, accepted.request_id)
     counted_as.inc()
     return JSON(answer)
-
-
-# Redis or PostgreSQL down: answered 503 by the app's handlers, counted here as refused for it.
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, PoolTimeout)
 
 
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:
