@@ -7,10 +7,11 @@ from typing import cast
 
 import msgspec
 import psycopg
-import redis
 
+from courseflow import redis_clients
 from courseflow.config import Settings
-from courseflow.queue import Keys
+from courseflow.keys import Keys
+from courseflow.redis_clients import SyncRedis
 from projections.rebuild import differences
 
 DECISIONS = "('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
@@ -23,10 +24,10 @@ class Finding(msgspec.Struct, frozen=True):
 
 
 def run(settings: Settings) -> list[Finding]:
-    keys = Keys(settings.stream_prefix)
+    keys = Keys(settings.stream_prefix, settings.partitions)
     with (
         psycopg.connect(settings.database_url, autocommit=True) as db,
-        redis.Redis.from_url(settings.redis_url) as rds,
+        redis_clients.connect(settings) as rds,
     ):
         return [
             _accepted_requests_accounted_for(db, rds, keys),
@@ -38,15 +39,13 @@ def run(settings: Settings) -> list[Finding]:
         ]
 
 
-def _accepted_requests_accounted_for(
-    db: psycopg.Connection[tuple[object, ...]], rds: redis.Redis, keys: Keys
-) -> Finding:
+def _accepted_requests_accounted_for(db: psycopg.Connection[tuple[object, ...]], rds: SyncRedis, keys: Keys) -> Finding:
     """Every request that got a 202 is decided, pending, or dead-lettered.
 
     Exact whatever idempotency keys expired: intake counts every request it queues. The count is read
     first, so a request accepted meanwhile can only be seen as accounted for, never as lost.
     """
-    accepted = int(cast(bytes | None, rds.get(keys.accepted)) or 0)
+    accepted = sum(int(cast(bytes | None, rds.get(p.accepted)) or 0) for p in keys.all())
     remembered = set(_accepted_ids(rds, keys))
     pending, decided, dead = _accounted(db, rds, keys)
     accounted = pending | decided | dead
@@ -59,10 +58,10 @@ def _accepted_requests_accounted_for(
 
 
 def _accounted(
-    db: psycopg.Connection[tuple[object, ...]], rds: redis.Redis, keys: Keys
+    db: psycopg.Connection[tuple[object, ...]], rds: SyncRedis, keys: Keys
 ) -> tuple[set[str], set[str], set[str]]:
     """Request ids pending, decided and dead-lettered, read in the order a request moves through them."""
-    pending = {k.decode() for k in cast(list[bytes], rds.hkeys(keys.pending_index))}
+    pending = {k.decode() for p in keys.all() for k in cast(list[bytes], rds.hkeys(p.pending_index))}
     decided = {str(r[0]) for r in db.execute("SELECT request_id::text FROM enrollment_requests")}
     dead = {
         str(r[0])
@@ -73,22 +72,44 @@ def _accounted(
     return pending, decided, dead
 
 
-def start_counting_accepted(db: psycopg.Connection[tuple[object, ...]], rds: redis.Redis, keys: Keys) -> None:
+def start_counting_accepted(db: psycopg.Connection[tuple[object, ...]], rds: SyncRedis, keys: Keys) -> None:
     """Give intake's count of accepted requests a starting point where it has none (a first start, or Redis
     restored without it): every request known so far. Should intake count meanwhile, its count wins: that
     can only make the check miss a loss, never report a false one."""
-    if not rds.exists(keys.accepted):
-        pending, decided, dead = _accounted(db, rds, keys)
-        rds.set(keys.accepted, len(pending | decided | dead), nx=True)
+    if any(not rds.exists(p.accepted) for p in keys.all()):
+        pending = _accounted(db, rds, keys)[0]
+        counts = dict.fromkeys((p.accepted for p in keys.all()), 0)
+        # Each partition's share: its pending requests, and the decided and dead-lettered ones of its courses.
+        for request_id in pending:
+            counts[_partition_of_pending(rds, keys, request_id)] += 1
+        for course_id, known in _known_by_course(db):
+            counts[keys.of_course(course_id).accepted] += known
+        for key, count in counts.items():
+            rds.set(key, count, nx=True)
 
 
-def _accepted_ids(rds: redis.Redis, keys: Keys) -> Iterator[str]:
+def _partition_of_pending(rds: SyncRedis, keys: Keys, request_id: str) -> str:
+    return next(p.accepted for p in keys.all() if rds.hexists(p.pending_index, request_id))
+
+
+def _known_by_course(db: psycopg.Connection[tuple[object, ...]]) -> list[tuple[int, int]]:
+    """(course, requests decided or dead-lettered) for every course that has any."""
+    rows = db.execute(
+        "SELECT course_id, count(*) FROM ("
+        " SELECT course_id, request_id::text FROM enrollment_requests"
+        " UNION SELECT (data ->> 'course_id')::bigint, data ->> 'request_id' FROM events"
+        "  WHERE type = 'RequestDeadLettered' AND data ? 'request_id' AND data ? 'course_id') known GROUP BY 1"
+    ).fetchall()
+    return [(int(cast(int, c)), int(cast(int, n))) for c, n in rows]
+
+
+def _accepted_ids(rds: SyncRedis, keys: Keys) -> Iterator[str]:
     """Requests whose idempotency key is still held (keys expire after IDEMPOTENCY_TTL)."""
-    pattern = keys.idempotency("*", "*")
-    for key in rds.scan_iter(match=pattern, count=1000):
-        value = cast(bytes | None, rds.get(key))
-        if value is not None:
-            yield value.decode().partition(" ")[0]
+    for partition in keys.all():
+        for key in rds.scan_iter(match=partition.idempotency("*", "*"), count=1000):
+            value = cast(bytes | None, rds.get(key))
+            if value is not None:
+                yield value.decode().partition(" ")[0]
 
 
 def _one_decision_each(db: psycopg.Connection[tuple[object, ...]]) -> Finding:

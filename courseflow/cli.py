@@ -16,6 +16,7 @@ import psycopg
 
 from courseflow import auth, check, deadletters, logs, migrations, payloads, services, store, tracing
 from courseflow.config import Settings
+from courseflow.partitions import PartitionCountMismatch
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
 from projections.projector import Projector
@@ -34,8 +35,15 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("migrate", help="apply the SQL migrations not yet applied")
     commands.add_parser("api", help="serve the HTTP API")
-    worker = commands.add_parser("worker", help="decide requests as one consumer of the group")
+    worker = commands.add_parser("worker", help="decide requests of the partitions this worker leases")
     worker.add_argument("--name", help="consumer name; reuse it across restarts to recover its own entries")
+    worker.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N workers under one supervisor, named NAME-1 .. NAME-N (NAME defaults to the host name)",
+    )
     worker.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
 
     projector = commands.add_parser("projector", help="keep the read models current from the event log")
@@ -75,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             case "services":
                 return _services(settings, args.action, args.data_dir or settings.data_dir)
             case "migrate":
-                for name in migrations.migrate(settings.database_url):
+                for name in migrations.migrate(settings.database_url, partitions=settings.partitions):
                     print(f"applied {name}")
                 return 0
             case "api":
                 return _api(settings)
+            case "worker" if args.processes > 1:
+                return _workers(settings, args.name or socket.gethostname(), args.processes, args.metrics_port)
             case "worker":
                 _serve_metrics(settings, args.metrics_port)
                 return _worker(settings, args.name or f"{socket.gethostname()}-{os.getpid()}")
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 return deadletters.command(settings, args.action, args.entry_ids)
             case "run":
                 return _run(settings, demo=not args.no_demo, workers=args.workers or settings.workers)
-    except (services.ServicesError, psycopg.OperationalError) as exc:
+    except (services.ServicesError, psycopg.OperationalError, PartitionCountMismatch) as exc:
         print(f"courseflow {args.command}: {exc}", file=sys.stderr)
         return 1
     return 2
@@ -173,6 +183,26 @@ def _worker(settings: Settings, name: str) -> int:
     return 0
 
 
+def _workers(settings: Settings, name: str, processes: int, metrics_port: int | None) -> int:
+    """N worker processes, restarted if one dies, stopped together: more cores for the partitions of one host."""
+    env = dict(os.environ)
+    if metrics_port is not None:
+        # One port for all of them: the children write their series to files that this process adds up.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings, env))
+        _serve_metrics(settings, metrics_port, multiprocess_dir=env["PROMETHEUS_MULTIPROC_DIR"])
+    supervisor = Supervisor(env)
+    for n in range(1, processes + 1):
+        supervisor.add(f"{name}-{n}", [sys.executable, "-m", "courseflow", "worker", "--name", f"{name}-{n}"])
+    log.info("starting %d workers", processes)
+    return supervisor.run()
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 def _projector(settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -187,12 +217,17 @@ def _projector(settings: Settings) -> int:
 _METRICS_PORT_HELP = "serve this process's Prometheus series on this port (at METRICS_HOST, default 127.0.0.1)"
 
 
-def _serve_metrics(settings: Settings, port: int | None) -> None:
+def _serve_metrics(settings: Settings, port: int | None, multiprocess_dir: str | None = None) -> None:
     """For a worker or projector scraped on its own host; under `courseflow run` the API's /metrics has them."""
     if port is not None:
-        from prometheus_client import start_http_server
+        from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-        start_http_server(port, addr=settings.metrics_host)
+        registry = REGISTRY
+        if multiprocess_dir is not None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, multiprocess_dir)  # type: ignore[no-untyped-call]
+        start_http_server(port, addr=settings.metrics_host, registry=registry)
         log.info("Prometheus series on http://%s:%d/metrics", settings.metrics_host, port)
 
 
@@ -226,7 +261,7 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         settings = Settings.from_env(env)
     try:
-        migrations.migrate(settings.database_url)
+        migrations.migrate(settings.database_url, partitions=settings.partitions)
         if demo:
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
                 if store.create_course(conn, 1, "Demo course", 10, None, None):

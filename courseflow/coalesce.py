@@ -13,7 +13,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
+import msgspec
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
@@ -65,14 +68,31 @@ class _Batches(Generic[Call]):
 ScriptCall = tuple[Sequence[KeyT], Sequence[EncodableT]]
 
 
-class CoalescedScript(_Batches[ScriptCall]):
-    """Calls of one Lua script, each still atomic on its own, sent in batches."""
+class Replicas(msgspec.Struct, frozen=True):
+    """How many replicas must have a script's writes before its caller hears back (Redis WAIT), and for how long
+    to wait for them."""
 
-    def __init__(self, client: aioredis.Redis, script: str) -> None:
+    count: int = 0
+    timeout_ms: int = 1000
+
+
+NO_REPLICAS = Replicas()
+
+
+class NotReplicated(redis.RedisError):
+    """The writes were made on the master, but fewer replicas than required confirmed them in time."""
+
+
+class CoalescedScript(_Batches[ScriptCall]):
+    """Calls of one Lua script, each still atomic on its own, sent in batches; with `replicas`, each batch ends
+    with a WAIT on every connection it wrote to."""
+
+    def __init__(self, client: aioredis.Redis | AsyncRedisCluster, script: str, replicas: Replicas = NO_REPLICAS):
         super().__init__()
         self._client = client
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._replicas = replicas
 
     async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
         return await self._submit((keys, args))
@@ -88,10 +108,51 @@ class CoalescedScript(_Batches[ScriptCall]):
         return replies
 
     async def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+        if self._replicas.count == 0:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                return await pipe.execute(raise_on_error=False)
+        return await self._replicated(calls)
+
+    async def _replicated(self, calls: list[ScriptCall]) -> list[Any]:
+        """WAIT counts the replicas that have everything its own connection wrote: so it goes in the same
+        pipeline, after the scripts, once per node they went to (a cluster pipeline sends each node's commands
+        on one connection, in order)."""
+        wait = ("WAIT", self._replicas.count, self._replicas.timeout_ms)
+        nodes: list[Any] = [None]
+        owner: list[int] = [0] * len(calls)
+        if isinstance(self._client, AsyncRedisCluster):
+            await self._client.initialize()
+            names: dict[str, int] = {}
+            nodes = []
+            for i, (keys, _) in enumerate(calls):
+                key = keys[0]
+                node = self._client.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
+                if node is None:
+                    raise redis.exceptions.ClusterDownError(f"no master serves the slot of {key!r}")
+                if node.name not in names:
+                    names[node.name] = len(nodes)
+                    nodes.append(node)
+                owner[i] = names[node.name]
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+            for node in nodes:
+                if node is None:
+                    pipe.execute_command(*wait)
+                else:
+                    pipe.execute_command(*wait, target_nodes=node)
+            replies = await pipe.execute(raise_on_error=False)
+        confirmed = replies[len(calls) :]
+        short = NotReplicated(f"fewer than {self._replicas.count} replicas confirmed the write in time")
+        return [
+            short
+            if not isinstance(reply, Exception)
+            and (isinstance(confirmed[owner[i]], Exception) or int(confirmed[owner[i]]) < self._replicas.count)
+            else reply
+            for i, reply in enumerate(replies[: len(calls)])
+        ]
 
 
 CommandCall = tuple[tuple[Any, ...], dict[str, Any]]

@@ -29,6 +29,8 @@ def local_redis_url(port: int = LOCAL_REDIS_PORT, password: str | None = None) -
     return f"redis://{user}127.0.0.1:{port}/0"
 
 
+DEFAULT_PARTITIONS = 16
+
 # Default rate limits per principal. A student's writes allow a small burst, then about 10 a second.
 RATE_LIMIT_STUDENT_WRITES = "20 per 2 seconds"
 RATE_LIMIT_STUDENT_READS = "50 per second"
@@ -61,6 +63,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How often each API process re-applies recent priority grants to intake (see api._keep_priorities_applied).
     priority_sync_s: float = 5.0
     stream_prefix: str = "courseflow"
+    # The request queue's partitions: fixed when the deployment is first migrated (see courseflow.partitions).
+    partitions: int = DEFAULT_PARTITIONS
+    # host:port of some Redis Cluster nodes: every component then uses the cluster client (REDIS_URL gives the user).
+    redis_cluster_nodes: tuple[str, ...] = ()
+    # Intake answers 202 only once this many replicas have the request (WAIT): it survives a master's failover.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
+    # A worker renews its partitions' leases this often times three; a dead worker's expire after this long.
+    lease_ms: int = 5000
     # Authentication: HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
     auth_jwt_secret: str | None = None
     auth_jwt_public_key_file: Path | None = None
@@ -126,6 +137,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_deliveries=_int(env, "MAX_DELIVERIES", 5),
             idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 86_400),
             stream_prefix=env.get("COURSEFLOW_STREAM_PREFIX", "courseflow"),
+            partitions=_bounded(env, "PARTITIONS", DEFAULT_PARTITIONS, 1, 1024),
+            redis_cluster_nodes=_nodes(env, "REDIS_CLUSTER_NODES"),
+            redis_wait_replicas=_bounded(env, "REDIS_WAIT_REPLICAS", 0, 0, 16),
+            redis_wait_timeout_ms=_bounded(env, "REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
+            lease_ms=_bounded(env, "LEASE_MS", 5000, 100, 3_600_000),
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             auth_jwt_public_key_file=_path(env, "AUTH_JWT_PUBLIC_KEY_FILE"),
             auth_jwt_private_key_file=_path(env, "AUTH_JWT_PRIVATE_KEY_FILE"),
@@ -168,6 +184,22 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"configuration error: {name} must be an integer, got {raw!r}") from None
+
+
+def _bounded(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _int(env, name, default)
+    if not low <= value <= high:
+        raise SystemExit(f"configuration error: {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _nodes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    nodes = tuple(node.strip() for node in (env.get(name) or "").split(",") if node.strip())
+    for node in nodes:
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SystemExit(f"configuration error: {name} must be host:port,host:port,..., got {node!r}")
+    return nodes
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -7,31 +7,34 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
-import redis
 
 from courseflow import queue, store, tracing
 from courseflow.domain import STATUS_AFTER, StreamId, decide
 from courseflow.events import EnrollmentRequested, decode_request
+from courseflow.keys import Keys
 from courseflow.metrics import ACCEPT_TO_DECISION, DECISION_BATCH_SIZE, DECISION_TRANSACTION, DECISIONS
-from courseflow.queue import REQUEST_FIELD, Keys
+from courseflow.queue import REQUEST_FIELD
+from courseflow.redis_clients import SyncRedis
 
 
 class Accepted(msgspec.Struct, frozen=True):
     """A stream entry read by a worker, decoded."""
 
+    partition: int
     entry_id: bytes
     fields: dict[bytes, bytes]
     request: EnrollmentRequested
     member: bytes
 
     @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted:
+    def decode(cls, partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted:
         """Raises Undecodable with the reason when the entry is not a request that can be decided."""
         payload = fields.get(REQUEST_FIELD)
         if payload is None:
             raise Undecodable("missing request field")
         try:
-            return cls(entry_id, fields, decode_request(payload), queue.member(StreamId.parse(entry_id), payload))
+            request = decode_request(payload)
+            return cls(partition, entry_id, fields, request, queue.member(StreamId.parse(entry_id), payload))
         except (msgspec.DecodeError, ValueError) as exc:
             raise Undecodable(f"undecodable: {exc}") from None
 
@@ -45,6 +48,8 @@ class Outcome(msgspec.Struct):
 
     # Priority-set members decided (now or before), per course.
     settled: dict[int, list[bytes]] = msgspec.field(default_factory=dict)
+    # Their request ids, per course: they leave the pending index with them.
+    settled_ids: dict[int, list[str]] = msgspec.field(default_factory=dict)
     decided: set[str] = msgspec.field(default_factory=set)
     # Accepted before registration opened: acknowledged, left in the priority set.
     deferred: set[str] = msgspec.field(default_factory=set)
@@ -55,6 +60,8 @@ class Outcome(msgspec.Struct):
     def add(self, other: Outcome) -> None:
         for course_id, members in other.settled.items():
             self.settled.setdefault(course_id, []).extend(members)
+        for course_id, ids in other.settled_ids.items():
+            self.settled_ids.setdefault(course_id, []).extend(ids)
         self.decided |= other.decided
         self.deferred |= other.deferred
         self.unknown += [cid for cid in other.unknown if cid not in self.unknown]
@@ -64,7 +71,7 @@ class Outcome(msgspec.Struct):
 class Decider:
     """Decides, for a worker named `name`, at most `limit` requests per transaction."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, name: str, limit: int) -> None:
+    def __init__(self, client: SyncRedis, keys: Keys, name: str, limit: int) -> None:
         self.redis, self.keys, self.name, self.limit = client, keys, name, limit
 
     def decide_batch(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> Outcome:
@@ -76,7 +83,7 @@ class Decider:
             done, incomplete = self._round(pg, remaining)
             outcome.add(done)
             # Settle as we go: each round's requests are out of the priority set before the next reads it.
-            queue.settle(self.redis, self.keys, done.settled, sorted(done.decided), [])
+            queue.settle(self.redis, self.keys, done.settled, done.settled_ids)
             remaining = {cid: items for cid, items in remaining.items() if cid in incomplete}
         return outcome
 
@@ -122,7 +129,7 @@ class Decider:
                 store.set_backlog(cur, course.state.course_id, False)
             outcome = self._decide(cur, [(course, raw)], [])
         _observe(outcome.recorded, began)
-        queue.settle(self.redis, self.keys, outcome.settled, sorted(outcome.decided), [])
+        queue.settle(self.redis, self.keys, outcome.settled, outcome.settled_ids)
         return len(raw)
 
     def _decide(
@@ -145,6 +152,7 @@ class Decider:
             store.record_decisions(cur, decided, self.name)
         return Outcome(
             settled={course.state.course_id: raw for course, raw in plans},
+            settled_ids={course.state.course_id: [p.request.request_id for p in items] for course, items in parsed},
             decided=done | set(ids),
             recorded=decided,
         )

@@ -7,34 +7,24 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 import msgspec
-import redis.asyncio as aioredis
 from opentelemetry.trace import SpanKind
 
 from courseflow import events, tracing
 from courseflow.auth import Principal
-from courseflow.coalesce import CoalescedScript
+from courseflow.coalesce import NO_REPLICAS, CoalescedScript, Replicas
 from courseflow.events import EnrollmentRequested
-from courseflow.queue import ENQUEUE_LUA, Keys, parse_member
-from courseflow.ratelimit import ACQUIRE_LUA, Quota
+from courseflow.keys import Keys
+from courseflow.queue import ENQUEUE_LUA, parse_member
+from courseflow.redis_clients import AsyncRedis
 
-NO_QUOTA = Quota(keys=[], args=[])
-
-# KEYS: courses set, idempotency key, request stream, course priority set, pending index, granted priorities,
-#       accepted counter, then the caller's rate-limit window keys (previous, current) per limit.
+# KEYS (all of the course's partition): courses set, idempotency key, request stream, course priority set,
+#       pending index, granted priorities, accepted counter.
 # ARGV: request id, request json before and after its priority, fingerprint, priority ('' = the one the
-#       registrar granted the student), course id, idempotency ttl (0 = keep), student id, number of limits,
-#       then (limit, expiry, amount) per limit, then the entry's trace fields (name, value, ...), if any.
-# Every attempt counts against the caller's limits first, whatever its outcome.
+#       registrar granted the student), course id, idempotency ttl (0 = keep), student id, then the entry's
+#       trace fields (name, value, ...), if any.
 _ACCEPT = (
     ENQUEUE_LUA
-    + ACQUIRE_LUA
     + """
-for i = 1, tonumber(ARGV[9]) do
-  local at = 10 + (i - 1) * 3
-  if not acquire_sliding_window({KEYS[6 + 2 * i], KEYS[7 + 2 * i]}, {ARGV[at], ARGV[at + 1], ARGV[at + 2]}) then
-    return {'rate_limited', tostring(i - 1)}
-  end
-end
 if redis.call('SISMEMBER', KEYS[1], ARGV[6]) == 0 then
   return {'unknown_course'}
 end
@@ -55,7 +45,7 @@ local priority = ARGV[5]
 if priority == '' then
   priority = redis.call('HGET', KEYS[6], ARGV[8]) or '0'
 end
-local traced = {unpack(ARGV, 10 + 3 * tonumber(ARGV[9]))}
+local traced = {unpack(ARGV, 9)}
 local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2] .. priority .. ARGV[3], priority, traced)
 redis.call('INCR', KEYS[7])
 if tonumber(ARGV[7]) > 0 then
@@ -88,21 +78,20 @@ def key_owner(caller: Principal, student_id: int) -> str:
 
 
 class Accepted(msgspec.Struct, frozen=True):
-    outcome: Literal["queued", "replayed", "conflict", "unknown_course", "rate_limited"]
+    outcome: Literal["queued", "replayed", "conflict", "unknown_course"]
     request_id: str | None = None
     # 1-based place in the course's priority order while pending; None once decided.
     queue_position: int | None = None
-    # For "rate_limited": which of the caller's limits refused it.
-    limit_index: int = 0
 
 
 class Intake:
-    def __init__(self, client: aioredis.Redis, keys: Keys, idempotency_ttl_s: int = 0) -> None:
+    def __init__(
+        self, client: AsyncRedis, keys: Keys, idempotency_ttl_s: int = 0, replicas: Replicas = NO_REPLICAS
+    ) -> None:
         self._client = client
         self.keys = keys
         self._ttl = idempotency_ttl_s
-        self._accept = CoalescedScript(client, _ACCEPT)
-        self._send_span = f"send {keys.requests}"  # the messaging conventions' name: operation, destination
+        self._accept = CoalescedScript(client, _ACCEPT, replicas)
 
     async def accept(
         self,
@@ -111,11 +100,12 @@ class Intake:
         course_id: int,
         idempotency_key: str,
         priority: int | None,
-        quota: Quota = NO_QUOTA,
     ) -> Accepted:
-        """Queue a request once per (caller, student, idempotency key), within the caller's rate limits (`quota`).
+        """Queue a request once per (caller, student, idempotency key). `priority` None: the one the registrar
+        granted the student.
 
-        `priority` None: the one the registrar granted the student.
+        Raises NotReplicated when REDIS_WAIT_REPLICAS replicas did not confirm it in time: it is queued, but a
+        failover could still lose it, so the caller hears 503 and retries with the same idempotency key.
         """
         request = EnrollmentRequested(
             course_id=course_id,
@@ -127,9 +117,10 @@ class Intake:
         )
         head, tail = around_priority(events.encode(request))
         given = "" if priority is None else str(priority)
-        k = self.keys
-        # The PRODUCER span of the messaging conventions: its context goes into the entry for the worker.
-        with tracing.span(self._send_span, SpanKind.PRODUCER) as span:
+        k = self.keys.of_course(course_id)
+        # The PRODUCER span of the messaging conventions (named operation, destination): its context goes into
+        # the entry for the worker.
+        with tracing.span(f"send {k.requests}", SpanKind.PRODUCER) as span:
             if span is not None:
                 span.set_attributes(
                     {
@@ -149,7 +140,6 @@ class Intake:
                     k.pending_index,
                     k.priorities,
                     k.accepted,
-                    *quota.keys,
                 ],
                 [
                     request.request_id,
@@ -160,16 +150,12 @@ class Intake:
                     course_id,
                     self._ttl,
                     student_id,
-                    len(quota.keys) // 2,
-                    *quota.args,
                     *tracing.inject(),
                 ],
             )
             if span is not None:
                 span.set_attribute("courseflow.intake.outcome", reply[0].decode())
         outcome, *rest = reply
-        if outcome == b"rate_limited":
-            return Accepted("rate_limited", limit_index=int(rest[0]))
         return Accepted(
             outcome.decode(),
             rest[0].decode() if rest else None,
@@ -178,12 +164,35 @@ class Intake:
 
     async def pending_position(self, request_id: str) -> tuple[EnrollmentRequested, int] | None:
         """The pending request and its 1-based queue position, or None if it is not pending."""
-        raw = await self._client.hget(self.keys.pending_index, request_id)
-        if raw is None:
-            return None
-        item = parse_member(cast(bytes, raw))
-        rank = cast(int | None, await self._client.zrank(self.keys.priority_set(item.request.course_id), raw))
-        return None if rank is None else (item.request, rank + 1)
+        found = await self.pending_positions([request_id])
+        return found.get(request_id)
+
+    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[EnrollmentRequested, int]]:
+        """Those of these requests still pending, with their queue positions: two round trips however many
+        requests and partitions (a request id does not say its partition: every partition's index is asked)."""
+        if not request_ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for partition in self.keys.all():
+                pipe.hmget(partition.pending_index, request_ids)
+            found = {
+                request_id: raw
+                for replies in await pipe.execute()
+                for request_id, raw in zip(request_ids, cast(list[bytes | None], replies), strict=True)
+                if raw is not None
+            }
+        if not found:
+            return {}
+        items = {request_id: parse_member(raw) for request_id, raw in found.items()}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for request_id, item in items.items():
+                pipe.zrank(self.keys.priority_set(item.request.course_id), found[request_id])
+            ranks = cast(list[int | None], await pipe.execute())
+        return {
+            request_id: (item.request, rank + 1)
+            for (request_id, item), rank in zip(items.items(), ranks, strict=True)
+            if rank is not None
+        }
 
     async def queue_depth(self, course_id: int) -> int:
         return int(await self._client.zcard(self.keys.priority_set(course_id)))
@@ -196,4 +205,7 @@ class Intake:
             return [int(depth) for depth in await pipe.execute()]
 
     async def dead_letter_count(self) -> int:
-        return int(await self._client.xlen(self.keys.dead_letters))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for partition in self.keys.all():
+                pipe.xlen(partition.dead_letters)
+            return sum(int(n) for n in await pipe.execute())

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import psycopg
 
+from courseflow import partitions as queue_partitions
+from courseflow.config import DEFAULT_PARTITIONS
 from courseflow.store import Conn
 
 SQL_DIR = Path(os.environ.get("COURSEFLOW_SQL_DIR", Path(__file__).resolve().parent.parent / "sql"))
@@ -14,8 +16,12 @@ SQL_DIR = Path(os.environ.get("COURSEFLOW_SQL_DIR", Path(__file__).resolve().par
 _MIGRATION_LOCK = 0x636F7572
 
 
-def migrate(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply the `NNN_name.sql` files not yet recorded, in order; returns the names applied."""
+def migrate(database_url: str, sql_dir: Path = SQL_DIR, partitions: int = DEFAULT_PARTITIONS) -> list[str]:
+    """Apply the `NNN_name.sql` files not yet recorded, in order; returns the names applied.
+
+    The first migrate also records the queue's partition count; a later one with another count is refused
+    (PartitionCountMismatch).
+    """
     files = sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql"))
     if not files:
         raise FileNotFoundError(f"no migrations found in {sql_dir}")
@@ -34,6 +40,7 @@ def migrate(database_url: str, sql_dir: Path = SQL_DIR) -> list[str]:
                 conn.execute(path.read_text())  # trusted files shipped with the code
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.stem))
             applied.append(path.stem)
+        queue_partitions.record(conn, partitions)
     return applied
 
 

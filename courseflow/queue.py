@@ -1,8 +1,8 @@
-"""The Redis side of the pipeline: key names, the request stream and each course's priority set.
+"""The Redis side of the pipeline: each partition's request stream and its courses' priority sets.
 
-Every key shares one hash tag, so the intake script and the worker's MULTI run unchanged on Redis Cluster.
-A priority-set member is `<zero-padded stream id>|<request json>` with score `-priority`: ZRANGE then
-yields priority (higher first), then arrival, and carries everything a decision needs.
+Key names are in courseflow.keys: each script and MULTI here touches one partition's keys, so it runs
+unchanged on Redis Cluster. A priority-set member is `<zero-padded stream id>|<request json>` with score
+`-priority`: ZRANGE then yields priority (higher first), then arrival, and carries everything a decision needs.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import msgspec
 import redis
 from redis.typing import EncodableT, FieldT
 
 from courseflow import events
 from courseflow.domain import Pending, StreamId
+from courseflow.keys import Keys, PartitionKeys
+from courseflow.redis_clients import SyncRedis
 
 GROUP = "deciders"
 REQUEST_FIELD = b"request"
@@ -36,47 +37,9 @@ end
 """
 
 
-class Keys(msgspec.Struct, frozen=True):
-    prefix: str = "courseflow"
-
-    @property
-    def requests(self) -> str:
-        return f"{{{self.prefix}}}:requests"
-
-    @property
-    def dead_letters(self) -> str:
-        return f"{{{self.prefix}}}:dead-letters"
-
-    @property
-    def courses(self) -> str:
-        return f"{{{self.prefix}}}:courses"
-
-    @property
-    def pending_index(self) -> str:
-        """request id -> priority-set member, for status look-ups while pending."""
-        return f"{{{self.prefix}}}:pending"
-
-    @property
-    def priorities(self) -> str:
-        """student id -> the priority a registrar granted (absent = 0); read by the intake script."""
-        return f"{{{self.prefix}}}:priorities"
-
-    @property
-    def priority_versions(self) -> str:
-        """student id -> version of the grant in `priorities`, so an older one never overwrites a newer one."""
-        return f"{{{self.prefix}}}:priority-versions"
-
-    @property
-    def accepted(self) -> str:
-        """How many requests intake ever queued: `courseflow check` accounts for each, whatever keys expired."""
-        return f"{{{self.prefix}}}:accepted"
-
-    def priority_set(self, course_id: int) -> str:
-        return f"{{{self.prefix}}}:course:{course_id}:pending"
-
-    def idempotency(self, owner: str, key: str) -> str:
-        """`owner` scopes the key to its caller (see intake.key_owner)."""
-        return f"{{{self.prefix}}}:idem:{owner}:{key}"
+def qualified(partition: int, entry_id: bytes | str) -> str:
+    """A stream entry's id across partitions (each stream numbers its own): `<partition>:<entry id>`."""
+    return f"{partition}:{entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
 
 
 def member(arrival: StreamId, payload: bytes) -> bytes:
@@ -89,8 +52,8 @@ def parse_member(raw: bytes) -> Pending:
     return Pending(events.decode_request(payload), StreamId.parse(head))
 
 
-def ensure_group(client: redis.Redis, keys: Keys) -> None:
-    """Create the consumer group from the start of the stream; a no-op when it exists."""
+def ensure_group(client: SyncRedis, keys: PartitionKeys) -> None:
+    """Create a partition's consumer group from the start of its stream; a no-op when it exists."""
     try:
         client.xgroup_create(keys.requests, GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
@@ -98,10 +61,20 @@ def ensure_group(client: redis.Redis, keys: Keys) -> None:
             raise
 
 
-def register_courses(client: redis.Redis, keys: Keys, course_ids: Sequence[int]) -> None:
-    """Let intake accept requests for these courses (PostgreSQL has them)."""
-    if course_ids:
-        client.sadd(keys.courses, *course_ids)
+def ensure_groups(client: SyncRedis, keys: Keys) -> None:
+    for partition in keys.all():
+        ensure_group(client, partition)
+
+
+def register_courses(client: SyncRedis, keys: Keys, course_ids: Sequence[int]) -> None:
+    """Let intake accept requests for these courses (PostgreSQL has them), each in its partition."""
+    by_partition: dict[str, list[int]] = {}
+    for course_id in course_ids:
+        by_partition.setdefault(keys.of_course(course_id).courses, []).append(course_id)
+    with client.pipeline(transaction=False) as pipe:
+        for key, ids in by_partition.items():
+            pipe.sadd(key, *ids)
+        pipe.execute()
 
 
 # A granted priority applies only if it is newer than the one intake has: a late or repeated sync never
@@ -121,12 +94,16 @@ end
 """
 
 
-def grant_priorities(client: redis.Redis, keys: Keys, granted: Sequence[tuple[int, int, int]]) -> None:
-    """Make these (student, priority, version) grants from PostgreSQL the ones intake applies, unless newer ones are."""
+def grant_priorities(client: SyncRedis, keys: Keys, granted: Sequence[tuple[int, int, int]]) -> None:
+    """Make these (student, priority, version) grants from PostgreSQL the ones intake applies, unless newer ones
+    are: in every partition, as a student's requests may go to any."""
     script = client.register_script(_GRANT)
     for start in range(0, len(granted), 1000):
         args = [value for grant in granted[start : start + 1000] for value in grant]
-        script(keys=[keys.priorities, keys.priority_versions], args=args)
+        with client.pipeline(transaction=False) as pipe:
+            for partition in keys.all():
+                script(keys=[partition.priorities, partition.priority_versions], args=args, client=pipe)
+            pipe.execute()
 
 
 # The best-ranked members of a course's priority set, down to the worst-ranked of the given ones
@@ -147,7 +124,7 @@ return members
 
 
 def pending_through(
-    client: redis.Redis, keys: Keys, batches: dict[int, Sequence[bytes]], limit: int
+    client: SyncRedis, keys: Keys, batches: dict[int, Sequence[bytes]], limit: int
 ) -> dict[int, tuple[list[bytes], bool]]:
     """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`.
 
@@ -164,33 +141,40 @@ def pending_through(
     return {cid: (cast(list[bytes], r[1:]), r[0] == 1) for cid, r in zip(batches, replies, strict=True)}
 
 
-def top(client: redis.Redis, keys: Keys, course_id: int, count: int) -> list[bytes]:
+def top(client: SyncRedis, keys: Keys, course_id: int, count: int) -> list[bytes]:
     """The `count` best-ranked pending requests of a course."""
     return cast(list[bytes], client.zrange(keys.priority_set(course_id), 0, count - 1))
 
 
-def settle(
-    client: redis.Redis,
-    keys: Keys,
-    settled: dict[int, list[bytes]],
-    request_ids: Sequence[str],
-    entry_ids: Sequence[bytes | str],
-) -> None:
-    """After COMMIT: drop decided members from the priority sets and the pending index, acknowledge the entries."""
-    with client.pipeline(transaction=True) as pipe:
-        for course_id, members in settled.items():
-            if members:
-                pipe.zrem(keys.priority_set(course_id), *members)
-        if request_ids:
-            pipe.hdel(keys.pending_index, *request_ids)
-        if entry_ids:
-            pipe.xack(keys.requests, GROUP, *entry_ids)
-        pipe.execute()
+def settle(client: SyncRedis, keys: Keys, members: dict[int, list[bytes]], request_ids: dict[int, list[str]]) -> None:
+    """After COMMIT: drop decided requests (per course) from the priority sets and the pending index.
+
+    One MULTI per partition: a status look-up never finds a request in neither its priority set nor
+    PostgreSQL.
+    """
+    by_partition: dict[int, list[int]] = {}
+    for course_id in members.keys() | request_ids.keys():
+        by_partition.setdefault(keys.of_course(course_id).partition, []).append(course_id)
+    for partition, course_ids in by_partition.items():
+        pk = keys.partition(partition)
+        with client.pipeline(transaction=True) as pipe:
+            for course_id in course_ids:
+                if members.get(course_id):
+                    pipe.zrem(pk.priority_set(course_id), *members[course_id])
+                if request_ids.get(course_id):
+                    pipe.hdel(pk.pending_index, *request_ids[course_id])
+            pipe.execute()
+
+
+def acknowledge(client: SyncRedis, keys: PartitionKeys, entry_ids: Sequence[bytes | str]) -> None:
+    """After COMMIT: the partition's entries are done with."""
+    if entry_ids:
+        client.xack(keys.requests, GROUP, *entry_ids)
 
 
 def dead_letter(
-    client: redis.Redis,
-    keys: Keys,
+    client: SyncRedis,
+    keys: PartitionKeys,
     entry_id: bytes,
     fields: Mapping[bytes, bytes],
     reason: str,
@@ -201,7 +185,11 @@ def dead_letter(
     `pending` is (course id, priority-set member, request id) of a decodable request, which leaves
     the queue too.
     """
-    entry = {**cast(dict[FieldT, EncodableT], fields), b"entry_id": entry_id, b"reason": reason}
+    entry = {
+        **cast(dict[FieldT, EncodableT], fields),
+        b"entry_id": qualified(keys.partition, entry_id),
+        b"reason": reason,
+    }
     with client.pipeline(transaction=True) as pipe:
         pipe.xadd(keys.dead_letters, entry)
         pipe.xack(keys.requests, GROUP, entry_id)
@@ -233,7 +221,7 @@ return redis.call('XTRIM', KEYS[1], 'MINID', minid)
 """
 
 
-def trim(client: redis.Redis, keys: Keys) -> int:
+def trim(client: SyncRedis, keys: PartitionKeys) -> int:
     """Drop stream entries that are decided and acknowledged; returns how many went."""
     return int(cast(int, client.register_script(_TRIM)(keys=[keys.requests], args=[GROUP])))
 
@@ -253,7 +241,7 @@ return id
 )
 
 
-def retry_dead_letter(client: redis.Redis, keys: Keys, entry_id: str) -> str:
+def retry_dead_letter(client: SyncRedis, keys: PartitionKeys, entry_id: str) -> str:
     """Re-queue a dead letter's request at the back; returns its new stream id.
 
     Raises LookupError when there is no such dead letter, ValueError when it holds no decodable request.

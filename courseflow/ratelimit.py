@@ -22,14 +22,14 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from courseflow.auth import Principal, Role
 from courseflow.coalesce import CoalescedClient
 from courseflow.config import Settings
-from courseflow.memo import Memo
+from courseflow.keys import Keys
 from courseflow.metrics import RATE_LIMITED
 from courseflow.problems import RateLimited
+from courseflow.redis_clients import AsyncRedis
 
 log = logging.getLogger("courseflow.ratelimit")
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_QUOTA_CACHE_SIZE = 20_000
 
 
 class Policy:
@@ -70,27 +70,8 @@ def anonymous(client_address: str) -> Subject:
     return Subject("anonymous", f"address:{client_address}")
 
 
-class Quota(msgspec.Struct, frozen=True):
-    """One policy's sliding-window keys and (limit, expiry, amount) arguments, for a script that hits it itself."""
-
-    keys: list[str]
-    args: list[int]
-
-
-# The library's own sliding-window script as a Lua function, so the intake script can take the limit in its
-# own round trip: a write costs one trip to Redis, not two. Same keys, same algorithm as `Limiter.hit`.
-ACQUIRE_LUA = (
-    f"local function acquire_sliding_window(KEYS, ARGV)\n{RedispyBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW.decode()}\nend\n"
-)
-
-
-def key_prefix(stream_prefix: str) -> str:
-    # The hash tag first: the limits' keys share the intake script's slot, so it runs unchanged on Redis Cluster.
-    return f"{{{stream_prefix}}}:ratelimit"
-
-
 class Limiter:
-    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         # A student's reads and writes are limited apart; every other caller has one policy for both.
         self._student = {
             False: Policy("student-reads", settings.rate_limit_student_reads),
@@ -101,22 +82,18 @@ class Limiter:
             "service": Policy("service", settings.rate_limit_service),
             "anonymous": Policy("anonymous", settings.rate_limit_anonymous),
         }
-        # Shares the API's connection pool: no extra connections, and the same credentials.
+        # The library's storage, with the API's client in place of its own: no extra connections, the same
+        # credentials, and the cluster client when there is one (each caller's keys share one hash tag).
         self._storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            key_prefix=key_prefix(settings.stream_prefix),
-            connection_pool=client.connection_pool,  # type: ignore[arg-type]  # typed as scalars, passed through
+            "async+redis://", implementation="redispy", key_prefix=Keys(settings.stream_prefix).rate_limits
         )
-        # Every request hits the limiter: concurrent hits share one pipeline instead of a round trip each.
         self._bridge = self._storage.bridge
         assert isinstance(self._bridge, RedispyBridge)
-        self._bridge.storage = CoalescedClient(client.connection_pool)
+        # Every request hits the limiter: concurrent hits share one pipeline instead of a round trip each.
+        self._bridge.storage = CoalescedClient(client.connection_pool) if isinstance(client, aioredis.Redis) else client
         self._bridge.register_scripts()
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._storage_down_logged = 0.0
-        # A crowd's students write again and again: their key names are built once.
-        self._quotas: Memo[tuple[Subject, bool], Quota] = Memo(_QUOTA_CACHE_SIZE)
 
     def _policy(self, who: Subject, method: str) -> Policy:
         return self._student[method in WRITE_METHODS] if who.role == "student" else self._others[who.role]
@@ -133,25 +110,6 @@ class Limiter:
                 return
             if not allowed:
                 await self.refuse(who, method, index)
-
-    def quota(self, who: Subject, method: str) -> Quota:
-        """The keys and arguments with which a script takes one request from `who`'s limits (see ACQUIRE_LUA)."""
-        write = method in WRITE_METHODS
-        known = self._quotas.get((who, write))
-        return known if known is not None else self._quotas.put((who, write), self._build_quota(who, method))
-
-    def _build_quota(self, who: Subject, method: str) -> Quota:
-        policy = self._policy(who, method)
-        keys: list[str] = []
-        args: list[int] = []
-        for item in policy.items:
-            key = item.key_for(policy.name, who.role, who.name)  # as the strategy names it
-            keys += [
-                self._bridge.prefixed_key(self._storage._previous_window_key(key)),
-                self._bridge.prefixed_key(self._storage._current_window_key(key)),
-            ]
-            args += [item.amount, item.get_expiry(), 1]
-        return Quota(keys, args)
 
     async def refuse(self, who: Subject, method: str, index: int) -> NoReturn:
         """Raise the 429 for `who` being over the policy's limit number `index`, with when to retry."""

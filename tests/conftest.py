@@ -112,6 +112,9 @@ def reset(servers: Servers) -> None:
             " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
         )
         conn.execute("UPDATE projection_checkpoints SET position = 0")
+        # Leases of workers an earlier test killed would keep their partitions from this test's workers.
+        conn.execute("UPDATE partition_leases SET owner = NULL, expires_at = '-infinity'")
+        conn.execute("DELETE FROM workers")
     # FLUSHDB is the admin's: the application's Redis user may not run it.
     with redis.Redis.from_url(servers.admin_redis_url) as client:
         client.flushdb()

@@ -12,7 +12,8 @@ import psycopg
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS
+from courseflow.keys import Keys
 from projections import queries
 
 Conn = psycopg.Connection[psycopg.rows.TupleRow]
@@ -87,9 +88,12 @@ def enroll(client: TestClient, student_id: int, course_id: int, priority: int = 
 
 
 def all_acknowledged(rds: redis.Redis) -> bool:
-    """Every entry of the request stream was delivered to the group and acknowledged."""
-    groups = rds.xinfo_groups(Keys().requests)
-    return bool(groups) and groups[0]["lag"] == 0 and groups[0]["pending"] == 0
+    """Every entry of every partition's request stream was delivered to the group and acknowledged."""
+    for partition in Keys(partitions=DEFAULT_PARTITIONS).all():
+        groups = rds.xinfo_groups(partition.requests) if rds.exists(partition.requests) else []
+        if groups and (groups[0]["lag"] != 0 or groups[0]["pending"] != 0):
+            return False
+    return True
 
 
 def stream_entries(rds: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -8,10 +8,11 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS
+from courseflow.keys import Keys
 from tests.helpers import Conn, create_course, enroll, wait_projected
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 GOOD = {"student_id": 123, "course_id": 1, "idempotency_key": "unique-key-123", "priority": 10}
 
 

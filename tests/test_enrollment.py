@@ -8,7 +8,8 @@ import httpx2 as httpx
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS
+from courseflow.keys import Keys
 from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import (
@@ -22,7 +23,7 @@ from tests.helpers import (
     wait_until,
 )
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 def status_of(client: TestClient, request_id: str) -> dict[str, object]:

@@ -15,13 +15,13 @@ from starlette.testclient import TestClient
 from courseflow import check, services
 from courseflow.api import create_app
 from courseflow.auth import DEVELOPER
-from courseflow.config import Settings
+from courseflow.config import DEFAULT_PARTITIONS, Settings
 from courseflow.intake import key_owner
-from courseflow.queue import Keys
+from courseflow.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import CLOSED_PORT_REDIS, Conn, create_course, enroll, wait_decided, wait_until
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -209,18 +209,17 @@ def test_an_unforeseen_error_is_a_problem_500_without_details(settings: Settings
     assert "secret internals" not in response.text
 
 
-def test_every_key_of_the_intake_script_shares_one_cluster_slot(settings: Settings) -> None:
+def test_each_partitions_keys_share_one_cluster_slot_and_partitions_spread() -> None:
     from redis.crc import key_slot
 
-    from courseflow.auth import Principal
-    from courseflow.ratelimit import Limiter, subject
-
-    with TestClient(create_app(settings)) as client:
-        limiter: Limiter = client.app.state.services.limiter  # type: ignore[attr-defined]
-        quota = limiter.quota(subject(Principal(role="student", sub="7")), "POST")
-    keys = [KEYS.courses, KEYS.idempotency("7", "k"), KEYS.requests, KEYS.priority_set(1), KEYS.pending_index]
-    keys += [KEYS.priorities, KEYS.priority_versions, KEYS.accepted, *quota.keys]
-    assert quota.keys and len({key_slot(k.encode()) for k in keys}) == 1
+    slots = set()
+    for course_id in range(1, DEFAULT_PARTITIONS + 1):
+        k = Keys(partitions=DEFAULT_PARTITIONS).of_course(course_id)
+        keys = [k.courses, k.idempotency("7", "k"), k.requests, k.priority_set(course_id), k.pending_index]
+        keys += [k.priorities, k.priority_versions, k.accepted, k.dead_letters]
+        (slot,) = {key_slot(key.encode()) for key in keys}  # every script and MULTI stays in one slot
+        slots.add(slot)
+    assert len(slots) == DEFAULT_PARTITIONS
 
 
 def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(

@@ -9,12 +9,12 @@ import redis.asyncio as aioredis
 
 from courseflow import queue
 from courseflow.auth import DEVELOPER
-from courseflow.config import Settings
+from courseflow.config import DEFAULT_PARTITIONS, Settings
 from courseflow.intake import Accepted, Intake
-from courseflow.queue import Keys
+from courseflow.keys import Keys
 from tests.conftest import Servers
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 def reads_processed(rds: redis.Redis) -> int:
@@ -26,9 +26,10 @@ async def crowd(settings: Settings, size: int, flush_scripts_first: bool = False
     try:
         if flush_scripts_first:
             await client.script_flush()
-        intake = Intake(client, KEYS)
+        keys = Keys(partitions=DEFAULT_PARTITIONS)
+        intake = Intake(client, keys)
         with redis.Redis.from_url(settings.redis_url) as sync:
-            queue.register_courses(sync, KEYS, [1])
+            queue.register_courses(sync, keys, [1])
         return await asyncio.gather(*(intake.accept(DEVELOPER, s, 1, f"k{s}", s % 100) for s in range(1, size + 1)))
     finally:
         await client.aclose()

@@ -40,7 +40,7 @@ class Registrar:
     def __init__(self, settings: Settings, client: TestClient, db: psycopg.Connection[Any]) -> None:
         self.settings, self.client, self.db = settings, client, db
         self.worker = Worker(settings, "invariants")
-        queue.ensure_group(self.worker.redis, self.worker.keys)
+        queue.ensure_groups(self.worker.redis, self.worker.keys)
         self.projector = Projector(settings.database_url)
         self.requests: list[str] = []
         self.keys = 0

@@ -10,14 +10,14 @@ import redis
 from starlette.testclient import TestClient
 
 from courseflow.api import create_app
-from courseflow.config import Settings
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS, Settings
+from courseflow.keys import Keys
 from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, wait_decided, wait_projected
 from tests.trust import bearer, secured
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 class Campus:

@@ -11,13 +11,13 @@ from starlette.testclient import TestClient
 
 from courseflow import priorities
 from courseflow.api import create_app
-from courseflow.config import Settings
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS, Settings
+from courseflow.keys import Keys
 from projections.projector import Projector
 from tests.helpers import CLOSED_PORT_REDIS, Conn, wait_until
 from tests.trust import bearer, secured
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 @pytest.fixture

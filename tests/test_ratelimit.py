@@ -21,7 +21,8 @@ from starlette.testclient import TestClient
 from courseflow import services
 from courseflow.api import create_app
 from courseflow.config import Settings
-from courseflow.ratelimit import Policy, key_prefix
+from courseflow.keys import Keys
+from courseflow.ratelimit import Policy
 from tests.helpers import wait_until
 from tests.test_cli import server_env
 from tests.trust import SECRET, bearer, secured
@@ -56,8 +57,8 @@ def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) ->
         assert client.get("/api/v1/courses/1", headers=registrar).status_code == 200
 
 
-def test_enrollments_count_in_the_intake_script_under_the_librarys_own_keys(settings: Settings) -> None:
-    """The intake script takes the limit itself; the `limits` library reads the very same counters."""
+def test_enrollments_count_under_the_librarys_own_keys(settings: Settings) -> None:
+    """Enrollments count against the same `limits` counters as every other request."""
     configured = secured(settings, rate_limit_student_writes="5 per 60 seconds")
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
@@ -75,7 +76,7 @@ def test_enrollments_count_in_the_intake_script_under_the_librarys_own_keys(sett
             storage = RedisStorage(
                 "async+redis://",
                 implementation="redispy",
-                key_prefix=key_prefix(settings.stream_prefix),
+                key_prefix=Keys(settings.stream_prefix).rate_limits,
                 connection_pool=pool,  # type: ignore[arg-type]
             )
             stats = await SlidingWindowCounterRateLimiter(storage).get_window_stats(

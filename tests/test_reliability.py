@@ -9,8 +9,9 @@ from starlette.testclient import TestClient
 
 from courseflow import queue
 from courseflow.api import create_app
-from courseflow.config import Settings
-from courseflow.queue import GROUP, Keys
+from courseflow.config import DEFAULT_PARTITIONS, Settings
+from courseflow.keys import Keys
+from courseflow.queue import GROUP
 from courseflow.worker import Worker, _entries
 from tests.conftest import Servers, StartWorkers
 from tests.helpers import (
@@ -26,7 +27,7 @@ from tests.helpers import (
 )
 from tests.test_cli import courseflow, server_env
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 def test_ready_names_each_failing_dependency(settings: Settings, servers: Servers) -> None:
@@ -105,8 +106,10 @@ def test_an_entry_that_keeps_failing_is_dead_lettered(
 
 
 def test_dlq_drop_and_errors(settings: Settings, rds: redis.Redis) -> None:
-    entry_id = rds.xadd(KEYS.dead_letters, {"request": "garbage", "reason": "undecodable"}).decode()  # type: ignore[union-attr]
+    raw_id = rds.xadd(KEYS.dead_letters, {"request": "garbage", "reason": "undecodable"}).decode()  # type: ignore[union-attr]
+    entry_id = f"{KEYS.partition}:{raw_id}"  # as `dlq list` shows it
     env = server_env(settings)
+    assert courseflow("dlq", "drop", raw_id, env=env).returncode == 1  # no partition: which stream?
     assert courseflow("dlq", "retry", entry_id, env=env).returncode == 1
     assert courseflow("dlq", "retry", env=env).returncode == 2
     dropped = courseflow("dlq", "drop", entry_id, env=env)

@@ -12,11 +12,12 @@ from opentelemetry.trace import SpanKind
 from starlette.testclient import TestClient
 
 from courseflow import tracing
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS
+from courseflow.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, stream_entries, wait_decided, wait_until
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 SEND = f"send {KEYS.requests}"
 PROCESS = f"process {KEYS.requests}"
 

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import redis
 from starlette.testclient import TestClient
 
+from courseflow.config import DEFAULT_PARTITIONS
+from courseflow.keys import Keys
 from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import (
@@ -48,7 +50,7 @@ def test_backlog_waits_for_the_opening_then_is_decided_in_strict_order(
     start_workers(3, batch_size=30)
     wait_until(lambda: all_acknowledged(rds), what="the workers to read every entry")
     assert decided_count(db) == 0
-    assert rds.zcard("{courseflow}:course:1:pending") == 200
+    assert rds.zcard(Keys(partitions=DEFAULT_PARTITIONS).priority_set(1)) == 200
     asyncio.run(open_now(api_server, list(courses)))
     wait_decided(db, 400)
     for course_id, capacity in courses.items():

@@ -8,9 +8,10 @@ from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from courseflow import queue
-from courseflow.config import Settings
+from courseflow.config import DEFAULT_PARTITIONS, Settings
 from courseflow.decider import Accepted
-from courseflow.queue import GROUP, Keys
+from courseflow.keys import Keys
+from courseflow.queue import GROUP
 from courseflow.worker import Worker, _entries
 from tests.conftest import StartWorkers
 from tests.helpers import (
@@ -24,7 +25,7 @@ from tests.helpers import (
     wait_until,
 )
 
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 def event_count(db: Conn) -> int:
@@ -43,7 +44,7 @@ def test_redelivery_after_commit_adds_nothing(
     crashing = Worker(settings, "w-1")
     queue.ensure_group(crashing.redis, KEYS)
     entries = _entries(crashing.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=10))
-    by_course = {1: [Accepted.decode(entry_id, fields) for entry_id, fields in entries]}
+    by_course = {1: [Accepted.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
     crashing.decider._round(crashing.pg, by_course)  # committed, but never settled: the process "died" here
     crashing.close()
     assert decided_count(db) == 2
@@ -51,7 +52,7 @@ def test_redelivery_after_commit_adds_nothing(
     assert rds.xpending(KEYS.requests, GROUP)["pending"] == 2
 
     restarted = Worker(settings, "w-1")
-    restarted.recover_own()
+    restarted.recover_own(KEYS.partition)
     restarted.close()
     assert event_count(db) == before
     assert rds.xpending(KEYS.requests, GROUP)["pending"] == 0

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import check, priorities, queue, store, tracing
+from courseflow import check, partitions, priorities, queue, store, tracing
 from courseflow.api import courses, docs, enrollments, health, history, live, openapi, streams, students
 from courseflow.api.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
 from courseflow.api.gate import Gate
@@ -216,12 +216,13 @@ def create_served_app() -> Starlette:
 
 
 def _prepare_queue(svc: Services) -> None:
-    """Intake knows every course and granted priority, and the consumer group exists before any worker runs."""
+    """Intake knows every course and granted priority, and the consumer groups exist before any worker runs."""
     with svc.pool.connection() as conn:
+        partitions.verify(conn, svc.keys.partitions)
         svc.register_courses(store.course_ids(conn))
         svc.grant_priorities(priorities.granted(conn))
         check.start_counting_accepted(conn, svc.redis_sync, svc.keys)
-    queue.ensure_group(svc.redis_sync, svc.keys)
+    queue.ensure_groups(svc.redis_sync, svc.keys)
 
 
 async def _keep_priorities_applied(svc: Services, every_s: float) -> None:

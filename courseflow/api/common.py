@@ -14,20 +14,27 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from courseflow import queue
+from courseflow import queue, redis_clients
 from courseflow.api.gate import principal
 from courseflow.api.operations import path_params
 from courseflow.auth import Authenticator
+from courseflow.coalesce import NotReplicated, Replicas
 from courseflow.config import Settings
 from courseflow.intake import Intake
+from courseflow.keys import Keys
 from courseflow.payloads import StudentPath
 from courseflow.problems import Forbidden
-from courseflow.queue import Keys
 from courseflow.ratelimit import Limiter
 from courseflow.store import Conn
 
 # What says a server is unreachable (not that a request was wrong): answered 503, with Retry-After.
-QUEUE_UNREACHABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+# NotReplicated: queued, but not yet on enough replicas to survive a failover; the client retries.
+QUEUE_UNREACHABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    NotReplicated,
+)
 DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 P = ParamSpec("P")
@@ -51,14 +58,10 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.stream_prefix)
-        self.redis = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
-        )
+        self.keys = Keys(settings.stream_prefix, settings.partitions)
+        self.redis = redis_clients.connect_async(settings, max_connections=64)
         # For the rare Redis work done in the thread pool (registering courses, applying grants, readiness).
-        self.redis_sync = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=8, timeout=5)
-        )
+        self.redis_sync = redis_clients.connect(settings, max_connections=8)
         # PostgreSQL work is short and synchronous, run in the thread pool: one store module serves API and workers.
         self.pool = ConnectionPool(
             settings.database_url,
@@ -70,7 +73,8 @@ class Services:
             timeout=5,
             open=False,
         )
-        self.intake = Intake(self.redis, self.keys, settings.idempotency_ttl_s)
+        replicas = Replicas(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+        self.intake = Intake(self.redis, self.keys, settings.idempotency_ttl_s, replicas)
         self.authenticator = Authenticator(settings)
         self.limiter = Limiter(settings, self.redis)
 
@@ -89,7 +93,10 @@ class Services:
 
     async def close(self) -> None:
         self.pool.close()
-        await self.redis.aclose(close_connection_pool=True)
+        if isinstance(self.redis, aioredis.Redis):
+            await self.redis.aclose(close_connection_pool=True)
+        else:
+            await self.redis.aclose()
         self.redis_sync.close()
 
 

@@ -36,25 +36,20 @@ async def enroll(request: Request) -> Response:
     svc = services(request)
     caller, counted = principal(request), rate_subject(request)
     try:
+        # Every attempt counts against the caller's limits, whatever its outcome.
+        await svc.limiter.hit(counted, request.method)
+    except RateLimited:
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        raise
+    try:
         student_id, body, key = await _enrollment(request, caller)
-    except Problem as refused:
-        # A refused request counts against the caller's limits too (accepted ones count in the intake script),
-        # and is counted by the answer it finally gets.
-        try:
-            await svc.limiter.hit(counted, request.method)
-        except RateLimited:
-            REQUESTS_REFUSED.labels("rate_limited").inc()
-            raise
+    except Problem as refused:  # counted by the answer it finally gets
         REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
         raise
     # Every log line of this request from here on (the access log too) carries them.
     structlog.contextvars.bind_contextvars(course_id=body.course_id, student_id=student_id)
-    quota = svc.limiter.quota(counted, request.method)
     try:
-        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, quota)
-        if accepted.outcome == "rate_limited":
-            REQUESTS_REFUSED.labels("rate_limited").inc()
-            await svc.limiter.refuse(counted, request.method, accepted.limit_index)
+        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
         if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
             accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
     except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here

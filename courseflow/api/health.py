@@ -28,7 +28,7 @@ async def alive(_: Request) -> Response:
     public=True,
 )
 async def ready(request: Request) -> Response:
-    """PostgreSQL reachable with migrations current, Redis reachable with the consumer group in place.
+    """PostgreSQL reachable with migrations current, Redis reachable with every partition's consumer group in place.
 
     The API creates the group itself (idempotent), so it is ready with or without a worker running.
     """
@@ -41,7 +41,7 @@ async def ready(request: Request) -> Response:
     except (psycopg.Error, PoolTimeout) as exc:
         checks["postgres"] = f"unreachable: {type(exc).__name__}"
     try:
-        await run_in_threadpool(queue.ensure_group, svc.redis_sync, svc.keys)
+        await run_in_threadpool(queue.ensure_groups, svc.redis_sync, svc.keys)
         checks["redis"] = "ok"
     except redis.RedisError as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"

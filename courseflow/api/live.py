@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 import msgspec
 import psycopg
@@ -51,7 +51,6 @@ from courseflow.events import (
     WaitlistPromoted,
 )
 from courseflow.problems import NotFound
-from courseflow.queue import parse_member
 
 PLACES_EVERY_S = 1.0
 COUNTS_EVERY_S = 2.0
@@ -247,13 +246,7 @@ async def _refresh_places(feed: Feed, svc: Services) -> None:
 
 
 async def _queue_places(svc: Services, request_ids: list[str]) -> dict[str, int]:
-    members = cast(list[bytes | None], await svc.redis.hmget(svc.keys.pending_index, request_ids))
-    found = [(rid, member) for rid, member in zip(request_ids, members, strict=True) if member is not None]
-    async with svc.redis.pipeline(transaction=False) as pipe:
-        for _, member in found:
-            pipe.zrank(svc.keys.priority_set(parse_member(member).request.course_id), member)
-        ranks = await pipe.execute()
-    return {rid: rank + 1 for (rid, _), rank in zip(found, ranks, strict=True) if rank is not None}
+    return {rid: place for rid, (_, place) in (await svc.intake.pending_positions(request_ids)).items()}
 
 
 async def _refresh_counts(feed: Feed, svc: Services) -> None:

@@ -64,7 +64,11 @@ async def read_pipeline(svc: Services, top: int) -> Pipeline:
 
 async def _queue_depths(svc: Services) -> dict[int, int]:
     """Each course intake knows and its requests not decided yet: read once, for the total and the busiest."""
-    course_ids = sorted(int(raw) for raw in cast(set[bytes], await svc.redis.smembers(svc.keys.courses)))
+    async with svc.redis.pipeline(transaction=False) as pipe:
+        for partition in svc.keys.all():
+            pipe.smembers(partition.courses)
+        known = cast(list[set[bytes]], await pipe.execute())
+    course_ids = sorted(int(raw) for members in known for raw in members)
     return dict(zip(course_ids, await svc.intake.queue_depths(course_ids), strict=True))
 
 
@@ -77,26 +81,28 @@ async def _queue(svc: Services, depths: dict[int, int]) -> list[Metric]:
             value=sum(depths.values()),
         )
     ]
-    try:
-        pending = await client.xpending(keys.requests, GROUP)
-        groups = await client.xinfo_groups(keys.requests)
-    except redis.ResponseError:
-        return families  # no stream or no group yet: nothing read, nothing pending
+    async with client.pipeline(transaction=False) as pipe:
+        for partition in keys.all():
+            pipe.xpending(partition.requests, GROUP)
+            pipe.xinfo_groups(partition.requests)
+        replies = await pipe.execute(raise_on_error=False)
+    pending, lag = 0, 0
+    for summary, groups in zip(replies[::2], replies[1::2], strict=True):
+        if isinstance(summary, redis.ResponseError) or isinstance(groups, redis.ResponseError):
+            continue  # no stream or no group yet: nothing read, nothing pending
+        pending += int(summary["pending"])
+        # Redis cannot always tell (entries deleted inside the unread range): then it counts as none.
+        lag += int(next((g.get("lag") for g in groups if g["name"] in (GROUP, GROUP.encode())), None) or 0)
     families.append(
         GaugeMetricFamily(
             "courseflow_stream_pending_entries",
             "Stream entries delivered to a worker and not acknowledged yet",
-            value=int(pending["pending"]),
+            value=pending,
         )
     )
-    # Redis before 7 has no `lag`; then it is left out.
-    lag = next((g.get("lag") for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-    if lag is not None:  # Redis cannot always tell (entries deleted inside the unread range)
-        families.append(
-            GaugeMetricFamily(
-                "courseflow_stream_consumer_lag", "Stream entries not delivered to any worker yet", value=int(lag)
-            )
-        )
+    families.append(
+        GaugeMetricFamily("courseflow_stream_consumer_lag", "Stream entries not delivered to any worker yet", value=lag)
+    )
     return families
 
 

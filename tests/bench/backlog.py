@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from courseflow.auth import DEVELOPER
 from courseflow.config import Settings
 from courseflow.intake import Intake
-from courseflow.queue import Keys
+from courseflow.keys import Keys
 from tests.bench.procs import BenchError
 
 # Priorities as in tests/test_crowd.py: mostly the default 0. The mix matters: a worker decides everything a
@@ -31,7 +31,7 @@ async def _fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mi
     pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=CONCURRENCY, timeout=30)
     client = aioredis.Redis(connection_pool=pool)
     settings = Settings.from_env()
-    intake = Intake(client, Keys(settings.stream_prefix), settings.idempotency_ttl_s)
+    intake = Intake(client, Keys(settings.stream_prefix, settings.partitions), settings.idempotency_ttl_s)
 
     async def accept_every(start: int) -> None:
         for n in range(start, count, CONCURRENCY):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -19,9 +20,9 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from courseflow import migrations, services
+from courseflow import migrations, partitions, services
 from courseflow.config import Settings
-from courseflow.queue import GROUP, Keys
+from courseflow.keys import Keys
 from tests.bench import cpu
 from tests.bench.procs import BenchError, Child, status_kb, wait_until
 from tests.bench.report import RESULTS
@@ -90,7 +91,8 @@ class Stack:
         self.redis_url = local.redis_url
         # Recreating the database and flushing Redis between runs are the admin's to do, not the application's.
         self.admin_database_url = local.admin_database_url
-        self.keys = Keys(Settings.from_env().stream_prefix)
+        configured = Settings.from_env()
+        self.keys = Keys(configured.stream_prefix, configured.partitions)
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.redis = redis.Redis.from_url(local.admin_redis_url)
         # Largest VmHWM (kB) of any single process, per role: "api", "bare", "worker".
@@ -186,17 +188,14 @@ class Stack:
             self._retire("worker", children)
 
     def wait_workers_ready(self, children: list[Child]) -> None:
-        """A worker has joined the group once its first read made it a consumer."""
-        names = {c.name.encode() for c in children}
+        """A worker is ready once it holds its share of the partitions' leases."""
+        names = {c.name for c in children}
 
         def ready() -> bool:
             for child in children:
                 child.check_alive()
-            try:
-                consumers = self.redis.xinfo_consumers(self.keys.requests, GROUP)
-            except redis.ResponseError:
-                return False  # no group yet
-            return names <= {c["name"] for c in consumers}
+            holders = [owner for owner in partitions.owners(self.db).values() if owner is not None]
+            return names <= set(holders) and len(holders) == self.keys.partitions
 
         wait_until(ready, START_TIMEOUT_S, "workers to join the group")
 
@@ -234,10 +233,11 @@ class Stack:
     def accepted(self) -> int:
         """Requests accepted so far: each 202 appended one stream entry. Counted by `entries-added`, not XLEN,
         because workers trim acknowledged entries from the stream."""
-        try:
-            return int(self.redis.xinfo_stream(self.keys.requests)["entries-added"])
-        except redis.ResponseError:
-            return 0  # no stream yet
+        added = 0
+        for partition in self.keys.all():
+            with contextlib.suppress(redis.ResponseError):  # no stream yet
+                added += int(self.redis.xinfo_stream(partition.requests)["entries-added"])
+        return added
 
     def wait_decided(self, timeout: float, count: int | None = None) -> None:
         """Until `count` requests (default: every accepted one) are decided; fails at once if a child died."""

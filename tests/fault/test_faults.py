@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from courseflow import services
-from courseflow.queue import Keys
+from courseflow.config import DEFAULT_PARTITIONS
+from courseflow.keys import Keys
+from courseflow.queue import qualified
 from tests.conftest import server_dir
 from tests.fault.cluster import Cluster, Crowd
 from tests.helpers import stream_entries, wait_until
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.fault
 
 COURSES = {1: 100, 2: 400, 3: 900, 4: 2000}
 SIZE = 3000
-KEYS = Keys()
+KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_poison_entries_are_dead_lettered_and_block_nothing(cluster: Cluster, cr
             (0.6, {"request": b'{"type":"EnrollmentRequested"}'}),
         ]:
             wait_until(lambda: crowd.done >= SIZE * share, what=f"{share:.0%} of the crowd")  # noqa: B023
-            poison.add(rds.xadd(KEYS.requests, fields))
+            poison.add(qualified(KEYS.partition, rds.xadd(KEYS.requests, fields)).encode())  # as dead letters name it
     crowd.join()
     verify(cluster, crowd, poison)
 

@@ -1,0 +1,100 @@
+"""Every Redis key name, in one place.
+
+Requests are partitioned by course: a course's requests, its priority set, its pending index, its
+idempotency keys and everything the intake script reads share their partition's hash tag, so every
+script and MULTI stays inside one slot and runs unchanged on Redis Cluster, while different
+partitions spread over its masters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+
+
+def partition_of(course_id: int, partitions: int) -> int:
+    """The partition a course's requests go to: stable for the life of a deployment (see `partitions` in the
+    database), and spreading consecutive course ids evenly."""
+    return course_id % partitions
+
+
+class PartitionKeys(msgspec.Struct, frozen=True):
+    """The keys of one partition, all in one hash slot."""
+
+    prefix: str
+    partition: int
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.prefix}:{self.partition}}}"
+
+    @property
+    def requests(self) -> str:
+        return f"{self.tag}:requests"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.tag}:dead-letters"
+
+    @property
+    def courses(self) -> str:
+        """The ids of this partition's courses: intake accepts requests for these only."""
+        return f"{self.tag}:courses"
+
+    @property
+    def pending_index(self) -> str:
+        """request id -> priority-set member, for status look-ups while pending."""
+        return f"{self.tag}:pending"
+
+    @property
+    def priorities(self) -> str:
+        """student id -> the priority a registrar granted (absent = 0); a copy in every partition, for its
+        intake script."""
+        return f"{self.tag}:priorities"
+
+    @property
+    def priority_versions(self) -> str:
+        """student id -> version of the grant in `priorities`, so an older one never overwrites a newer one."""
+        return f"{self.tag}:priority-versions"
+
+    @property
+    def accepted(self) -> str:
+        """How many requests intake ever queued here: `courseflow check` accounts for each, whatever keys expired."""
+        return f"{self.tag}:accepted"
+
+    def priority_set(self, course_id: int) -> str:
+        return f"{self.tag}:course:{course_id}:pending"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        """`owner` scopes the key to its caller (see intake.key_owner)."""
+        return f"{self.tag}:idem:{owner}:{key}"
+
+
+class Keys(msgspec.Struct, frozen=True):
+    """The key space of one deployment: `partitions` partitions under `prefix`."""
+
+    prefix: str = "courseflow"
+    partitions: int = 1
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError("partitions must be at least 1")
+
+    def partition(self, partition: int) -> PartitionKeys:
+        return PartitionKeys(self.prefix, partition)
+
+    def of_course(self, course_id: int) -> PartitionKeys:
+        return PartitionKeys(self.prefix, partition_of(course_id, self.partitions))
+
+    def all(self) -> Iterator[PartitionKeys]:
+        return (PartitionKeys(self.prefix, p) for p in range(self.partitions))
+
+    def priority_set(self, course_id: int) -> str:
+        return self.of_course(course_id).priority_set(course_id)
+
+    @property
+    def rate_limits(self) -> str:
+        """The prefix of the rate limiters' keys: a caller's limits span every partition, so they have a slot of
+        their own."""
+        return f"{{{self.prefix}}}:ratelimit"
