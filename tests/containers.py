@@ -170,11 +170,6 @@ def read_in_container(text: str) -> set[str]:
     return {*shell, *psql}
 
 
-def literal(text: str) -> str:
-    """`text` with every interpolation replaced by a placeholder."""
-    return _INTERPOLATION.sub(lambda m: "$" if m[0] == "$$" else "placeholder", text)
-
-
 # --- what CourseFlow accepts --------------------------------------------------------------------------------
 
 
