@@ -1,6 +1,6 @@
 """A local Redis Cluster of three masters and three replicas, each node a local Redis as durable as the standalone one.
 
-Node N lives in `<data dir>/redis-cluster/<port>/` (its config, AOF, `nodes.conf`, log and pidfile). The ports are
+Each node lives in `<data dir>/redis-cluster/<port>/` (its config, AOF, `nodes.conf`, log and pidfile). The ports are
 fixed when the cluster is created: nodes find each other by the addresses in their `nodes.conf`.
 """
 
@@ -39,6 +39,7 @@ HIGHEST_PORT = 65535 - BUS_OFFSET
 NODE_TIMEOUT_MS = 3000
 # Replicas authenticate to their master as this user, which may replicate and do nothing else.
 REPLICATION_USER = "replication"
+_REFUSED = "the Redis Cluster refuses the admin password of this data dir"
 
 
 class Node(msgspec.Struct, frozen=True):
@@ -82,7 +83,7 @@ def up(data_dir: Path, binary: str, cli: str, first_port: int, saved: Credential
     """Start every node not running, create the cluster the first time, and wait until it is whole."""
     known = ports(data_dir)
     chosen = known or list(range(first_port, first_port + NODES))
-    if not chosen[0] >= 1024 or chosen[-1] > HIGHEST_PORT:
+    if chosen[0] < 1024 or chosen[-1] > HIGHEST_PORT:
         raise ServicesError(f"Redis Cluster ports must be between 1024 and {HIGHEST_PORT} (bus ports are +10000)")
     root(data_dir).mkdir(mode=0o700, exist_ok=True)
     for port in chosen:
@@ -91,9 +92,10 @@ def up(data_dir: Path, binary: str, cli: str, first_port: int, saved: Credential
             check_port_free(port + BUS_OFFSET, "a Redis Cluster node's bus")
             workdir = root(data_dir) / str(port)
             redis_server.start(binary, workdir, port, _node_config(workdir, port, saved), saved)
-    if all(cluster_info(port, saved).get("cluster_known_nodes") == "1" for port in chosen):
+    if _fresh(chosen, saved):
         _create(cli, chosen, saved)
-    wait_until(lambda: whole(chosen, saved), START_TIMEOUT_S, "the Redis Cluster to cover every slot", None)
+    what = f"the Redis Cluster to serve every slot (node logs: {root(data_dir)}/*/redis.log)"
+    wait_until(lambda: whole(chosen, saved), START_TIMEOUT_S, what, None)
     return chosen
 
 
@@ -106,9 +108,19 @@ def _node_config(workdir: Path, port: int, saved: Credentials) -> list[str]:
         "cluster-enabled yes",
         "cluster-config-file nodes.conf",
         f"cluster-node-timeout {NODE_TIMEOUT_MS}",
+        # A dead master stops its own slots only: the other partitions keep taking and deciding requests.
+        "cluster-require-full-coverage no",
         # A (re)joining replica syncs at once instead of waiting 5 s for others to share the transfer.
         "repl-diskless-sync-delay 0",
     ]
+
+
+def _fresh(chosen: list[int], saved: Credentials) -> bool:
+    """True while no node knows another: the cluster is yet to be created."""
+    try:
+        return all(cluster_info(port, saved).get("cluster_known_nodes") == "1" for port in chosen)
+    except redis.AuthenticationError:
+        raise ServicesError(_REFUSED) from None
 
 
 def _create(cli: str, chosen: list[int], saved: Credentials) -> None:
@@ -132,7 +144,7 @@ def whole(chosen: list[int], saved: Credentials) -> bool:
             if answer[0] == "slave" and answer[3] == "connected":  # connected: the initial sync is done
                 replicated.add(int(answer[2]))
     except redis.AuthenticationError:
-        raise ServicesError("the Redis Cluster refuses the admin password of this data dir") from None
+        raise ServicesError(_REFUSED) from None
     except redis.ConnectionError:
         return False
     return len(replicated) == MASTERS
@@ -219,7 +231,7 @@ def free_cluster_port() -> int:
     (so that no outgoing connection takes one of them meanwhile)."""
     ephemeral = read_int(Path("/proc/sys/net/ipv4/ip_local_port_range")) or 32768
     for _ in range(100):
-        first = random.randrange(10000, min(ephemeral, HIGHEST_PORT + 1) - BUS_OFFSET - NODES)
+        first = random.randrange(10000, max(min(ephemeral, HIGHEST_PORT + 1) - BUS_OFFSET - NODES, 10001))
         try:
             for port in range(first, first + NODES):
                 check_port_free(port, "")
