@@ -57,7 +57,13 @@ def test_three_masters_and_three_replicas_serve_every_slot(redis_cluster: Cluste
             assert client.config_get("appendfsync") == {"appendfsync": "always"}
             assert client.config_get("bind") == {"bind": "127.0.0.1"}
             assert client.config_get("cluster-node-timeout") == {"cluster-node-timeout": "3000"}
+            # A dead master stops only its own slots, not every partition.
+            assert client.config_get("cluster-require-full-coverage") == {"cluster-require-full-coverage": "no"}
+        # Passwords in a private file, not on a command line.
         assert (redis_cluster.data_dir / "redis-cluster" / str(port) / "redis.conf").stat().st_mode & 0o777 == 0o600
+        pid = redis_cluster.pid(port)
+        assert pid is not None
+        assert redis_cluster.admin_password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def test_the_application_user_writes_and_reads_on_every_master(redis_cluster: Cluster) -> None:
