@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     svc = commands.add_parser("services", help="start, stop or inspect the local PostgreSQL and Redis")
     svc.add_argument("action", choices=["up", "down", "status"])
     svc.add_argument("--data-dir", type=Path, help="where server data lives (default: .courseflow)")
+    svc.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="up: also start a local Redis Cluster of 3 masters and 3 replicas (for REDIS_CLUSTER_NODES)",
+    )
 
     commands.add_parser("migrate", help="apply the SQL migrations not yet applied")
     commands.add_parser("api", help="serve the HTTP API")
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match args.command:
             case "services":
-                return _services(settings, args.action, args.data_dir or settings.data_dir)
+                return _services(settings, args.action, args.data_dir or settings.data_dir, args.redis_cluster)
             case "migrate":
                 for name in migrations.migrate(settings.database_url, partitions=settings.partitions):
                     print(f"applied {name}")
@@ -117,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _services(settings: Settings, action: str, data_dir: Path) -> int:
+def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool) -> int:
     if action == "up":
         servers = services.up(data_dir, settings.postgres_port, settings.redis_port)
         # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
+        if redis_cluster:
+            cluster = services.up_cluster(data_dir, settings.redis_cluster_port)
+            # Addresses only: the cluster's users and passwords are the standalone Redis's.
+            print(f"export REDIS_CLUSTER_NODES={cluster.nodes_setting}")
         print(f"passwords (application and admin) are kept in {servers.credentials_file}", file=sys.stderr)
     elif action == "down":
         services.down(data_dir)
@@ -256,7 +265,8 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
     env = dict(os.environ)
     started_servers = False
     if not settings.external_servers:
-        started_servers = not all(s.startswith("running") for s in services.status(settings.data_dir).values())
+        running = services.status(settings.data_dir)
+        started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
         servers = services.up(settings.data_dir, settings.postgres_port, settings.redis_port)
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         settings = Settings.from_env(env)
@@ -280,4 +290,4 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
     finally:
         if started_servers:
             # Servers this command started stop with it; ones that were already up keep running.
-            services.down(settings.data_dir)
+            services.down(settings.data_dir, only=("postgres", "redis"))

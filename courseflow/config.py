@@ -15,6 +15,9 @@ from courseflow import credentials
 # Local servers started by `courseflow services up` use ports that do not clash with system ones.
 LOCAL_POSTGRES_PORT = 55432
 LOCAL_REDIS_PORT = 56379
+# The local Redis Cluster's first node; nodes take it and the next five, their cluster bus ports are 10000 higher.
+# Both ranges sit below Linux's ephemeral ports (32768 up), so no outgoing connection can take one meanwhile.
+LOCAL_REDIS_CLUSTER_PORT = 17001
 
 
 def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
@@ -48,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path(".courseflow")
     postgres_port: int = LOCAL_POSTGRES_PORT
     redis_port: int = LOCAL_REDIS_PORT
+    redis_cluster_port: int = LOCAL_REDIS_CLUSTER_PORT
     server_host: str = "127.0.0.1"
     server_port: int = 8000
     api_processes: int = 1
@@ -127,6 +131,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             data_dir=data_dir,
             postgres_port=pg_port,
             redis_port=redis_port,
+            redis_cluster_port=_int(env, "COURSEFLOW_REDIS_CLUSTER_PORT", LOCAL_REDIS_CLUSTER_PORT),
             server_host=env.get("SERVER_HOST", "127.0.0.1"),
             server_port=_int(env, "SERVER_PORT", 8000),
             api_processes=_int(env, "API_PROCESSES", 1),

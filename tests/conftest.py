@@ -105,6 +105,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
                 services.down(data_dir)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[services.LocalCluster]:
+    """A local Redis Cluster of 3 masters and 3 replicas owned by this test session (see tests.failover)."""
+    with server_dir() as data_dir:
+        try:
+            yield services.up_cluster(data_dir, services.free_cluster_port())
+        finally:
+            services.down(data_dir)
+
+
 def reset(servers: Servers) -> None:
     with psycopg.connect(servers.database_url, autocommit=True) as conn:
         conn.execute(

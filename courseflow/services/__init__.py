@@ -1,7 +1,8 @@
 """Local PostgreSQL and Redis for development and tests, started from the Debian packages.
 
 Everything lives under one data dir; servers listen on 127.0.0.1 only and keep running between
-commands: `up` is idempotent, `down` stops both, data survives a down/up cycle.
+commands: `up` is idempotent, `down` stops them all, data survives a down/up cycle. `up_cluster`
+adds a local Redis Cluster (see `redis_cluster`), for running on REDIS_CLUSTER_NODES.
 
 Both servers require a password: the data dir's credentials file (see `credentials`) holds an
 admin's, used here, and the application's, which may not reconfigure, flush or stop a server.
@@ -17,23 +18,30 @@ from urllib.parse import quote
 import msgspec
 
 from courseflow import config, credentials
-from courseflow.credentials import POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
-from courseflow.services import postgres, redis_server
+from courseflow.credentials import APP_USER, POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
+from courseflow.services import postgres, redis_cluster, redis_server
 from courseflow.services.postgres import FALLBACK_ROOT
 from courseflow.services.processes import START_TIMEOUT_S, STOP_TIMEOUT_S, ServicesError, free_port, lock, read_int
+from courseflow.services.redis_cluster import free_cluster_port
 
 __all__ = [
     "FALLBACK_ROOT",
     "START_TIMEOUT_S",
     "STOP_TIMEOUT_S",
+    "LocalCluster",
     "LocalServers",
+    "Server",
     "ServicesError",
     "down",
+    "free_cluster_port",
     "free_port",
     "redis_pid",
     "status",
     "up",
+    "up_cluster",
 ]
+
+Server = Literal["postgres", "redis", "redis-cluster"]
 
 
 class LocalServers(msgspec.Struct, frozen=True):
@@ -67,6 +75,43 @@ class LocalServers(msgspec.Struct, frozen=True):
         return f"redis://{REDIS_ADMIN_USER}:{password}@127.0.0.1:{self.redis_port}/0"
 
 
+class LocalCluster(msgspec.Struct, frozen=True):
+    """A running local Redis Cluster: where its nodes listen, and who may connect."""
+
+    data_dir: Path
+    ports: tuple[int, ...]
+    credentials: Credentials
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", port) for port in self.ports]
+
+    @property
+    def nodes_setting(self) -> str:
+        """The value of REDIS_CLUSTER_NODES (no credentials in it)."""
+        return ",".join(f"{host}:{port}" for host, port in self.nodes)
+
+    @property
+    def app_username(self) -> str:
+        return APP_USER
+
+    @property
+    def app_password(self) -> str:
+        return self.credentials.redis_app_password
+
+    @property
+    def admin_username(self) -> str:
+        return REDIS_ADMIN_USER
+
+    @property
+    def admin_password(self) -> str:
+        return self.credentials.redis_admin_password
+
+    def pid(self, port: int) -> int | None:
+        """The running node's pid, from its pidfile."""
+        return redis_cluster.pid(self.data_dir, port)
+
+
 def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
     """Start what is not already running for `data_dir`. A running server keeps its port, which is returned."""
     data_dir = data_dir.resolve()
@@ -85,14 +130,35 @@ def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
     return LocalServers(data_dir=data_dir, postgres_port=actual_pg, redis_port=actual_redis, credentials=saved)
 
 
-def down(data_dir: Path, only: Literal["postgres", "redis"] | None = None) -> None:
-    """Stop both servers, or `only` one of them (fault tests stop one and bring it back with `up`)."""
+def up_cluster(data_dir: Path, first_port: int) -> LocalCluster:
+    """Start the local Redis Cluster's nodes on `first_port` and the five after it (or, once created, on the
+    ports it was created with), or whichever of its nodes are not running; wait until it serves every slot."""
     data_dir = data_dir.resolve()
+    redis_bin, cli_bin = shutil.which("redis-server"), shutil.which("redis-cli")
+    if redis_bin is None or cli_bin is None:
+        raise ServicesError("redis-server not found on PATH; install it: apt-get install -y redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with lock(data_dir):
+        _refuse_passwordless(data_dir)
+        try:
+            saved = credentials.load_or_create(data_dir)
+        except credentials.CredentialsError as exc:
+            raise ServicesError(str(exc)) from None
+        ports = redis_cluster.up(data_dir, redis_bin, cli_bin, first_port, saved)
+    return LocalCluster(data_dir=data_dir, ports=tuple(ports), credentials=saved)
+
+
+def down(data_dir: Path, only: Server | tuple[Server, ...] | None = None) -> None:
+    """Stop every server, or `only` some (fault tests stop one and bring it back with `up`)."""
+    data_dir = data_dir.resolve()
+    chosen = (only,) if isinstance(only, str) else only
     if data_dir.is_dir():
         with lock(data_dir):
-            if only in (None, "redis"):
+            if chosen is None or "redis-cluster" in chosen:
+                redis_cluster.down(data_dir)
+            if chosen is None or "redis" in chosen:
                 redis_server.down(data_dir)
-            if only in (None, "postgres"):
+            if chosen is None or "postgres" in chosen:
                 postgres.down(data_dir)
 
 
@@ -116,6 +182,11 @@ def status(data_dir: Path) -> dict[str, str]:
         except ServicesError:
             note = f" (refuses the credentials in {credentials.path(data_dir)})"
         result[name] = "stopped" if port is None else f"running on 127.0.0.1:{port}{note}"
+    if redis_cluster.ports(data_dir):  # shown once this data dir has had a cluster
+        try:
+            result["redis-cluster"] = redis_cluster.status(data_dir, saved)
+        except ServicesError as exc:
+            result["redis-cluster"] = f"running ({exc})"
     return result
 
 
@@ -123,6 +194,7 @@ def _refuse_passwordless(data_dir: Path) -> None:
     """Servers without a credentials file beside them trust every local client: they cannot be locked in place."""
     if credentials.path(data_dir).exists():
         return
-    cluster = (data_dir / "postgres" / "PG_VERSION").exists()
-    if cluster or postgres.running_port(data_dir) is not None or redis_server.running_port(data_dir) is not None:
+    pg_cluster = (data_dir / "postgres" / "PG_VERSION").exists()
+    running = postgres.running_port(data_dir) is not None or redis_server.running_port(data_dir) is not None
+    if pg_cluster or running or any(redis_cluster.pid(data_dir, port) for port in redis_cluster.ports(data_dir)):
         raise ServicesError(postgres.passwordless(data_dir))

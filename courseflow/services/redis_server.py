@@ -7,6 +7,8 @@ import signal
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from courseflow import credentials
 from courseflow.credentials import APP_USER, REDIS_ADMIN_USER, Credentials
@@ -22,8 +24,10 @@ from courseflow.services.processes import (
     wait_until,
 )
 
+# For polls that have their own deadline: redis-py would otherwise retry a refused connection for seconds.
+NO_RETRY = Retry(NoBackoff(), 0)
 # Everything but administration and commands that can wipe or stall the whole server (FLUSHDB, KEYS...).
-_APP_RIGHTS = "~* &* +@all -@admin -@dangerous"
+APP_RIGHTS = "~* &* +@all -@admin -@dangerous"
 
 
 def running_port(data_dir: Path) -> int | None:
@@ -33,18 +37,24 @@ def running_port(data_dir: Path) -> int | None:
 
 def up(data_dir: Path, binary: str, port: int, saved: Credentials) -> int:
     workdir = data_dir / "redis"
-    log, pidfile, conf = workdir / "redis.log", workdir / "redis.pid", workdir / "redis.conf"
     running = running_port(data_dir)
     if running is not None:
-        wait_until(lambda: answers(running, saved), START_TIMEOUT_S, "Redis to answer", log)
+        wait_until(lambda: answers(running, saved), START_TIMEOUT_S, "Redis to answer", workdir / "redis.log")
         return running
     check_port_free(port, "Redis")
+    (data_dir / "redis.port").write_text(f"{port}\n")
+    start(binary, workdir, port, server_config(workdir, port, saved), saved)
+    return port
+
+
+def start(binary: str, workdir: Path, port: int, config: list[str], saved: Credentials) -> None:
+    """Start one redis-server with `config` in `workdir` (its data, log and pidfile) and wait until it answers."""
+    log, pidfile, conf = workdir / "redis.log", workdir / "redis.pid", workdir / "redis.conf"
     workdir.mkdir(mode=0o700, exist_ok=True)
     workdir.chmod(0o700)  # the AOF holds every request: for this user's eyes only
     pidfile.unlink(missing_ok=True)
-    (data_dir / "redis.port").write_text(f"{port}\n")
     # Passwords go in a 0600 file: on the command line every local user would see them in `ps`.
-    credentials.write_private(conf, _config(workdir, port, saved))
+    credentials.write_private(conf, "".join(f"{line}\n" for line in config).encode())
     run([binary, str(conf)], "redis-server", log)
 
     def ready() -> bool:
@@ -54,12 +64,12 @@ def up(data_dir: Path, binary: str, port: int, saved: Credentials) -> int:
             raise ServicesError(f"redis-server exited during startup{tail(log)}")
         return answers(port, saved)
 
-    wait_until(ready, START_TIMEOUT_S, "Redis to answer", log)
-    return port
+    wait_until(ready, START_TIMEOUT_S, f"Redis on port {port} to answer", log)
 
 
-def _config(workdir: Path, port: int, saved: Credentials) -> bytes:
-    lines = [
+def server_config(workdir: Path, port: int, saved: Credentials) -> list[str]:
+    """What every local Redis runs with, standalone or a cluster node: loopback, durable, two users."""
+    return [
         f"port {port}",
         "bind 127.0.0.1",
         "protected-mode yes",
@@ -72,9 +82,8 @@ def _config(workdir: Path, port: int, saved: Credentials) -> bytes:
         "appendfsync always",
         'save ""',
         f"user {REDIS_ADMIN_USER} reset on >{saved.redis_admin_password} ~* &* +@all",
-        f"user {APP_USER} reset on >{saved.redis_app_password} {_APP_RIGHTS}",
+        f"user {APP_USER} reset on >{saved.redis_app_password} {APP_RIGHTS}",
     ]
-    return "".join(f"{line}\n" for line in lines).encode()
 
 
 def _quoted(path: Path) -> str:
@@ -91,6 +100,7 @@ def answers(port: int, saved: Credentials | None) -> bool:
             password=saved.redis_admin_password if saved else None,
             socket_timeout=2,
             socket_connect_timeout=2,
+            retry=NO_RETRY,
         ) as client:
             return bool(client.ping())
     except redis.AuthenticationError:
@@ -100,7 +110,13 @@ def answers(port: int, saved: Credentials | None) -> bool:
 
 
 def down(data_dir: Path) -> None:
-    pid = read_int(data_dir / "redis" / "redis.pid")
-    if pid is not None and alive(pid, "redis-server"):
-        os.kill(pid, signal.SIGTERM)  # Redis fsyncs the AOF and exits on SIGTERM
-        wait_until(lambda: not alive(pid, "redis-server"), STOP_TIMEOUT_S, "Redis to stop", None)
+    found = read_int(data_dir / "redis" / "redis.pid")
+    stop([found] if found is not None else [])
+
+
+def stop(pids: list[int]) -> None:
+    """SIGTERM each server (Redis fsyncs its AOF and exits on it), then wait until all have exited."""
+    running = [pid for pid in pids if alive(pid, "redis-server")]
+    for pid in running:
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not any(alive(pid, "redis-server") for pid in running), STOP_TIMEOUT_S, "Redis to stop", None)
