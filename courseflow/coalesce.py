@@ -85,7 +85,8 @@ class NotReplicated(redis.RedisError):
 
 class CoalescedScript(_Batches[ScriptCall]):
     """Calls of one Lua script, each still atomic on its own, sent in batches; with `replicas`, each batch ends
-    with a WAIT on every connection it wrote to."""
+    with a WAIT on every connection it wrote to. EVALSHA goes through `execute_command`: redis-py's cluster
+    pipeline refuses its script helpers, yet routes a plain EVALSHA by its keys."""
 
     def __init__(self, client: aioredis.Redis | AsyncRedisCluster, script: str, replicas: Replicas = NO_REPLICAS):
         super().__init__()
@@ -111,7 +112,7 @@ class CoalescedScript(_Batches[ScriptCall]):
         if self._replicas.count == 0:
             async with self._client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                    pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
                 return await pipe.execute(raise_on_error=False)
         return await self._replicated(calls)
 
@@ -137,7 +138,7 @@ class CoalescedScript(_Batches[ScriptCall]):
                 owner[i] = names[node.name]
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             for node in nodes:
                 if node is None:
                     pipe.execute_command(*wait)

@@ -7,6 +7,7 @@ unchanged on Redis Cluster. A priority-set member is `<zero-padded stream id>|<r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -50,6 +51,36 @@ def member(arrival: StreamId, payload: bytes) -> bytes:
 def parse_member(raw: bytes) -> Pending:
     head, _, payload = raw.partition(b"|")
     return Pending(events.decode_request(payload), StreamId.parse(head))
+
+
+ScriptCall = tuple[Sequence[str], Sequence[EncodableT]]
+
+
+def run_script(client: SyncRedis, script: str, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run a Lua script once per (keys, args) call, all in one pipeline, each atomic on its own.
+
+    EVALSHA through `execute_command`: redis-py's cluster pipeline refuses its script helpers, yet routes a
+    plain EVALSHA by its keys. A Redis that lost its script cache (a restart, a replica promoted) gets the
+    script loaded and the calls it refused sent again.
+    """
+    sha = hashlib.sha1(script.encode()).hexdigest()
+    replies = _evalsha(client, sha, calls)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:
+        client.script_load(script)
+        for i, reply in zip(missing, _evalsha(client, sha, [calls[i] for i in missing]), strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _evalsha(client: SyncRedis, sha: str, calls: Sequence[ScriptCall]) -> list[Any]:
+    with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
 
 
 def ensure_group(client: SyncRedis, keys: PartitionKeys) -> None:
@@ -97,13 +128,9 @@ end
 def grant_priorities(client: SyncRedis, keys: Keys, granted: Sequence[tuple[int, int, int]]) -> None:
     """Make these (student, priority, version) grants from PostgreSQL the ones intake applies, unless newer ones
     are: in every partition, as a student's requests may go to any."""
-    script = client.register_script(_GRANT)
     for start in range(0, len(granted), 1000):
         args = [value for grant in granted[start : start + 1000] for value in grant]
-        with client.pipeline(transaction=False) as pipe:
-            for partition in keys.all():
-                script(keys=[partition.priorities, partition.priority_versions], args=args, client=pipe)
-            pipe.execute()
+        run_script(client, _GRANT, [([p.priorities, p.priority_versions], args) for p in keys.all()])
 
 
 # The best-ranked members of a course's priority set, down to the worst-ranked of the given ones
@@ -133,11 +160,11 @@ def pending_through(
     and whether they reach the last of the batch (if not, decide them and ask again). One round
     trip for all the courses.
     """
-    prefix = client.register_script(_PREFIX)  # EVALSHA, loading the script if Redis lost it
-    with client.pipeline(transaction=False) as pipe:
-        for course_id, batch in batches.items():
-            prefix(keys=[keys.priority_set(course_id)], args=[limit, *batch], client=pipe)
-        replies = cast(list[list[Any]], pipe.execute())
+    calls: list[ScriptCall] = [
+        ([keys.priority_set(course_id)], [limit, *cast(Sequence[EncodableT], batch)])
+        for course_id, batch in batches.items()
+    ]
+    replies = cast(list[list[Any]], run_script(client, _PREFIX, calls))
     return {cid: (cast(list[bytes], r[1:]), r[0] == 1) for cid, r in zip(batches, replies, strict=True)}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from courseflow.credentials import APP_USER
-from courseflow.services.redis_server import _APP_RIGHTS
+from courseflow.services.redis_server import APP_RIGHTS
 from tests import containers
 from tests.containers import CommandError, DockerIgnore, courseflow_command, healthcheck, words
 
@@ -192,8 +192,8 @@ def _redis_problems(redis: dict[str, Any]) -> list[str]:
     if not re.search(r"^\s*user default off\s*$", script, re.M):
         problems.append("redis: the default user is not off")
     rights = re.findall(rf"^\s*user {APP_USER} on >\S+ (.*)$", script, re.M)
-    if rights != [_APP_RIGHTS]:
-        problems.append(f"redis: {APP_USER}'s rights {rights} differ from `courseflow services`' {_APP_RIGHTS!r}")
+    if rights != [APP_RIGHTS]:
+        problems.append(f"redis: {APP_USER}'s rights {rights} differ from `courseflow services`' {APP_RIGHTS!r}")
     return problems
 
 

@@ -1,0 +1,80 @@
+"""The same fixtures as the suite's, but every component speaks to the local Redis Cluster
+(REDIS_CLUSTER_NODES): tests imported into this package run unchanged against it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from redis.cluster import ClusterNode, RedisCluster
+
+from courseflow import services
+from courseflow.config import Settings
+from tests.conftest import Servers, serving_api
+
+
+def cluster_client(cluster: services.LocalCluster, admin: bool = False) -> RedisCluster:
+    user, password = (
+        (cluster.admin_username, cluster.admin_password) if admin else (cluster.app_username, cluster.app_password)
+    )
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],  # type: ignore[no-untyped-call]
+        username=user,
+        password=password,
+    )
+
+
+def cluster_env(cluster: services.LocalCluster) -> dict[str, str]:
+    """What a process needs to use the cluster: the nodes, and the application's user in REDIS_URL."""
+    credentials = f"{cluster.app_username}:{quote(cluster.app_password, safe='')}"
+    return {
+        "REDIS_CLUSTER_NODES": cluster.nodes_setting,
+        "REDIS_URL": f"redis://{credentials}@{cluster.nodes[0][0]}:{cluster.nodes[0][1]}/0",
+    }
+
+
+def reset_cluster(servers: Servers, cluster: services.LocalCluster) -> None:
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
+            " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
+        )
+        conn.execute("UPDATE projection_checkpoints SET position = 0")
+        conn.execute("UPDATE partition_leases SET owner = NULL, expires_at = '-infinity'")
+        conn.execute("DELETE FROM workers")
+    with cluster_client(cluster, admin=True) as admin:
+        admin.flushall(target_nodes=RedisCluster.PRIMARIES)
+
+
+@pytest.fixture
+def settings(servers: Servers, redis_cluster: services.LocalCluster) -> Settings:
+    reset_cluster(servers, redis_cluster)
+    env = cluster_env(redis_cluster)
+    return Settings(
+        database_url=servers.database_url,
+        redis_url=env["REDIS_URL"],
+        redis_cluster_nodes=tuple(env["REDIS_CLUSTER_NODES"].split(",")),
+        external_servers=True,
+        block_ms=100,
+        batch_size=50,
+        claim_idle_ms=60_000,
+    )
+
+
+@pytest.fixture
+def rds(settings: Settings, redis_cluster: services.LocalCluster) -> Iterator[RedisCluster]:
+    with cluster_client(redis_cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def api_server(
+    servers: Servers, redis_cluster: services.LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real `courseflow api` process using the cluster, in development mode."""
+    with serving_api(
+        servers, tmp_path_factory.mktemp("cluster-api"), RATE_LIMIT_REGISTRAR="off", **cluster_env(redis_cluster)
+    ) as base:
+        yield base
