@@ -26,6 +26,7 @@ from courseflow.queue import GROUP
 log = logging.getLogger("courseflow.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+APPLICATION_NAME = "courseflow worker"
 # What a worker waits out, backing off: a server down, or a cluster failing over.
 UNREACHABLE = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
 # Without a blocking read across partitions (Redis Cluster), an idle worker looks again this often.
@@ -51,7 +52,10 @@ class Worker:
     @property
     def pg(self) -> psycopg.Connection[psycopg.rows.TupleRow]:
         if self._pg is None or self._pg.closed:
-            self._pg = psycopg.connect(self.settings.database_url, autocommit=True)
+            # Named, so that pg_stat_activity tells the workers (and what each waits for) apart.
+            self._pg = psycopg.connect(
+                self.settings.database_url, autocommit=True, application_name=f"{APPLICATION_NAME} {self.name}"
+            )
         return self._pg
 
     def close(self) -> None:

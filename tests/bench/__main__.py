@@ -59,6 +59,10 @@ def measure(stack: Stack, plan: Plan, opening: Callable[[], crowd.Opening], say:
         what = "mixed priorities" if mixed else "all priority 0"
         say(f"decisions: {plan.backlog:,} requests ({what}) over {len(courses)} course(s), {workers} worker(s)")
         rows.append(throughput.decisions(stack, courses, workers, plan.backlog, naive, mixed))
+    # Scaling out: the same 50 courses with the queue on the local Redis Cluster (3 masters, 3 replicas).
+    for workers in (1, 2, 4):
+        say(f"decisions on Redis Cluster: {plan.backlog:,} requests over 50 courses, {workers} worker(s)")
+        rows.append(throughput.decisions(stack, throughput.MANY_COURSES, workers, plan.backlog, naive, cluster=True))
     say(f"flash crowd: {plan.crowd:,} requests over {len(crowd.CROWD_COURSES)} courses")
     rows.append(crowd.flash_crowd(stack, plan.crowd, naive, opening()))
     say(f"accept-to-decision latency at {FLOOR_RATE:,} then {PACED_RATE:,} req/s")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 
+from courseflow import redis_clients
 from courseflow.auth import DEVELOPER
 from courseflow.config import Settings
 from courseflow.intake import Intake
@@ -27,10 +28,9 @@ def priority(n: int, courses: int) -> int:
 CONCURRENCY = 128
 
 
-async def _fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mixed: bool) -> None:
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=CONCURRENCY, timeout=30)
-    client = aioredis.Redis(connection_pool=pool)
-    settings = Settings.from_env()
+async def _fill(env: Mapping[str, str], courses: Sequence[int], count: int, tag: str, mixed: bool) -> None:
+    settings = Settings.from_env(env)
+    client = redis_clients.connect_async(settings, max_connections=CONCURRENCY)
     intake = Intake(client, Keys(settings.stream_prefix, settings.partitions), settings.idempotency_ttl_s)
 
     async def accept_every(start: int) -> None:
@@ -45,9 +45,13 @@ async def _fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mi
     try:
         await asyncio.gather(*(accept_every(start) for start in range(CONCURRENCY)))
     finally:
-        await client.aclose(close_connection_pool=True)
+        if isinstance(client, aioredis.Redis):
+            await client.aclose(close_connection_pool=True)
+        else:
+            await client.aclose()
 
 
-def fill(redis_url: str, courses: Sequence[int], count: int, tag: str, mixed: bool = True) -> None:
-    """Accept `count` requests round-robin over `courses` (which must exist); `mixed=False`: all priority 0."""
-    asyncio.run(_fill(redis_url, courses, count, tag, mixed))
+def fill(env: Mapping[str, str], courses: Sequence[int], count: int, tag: str, mixed: bool = True) -> None:
+    """Accept `count` requests round-robin over `courses` (which must exist), with the servers of `env` (as a
+    process of the stack would); `mixed=False`: all priority 0."""
+    asyncio.run(_fill(env, courses, count, tag, mixed))

@@ -13,12 +13,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
 import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from redis.cluster import ClusterNode, RedisCluster
 
 from courseflow import migrations, partitions, services
 from courseflow.config import Settings
@@ -99,6 +101,8 @@ class Stack:
         self.peak_kb: dict[str, int] = {}
         self.live: dict[str, list[Child]] = {}
         self._started = 0
+        # The local Redis Cluster, started for the first row that runs on it.
+        self.cluster: services.LocalCluster | None = None
 
     @classmethod
     @contextmanager
@@ -128,6 +132,18 @@ class Stack:
         base = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
         base |= {"RATE_LIMIT_REGISTRAR": "off", "RATE_LIMIT_ANONYMOUS": "off"}
         return os.environ | base | extra
+
+    def cluster_env(self) -> dict[str, str]:
+        """What makes a process use the local Redis Cluster (started on first use): its nodes, and the
+        application's user, the same as the single Redis's."""
+        if self.cluster is None:
+            self.cluster = services.up_cluster(self.data_dir, services.free_cluster_port())
+        credentials = urlsplit(self.redis_url).netloc.rpartition("@")[0]
+        host, port = self.cluster.nodes[0]
+        return {
+            "REDIS_CLUSTER_NODES": self.cluster.nodes_setting,
+            "REDIS_URL": f"redis://{credentials}@{host}:{port}/0",
+        }
 
     def _spawn(self, role: str, argv: list[str], env: Mapping[str, str], name: str) -> Child:
         self._started += 1
@@ -173,12 +189,12 @@ class Stack:
         return self.http_server("bare", "tests.bench.bare", processes)
 
     @contextmanager
-    def workers(self, count: int) -> Iterator[list[Child]]:
+    def workers(self, count: int, **extra: str) -> Iterator[list[Child]]:
         """`count` workers of the decision group, spawned at once; yields without waiting for them."""
         argv = [sys.executable, "-m", "courseflow", "worker", "--name"]
         names = [f"bench-worker-{self._started + n + 1}" for n in range(count)]
         # BLOCK_MS only bounds an idle read (new entries end it at once); a short one makes SIGTERM quick.
-        env = self.env(BLOCK_MS="100")
+        env = self.env(BLOCK_MS="100", **extra)
         children = [self._spawn("worker", [*argv, name], env, name) for name in names]
         try:
             yield children
@@ -214,6 +230,13 @@ class Stack:
         migrations.migrate(self.database_url)
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.redis.flushdb()
+        if self.cluster is not None:
+            with RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self.cluster.nodes],  # type: ignore[no-untyped-call]
+                username=self.cluster.admin_username,
+                password=self.cluster.admin_password,
+            ) as admin:
+                admin.flushall(target_nodes=RedisCluster.PRIMARIES)
         # Start each run from flushed WAL and a compact AOF, so that a checkpoint or an AOF rewrite due to
         # the previous run's writes does not land in this one's measurement.
         with psycopg.connect(self.admin_database_url, autocommit=True) as admin:
@@ -262,6 +285,8 @@ class Stack:
         for role, path in (("redis", "redis/redis.pid"), ("postgres", "postgres/postmaster.pid")):
             with suppress(OSError, ValueError, IndexError):
                 pids[role] = [int((self.data_dir / path).read_text().split()[0])]
+        if self.cluster is not None:
+            pids["redis"] = pids.get("redis", []) + [p for p in map(self.cluster.pid, self.cluster.ports) if p]
         return pids
 
     @contextmanager

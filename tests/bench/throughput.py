@@ -11,7 +11,7 @@ import msgspec
 
 from courseflow import auth
 from courseflow.config import Settings
-from tests.bench import backlog, pgbench, wrk
+from tests.bench import backlog, locks, pgbench, wrk
 from tests.bench.report import Row, Target
 from tests.bench.stack import Stack
 
@@ -147,26 +147,34 @@ def naive(stack: Stack, course_counts: list[int], seconds: int) -> Naive:
 
 
 def decisions(
-    stack: Stack, courses: Mapping[int, int], workers: int, count: int, ref: Naive, mixed: bool = True
+    stack: Stack,
+    courses: Mapping[int, int],
+    workers: int,
+    count: int,
+    ref: Naive,
+    mixed: bool = True,
+    cluster: bool = False,
 ) -> Row:
-    """Time `workers` workers deciding a pre-filled backlog of `count` requests.
+    """Time `workers` workers deciding a pre-filled backlog of `count` requests, on the single Redis or on the
+    local Redis Cluster.
 
-    The workers start first and are paused (SIGSTOP) once they joined the group, while the backlog is
+    The workers start first and are paused (SIGSTOP) once they hold their partitions, while the backlog is
     filled; the clock starts when they are resumed, so interpreter start-up is not counted.
     `mixed=False` gives every request priority 0: arrival order alone, so each transaction decides one batch.
     """
     stack.reset()
-    with stack.api() as api:
+    redis_env = stack.cluster_env() if cluster else {}
+    with stack.api(1, **redis_env) as api:
         api.create_courses(courses)
     timeout = 60 + count / 200
-    with stack.workers(workers) as children:
+    with stack.workers(workers, **redis_env) as children:
         stack.wait_workers_ready(children)
         for child in children:
             child.pause()
         filled = time.monotonic()
-        backlog.fill(stack.redis_url, list(courses), count, "backlog", mixed)
+        backlog.fill(stack.env(**redis_env), list(courses), count, "backlog", mixed)
         fill_rate = count / (time.monotonic() - filled)
-        with stack.cpu_window() as usage:
+        with stack.cpu_window() as usage, locks.sampled(stack.database_url) as waits:
             resumed = time.monotonic()
             for child in children:
                 child.resume()
@@ -176,13 +184,27 @@ def decisions(
     label = "hot course" if len(courses) == 1 else f"{len(courses)} courses"
     plural = "s" if workers > 1 else ""
     mix = f"priorities {'/'.join(map(str, backlog.PRIORITY_MIX))} per course" if mixed else "all priority 0"
+    cores = ", ".join(f"{role} {used:.2f}" for role, used in sorted(usage.items()) if used >= 0.01)
     return Row(
-        name=f"decisions, {label}, {workers} worker{plural}{'' if mixed else ', all priority 0'}",
+        name=(
+            f"decisions, {label}, {workers} worker{plural}{'' if mixed else ', all priority 0'}"
+            f"{', Redis Cluster' if cluster else ''}"
+        ),
         value=decided / elapsed,
         unit="decisions/s",
         reference=ref.tps[len(courses)],
         reference_name=f"pgbench naive, {label}, -c {ref.clients}",
         target=Target("ratio", at_least=20.0) if len(courses) == 1 and workers == WORKERS and mixed else None,
-        note=(f"{decided:,} pre-filled requests, {mix}, all decided {elapsed:.2f} s after the paused workers resumed"),
-        details={"decided": decided, "seconds": elapsed, "fill_rate": fill_rate, "cpu_cores": usage},
+        note=(
+            f"{decided:,} pre-filled requests, {mix}, all decided {elapsed:.2f} s after the paused workers resumed;"
+            f" cores busy: {cores}; a worker waited on another's lock in {waits.waiting} of {waits.samples}"
+            " pg_stat_activity samples"
+        ),
+        details={
+            "decided": decided,
+            "seconds": elapsed,
+            "fill_rate": fill_rate,
+            "cpu_cores": usage,
+            "lock_waits": msgspec.structs.asdict(waits),
+        },
     )
