@@ -104,12 +104,11 @@ def _known_by_course(db: psycopg.Connection[tuple[object, ...]]) -> list[tuple[i
 
 
 def _accepted_ids(rds: SyncRedis, keys: Keys) -> Iterator[str]:
-    """Requests whose idempotency key is still held (keys expire after IDEMPOTENCY_TTL)."""
+    """Requests queued recently enough that their marker is still held (markers expire after IDEMPOTENCY_TTL)."""
     for partition in keys.all():
-        for key in rds.scan_iter(match=partition.idempotency("*", "*"), count=1000):
-            value = cast(bytes | None, rds.get(key))
-            if value is not None:
-                yield value.decode().partition(" ")[0]
+        prefix = partition.queued("")
+        for key in rds.scan_iter(match=f"{prefix}*", count=1000):
+            yield (key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :]
 
 
 def _one_decision_each(db: psycopg.Connection[tuple[object, ...]]) -> Finding:

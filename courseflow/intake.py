@@ -1,4 +1,4 @@
-"""Accepting a request: one atomic Redis step, durable before the client hears 202."""
+"""Accepting a request: durable in Redis, and queued once per idempotency key, before the client hears 202."""
 
 from __future__ import annotations
 
@@ -17,43 +17,62 @@ from courseflow.keys import Keys
 from courseflow.queue import ENQUEUE_LUA, parse_member
 from courseflow.redis_clients import AsyncRedis
 
-# KEYS (all of the course's partition): courses set, idempotency key, request stream, course priority set,
-#       pending index, granted priorities, accepted counter.
-# ARGV: request id, request json before and after its priority, fingerprint, priority ('' = the one the
-#       registrar granted the student), course id, idempotency ttl (0 = keep), student id, then the entry's
-#       trace fields (name, value, ...), if any.
-_ACCEPT = (
-    ENQUEUE_LUA
-    + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[6]) == 0 then
-  return {'unknown_course'}
-end
-local prior = redis.call('GET', KEYS[2])
+# The idempotency key, in its own partition. KEYS: the key. ARGV: request id, fingerprint, ttl (0 = keep).
+# Reply: {'claimed'} for a new key, else {'known', request id, fingerprint} of the request it already names.
+_CLAIM = """
+local prior = redis.call('GET', KEYS[1])
 if prior then
   local sep = string.find(prior, ' ', 1, true)
-  local rid = string.sub(prior, 1, sep - 1)
-  if string.sub(prior, sep + 1) ~= ARGV[4] then
-    return {'conflict', rid}
-  end
-  local existing = redis.call('HGET', KEYS[5], rid)
+  return {'known', string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)}
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+end
+return {'claimed'}
+"""
+
+# Let go of a key claimed for a request that could not be queued (no such course). KEYS: the key. ARGV: request id.
+_RELEASE = """
+local prior = redis.call('GET', KEYS[1])
+if prior and string.sub(prior, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[1])
+end
+"""
+
+# Queue a request once, in its course's partition: a request id queued before is only reported.
+# KEYS: courses set, queued marker, request stream, course priority set, pending index, granted priorities,
+#       accepted counter.
+# ARGV: request id, request json before and after its priority, priority ('' = the one the registrar granted
+#       the student), course id, marker ttl (0 = keep), student id, then the entry's trace fields, if any.
+# Reply: {outcome, 1-based queue place while pending}.
+_QUEUE = (
+    ENQUEUE_LUA
+    + """
+if redis.call('SISMEMBER', KEYS[1], ARGV[5]) == 0 then
+  return {'unknown_course'}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local existing = redis.call('HGET', KEYS[5], ARGV[1])
   if existing then
-    return {'replayed', rid, redis.call('ZRANK', KEYS[4], existing) + 1}
+    return {'replayed', redis.call('ZRANK', KEYS[4], existing) + 1}
   end
-  return {'replayed', rid}
+  return {'replayed'}
 end
-local priority = ARGV[5]
+local priority = ARGV[4]
 if priority == '' then
-  priority = redis.call('HGET', KEYS[6], ARGV[8]) or '0'
+  priority = redis.call('HGET', KEYS[6], ARGV[7]) or '0'
 end
-local traced = {unpack(ARGV, 9)}
+local traced = {unpack(ARGV, 8)}
 local _, member = enqueue(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2] .. priority .. ARGV[3], priority, traced)
 redis.call('INCR', KEYS[7])
-if tonumber(ARGV[7]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[4], 'EX', ARGV[7])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6])
 else
-  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[5])
 end
-return {'queued', ARGV[1], redis.call('ZRANK', KEYS[4], member) + 1}
+return {'queued', redis.call('ZRANK', KEYS[4], member) + 1}
 """
 )
 
@@ -91,7 +110,10 @@ class Intake:
         self._client = client
         self.keys = keys
         self._ttl = idempotency_ttl_s
-        self._accept = CoalescedScript(client, _ACCEPT, replicas)
+        # Both steps' writes must survive a failover: a lost claim would let a retry queue the request twice.
+        self._claim = CoalescedScript(client, _CLAIM, replicas)
+        self._queue = CoalescedScript(client, _QUEUE, replicas)
+        self._release = CoalescedScript(client, _RELEASE)
 
     async def accept(
         self,
@@ -104,19 +126,32 @@ class Intake:
         """Queue a request once per (caller, student, idempotency key). `priority` None: the one the registrar
         granted the student.
 
-        Raises NotReplicated when REDIS_WAIT_REPLICAS replicas did not confirm it in time: it is queued, but a
-        failover could still lose it, so the caller hears 503 and retries with the same idempotency key.
+        Two steps, each atomic: claim the idempotency key for a new request id (in the key's partition), then
+        queue that request (in its course's partition), which does nothing for a request id queued before. A
+        retry after a failure between them queues the request the key names, never a second one.
+
+        Raises NotReplicated when REDIS_WAIT_REPLICAS replicas did not confirm it in time: it may be queued, but
+        a failover could still lose it, so the caller hears 503 and retries with the same idempotency key.
         """
+        given = "" if priority is None else str(priority)
+        fingerprint = f"{course_id}:{given}"
+        owner = key_owner(caller, student_id)
+        claim_key = self.keys.of_idempotency(owner, idempotency_key).idempotency(owner, idempotency_key)
+        request_id = str(uuid.uuid4())
+        claimed = await self._claim([claim_key], [request_id, fingerprint, self._ttl])
+        if claimed[0] == b"known":
+            request_id = claimed[1].decode()
+            if claimed[2].decode() != fingerprint:
+                return Accepted("conflict", request_id)
         request = EnrollmentRequested(
             course_id=course_id,
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             student_id=student_id,
             idempotency_key=idempotency_key,
             priority=0,
             requested_at=datetime.now(UTC),
         )
         head, tail = around_priority(events.encode(request))
-        given = "" if priority is None else str(priority)
         k = self.keys.of_course(course_id)
         # The PRODUCER span of the messaging conventions (named operation, destination): its context goes into
         # the entry for the worker.
@@ -127,40 +162,31 @@ class Intake:
                         "messaging.system": "redis",
                         "messaging.operation.type": "send",
                         "messaging.destination.name": k.requests,
-                        "courseflow.request_id": request.request_id,
+                        "courseflow.request_id": request_id,
                         "courseflow.course_id": course_id,
                     }
                 )
-            reply = await self._accept(
+            reply = await self._queue(
                 [
                     k.courses,
-                    k.idempotency(key_owner(caller, student_id), idempotency_key),
+                    k.queued(request_id),
                     k.requests,
                     k.priority_set(course_id),
                     k.pending_index,
                     k.priorities,
                     k.accepted,
                 ],
-                [
-                    request.request_id,
-                    head,
-                    tail,
-                    f"{course_id}:{given}",
-                    given,
-                    course_id,
-                    self._ttl,
-                    student_id,
-                    *tracing.inject(),
-                ],
+                [request_id, head, tail, given, course_id, self._ttl, student_id, *tracing.inject()],
             )
             if span is not None:
                 span.set_attribute("courseflow.intake.outcome", reply[0].decode())
         outcome, *rest = reply
-        return Accepted(
-            outcome.decode(),
-            rest[0].decode() if rest else None,
-            int(rest[1]) if len(rest) > 1 else None,
-        )
+        if outcome == b"unknown_course":
+            if claimed[0] == b"claimed":  # the key names no request after all
+                await self._release([claim_key], [request_id])
+            return Accepted("unknown_course")
+        # A known key whose request was never queued (its first attempt failed in between) is queued now.
+        return Accepted(outcome.decode(), request_id, int(rest[0]) if rest else None)
 
     async def pending_position(self, request_id: str) -> tuple[EnrollmentRequested, int] | None:
         """The pending request and its 1-based queue position, or None if it is not pending."""

@@ -1,13 +1,14 @@
 """Every Redis key name, in one place.
 
-Requests are partitioned by course: a course's requests, its priority set, its pending index, its
-idempotency keys and everything the intake script reads share their partition's hash tag, so every
-script and MULTI stays inside one slot and runs unchanged on Redis Cluster, while different
-partitions spread over its masters.
+Requests are partitioned by course: a course's requests, its priority set, its pending index and
+everything the queueing script reads share their partition's hash tag, so every script and MULTI
+stays inside one slot and runs unchanged on Redis Cluster, while different partitions spread over
+its masters. An idempotency key lives in the partition its name hashes to.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 
 import msgspec
@@ -67,8 +68,13 @@ class PartitionKeys(msgspec.Struct, frozen=True):
         return f"{self.tag}:course:{course_id}:pending"
 
     def idempotency(self, owner: str, key: str) -> str:
-        """`owner` scopes the key to its caller (see intake.key_owner)."""
+        """The request an idempotency key names; `owner` scopes the key to its caller (see intake.key_owner).
+        In the partition the key hashes to (Keys.of_idempotency), whatever course it asks for."""
         return f"{self.tag}:idem:{owner}:{key}"
+
+    def queued(self, request_id: str) -> str:
+        """Present once a request is in this partition's stream: queueing it again is a no-op."""
+        return f"{self.tag}:queued:{request_id}"
 
 
 class Keys(msgspec.Struct, frozen=True):
@@ -89,6 +95,11 @@ class Keys(msgspec.Struct, frozen=True):
 
     def all(self) -> Iterator[PartitionKeys]:
         return (PartitionKeys(self.prefix, p) for p in range(self.partitions))
+
+    def of_idempotency(self, owner: str, key: str) -> PartitionKeys:
+        """Where an idempotency key lives: by the key, not by the course, so that reusing a key for another
+        course meets it wherever that course's requests go."""
+        return PartitionKeys(self.prefix, zlib.crc32(f"{owner}:{key}".encode()) % self.partitions)
 
     def priority_set(self, course_id: int) -> str:
         return self.of_course(course_id).priority_set(course_id)

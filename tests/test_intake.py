@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from courseflow import queue
 from courseflow.auth import DEVELOPER
 from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.intake import Accepted, Intake
+from courseflow.intake import Accepted, Intake, key_owner
 from courseflow.keys import Keys
 from tests.conftest import Servers
 
@@ -52,3 +52,48 @@ def test_an_empty_script_cache_is_reloaded(settings: Settings, rds: redis.Redis)
     accepted = asyncio.run(crowd(settings, 20, flush_scripts_first=True))
     assert {a.outcome for a in accepted} == {"queued"}
     assert rds.xlen(KEYS.requests) == 20
+
+
+def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: Settings, rds: redis.Redis) -> None:
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+    assert keys.of_course(1) != keys.of_course(2)
+
+    async def attempts() -> list[Accepted]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            intake = Intake(client, keys)
+            with redis.Redis.from_url(settings.redis_url) as sync:
+                queue.register_courses(sync, keys, [1, 2])
+            first = await intake.accept(DEVELOPER, 7, 1, "same-key", None)
+            return [first, await intake.accept(DEVELOPER, 7, 2, "same-key", None)]
+        finally:
+            await client.aclose()
+
+    first, second = asyncio.run(attempts())
+    assert first.outcome == "queued"
+    assert (second.outcome, second.request_id) == ("conflict", first.request_id)
+    assert rds.xlen(keys.of_course(2).requests) == 0
+
+
+def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
+    settings: Settings, rds: redis.Redis
+) -> None:
+    """The first attempt claimed the key and failed before queueing: its retries queue that request, once."""
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+    owner = key_owner(DEVELOPER, 7)
+    rds.set(keys.of_idempotency(owner, "k").idempotency(owner, "k"), "00000000-0000-4000-8000-000000000001 1:")
+
+    async def retries() -> list[Accepted]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            intake = Intake(client, keys)
+            with redis.Redis.from_url(settings.redis_url) as sync:
+                queue.register_courses(sync, keys, [1])
+            return [await intake.accept(DEVELOPER, 7, 1, "k", None) for _ in range(2)]
+        finally:
+            await client.aclose()
+
+    queued, replayed = asyncio.run(retries())
+    assert (queued.outcome, queued.request_id) == ("queued", "00000000-0000-4000-8000-000000000001")
+    assert (replayed.outcome, replayed.request_id, replayed.queue_position) == ("replayed", queued.request_id, 1)
+    assert rds.xlen(keys.of_course(1).requests) == 1
