@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     svc = commands.add_parser("services", help="start, stop or inspect the local PostgreSQL and Redis")
     svc.add_argument("action", choices=["up", "down", "status"])
     svc.add_argument("--data-dir", type=Path, help="where server data lives (default: .courseflow)")
+    svc.add_argument(
+        "--replica",
+        action="store_true",
+        help="up: also a streaming read replica of PostgreSQL (port COURSEFLOW_POSTGRES_REPLICA_PORT, default 55433)",
+    )
 
     commands.add_parser("migrate", help="apply the SQL migrations not yet applied")
     commands.add_parser("api", help="serve the HTTP API")
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match args.command:
             case "services":
-                return _services(settings, args.action, args.data_dir or settings.data_dir)
+                return _services(settings, args.action, args.data_dir or settings.data_dir, args.replica)
             case "migrate":
                 for name in migrations.migrate(settings.database_url):
                     print(f"applied {name}")
@@ -107,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _services(settings: Settings, action: str, data_dir: Path) -> int:
+def _services(settings: Settings, action: str, data_dir: Path, replica: bool) -> int:
     if action == "up":
-        servers = services.up(data_dir, settings.postgres_port, settings.redis_port)
+        replica_port = settings.postgres_replica_port if replica else None
+        servers = services.up(data_dir, settings.postgres_port, settings.redis_port, replica_port)
         # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
+        if servers.replica_database_url is not None:
+            print(f"export DATABASE_REPLICA_URL={servers.replica_database_url}")
         print(f"passwords (application and admin) are kept in {servers.credentials_file}", file=sys.stderr)
     elif action == "down":
         services.down(data_dir)
@@ -221,7 +229,8 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
     env = dict(os.environ)
     started_servers = False
     if not settings.external_servers:
-        started_servers = not all(s.startswith("running") for s in services.status(settings.data_dir).values())
+        running = services.status(settings.data_dir)
+        started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
         servers = services.up(settings.data_dir, settings.postgres_port, settings.redis_port)
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         settings = Settings.from_env(env)

@@ -15,6 +15,7 @@ from courseflow import credentials
 # Local servers started by `courseflow services up` use ports that do not clash with system ones.
 LOCAL_POSTGRES_PORT = 55432
 LOCAL_REDIS_PORT = 56379
+LOCAL_POSTGRES_REPLICA_PORT = 55433
 
 
 def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
@@ -41,11 +42,14 @@ RATE_LIMIT_ANONYMOUS = "100 per second"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = local_database_url()
     redis_url: str = local_redis_url()
+    # A streaming replica the API reads from (see courseflow.api.replica); None: every read goes to database_url.
+    database_replica_url: str | None = None
     # True when the URLs came from the environment, so `courseflow run` must not start servers.
     external_servers: bool = False
     data_dir: Path = Path(".courseflow")
     postgres_port: int = LOCAL_POSTGRES_PORT
     redis_port: int = LOCAL_REDIS_PORT
+    postgres_replica_port: int = LOCAL_POSTGRES_REPLICA_PORT
     server_host: str = "127.0.0.1"
     server_port: int = 8000
     api_processes: int = 1
@@ -75,6 +79,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_registrar: str = RATE_LIMIT_REGISTRAR
     rate_limit_service: str = RATE_LIMIT_SERVICE
     rate_limit_anonymous: str = RATE_LIMIT_ANONYMOUS
+    # How long a read waits for the replica to replay what the API has already written or shown, before the
+    # primary answers it instead.
+    replica_wait_ms: int = 100
+    # The replica answers only once it has replayed what the primary had this long ago (more behind: the primary).
+    replica_max_lag_ms: int = 1000
     # Live streams (SSE and WebSocket) one student may hold open at once on one API process; registrars and
     # services (and development mode's one caller) may hold `live_streams_per_privileged`.
     live_streams_per_student: int = 10
@@ -112,10 +121,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             database_url=database_url or local_database_url(pg_port, local.postgres_app_password if local else None),
             redis_url=redis_url or local_redis_url(redis_port, local.redis_app_password if local else None),
+            database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             external_servers=bool(database_url or redis_url),
             data_dir=data_dir,
             postgres_port=pg_port,
             redis_port=redis_port,
+            postgres_replica_port=_int(env, "COURSEFLOW_POSTGRES_REPLICA_PORT", LOCAL_POSTGRES_REPLICA_PORT),
             server_host=env.get("SERVER_HOST", "127.0.0.1"),
             server_port=_int(env, "SERVER_PORT", 8000),
             api_processes=_int(env, "API_PROCESSES", 1),
@@ -125,6 +136,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             claim_idle_ms=_int(env, "CLAIM_IDLE_MS", 15000),
             max_deliveries=_int(env, "MAX_DELIVERIES", 5),
             idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 86_400),
+            replica_wait_ms=_int(env, "REPLICA_WAIT_MS", 100),
+            replica_max_lag_ms=_int(env, "REPLICA_MAX_LAG_MS", 1000),
             stream_prefix=env.get("COURSEFLOW_STREAM_PREFIX", "courseflow"),
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             auth_jwt_public_key_file=_path(env, "AUTH_JWT_PUBLIC_KEY_FILE"),
@@ -150,7 +163,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def _redacted(name: str, value: object) -> object:
     if name == "auth_jwt_secret" and value:
         return "***"
-    if name in ("database_url", "redis_url") and isinstance(value, str):
+    if name in ("database_url", "database_replica_url", "redis_url") and isinstance(value, str):
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
     return value
 

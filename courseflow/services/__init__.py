@@ -1,7 +1,8 @@
 """Local PostgreSQL and Redis for development and tests, started from the Debian packages.
 
 Everything lives under one data dir; servers listen on 127.0.0.1 only and keep running between
-commands: `up` is idempotent, `down` stops both, data survives a down/up cycle.
+commands: `up` is idempotent, `down` stops both, data survives a down/up cycle. `up` with a replica
+port also starts a streaming read replica of the PostgreSQL (see `replica`), which `down` stops too.
 
 Both servers require a password: the data dir's credentials file (see `credentials`) holds an
 admin's, used here, and the application's, which may not reconfigure, flush or stop a server.
@@ -18,7 +19,7 @@ import msgspec
 
 from courseflow import config, credentials
 from courseflow.credentials import POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
-from courseflow.services import postgres, redis_server
+from courseflow.services import postgres, redis_server, replica
 from courseflow.services.postgres import FALLBACK_ROOT
 from courseflow.services.processes import START_TIMEOUT_S, STOP_TIMEOUT_S, ServicesError, free_port, lock, read_int
 
@@ -41,6 +42,8 @@ class LocalServers(msgspec.Struct, frozen=True):
     postgres_port: int
     redis_port: int
     credentials: Credentials
+    # Set when a read replica runs.
+    replica_port: int | None = None
 
     @property
     def credentials_file(self) -> Path:
@@ -49,6 +52,13 @@ class LocalServers(msgspec.Struct, frozen=True):
     @property
     def database_url(self) -> str:
         return config.local_database_url(self.postgres_port, self.credentials.postgres_app_password)
+
+    @property
+    def replica_database_url(self) -> str | None:
+        """The application's URL for the read replica: its role and password came over with the copy."""
+        if self.replica_port is None:
+            return None
+        return config.local_database_url(self.replica_port, self.credentials.postgres_app_password)
 
     @property
     def redis_url(self) -> str:
@@ -67,8 +77,10 @@ class LocalServers(msgspec.Struct, frozen=True):
         return f"redis://{REDIS_ADMIN_USER}:{password}@127.0.0.1:{self.redis_port}/0"
 
 
-def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
-    """Start what is not already running for `data_dir`. A running server keeps its port, which is returned."""
+def up(data_dir: Path, postgres_port: int, redis_port: int, replica_port: int | None = None) -> LocalServers:
+    """Start what is not already running for `data_dir`. A running server keeps its port, which is returned.
+
+    With `replica_port`, a read replica too (copied from the primary the first time)."""
     data_dir = data_dir.resolve()
     redis_bin, pg_bin = shutil.which("redis-server"), postgres.find_bindir()  # fail before starting anything
     if redis_bin is None:
@@ -82,14 +94,27 @@ def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
             raise ServicesError(str(exc)) from None
         actual_redis = redis_server.up(data_dir, redis_bin, redis_port, saved)
         actual_pg = postgres.up(data_dir, pg_bin, postgres_port, saved)
-    return LocalServers(data_dir=data_dir, postgres_port=actual_pg, redis_port=actual_redis, credentials=saved)
+        if replica_port is not None:
+            postgres.allow_replication(data_dir, actual_pg, saved)
+            actual_replica: int | None = replica.up(data_dir, pg_bin, replica_port, actual_pg, saved)
+        else:
+            actual_replica = replica.running_port(data_dir)
+    return LocalServers(
+        data_dir=data_dir,
+        postgres_port=actual_pg,
+        redis_port=actual_redis,
+        credentials=saved,
+        replica_port=actual_replica,
+    )
 
 
-def down(data_dir: Path, only: Literal["postgres", "redis"] | None = None) -> None:
-    """Stop both servers, or `only` one of them (fault tests stop one and bring it back with `up`)."""
+def down(data_dir: Path, only: Literal["postgres", "redis", "replica"] | None = None) -> None:
+    """Stop every server, or `only` one of them (fault tests stop one and bring it back with `up`)."""
     data_dir = data_dir.resolve()
     if data_dir.is_dir():
         with lock(data_dir):
+            if only in (None, "replica"):
+                replica.down(data_dir)
             if only in (None, "redis"):
                 redis_server.down(data_dir)
             if only in (None, "postgres"):
@@ -107,10 +132,13 @@ def status(data_dir: Path) -> dict[str, str]:
     except credentials.CredentialsError:
         saved = None
     result: dict[str, str] = {}
-    for name, port, answers in (
+    shown = [
         ("postgres", postgres.running_port(data_dir), postgres.answers),
         ("redis", redis_server.running_port(data_dir), redis_server.answers),
-    ):
+    ]
+    if replica.exists(data_dir) or replica.running_port(data_dir) is not None:
+        shown.append(("replica", replica.running_port(data_dir), postgres.answers))
+    for name, port, answers in shown:
         try:
             note = "" if port is None or answers(port, saved) else " (not answering)"
         except ServicesError:
