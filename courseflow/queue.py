@@ -71,6 +71,11 @@ class Keys(msgspec.Struct, frozen=True):
         """How many requests intake ever queued: `courseflow check` accounts for each, whatever keys expired."""
         return f"{{{self.prefix}}}:accepted"
 
+    @property
+    def replica_horizon(self) -> str:
+        """The newest PostgreSQL WAL position the API has written or shown: replica reads wait for it."""
+        return f"{{{self.prefix}}}:replica-horizon"
+
     def priority_set(self, course_id: int) -> str:
         return f"{{{self.prefix}}}:course:{course_id}:pending"
 
