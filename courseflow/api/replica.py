@@ -37,7 +37,8 @@ _REPLAYED = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
 _RAISE_LUA = """
 if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.call('SET', KEYS[1], ARGV[1]) end
 """
-# An unreachable replica is tried again after this long; meanwhile reads do not wait for its connections.
+# An unreachable replica is tried again after this long, and one that did not catch up in time is not
+# waited for again before: reads go straight to the primary meanwhile.
 _RETRY_S = 2.0
 _CONNECTION_WAIT_S = 0.5
 _POLL_S = 0.005
@@ -78,8 +79,8 @@ class ReadReplica:
         # Newest position every process knows of: the shared horizon as last raised or read.
         self._shared = 0
         self._skip_until = 0.0
-        # A wait ran out: later reads do not wait again until the replica has caught up once.
-        self._behind = False
+        # A wait ran out: until then reads do not wait for the replica (one that has caught up is waited for again).
+        self._no_wait_until = 0.0
 
     async def shown(self, position: int) -> None:
         """The primary's state at `position` was written or shown: no later read may show less."""
@@ -132,7 +133,8 @@ class ReadReplica:
             return None
 
     def _replayed(self, conn: Conn, horizon: int) -> bool:
-        deadline = time.monotonic() + (0.0 if self._behind else self._wait_s)
+        waits = time.monotonic() >= self._no_wait_until
+        deadline = time.monotonic() + (self._wait_s if waits else 0.0)
         while True:
             row = conn.execute(_REPLAYED).fetchone()
             replayed = None if row is None or row[0] is None else int(row[0])
@@ -140,14 +142,14 @@ class ReadReplica:
                 self.skip(RuntimeError("DATABASE_REPLICA_URL names a server that is not a standby"))
                 return False
             if replayed >= horizon:
-                self._behind = False
+                self._no_wait_until = 0.0
                 # What this answer shows: a replica restarted behind it must not be read until it catches up.
                 self._raise_known(replayed)
                 return True
             if time.monotonic() >= deadline:
-                if not self._behind:
+                if waits:
                     log.info("the replica is %d bytes of WAL behind; reads go to the primary", horizon - replayed)
-                self._behind = True
+                    self._no_wait_until = time.monotonic() + _RETRY_S
                 return False
             time.sleep(_POLL_S)
 
