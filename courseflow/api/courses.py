@@ -92,8 +92,10 @@ async def show(request: Request) -> Response:
 
 
 async def _course(svc: Services, course_id: int) -> dict[str, Any]:
-    # Not on the replica yet: created a moment ago, through another way in than this API (read-your-writes).
-    found = await svc.read(_recorded, course_id) or await svc.db(_recorded, course_id)
+    found = await svc.read(_recorded, course_id)
+    if found is None and svc.replica is not None:
+        # Not on the replica yet: created a moment ago, through another way in than this API (read-your-writes).
+        found = await svc.db(_recorded, course_id)
     if found is None:
         raise NotFound(f"no course {course_id}", "course_id")
     return found
