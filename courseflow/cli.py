@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="up: also start a local Redis Cluster of 3 masters and 3 replicas (for REDIS_CLUSTER_NODES)",
     )
+    svc.add_argument(
+        "--replica",
+        action="store_true",
+        help="up: also a streaming read replica of PostgreSQL (port COURSEFLOW_POSTGRES_REPLICA_PORT, default 55433)",
+    )
 
     commands.add_parser("migrate", help="apply the SQL migrations not yet applied")
     commands.add_parser("api", help="serve the HTTP API")
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match args.command:
             case "services":
-                return _services(settings, args.action, args.data_dir or settings.data_dir, args.redis_cluster)
+                return _services(
+                    settings, args.action, args.data_dir or settings.data_dir, args.redis_cluster, args.replica
+                )
             case "migrate":
                 for name in migrations.migrate(settings.database_url, partitions=settings.partitions):
                     print(f"applied {name}")
@@ -122,12 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool) -> int:
+def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool, replica: bool) -> int:
     if action == "up":
-        servers = services.up(data_dir, settings.postgres_port, settings.redis_port)
+        replica_port = settings.postgres_replica_port if replica else None
+        servers = services.up(data_dir, settings.postgres_port, settings.redis_port, replica_port)
         # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
+        if servers.replica_database_url is not None:
+            print(f"export DATABASE_REPLICA_URL={servers.replica_database_url}")
         if redis_cluster:
             cluster = services.up_cluster(data_dir, settings.redis_cluster_port)
             # Addresses only: the cluster's users and passwords are the standalone Redis's.

@@ -18,6 +18,7 @@ LOCAL_REDIS_PORT = 56379
 # The local Redis Cluster's first node; nodes take it and the next five, their cluster bus ports are 10000 higher.
 # Both ranges sit below Linux's ephemeral ports (32768 up), so no outgoing connection can take one meanwhile.
 LOCAL_REDIS_CLUSTER_PORT = 17001
+LOCAL_POSTGRES_REPLICA_PORT = 55433
 
 
 def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
@@ -46,12 +47,15 @@ RATE_LIMIT_ANONYMOUS = "100 per second"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = local_database_url()
     redis_url: str = local_redis_url()
+    # A streaming replica the API reads from (see courseflow.api.replica); None: every read goes to database_url.
+    database_replica_url: str | None = None
     # True when the URLs came from the environment, so `courseflow run` must not start servers.
     external_servers: bool = False
     data_dir: Path = Path(".courseflow")
     postgres_port: int = LOCAL_POSTGRES_PORT
     redis_port: int = LOCAL_REDIS_PORT
     redis_cluster_port: int = LOCAL_REDIS_CLUSTER_PORT
+    postgres_replica_port: int = LOCAL_POSTGRES_REPLICA_PORT
     server_host: str = "127.0.0.1"
     server_port: int = 8000
     api_processes: int = 1
@@ -90,6 +94,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_registrar: str = RATE_LIMIT_REGISTRAR
     rate_limit_service: str = RATE_LIMIT_SERVICE
     rate_limit_anonymous: str = RATE_LIMIT_ANONYMOUS
+    # How long a read waits for the replica to replay what the API has already written or shown, before the
+    # primary answers it instead.
+    replica_wait_ms: int = 100
+    # The replica answers only once it has replayed what the primary had this long ago (more behind: the primary).
+    replica_max_lag_ms: int = 1000
     # Live streams (SSE and WebSocket) one student may hold open at once on one API process; registrars and
     # services (and development mode's one caller) may hold `live_streams_per_privileged`.
     live_streams_per_student: int = 10
@@ -127,11 +136,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             database_url=database_url or local_database_url(pg_port, local.postgres_app_password if local else None),
             redis_url=redis_url or local_redis_url(redis_port, local.redis_app_password if local else None),
+            database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
             external_servers=bool(database_url or redis_url),
             data_dir=data_dir,
             postgres_port=pg_port,
             redis_port=redis_port,
             redis_cluster_port=_int(env, "COURSEFLOW_REDIS_CLUSTER_PORT", LOCAL_REDIS_CLUSTER_PORT),
+            postgres_replica_port=_int(env, "COURSEFLOW_POSTGRES_REPLICA_PORT", LOCAL_POSTGRES_REPLICA_PORT),
             server_host=env.get("SERVER_HOST", "127.0.0.1"),
             server_port=_int(env, "SERVER_PORT", 8000),
             api_processes=_int(env, "API_PROCESSES", 1),
@@ -141,6 +152,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             claim_idle_ms=_int(env, "CLAIM_IDLE_MS", 15000),
             max_deliveries=_int(env, "MAX_DELIVERIES", 5),
             idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 86_400),
+            replica_wait_ms=_int(env, "REPLICA_WAIT_MS", 100),
+            replica_max_lag_ms=_int(env, "REPLICA_MAX_LAG_MS", 1000),
             stream_prefix=env.get("COURSEFLOW_STREAM_PREFIX", "courseflow"),
             partitions=_bounded(env, "PARTITIONS", DEFAULT_PARTITIONS, 1, 1024),
             redis_cluster_nodes=_nodes(env, "REDIS_CLUSTER_NODES"),
@@ -171,7 +184,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def _redacted(name: str, value: object) -> object:
     if name == "auth_jwt_secret" and value:
         return "***"
-    if name in ("database_url", "redis_url") and isinstance(value, str):
+    if name in ("database_url", "database_replica_url", "redis_url") and isinstance(value, str):
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
     return value
 

@@ -14,6 +14,8 @@ POSTGRES_ADMIN_USER = "postgres"
 REDIS_ADMIN_USER = "default"
 # The role and Redis user the application connects as; also the name of its PostgreSQL database.
 APP_USER = "courseflow"
+# The role a streaming replica of the local PostgreSQL connects as: replication only, no database rights.
+REPLICATION_USER = "courseflow_replication"
 
 
 class CredentialsError(RuntimeError):
@@ -25,6 +27,8 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     postgres_app_password: str
     redis_admin_password: str
     redis_app_password: str
+    # Absent from files saved before replicas existed: `load_or_create` adds it.
+    postgres_replication_password: str | None = None
 
     def __repr__(self) -> str:
         return "Credentials(<hidden>)"  # keeps passwords out of logs and assertion messages
@@ -36,6 +40,7 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
             postgres_app_password=secrets.token_urlsafe(24),
             redis_admin_password=secrets.token_urlsafe(24),
             redis_app_password=secrets.token_urlsafe(24),
+            postgres_replication_password=secrets.token_urlsafe(24),
         )
 
 
@@ -60,11 +65,14 @@ def load(data_dir: Path) -> Credentials | None:
 def load_or_create(data_dir: Path) -> Credentials:
     """The saved credentials, generated and saved first if there are none; callers serialise on the data dir."""
     found = load(data_dir)
-    if found is not None:
+    if found is not None and found.postgres_replication_password is not None:
         if path(data_dir).stat().st_mode & 0o077:
             path(data_dir).chmod(0o600)  # loosened by hand: only the owner may read passwords
         return found
-    created = Credentials.generate()
+    if found is None:
+        created = Credentials.generate()
+    else:  # saved by an older CourseFlow: keep every password, add the replication role's
+        created = msgspec.structs.replace(found, postgres_replication_password=secrets.token_urlsafe(24))
     write_private(path(data_dir), msgspec.json.format(msgspec.json.encode(created), indent=2) + b"\n")
     return created
 

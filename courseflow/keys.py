@@ -105,6 +105,11 @@ class Keys(msgspec.Struct, frozen=True):
         return self.of_course(course_id).priority_set(course_id)
 
     @property
+    def replica_horizon(self) -> str:
+        """The newest PostgreSQL WAL position the API has written or shown: replica reads wait for it."""
+        return f"{{{self.prefix}}}:replica-horizon"
+
+    @property
     def rate_limits(self) -> str:
         """The prefix of the rate limiters' keys: a caller's limits span every partition, so they have a slot of
         their own."""

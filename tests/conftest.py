@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
@@ -33,6 +34,8 @@ class Servers(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str
     admin_database_url: str
     admin_redis_url: str
+    # Where the servers keep their data, when this session started them itself (see `replica`).
+    data_dir: Path | None = None
 
     @classmethod
     def of(cls, local: services.LocalServers) -> Servers:
@@ -41,7 +44,24 @@ class Servers(msgspec.Struct, frozen=True, kw_only=True):
             redis_url=local.redis_url,
             admin_database_url=local.admin_database_url,
             admin_redis_url=local.admin_redis_url,
+            data_dir=local.data_dir,
         )
+
+
+class Replica(msgspec.Struct, frozen=True, kw_only=True):
+    """A streaming replica of the session's PostgreSQL: the application's URL on it, and the superuser's
+    (to pause its replay), and how to stop and start it again."""
+
+    database_url: str
+    admin_database_url: str
+    data_dir: Path
+    port: int
+
+    def stop(self) -> None:
+        services.down(self.data_dir, only="replica")
+
+    def start(self) -> None:
+        services.up(self.data_dir, services.free_port(), services.free_port(), self.port)
 
 
 def _docker_engine() -> bool:
@@ -113,6 +133,27 @@ def redis_cluster() -> Iterator[services.LocalCluster]:
             yield services.up_cluster(data_dir, services.free_cluster_port())
         finally:
             services.down(data_dir)
+
+
+@pytest.fixture(scope="session")
+def replica(servers: Servers) -> Iterator[Replica]:
+    """A hot standby of the session's local PostgreSQL, made as `courseflow services up --replica` makes one;
+    stopped at the end of the session."""
+    if servers.data_dir is None:
+        pytest.skip("a replica is made only of the servers this session starts itself, not of given ones")
+    # The primary and Redis are running: `up` keeps their ports and starts only the replica.
+    local = services.up(servers.data_dir, services.free_port(), services.free_port(), services.free_port())
+    assert local.replica_port is not None and local.replica_database_url is not None
+    try:
+        admin = urlsplit(local.admin_database_url)
+        yield Replica(
+            database_url=local.replica_database_url,
+            admin_database_url=admin._replace(netloc=f"{admin.netloc.rsplit(':', 1)[0]}:{local.replica_port}").geturl(),
+            data_dir=servers.data_dir,
+            port=local.replica_port,
+        )
+    finally:
+        services.down(servers.data_dir, only="replica")
 
 
 def reset(servers: Servers) -> None:

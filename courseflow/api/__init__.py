@@ -128,6 +128,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         warn_if_open(svc.authenticator)
         # Start even while a dependency is down: /ready says which, and requests get 503 until it is back.
         svc.pool.open(wait=False)
+        if svc.replica is not None:
+            svc.replica.pool.open(wait=False)
         try:
             await run_in_threadpool(_prepare_queue, svc)
         except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:
@@ -136,12 +138,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Open streams end the moment shutdown begins: the server waits for every response before it stops.
         _drain_on_signals(state, feed.close)
         await feed.start()
-        resync = asyncio.get_running_loop().create_task(_keep_priorities_applied(svc, settings.priority_sync_s))
+        loop = asyncio.get_running_loop()
+        background = [loop.create_task(_keep_priorities_applied(svc, settings.priority_sync_s))]
+        if svc.replica is not None:
+            background.append(loop.create_task(svc.bound_replica_lag(settings.replica_max_lag_ms / 2000)))
         try:
             yield
         finally:
             state["draining"] = True
-            resync.cancel()
+            for task in background:
+                task.cancel()
             await feed.stop()
             await svc.close()
 
@@ -233,7 +239,7 @@ async def _keep_priorities_applied(svc: Services, every_s: float) -> None:
         await asyncio.sleep(every_s)
         started = time.monotonic()
         try:
-            recent = await svc.db(priorities.granted, started - synced + _SYNC_MARGIN_S)
+            recent = await svc.upkeep(priorities.granted, started - synced + _SYNC_MARGIN_S)
             await run_in_threadpool(svc.grant_priorities, recent)
             synced = started
         except (psycopg.Error, PoolTimeout, redis.RedisError) as exc:

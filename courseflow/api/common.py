@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -17,6 +19,7 @@ from starlette.responses import Response
 from courseflow import queue, redis_clients
 from courseflow.api.gate import principal
 from courseflow.api.operations import path_params
+from courseflow.api.replica import ReadReplica, primary_position
 from courseflow.auth import Authenticator
 from courseflow.coalesce import NotReplicated, Replicas
 from courseflow.config import Settings
@@ -36,6 +39,8 @@ QUEUE_UNREACHABLE: tuple[type[Exception], ...] = (
     NotReplicated,
 )
 DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
+
+log = logging.getLogger("courseflow.api")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,17 +78,80 @@ class Services:
             timeout=5,
             open=False,
         )
+        # Reads that may come from a streaming replica go through `read`; see courseflow.api.replica.
+        self.replica = (
+            None
+            if settings.database_replica_url is None
+            else ReadReplica(
+                settings.database_replica_url, self.redis, self.keys.replica_horizon, settings.replica_wait_ms
+            )
+        )
         replicas = Replicas(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
         self.intake = Intake(self.redis, self.keys, settings.idempotency_ttl_s, replicas)
         self.authenticator = Authenticator(settings)
         self.limiter = Limiter(settings, self.redis)
 
     async def db(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """On the primary: changes, and reads that must see the newest state. With a replica, what was
+        written or shown here raises the horizon replica reads must reach."""
+        replica = self.replica
+
+        def call() -> tuple[T, int | None]:
+            with self.pool.connection() as conn:
+                result = fn(conn, *args, **kwargs)
+                if replica is None:
+                    return result, None
+                try:
+                    return result, primary_position(conn)
+                except psycopg.Error as exc:  # the answer stands; the replica sits out until its horizon is known
+                    replica.skip(exc)
+                    return result, None
+
+        result, position = await run_in_threadpool(call)
+        if replica is not None and position is not None:
+            await replica.shown(position)
+        return result
+
+    async def upkeep(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """On the primary, for what no client reads back (readiness, background syncs): the horizon stays."""
+
         def call() -> T:
             with self.pool.connection() as conn:
                 return fn(conn, *args, **kwargs)
 
         return await run_in_threadpool(call)
+
+    async def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A read the replica may answer: never older than what was written or shown (else the primary answers)."""
+
+        def call(conn: Conn) -> T:
+            return fn(conn, *args, **kwargs)
+
+        if self.replica is not None and (horizon := await self.replica.horizon()) is not None:
+            answered = await run_in_threadpool(self.replica.read, horizon, call)
+            if answered is not None:
+                return answered.value
+        return await self.db(fn, *args, **kwargs)
+
+    async def shown_now(self) -> None:
+        """What was just read on the primary outside `db` is shown: replica reads must reach at least it."""
+        if self.replica is not None:
+            await self.replica.shown(await run_in_threadpool(self._primary_position))
+
+    async def bound_replica_lag(self, every_s: float) -> None:
+        """Raise the horizon to the primary's position every `every_s`: no replica read is older than that."""
+        assert self.replica is not None
+        while True:
+            try:
+                position = await run_in_threadpool(self._primary_position)
+                self.replica.caught_up_to(position)
+            except DATABASE_UNREACHABLE as exc:
+                log.debug("the primary's position is not known: %s", exc)
+            await asyncio.sleep(every_s)
+
+    def _primary_position(self) -> int:
+        with self.pool.connection() as conn:
+            return primary_position(conn)
 
     def register_courses(self, course_ids: list[int]) -> None:
         queue.register_courses(self.redis_sync, self.keys, course_ids)
@@ -93,6 +161,8 @@ class Services:
 
     async def close(self) -> None:
         self.pool.close()
+        if self.replica is not None:
+            self.replica.close()
         if isinstance(self.redis, aioredis.Redis):
             await self.redis.aclose(close_connection_pool=True)
         else:

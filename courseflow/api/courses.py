@@ -92,14 +92,23 @@ async def show(request: Request) -> Response:
 
 
 async def _course(svc: Services, course_id: int) -> dict[str, Any]:
-    rows = await svc.db(queries.courses, course_id)
-    if rows:
-        return rows[0]
-    # Created a moment ago and not projected yet: the write model has it (read-your-writes).
-    written = await svc.db(store.course, course_id)
-    if written is None:
+    found = await svc.read(_recorded, course_id)
+    if found is None and svc.replica is not None:
+        # Not on the replica yet: created a moment ago, through another way in than this API (read-your-writes).
+        found = await svc.db(_recorded, course_id)
+    if found is None:
         raise NotFound(f"no course {course_id}", "course_id")
-    return written | dict.fromkeys(_COUNTERS, 0)
+    return found
+
+
+def _recorded(conn: store.Conn, course_id: int) -> dict[str, Any] | None:
+    """Seats, capacity and window as the write model has them, so a change answered a moment ago never reads
+    back undone while the projector catches up; the counters, which only the read model keeps."""
+    written = store.course(conn, course_id)
+    if written is None:
+        return None
+    projected = queries.courses(conn, course_id)
+    return written | {k: projected[0][k] if projected else 0 for k in _COUNTERS}
 
 
 async def _view(svc: Services, row: dict[str, Any]) -> Course:
@@ -165,9 +174,9 @@ async def waitlist(request: Request) -> Response:
     svc = services(request)
     length = (await _course(svc, course_id))["waitlist_length"]
     if caller.sees_everyone:
-        entries = await svc.db(queries.waitlist, course_id, page.limit, page.after)
+        entries = await svc.read(queries.waitlist, course_id, page.limit, page.after)
     elif caller.student_id is not None:
-        entries = await svc.db(queries.waitlist_places, course_id, caller.student_id)
+        entries = await svc.read(queries.waitlist_places, course_id, caller.student_id)
     else:
         entries = []
     places = msgspec.convert(entries, list[WaitlistPlace])
@@ -195,7 +204,7 @@ async def metrics(request: Request) -> Response:
         body, content_type = await run_in_threadpool(scrape.render, pipeline, accept)
         return Response(body, media_type=content_type)
     course_id = query(request, MetricsQuery).course_id
-    rows = await svc.db(queries.seats, course_id)
+    rows = await svc.read(queries.seats, course_id)
     if course_id is not None and not rows:
         raise NotFound(f"no course {course_id}", "course_id")
     depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
@@ -220,8 +229,8 @@ async def metrics(request: Request) -> Response:
             waitlist_length=sum(c.waitlist_length for c in per_course),
             status="open" if any(c.status == "open" for c in per_course) else "full",
             dead_letters=await svc.intake.dead_letter_count(),
-            projection_lag=await svc.db(queries.lag),
-            latency=_latency(await svc.db(store.decision_latency_ms)),
+            projection_lag=await svc.read(queries.lag),
+            latency=_latency(await svc.read(store.decision_latency_ms)),
             courses=per_course,
         )
     )

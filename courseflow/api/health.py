@@ -12,6 +12,7 @@ from starlette.responses import Response
 from courseflow import migrations, queue
 from courseflow.api.common import JSON, services
 from courseflow.api.operations import operation
+from courseflow.api.replica import primary_position
 from courseflow.api.views import Health, Readiness
 
 
@@ -23,7 +24,9 @@ async def alive(_: Request) -> Response:
 @operation(
     summary="Readiness: PostgreSQL, migrations and Redis",
     tag="monitoring",
-    description="503 names the failing dependency in `failing`; `auth` says whether tokens are required.",
+    description="503 names the failing dependency in `failing`; `auth` says whether tokens are required. "
+    "With a read replica configured, `checks.replica` says how it is doing; it never fails readiness, as "
+    "reads it cannot answer go to the primary.",
     answers={200: Readiness, 503: Readiness},
     public=True,
 )
@@ -34,10 +37,13 @@ async def ready(request: Request) -> Response:
     """
     svc = services(request)
     checks: dict[str, str] = {}
+    primary: int | None = None
     try:
-        pending = await svc.db(migrations.pending_migrations)
+        pending = await svc.upkeep(migrations.pending_migrations)
         checks["postgres"] = "ok"
         checks["migrations"] = "ok" if not pending else f"not applied: {', '.join(pending)}"
+        if svc.replica is not None:
+            primary = await svc.upkeep(primary_position)
     except (psycopg.Error, PoolTimeout) as exc:
         checks["postgres"] = f"unreachable: {type(exc).__name__}"
     try:
@@ -46,6 +52,8 @@ async def ready(request: Request) -> Response:
     except redis.RedisError as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     failing = sorted(name for name, state in checks.items() if state != "ok")
+    if svc.replica is not None:
+        checks["replica"] = await run_in_threadpool(svc.replica.state, primary)
     body = Readiness(
         status="unavailable" if failing else "ready",
         checks=checks,

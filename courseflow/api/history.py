@@ -64,7 +64,7 @@ async def page(
 ) -> EventPage:
     """A page of events as the caller may see them; `student_id`: the student they are read for."""
     wanted = query(request, Page)
-    recorded = await services(request).db(
+    recorded = await services(request).read(
         read, wanted.after, wanted.limit, stream=stream, student_id=student_id, request_id=request_id
     )
     next_after = recorded[-1].position if len(recorded) == wanted.limit else None
@@ -105,6 +105,6 @@ async def student_events(request: Request) -> Response:
 )
 async def student_enrollments(request: Request) -> Response:
     student_id = student_in_path(request, "history")
-    rows = await services(request).db(queries.student_enrollments, student_id)
+    rows = await services(request).read(queries.student_enrollments, student_id)
     enrollments = [from_row(row | {"student_id": student_id}) for row in rows]
     return JSON(StudentEnrollments(student_id=student_id, enrollments=enrollments))

@@ -266,7 +266,11 @@ def log_feed(svc: Services, database_url: str) -> Feed:
     """This process's feed with its two timers; the app starts it in its lifespan and stops it on shutdown."""
 
     async def read_log(after: int, limit: int) -> list[store.Recorded]:
-        return await svc.db(history.read, after, limit)
+        # Most reads (every few seconds, idle) find nothing: only events shown move the replica horizon.
+        logged = await svc.upkeep(history.read, after, limit)
+        if logged:
+            await svc.shown_now()
+        return logged
 
     async def places(feed: Feed) -> None:
         await _refresh_places(feed, svc)

@@ -107,7 +107,7 @@ async def _queue(svc: Services, depths: dict[int, int]) -> list[Metric]:
 
 
 async def _busiest_courses(svc: Services, depths: dict[int, int], top: int) -> list[Metric]:
-    rows = await svc.db(queries.seats, None)
+    rows = await svc.read(queries.seats, None)
     # A course intake does not know has no priority set: nothing waits for it.
     queued = [(row, depths.get(row["course_id"], 0)) for row in rows]
     busiest = sorted(queued, key=lambda r: (r[1], r[0]["seats_taken"]), reverse=True)[:top]

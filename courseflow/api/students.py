@@ -60,5 +60,5 @@ async def set_priority(request: Request) -> Response:
 )
 async def show_priority(request: Request) -> Response:
     student_id = student_in_path(request, "priority")
-    priority = await services(request).db(priorities.of, student_id)
+    priority = await services(request).read(priorities.of, student_id)
     return JSON(views.StudentPriority(student_id=student_id, priority=priority))

@@ -1,8 +1,9 @@
 """Local PostgreSQL and Redis for development and tests, started from the Debian packages.
 
 Everything lives under one data dir; servers listen on 127.0.0.1 only and keep running between
-commands: `up` is idempotent, `down` stops them all, data survives a down/up cycle. `up_cluster`
-adds a local Redis Cluster (see `redis_cluster`), for running on REDIS_CLUSTER_NODES.
+commands: `up` is idempotent, `down` stops them all, data survives a down/up cycle. `up` with a replica
+port also starts a streaming read replica of the PostgreSQL (see `replica`). `up_cluster` adds a local
+Redis Cluster (see `redis_cluster`), for running on REDIS_CLUSTER_NODES.
 
 Both servers require a password: the data dir's credentials file (see `credentials`) holds an
 admin's, used here, and the application's, which may not reconfigure, flush or stop a server.
@@ -19,7 +20,7 @@ import msgspec
 
 from courseflow import config, credentials
 from courseflow.credentials import APP_USER, POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
-from courseflow.services import postgres, redis_cluster, redis_server
+from courseflow.services import postgres, redis_cluster, redis_server, replica
 from courseflow.services.postgres import FALLBACK_ROOT
 from courseflow.services.processes import START_TIMEOUT_S, STOP_TIMEOUT_S, ServicesError, free_port, lock, read_int
 from courseflow.services.redis_cluster import free_cluster_port
@@ -41,7 +42,7 @@ __all__ = [
     "up_cluster",
 ]
 
-Server = Literal["postgres", "redis", "redis-cluster"]
+Server = Literal["postgres", "redis", "redis-cluster", "replica"]
 
 
 class LocalServers(msgspec.Struct, frozen=True):
@@ -49,6 +50,8 @@ class LocalServers(msgspec.Struct, frozen=True):
     postgres_port: int
     redis_port: int
     credentials: Credentials
+    # Set when a read replica runs.
+    replica_port: int | None = None
 
     @property
     def credentials_file(self) -> Path:
@@ -57,6 +60,13 @@ class LocalServers(msgspec.Struct, frozen=True):
     @property
     def database_url(self) -> str:
         return config.local_database_url(self.postgres_port, self.credentials.postgres_app_password)
+
+    @property
+    def replica_database_url(self) -> str | None:
+        """The application's URL for the read replica: its role and password came over with the copy."""
+        if self.replica_port is None:
+            return None
+        return config.local_database_url(self.replica_port, self.credentials.postgres_app_password)
 
     @property
     def redis_url(self) -> str:
@@ -112,8 +122,10 @@ class LocalCluster(msgspec.Struct, frozen=True):
         return redis_cluster.pid(self.data_dir, port)
 
 
-def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
-    """Start what is not already running for `data_dir`. A running server keeps its port, which is returned."""
+def up(data_dir: Path, postgres_port: int, redis_port: int, replica_port: int | None = None) -> LocalServers:
+    """Start what is not already running for `data_dir`. A running server keeps its port, which is returned.
+
+    With `replica_port`, a read replica too (copied from the primary the first time)."""
     data_dir = data_dir.resolve()
     redis_bin, pg_bin = shutil.which("redis-server"), postgres.find_bindir()  # fail before starting anything
     if redis_bin is None:
@@ -127,7 +139,18 @@ def up(data_dir: Path, postgres_port: int, redis_port: int) -> LocalServers:
             raise ServicesError(str(exc)) from None
         actual_redis = redis_server.up(data_dir, redis_bin, redis_port, saved)
         actual_pg = postgres.up(data_dir, pg_bin, postgres_port, saved)
-    return LocalServers(data_dir=data_dir, postgres_port=actual_pg, redis_port=actual_redis, credentials=saved)
+        if replica_port is not None:
+            postgres.allow_replication(data_dir, actual_pg, saved)
+            actual_replica: int | None = replica.up(data_dir, pg_bin, replica_port, actual_pg, saved)
+        else:
+            actual_replica = replica.running_port(data_dir)
+    return LocalServers(
+        data_dir=data_dir,
+        postgres_port=actual_pg,
+        redis_port=actual_redis,
+        credentials=saved,
+        replica_port=actual_replica,
+    )
 
 
 def up_cluster(data_dir: Path, first_port: int) -> LocalCluster:
@@ -156,6 +179,8 @@ def down(data_dir: Path, only: Server | tuple[Server, ...] | None = None) -> Non
         with lock(data_dir):
             if chosen is None or "redis-cluster" in chosen:
                 redis_cluster.down(data_dir)
+            if chosen is None or "replica" in chosen:
+                replica.down(data_dir)
             if chosen is None or "redis" in chosen:
                 redis_server.down(data_dir)
             if chosen is None or "postgres" in chosen:
@@ -173,10 +198,13 @@ def status(data_dir: Path) -> dict[str, str]:
     except credentials.CredentialsError:
         saved = None
     result: dict[str, str] = {}
-    for name, port, answers in (
+    shown = [
         ("postgres", postgres.running_port(data_dir), postgres.answers),
         ("redis", redis_server.running_port(data_dir), redis_server.answers),
-    ):
+    ]
+    if replica.exists(data_dir) or replica.running_port(data_dir) is not None:
+        shown.append(("replica", replica.running_port(data_dir), postgres.answers))
+    for name, port, answers in shown:
         try:
             note = "" if port is None or answers(port, saved) else " (not answering)"
         except ServicesError:

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from courseflow import credentials
-from courseflow.credentials import APP_USER, POSTGRES_ADMIN_USER, Credentials
+from courseflow.credentials import APP_USER, POSTGRES_ADMIN_USER, REPLICATION_USER, Credentials
 from courseflow.services.processes import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -29,6 +29,10 @@ from courseflow.services.processes import (
 FALLBACK_ROOT = Path("/var/tmp")
 # The only way in: a SCRAM password over 127.0.0.1 (there is no unix socket).
 _HBA = "host all all 127.0.0.1/32 scram-sha-256\n"
+# Added once a replica is made (see services.replica): the replication role, by password, from 127.0.0.1 only.
+_HBA_REPLICATION = f"host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256\n"
+# Where each cluster lives under the data dir (or under its /var/tmp fallback home).
+PRIMARY = "postgres"
 
 
 def find_bindir() -> Path:
@@ -40,9 +44,9 @@ def find_bindir() -> Path:
     return Path(found).parent
 
 
-def running_port(data_dir: Path) -> int | None:
+def running_port(data_dir: Path, name: str = PRIMARY) -> int | None:
     try:
-        lines = ((data_dir / "postgres").resolve() / "postmaster.pid").read_text().splitlines()
+        lines = ((data_dir / name).resolve() / "postmaster.pid").read_text().splitlines()
         pid, port = int(lines[0]), int(lines[3])
     except (OSError, ValueError, IndexError):
         return None
@@ -50,8 +54,8 @@ def running_port(data_dir: Path) -> int | None:
 
 
 def up(data_dir: Path, bindir: Path, port: int, saved: Credentials) -> int:
-    user = _server_user()
-    pgdata = _prepare_pgdata(data_dir, user)
+    user = server_user()
+    pgdata = prepare_pgdata(data_dir, user)
     log = pgdata.parent / "postgres.log"
     if (pgdata / "PG_VERSION").exists() and _trusts(pgdata):
         raise ServicesError(passwordless(data_dir))  # e.g. a /var/tmp fallback cluster left by an older CourseFlow
@@ -63,17 +67,24 @@ def up(data_dir: Path, bindir: Path, port: int, saved: Credentials) -> int:
     check_port_free(port, "PostgreSQL")
     if not (pgdata / "PG_VERSION").exists():
         _initdb(bindir, pgdata, user, saved.postgres_admin_password)
-    log.touch()
-    if user is not None:
-        shutil.chown(log, user, user)
-    # No unix socket: its path is limited to 107 bytes, which deep clones exceed.
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=on"
-    options += " -c synchronous_commit=on -c max_connections=200"
-    pg_ctl = [str(bindir / "pg_ctl"), "start", "-w", "-t", str(int(START_TIMEOUT_S)), "-D", str(pgdata)]
-    run(_as_user(user, [*pg_ctl, "-l", str(log), "-o", options]), "pg_ctl start", log)
+    # A replica's slot keeps WAL for it while it is stopped, but never more than this.
+    start(bindir, pgdata, user, port, log, "-c max_slot_wal_keep_size=1GB")
     wait_until(lambda: answers(port, saved), START_TIMEOUT_S, "PostgreSQL to answer", log)
     _provision(port, saved)
     return port
+
+
+def start(bindir: Path, pgdata: Path, user: str | None, port: int, log: Path, options: str) -> None:
+    """Start the cluster in `pgdata` on 127.0.0.1:`port` with the settings every local cluster shares."""
+    log.touch()
+    if user is not None:
+        shutil.chown(log, user, user)
+    # No unix socket: its path is limited to 107 bytes, which deep clones exceed. A standby needs
+    # max_connections at least the primary's: both have the same.
+    common = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=on"
+    common += " -c synchronous_commit=on -c max_connections=200"
+    pg_ctl = [str(bindir / "pg_ctl"), "start", "-w", "-t", str(int(START_TIMEOUT_S)), "-D", str(pgdata)]
+    run(as_user(user, [*pg_ctl, "-l", str(log), "-o", f"{common} {options}"]), "pg_ctl start", log)
 
 
 def _initdb(bindir: Path, pgdata: Path, user: str | None, password: str) -> None:
@@ -86,7 +97,7 @@ def _initdb(bindir: Path, pgdata: Path, user: str | None, password: str) -> None
             shutil.chown(pwfile, user, user)
         initdb = [str(bindir / "initdb"), "-D", str(pgdata), "-U", POSTGRES_ADMIN_USER, f"--pwfile={pwfile}"]
         initdb += ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C"]
-        run(_as_user(user, initdb), "initdb", None)
+        run(as_user(user, initdb), "initdb", None)
     finally:
         os.unlink(pwfile)
     hba = pgdata / "pg_hba.conf"
@@ -97,7 +108,7 @@ def _initdb(bindir: Path, pgdata: Path, user: str | None, password: str) -> None
 
 def _provision(port: int, saved: Credentials) -> None:
     """The application's role owns its database (and so, in PostgreSQL 15, its public schema) and nothing more."""
-    with _admin_connection(port, saved) as conn:
+    with admin_connection(port, saved) as conn:
         # Sent as a SCRAM verifier: the password itself never reaches the server or its logs.
         verifier = conn.pgconn.encrypt_password(
             saved.postgres_app_password.encode(), APP_USER.encode(), b"scram-sha-256"
@@ -114,7 +125,29 @@ def _provision(port: int, saved: Credentials) -> None:
             )
 
 
-def _admin_connection(
+def allow_replication(data_dir: Path, port: int, saved: Credentials) -> None:
+    """The replication role (login and replication, nothing else) and its pg_hba line, in force at once."""
+    assert saved.postgres_replication_password is not None
+    with admin_connection(port, saved) as conn:
+        verifier = conn.pgconn.encrypt_password(
+            saved.postgres_replication_password.encode(), REPLICATION_USER.encode(), b"scram-sha-256"
+        ).decode()
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (REPLICATION_USER,)).fetchone()
+        conn.execute(
+            sql.SQL("{} role {} login replication password {} nosuperuser nocreatedb nocreaterole nobypassrls").format(
+                sql.SQL("alter" if exists else "create"), sql.Identifier(REPLICATION_USER), sql.Literal(verifier)
+            )
+        )
+        hba = (data_dir / PRIMARY).resolve() / "pg_hba.conf"
+        lines = hba.read_text()
+        if _HBA_REPLICATION not in lines:
+            owner = hba.stat()
+            credentials.write_private(hba, (lines + _HBA_REPLICATION).encode())
+            os.chown(hba, owner.st_uid, owner.st_gid)
+            conn.execute("select pg_reload_conf()")
+
+
+def admin_connection(
     port: int, saved: Credentials | None, timeout_s: int = 10
 ) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(
@@ -131,7 +164,7 @@ def _admin_connection(
 def answers(port: int, saved: Credentials | None) -> bool:
     """True once PostgreSQL answers the superuser; a refused password is an error, not a reason to wait."""
     try:
-        with _admin_connection(port, saved, timeout_s=2) as conn:
+        with admin_connection(port, saved, timeout_s=2) as conn:
             conn.execute("select 1")
         return True
     except psycopg.OperationalError as exc:
@@ -164,14 +197,14 @@ def passwordless(data_dir: Path) -> str:
     )
 
 
-def down(data_dir: Path) -> None:
-    if running_port(data_dir) is not None:
-        pgdata = str((data_dir / "postgres").resolve())
+def down(data_dir: Path, name: str = PRIMARY) -> None:
+    if running_port(data_dir, name) is not None:
+        pgdata = str((data_dir / name).resolve())
         pg_ctl = [str(find_bindir() / "pg_ctl"), "stop", "-w", "-t", str(int(STOP_TIMEOUT_S)), "-m", "fast"]
-        run(_as_user(_server_user(), [*pg_ctl, "-D", pgdata]), "pg_ctl stop", None)
+        run(as_user(server_user(), [*pg_ctl, "-D", pgdata]), "pg_ctl stop", None)
 
 
-def _server_user() -> str | None:
+def server_user() -> str | None:
     """PostgreSQL refuses to run as root: then use `postgres`, else a `courseflow` system user."""
     if os.geteuid() != 0:
         return None
@@ -185,8 +218,8 @@ def _server_user() -> str | None:
     return "courseflow"
 
 
-def _prepare_pgdata(data_dir: Path, user: str | None) -> Path:
-    link = data_dir / "postgres"
+def prepare_pgdata(data_dir: Path, user: str | None, name: str = PRIMARY) -> Path:
+    link = data_dir / name
     if link.is_symlink() and not link.exists():
         link.unlink()  # the fallback dir was removed (e.g. /var/tmp cleaned): start a fresh cluster
     if link.exists() or user is None:
@@ -201,7 +234,7 @@ def _prepare_pgdata(data_dir: Path, user: str | None) -> Path:
         if home.is_symlink() or home.stat().st_uid not in (0, pwd.getpwnam(user).pw_uid):
             raise ServicesError(f"refusing to use {home}: not a directory owned by root or {user}")
         shutil.chown(home, user, user)
-        pgdata = home / "postgres"
+        pgdata = home / name
     pgdata.mkdir(mode=0o700, exist_ok=True)
     shutil.chown(pgdata, user, user)
     if pgdata != link:
@@ -209,5 +242,5 @@ def _prepare_pgdata(data_dir: Path, user: str | None) -> Path:
     return pgdata
 
 
-def _as_user(user: str | None, args: list[str]) -> list[str]:
+def as_user(user: str | None, args: list[str]) -> list[str]:
     return args if user is None else ["runuser", "-u", user, "--", *args]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import subprocess
 import time
@@ -44,8 +45,12 @@ def check_port_free(port: int, what: str) -> None:
 
 
 def run(args: list[str], what: str, log: Path | None, env: Mapping[str, str] | None = None) -> None:
+    """`env`: variables added to ours, for what must not be on a command line (`ps` shows it to everyone)."""
     # cwd="/": the server user may not be allowed into the caller's working directory.
-    proc = subprocess.run(args, cwd="/", env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    environment = None if env is None else {**os.environ, **env}
+    proc = subprocess.run(
+        args, cwd="/", capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False, env=environment
+    )
     if proc.returncode != 0:
         raise ServicesError(f"{what} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}{tail(log)}")
 
