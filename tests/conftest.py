@@ -157,7 +157,15 @@ def replica(servers: Servers) -> Iterator[Replica]:
 
 
 def reset(servers: Servers) -> None:
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+    reset_database(servers.database_url)
+    # FLUSHDB is the admin's: the application's Redis user may not run it.
+    with redis.Redis.from_url(servers.admin_redis_url) as client:
+        client.flushdb()
+
+
+def reset_database(database_url: str) -> None:
+    """No events, requests, courses or read-model rows; no worker holding a partition."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
             " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
@@ -166,9 +174,6 @@ def reset(servers: Servers) -> None:
         # Leases of workers an earlier test killed would keep their partitions from this test's workers.
         conn.execute("UPDATE partition_leases SET owner = NULL, expires_at = '-infinity'")
         conn.execute("DELETE FROM workers")
-    # FLUSHDB is the admin's: the application's Redis user may not run it.
-    with redis.Redis.from_url(servers.admin_redis_url) as client:
-        client.flushdb()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ admin's, used here, and the application's, which may not reconfigure, flush or s
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -130,13 +132,7 @@ def up(data_dir: Path, postgres_port: int, redis_port: int, replica_port: int | 
     redis_bin, pg_bin = shutil.which("redis-server"), postgres.find_bindir()  # fail before starting anything
     if redis_bin is None:
         raise ServicesError("redis-server not found on PATH; install it: apt-get install -y redis-server")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with lock(data_dir):
-        _refuse_passwordless(data_dir)
-        try:
-            saved = credentials.load_or_create(data_dir)
-        except credentials.CredentialsError as exc:
-            raise ServicesError(str(exc)) from None
+    with _locked_credentials(data_dir) as saved:
         actual_redis = redis_server.up(data_dir, redis_bin, redis_port, saved)
         actual_pg = postgres.up(data_dir, pg_bin, postgres_port, saved)
         if replica_port is not None:
@@ -153,13 +149,9 @@ def up(data_dir: Path, postgres_port: int, redis_port: int, replica_port: int | 
     )
 
 
-def up_cluster(data_dir: Path, first_port: int) -> LocalCluster:
-    """Start the local Redis Cluster's nodes on `first_port` and the five after it (or, once created, on the
-    ports it was created with), or whichever of its nodes are not running; wait until it serves every slot."""
-    data_dir = data_dir.resolve()
-    redis_bin, cli_bin = shutil.which("redis-server"), shutil.which("redis-cli")
-    if redis_bin is None or cli_bin is None:
-        raise ServicesError("redis-server not found on PATH; install it: apt-get install -y redis-server")
+@contextmanager
+def _locked_credentials(data_dir: Path) -> Iterator[Credentials]:
+    """Hold the data dir's lock, with its credentials (made on first use), while servers start."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with lock(data_dir):
         _refuse_passwordless(data_dir)
@@ -167,6 +159,17 @@ def up_cluster(data_dir: Path, first_port: int) -> LocalCluster:
             saved = credentials.load_or_create(data_dir)
         except credentials.CredentialsError as exc:
             raise ServicesError(str(exc)) from None
+        yield saved
+
+
+def up_cluster(data_dir: Path, first_port: int) -> LocalCluster:
+    """Start the local Redis Cluster's nodes on `first_port` and the five after it (or, once created, on the
+    ports it was created with), or whichever of its nodes are not running; wait until it serves every slot."""
+    data_dir = data_dir.resolve()
+    redis_bin, cli_bin = shutil.which("redis-server"), shutil.which("redis-cli")
+    if redis_bin is None or cli_bin is None:
+        raise ServicesError("redis-server not found on PATH; install it: apt-get install -y redis-server")
+    with _locked_credentials(data_dir) as saved:
         ports = redis_cluster.up(data_dir, redis_bin, cli_bin, first_port, saved)
     return LocalCluster(data_dir=data_dir, ports=tuple(ports), credentials=saved)
 

@@ -109,35 +109,31 @@ def _initdb(bindir: Path, pgdata: Path, user: str | None, password: str) -> None
 def _provision(port: int, saved: Credentials) -> None:
     """The application's role owns its database (and so, in PostgreSQL 15, its public schema) and nothing more."""
     with admin_connection(port, saved) as conn:
-        # Sent as a SCRAM verifier: the password itself never reaches the server or its logs.
-        verifier = conn.pgconn.encrypt_password(
-            saved.postgres_app_password.encode(), APP_USER.encode(), b"scram-sha-256"
-        ).decode()
-        exists = conn.execute("select 1 from pg_roles where rolname = %s", (APP_USER,)).fetchone()
-        conn.execute(
-            sql.SQL(
-                "{} role {} login password {} nosuperuser nocreatedb nocreaterole noreplication nobypassrls"
-            ).format(sql.SQL("alter" if exists else "create"), sql.Identifier(APP_USER), sql.Literal(verifier))
-        )
+        _ensure_role(conn, APP_USER, saved.postgres_app_password, "noreplication")
         if conn.execute("select 1 from pg_database where datname = %s", (APP_USER,)).fetchone() is None:
             conn.execute(
                 sql.SQL("create database {} owner {}").format(sql.Identifier(APP_USER), sql.Identifier(APP_USER))
             )
 
 
+def _ensure_role(conn: psycopg.Connection[tuple[object, ...]], user: str, password: str, replication: str) -> None:
+    """Create or update a login role with this password, no superuser or other powers; `replication` is
+    "replication" or "noreplication"."""
+    # Sent as a SCRAM verifier: the password itself never reaches the server or its logs.
+    verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256").decode()
+    exists = conn.execute("select 1 from pg_roles where rolname = %s", (user,)).fetchone()
+    conn.execute(
+        sql.SQL("{} role {} login {} password {} nosuperuser nocreatedb nocreaterole nobypassrls").format(
+            sql.SQL("alter" if exists else "create"), sql.Identifier(user), sql.SQL(replication), sql.Literal(verifier)
+        )
+    )
+
+
 def allow_replication(data_dir: Path, port: int, saved: Credentials) -> None:
     """The replication role (login and replication, nothing else) and its pg_hba line, in force at once."""
     assert saved.postgres_replication_password is not None
     with admin_connection(port, saved) as conn:
-        verifier = conn.pgconn.encrypt_password(
-            saved.postgres_replication_password.encode(), REPLICATION_USER.encode(), b"scram-sha-256"
-        ).decode()
-        exists = conn.execute("select 1 from pg_roles where rolname = %s", (REPLICATION_USER,)).fetchone()
-        conn.execute(
-            sql.SQL("{} role {} login replication password {} nosuperuser nocreatedb nocreaterole nobypassrls").format(
-                sql.SQL("alter" if exists else "create"), sql.Identifier(REPLICATION_USER), sql.Literal(verifier)
-            )
-        )
+        _ensure_role(conn, REPLICATION_USER, saved.postgres_replication_password, "replication")
         hba = (data_dir / PRIMARY).resolve() / "pg_hba.conf"
         lines = hba.read_text()
         if _HBA_REPLICATION not in lines:

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import quote
 
-import psycopg
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
 from courseflow import services
 from courseflow.config import Settings
-from tests.conftest import Servers, serving_api
+from tests.conftest import Servers, reset_database, serving_api
 
 
 def cluster_client(cluster: services.LocalCluster, admin: bool = False) -> RedisCluster:
@@ -36,14 +35,7 @@ def cluster_env(cluster: services.LocalCluster) -> dict[str, str]:
 
 
 def reset_cluster(servers: Servers, cluster: services.LocalCluster) -> None:
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
-            " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
-        )
-        conn.execute("UPDATE projection_checkpoints SET position = 0")
-        conn.execute("UPDATE partition_leases SET owner = NULL, expires_at = '-infinity'")
-        conn.execute("DELETE FROM workers")
+    reset_database(servers.database_url)
     with cluster_client(cluster, admin=True) as admin:
         admin.flushall(target_nodes=RedisCluster.PRIMARIES)
 
