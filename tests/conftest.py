@@ -111,7 +111,7 @@ def reset(servers: Servers) -> None:
             "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
             " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
         )
-        conn.execute("UPDATE projection_checkpoints SET position = 0")
+        conn.execute("UPDATE projection_checkpoints SET txid = '0', position = 0")
     # FLUSHDB is the admin's: the application's Redis user may not run it.
     with redis.Redis.from_url(servers.admin_redis_url) as client:
         client.flushdb()
