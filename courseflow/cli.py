@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
     projector = commands.add_parser("projector", help="keep the read models current from the event log")
     projector.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
-    rebuild = commands.add_parser("rebuild", help="rebuild read models from position 0 while serving, then switch")
+    rebuild = commands.add_parser(
+        "rebuild", help="rebuild read models from the start of the event log while serving, then switch"
+    )
     rebuild.add_argument(
         "--projection", action="append", choices=sorted(PROJECTIONS), help="only this one (repeatable)"
     )

@@ -14,7 +14,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from starlette.testclient import TestClient
 
-from courseflow import events, migrations, store
+from courseflow import check, events, migrations, store
 from courseflow.api import history
 from courseflow.api.feed import Feed
 from courseflow.config import Settings
@@ -121,6 +121,20 @@ def test_transaction_ids_are_ordered_as_numbers(db: Conn) -> None:
         assert [(r.txid, r.position) for r in log.read(START, 10)] == [(9, 2), (10, 1)]
         assert log.end() == Checkpoint(10, 1)
         assert _positions(log.read(Checkpoint(9, 2), 10)) == [1]
+
+
+def test_check_names_a_log_ahead_of_the_servers_transaction_ids(settings: Settings, db: Conn) -> None:
+    """A dump restored into a new cluster: the server's transaction ids start below the log's."""
+    _insert(db, 1)
+    assert _finding(settings).ok
+    _insert(db, 2, txid=2**40)
+    finding = _finding(settings)
+    assert not finding.ok and "pg_resetwal --epoch" in finding.detail
+
+
+def _finding(settings: Settings) -> check.Finding:
+    (found,) = [f for f in check.run(settings) if f.check == "the log's transaction ids are behind the server's"]
+    return found
 
 
 class CountingSteps(Projector):

@@ -3,8 +3,8 @@
 Every append runs pg_notify inside its transaction, so at each COMMIT the listener wakes, reads what follows
 its checkpoint in the log (eventlog: in batches, never skipping an event committed late) and hands each event
 to the subscriptions of its request and of its stream. Events held back by an older transaction still open
-are looked for again soon, as that transaction may end without a NOTIFY. Each subscription buffers a bounded number of
-items: one that falls that far behind is ended, its client resuming from the last id it got, and
+are looked for again soon, as that transaction may end without a NOTIFY. Each subscription buffers a bounded
+number of items: one that falls that far behind is ended, its client resuming from the last id it got, and
 nobody else waits for it. Timers (queue places, course counts) run once per process for everyone.
 """
 
