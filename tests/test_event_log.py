@@ -61,9 +61,14 @@ def test_an_event_committed_late_is_read_by_no_reader_until_it_can_no_longer_be_
 ) -> None:
     """Transaction A appends and stays open; B appends after it and commits. Nobody may read B before A."""
     projector = Projector(settings.database_url)  # stepped by hand
-    with psycopg.connect(settings.database_url) as first, psycopg.connect(settings.database_url) as second:
+    # B's append must not wait for A's COMMIT (no global append lock): a wait fails it rather than hanging.
+    impatient = "-c lock_timeout=5s"
+    with (
+        psycopg.connect(settings.database_url) as first,
+        psycopg.connect(settings.database_url, options=impatient) as second,
+    ):
         _create(first, 1)
-        _create(second, 2)  # did not wait for A: appends take no global lock
+        _create(second, 2)
         second.commit()
         assert projector.step(db) == 0
         assert _projected(db) == []
