@@ -35,6 +35,7 @@ def run(settings: Settings) -> list[Finding]:
             _seats_match_the_events(db),
             _capacity_respected(db),
             _waitlists_match_the_events(db),
+            _transaction_ids_in_the_past(db),
             _read_models_equal_replay(settings),
         ]
 
@@ -154,7 +155,9 @@ def _waitlists_match_the_events(db: psycopg.Connection[tuple[object, ...]]) -> F
 
 
 def _capacity_respected(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
-    """Over capacity only after capacity was lowered below the seats, with no grant since."""
+    """Over capacity only after capacity was lowered below the seats, with no grant since.
+
+    Positions order one course's events: they are appended under its row lock."""
     over = db.execute(
         "SELECT c.course_id, c.seats_taken, c.capacity FROM courses c WHERE c.seats_taken > c.capacity AND EXISTS ("
         " SELECT 1 FROM events g WHERE g.stream = 'course-' || c.course_id"
@@ -163,6 +166,22 @@ def _capacity_respected(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
     ).fetchall()
     detail = "; ".join(f"course {cid}: {seats} seats > capacity {cap}" for cid, seats, cap in over[:5])
     return Finding("no course over capacity", not over, detail or "every course within capacity")
+
+
+def _transaction_ids_in_the_past(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+    """Every event's transaction id is below the server's next one: else readers, which follow the log in
+    transaction id order, would never reach what is appended now (a dump restored into a new cluster)."""
+    row = db.execute(
+        "SELECT txid::text, pg_snapshot_xmax(pg_current_snapshot())::text FROM events ORDER BY events.txid DESC LIMIT 1"
+    ).fetchone()
+    ahead = row is not None and int(str(row[0])) >= int(str(row[1]))
+    detail = (
+        f"the log holds transaction id {row[0]}, the server is at {row[1]}: new events would sort before it;"
+        " raise the server's transaction id epoch (pg_resetwal --epoch) above the log's"
+        if ahead and row is not None
+        else "every event sorts before what is appended now"
+    )
+    return Finding("the log's transaction ids are behind the server's", not ahead, detail)
 
 
 def _read_models_equal_replay(settings: Settings) -> Finding:

@@ -16,6 +16,7 @@ import psycopg
 
 from courseflow import auth, check, deadletters, logs, migrations, payloads, services, store, tracing
 from courseflow.config import Settings
+from courseflow.eventlog import START, EventLog
 from courseflow.partitions import PartitionCountMismatch
 from courseflow.supervisor import Supervisor
 from projections import PROJECTIONS
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     projector = commands.add_parser("projector", help="keep the read models current from the event log")
     projector.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
-    rebuild = commands.add_parser("rebuild", help="rebuild read models from position 0 while serving, then switch")
+    rebuild = commands.add_parser(
+        "rebuild", help="rebuild read models from the start of the event log while serving, then switch"
+    )
     rebuild.add_argument(
         "--projection", action="append", choices=sorted(PROJECTIONS), help="only this one (repeatable)"
     )
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 _serve_metrics(settings, args.metrics_port)
                 return _projector(settings)
             case "rebuild":
-                print(f"rebuilt up to position {rebuild_read_models(settings.database_url, args.projection)}")
+                print(f"rebuilt up to position {rebuild_read_models(settings.database_url, args.projection).position}")
                 return 0
             case "history":
                 return _history(settings, args.course, args.student)
@@ -261,13 +264,13 @@ def _fresh_metrics_dir(settings: Settings, env: dict[str, str]) -> Path:
 
 def _history(settings: Settings, course_id: int | None, student_id: int | None) -> int:
     stream = None if course_id is None else store.course_stream(course_id)
-    after = 0
+    after = START
     with psycopg.connect(settings.database_url, autocommit=True) as conn, conn.cursor() as cur:
-        while page := store.read_events(cur, after, 1000, stream=stream, student_id=student_id):
+        while page := EventLog(cur).read(after, 1000, stream=stream, student_id=student_id):
             for r in page:
                 data = msgspec.json.encode(msgspec.to_builtins(r.event)).decode()
                 print(f"{r.position:>8}  {r.recorded_at:%Y-%m-%d %H:%M:%S.%f}  {r.stream}#{r.stream_version}  {data}")
-            after = page[-1].position
+            after = page[-1].checkpoint
     return 0
 
 

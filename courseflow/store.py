@@ -14,8 +14,7 @@ from courseflow import events
 from courseflow.domain import STATUS_AFTER, CourseState, Holding, Pending, RequestStatus
 from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered
 
-# Serialises event appends from here to COMMIT, so positions become visible in order (see append).
-_APPEND_LOCK = 0x65766E74
+# Every append wakes the log's followers (the projector, each API process's live feed) at its COMMIT.
 NOTIFY_CHANNEL = "courseflow_events"
 
 Conn = psycopg.Connection[TupleRow]
@@ -38,10 +37,10 @@ class Appended(msgspec.Struct, frozen=True):
 def append(cur: Cursor, batches: Sequence[Appended]) -> list[int]:
     """Append events to their streams in one COPY; returns each stream's new version.
 
-    The advisory lock is held until COMMIT, so no transaction commits a lower position after a
-    reader has seen a higher one: `position > checkpoint` never skips an event committed late.
+    Appends from different transactions do not wait for each other: each event records its transaction
+    (the `txid` column's default), which is how readers never skip one committed late (see eventlog).
     """
-    _serialise_appends(cur)
+    _wake_followers(cur)
     versions = []
     with cur.copy("COPY events (stream, stream_version, type, data, metadata) FROM STDIN") as copy:
         for batch in batches:
@@ -54,21 +53,28 @@ def append(cur: Cursor, batches: Sequence[Appended]) -> list[int]:
     return versions
 
 
-def _serialise_appends(cur: Cursor) -> None:
-    cur.execute("SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')", (_APPEND_LOCK, NOTIFY_CHANNEL))
+def _wake_followers(cur: Cursor) -> None:
+    cur.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
 
 
 DEAD_LETTER_STREAM = "dead-letters"
+# The dead-letter stream has no row to lock for its next version: this lock stands in, for that stream only.
+_DEAD_LETTER_LOCK = 0x646C7472
 
 
 def record_dead_letter(conn: Conn, event: RequestDeadLettered) -> None:
-    """Append the dead-lettering of a stream entry, once per entry (a repeat after a crash is a no-op)."""
+    """Append the dead-lettering of a stream entry, once per entry (a repeat after a crash is a no-op).
+
+    Entries dead-lettered at the same time each get the stream's next version: they take turns on a lock
+    of this stream alone, and the version is read only once it is held.
+    """
     with conn.transaction(), conn.cursor() as cur:
-        _serialise_appends(cur)
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DEAD_LETTER_LOCK,))
+        _wake_followers(cur)
         cur.execute(
             "INSERT INTO events (stream, stream_version, type, data)"
             " SELECT %(s)s, coalesce(max(stream_version), 0) + 1, %(type)s, %(data)s FROM events WHERE stream = %(s)s"
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT ((data ->> 'entry_id')) WHERE type = 'RequestDeadLettered' DO NOTHING",
             {"s": DEAD_LETTER_STREAM, "type": events.type_name(event), "data": events.encode(event).decode()},
         )
 
@@ -300,46 +306,6 @@ def save_course(cur: Cursor, after: CourseState, version: int) -> None:
             after.course_id,
         ),
     )
-
-
-class Recorded(msgspec.Struct, frozen=True):
-    """An event as stored: its global position, its stream and when it was recorded."""
-
-    position: int
-    stream: str
-    stream_version: int
-    recorded_at: datetime
-    event: Event
-
-
-def read_events(
-    cur: Cursor,
-    after: int,
-    limit: int,
-    stream: str | None = None,
-    student_id: int | None = None,
-    request_id: str | None = None,
-) -> list[Recorded]:
-    """Events after a global position, in order; optionally of one stream, one student or one request only.
-
-    A request's events are found among its student's (the `events_by_student` index): give both ids.
-    """
-    if request_id is not None and student_id is None:
-        raise ValueError("a request's events are read with its student's id")
-    # Only the filters given, so each combination is its own statement with its own plan (no `IS NULL OR`).
-    where = ["position > %(after)s"]
-    if stream is not None:
-        where.append("stream = %(stream)s")
-    if student_id is not None:
-        where.append("data ? 'student_id' AND (data ->> 'student_id')::bigint = %(student)s")
-    if request_id is not None:
-        where.append("data ->> 'request_id' = %(request)s")
-    cur.execute(
-        "SELECT position, stream, stream_version, recorded_at, data::text FROM events"
-        f" WHERE {' AND '.join(where)} ORDER BY position LIMIT %(limit)s",
-        {"after": after, "limit": limit, "stream": stream, "student": student_id, "request": request_id},
-    )
-    return [Recorded(pos, s, v, at, events.decode(data)) for pos, s, v, at, data in cur.fetchall()]
 
 
 # A waitlisted request's live place: those of its course ranking ahead of it, by priority then arrival.

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from psycopg import sql
 
-from courseflow.store import Cursor, Recorded
+from courseflow.eventlog import Recorded
+from courseflow.store import Cursor
 
 
 class Projection:

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from courseflow import store, tracing
 from courseflow.backoff import Backoff
+from courseflow.eventlog import START, Checkpoint, EventLog, Recorded
 from courseflow.metrics import PROJECTED_EVENTS, PROJECTION_LAG
 from projections import PROJECTIONS
 from projections.base import Projection, live_tables
@@ -24,10 +25,10 @@ BATCH = 1000
 def apply_batch(
     cur: store.Cursor,
     projections: Iterable[Projection],
-    checkpoints: dict[str, int],
+    checkpoints: dict[str, Checkpoint],
     tables: Mapping[str, Mapping[str, sql.Identifier]] | None = None,
-    until: Mapping[str, int] | None = None,
-    read_into: list[store.Recorded] | None = None,
+    until: Mapping[str, Checkpoint] | None = None,
+    read_into: list[Recorded] | None = None,
 ) -> int:
     """Apply the next batch of events after each projection's checkpoint, and up to `until` if given.
 
@@ -38,7 +39,7 @@ def apply_batch(
     active = [p for p in projections if until is None or checkpoints[p.name] < until[p.name]]
     if not active:
         return 0
-    batch = store.read_events(cur, min(checkpoints[p.name] for p in active), BATCH)
+    batch = EventLog(cur).read(min(checkpoints[p.name] for p in active), BATCH)
     if read_into is not None:
         read_into += batch
     applied = 0
@@ -48,16 +49,18 @@ def apply_batch(
             target = live_tables(projection) if tables is None else tables[projection.name]
             stop = None if until is None else until[projection.name]
             unapplied = [
-                r for r in batch if r.position > checkpoints[projection.name] and (stop is None or r.position <= stop)
+                r
+                for r in batch
+                if r.checkpoint > checkpoints[projection.name] and (stop is None or r.checkpoint <= stop)
             ]
             if unapplied:
                 projection.apply_all(cur, unapplied, target)
-                checkpoints[projection.name] = unapplied[-1].position
+                checkpoints[projection.name] = unapplied[-1].checkpoint
                 applied += len(unapplied)
     return applied
 
 
-def _observe(projected: list[store.Recorded]) -> None:
+def _observe(projected: list[Recorded]) -> None:
     """After COMMIT: each event is in the read models now, this long after its own commit."""
     if not projected:
         return
@@ -67,18 +70,27 @@ def _observe(projected: list[store.Recorded]) -> None:
         PROJECTION_LAG.observe(max(0.0, (now - recorded.recorded_at).total_seconds()))
 
 
-def lock_checkpoints(cur: store.Cursor, names: Iterable[str]) -> dict[str, int]:
-    """Lock the named checkpoints: whoever else projects into those read models waits until COMMIT."""
+def read_checkpoints(cur: store.Cursor, names: Iterable[str], lock: bool = True) -> dict[str, Checkpoint]:
+    """The named checkpoints; locked by default: whoever else projects into those read models waits until COMMIT."""
     cur.execute(
-        "SELECT name, position FROM projection_checkpoints WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+        "SELECT name, txid::text, position FROM projection_checkpoints WHERE name = ANY(%s) ORDER BY name"
+        + (" FOR UPDATE" if lock else ""),
         (sorted(names),),
     )
-    return dict(cur.fetchall())
+    return {name: Checkpoint(int(txid), position) for name, txid, position in cur.fetchall()}
 
 
-def save_checkpoints(cur: store.Cursor, checkpoints: Mapping[str, int]) -> None:
-    for name, position in checkpoints.items():
-        cur.execute("UPDATE projection_checkpoints SET position = %s WHERE name = %s", (position, name))
+def save_checkpoints(cur: store.Cursor, checkpoints: Mapping[str, Checkpoint]) -> None:
+    for name, at in checkpoints.items():
+        cur.execute(
+            "UPDATE projection_checkpoints SET txid = %s::xid8, position = %s WHERE name = %s",
+            (str(at.txid), at.position, name),
+        )
+
+
+def slowest(cur: store.Cursor) -> Checkpoint:
+    """The checkpoint of the read model furthest behind."""
+    return min(read_checkpoints(cur, PROJECTIONS, lock=False).values(), default=START)
 
 
 class Projector:
@@ -90,9 +102,9 @@ class Projector:
     def step(self, conn: store.Conn) -> int:
         """One transaction: the next batch of events into every read model; returns how many were read."""
         started = tracing.now_ns()
-        projected: list[store.Recorded] = []
+        projected: list[Recorded] = []
         with conn.transaction(), conn.cursor() as cur:
-            checkpoints = lock_checkpoints(cur, (p.name for p in self.projections))
+            checkpoints = read_checkpoints(cur, (p.name for p in self.projections))
             read = apply_batch(cur, self.projections, checkpoints, read_into=projected)
             if read:
                 save_checkpoints(cur, checkpoints)
@@ -101,6 +113,11 @@ class Projector:
             # A span only for a batch that applied events, after its COMMIT: idle polls would be most of them.
             tracing.record("project events", started, {"db.system.name": "postgresql", "courseflow.applied": read})
         return read
+
+    def _unread(self, conn: store.Conn) -> bool:
+        with conn.cursor() as cur:
+            checkpoints = read_checkpoints(cur, (p.name for p in self.projections), lock=False)
+            return EventLog(cur).unread_after(min(checkpoints.values(), default=START))
 
     def catch_up(self, conn: store.Conn) -> None:
         while self.step(conn) and not self.stop.is_set():
@@ -118,7 +135,12 @@ class Projector:
                 self.stop.wait(delay)
 
     def _follow(self, idle_wait_s: float, backoff: Backoff) -> None:
-        """Catch up, then sleep until the NOTIFY every append sends (or a timeout, as a fallback)."""
+        """Catch up, then sleep until the NOTIFY every append sends (or a timeout, as a fallback).
+
+        Events still unread (held back by an older transaction still open) are looked for again soon: that
+        transaction may end without a NOTIFY.
+        """
+        held = Backoff(base_s=0.005, cap_s=idle_wait_s)
         with (
             psycopg.connect(self.database_url, autocommit=True) as conn,
             psycopg.connect(self.database_url, autocommit=True) as listener,
@@ -127,5 +149,10 @@ class Projector:
             backoff.reset()
             while not self.stop.is_set():
                 self.catch_up(conn)
-                for _ in listener.notifies(timeout=idle_wait_s, stop_after=1):
+                if not self._unread(conn):
+                    held.reset()
+                    wait = idle_wait_s
+                else:
+                    wait = held.next_delay()
+                for _ in listener.notifies(timeout=wait, stop_after=1):
                     pass

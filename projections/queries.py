@@ -6,7 +6,9 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from courseflow.eventlog import EventLog
 from courseflow.store import Conn, readable
+from projections.projector import slowest
 
 _COURSE = (
     "SELECT s.course_id, s.title, s.capacity, s.seats_taken, s.waitlist_length,"
@@ -87,8 +89,5 @@ def student_enrollments(conn: Conn, student_id: int) -> list[dict[str, Any]]:
 
 def lag(conn: Conn) -> int:
     """How many events the slowest projection is behind."""
-    row = conn.execute(
-        "SELECT coalesce((SELECT max(position) FROM events), 0) - coalesce(min(position), 0)"
-        " FROM projection_checkpoints"
-    ).fetchone()
-    return int(row[0]) if row else 0
+    with conn.cursor() as cur:
+        return EventLog(cur).behind(slowest(cur))

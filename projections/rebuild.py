@@ -1,4 +1,4 @@
-"""Replay read models from position 0 into fresh tables: to rebuild them, or to check the live ones."""
+"""Replay read models from the start of the log into fresh tables: to rebuild them, or to check the live ones."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import psycopg
 from psycopg import sql
 
 from courseflow import store
+from courseflow.eventlog import START, Checkpoint
 from projections import PROJECTIONS
 from projections.base import Projection
-from projections.projector import apply_batch, lock_checkpoints, save_checkpoints
+from projections.projector import apply_batch, read_checkpoints, save_checkpoints
 
 log = logging.getLogger("courseflow.rebuild")
 
@@ -24,13 +25,15 @@ def _selected(names: Iterable[str] | None) -> list[Projection]:
     return [PROJECTIONS[n] for n in (names or PROJECTIONS)]
 
 
-def _replay(conn: store.Conn, projections: list[Projection], until: dict[str, int] | None = None) -> dict[str, int]:
-    """Fresh copies of the tables, filled from position 0 up to `until` or the end of the log as it is now."""
+def _replay(
+    conn: store.Conn, projections: list[Projection], until: dict[str, Checkpoint] | None = None
+) -> dict[str, Checkpoint]:
+    """Fresh copies of the tables, filled from the start of the log up to `until` or its readable end as it is now."""
     for table in (t for p in projections for t in p.tables):
         shadow = sql.Identifier(_shadow(table))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(shadow))
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(shadow, sql.Identifier(table)))
-    checkpoints = dict.fromkeys((p.name for p in projections), 0)
+    checkpoints = dict.fromkeys((p.name for p in projections), START)
     while True:  # one transaction per batch, no lock on anything live
         with conn.transaction(), conn.cursor() as cur:
             if not apply_batch(cur, projections, checkpoints, _shadow_tables(projections), until):
@@ -41,17 +44,17 @@ def _shadow_tables(projections: list[Projection]) -> dict[str, dict[str, sql.Ide
     return {p.name: {t: sql.Identifier(_shadow(t)) for t in p.tables} for p in projections}
 
 
-def rebuild(database_url: str, names: Iterable[str] | None = None) -> int:
+def rebuild(database_url: str, names: Iterable[str] | None = None) -> Checkpoint:
     """Rebuild the named read models while the live ones serve, then swap them in.
 
-    Returns the position the rebuilt read models are at. The live projector pauses only for the
-    switch-over, which also applies whatever was appended during the replay.
+    Returns the place in the log the rebuilt read models are at. The live projector pauses only for the
+    switch-over, which also applies whatever became readable during the replay.
     """
     projections = _selected(names)
     with psycopg.connect(database_url, autocommit=True) as conn:
         checkpoints = _replay(conn, projections)
         with conn.transaction(), conn.cursor() as cur:
-            lock_checkpoints(cur, checkpoints)
+            read_checkpoints(cur, checkpoints)
             while apply_batch(cur, projections, checkpoints, _shadow_tables(projections)):
                 pass
             for table in (t for p in projections for t in p.tables):
@@ -60,9 +63,9 @@ def rebuild(database_url: str, names: Iterable[str] | None = None) -> int:
                 cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(shadow, live))
                 cur.execute(sql.SQL("DROP TABLE {}").format(old))
             save_checkpoints(cur, checkpoints)
-    position = max(checkpoints.values(), default=0)
-    log.info("rebuilt %s up to position %d", ", ".join(checkpoints), position)
-    return position
+    at = max(checkpoints.values(), default=START)
+    log.info("rebuilt %s up to position %d (transaction %d)", ", ".join(checkpoints), at.position, at.txid)
+    return at
 
 
 def differences(database_url: str, names: Iterable[str] | None = None) -> dict[str, int]:
@@ -74,14 +77,12 @@ def differences(database_url: str, names: Iterable[str] | None = None) -> dict[s
     with psycopg.connect(database_url, autocommit=True) as conn:
         with conn.cursor() as cur:
             # Checkpoints only move forward: replaying up to where they stand now never overtakes them.
-            cur.execute(
-                "SELECT name, position FROM projection_checkpoints WHERE name = ANY(%s)",
-                ([p.name for p in projections],),
+            checkpoints = _replay(
+                conn, projections, until=read_checkpoints(cur, (p.name for p in projections), lock=False)
             )
-            checkpoints = _replay(conn, projections, until=dict(cur.fetchall()))
         result: dict[str, int] = {}
         with conn.transaction(), conn.cursor() as cur:
-            live = lock_checkpoints(cur, checkpoints)
+            live = read_checkpoints(cur, checkpoints)
             while apply_batch(cur, projections, checkpoints, _shadow_tables(projections), until=live):
                 pass
             for table in (t for p in projections for t in p.tables):

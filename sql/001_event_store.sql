@@ -1,6 +1,6 @@
 -- The append-only event log: the single source of truth every number is rebuilt from.
--- Appends are serialised by a transaction-scoped advisory lock (see courseflow/store.py), so
--- positions become visible in order and a reader of `position > checkpoint` never skips one.
+-- Readers follow it in (transaction id, position) order, below the oldest open transaction, so
+-- appends need not wait for each other (005_concurrent_appends.sql, courseflow/eventlog.py).
 CREATE TABLE events (
     position       bigserial   PRIMARY KEY,
     stream         text        NOT NULL,

@@ -170,7 +170,7 @@ def reset_database(database_url: str) -> None:
             "TRUNCATE events, enrollment_requests, courses, course_seats, waitlist_entries, enrollments,"
             " enrollment_counters, student_priorities RESTART IDENTITY CASCADE"
         )
-        conn.execute("UPDATE projection_checkpoints SET position = 0")
+        conn.execute("UPDATE projection_checkpoints SET txid = '0', position = 0")
         # Leases of workers an earlier test killed would keep their partitions from this test's workers.
         conn.execute("UPDATE partition_leases SET owner = NULL, expires_at = '-infinity'")
         conn.execute("DELETE FROM workers")

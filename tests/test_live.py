@@ -28,6 +28,7 @@ from websockets.typing import Subprotocol
 from courseflow import services, store
 from courseflow.api.feed import APPLICATION_NAME, Ended, Feed
 from courseflow.config import Settings
+from courseflow.eventlog import Checkpoint, Recorded, Tail
 from courseflow.events import CapacityChanged
 from courseflow.problems import ShuttingDown
 from projections.projector import Projector
@@ -392,12 +393,12 @@ def test_a_student_holds_a_bounded_share_of_streams_each_ending_with_its_token(
     asyncio.run(scenario())
 
 
-def _changed(position: int, course_id: int = 1) -> store.Recorded:
+def _changed(position: int, course_id: int = 1) -> Recorded:
     event = CapacityChanged(course_id=course_id, capacity=position, previous=position - 1)
-    return store.Recorded(position, store.course_stream(course_id), position, datetime.now(UTC), event)
+    return Recorded(position, position, store.course_stream(course_id), position, datetime.now(UTC), event)
 
 
-async def _nothing_read(after: int, limit: int) -> list[store.Recorded]:
+async def _nothing_read(after: Checkpoint, limit: int) -> Tail:
     raise AssertionError("the fan-out reads nothing itself")
 
 
@@ -409,14 +410,14 @@ def test_a_subscriber_that_falls_behind_is_ended_while_the_others_keep_receiving
         for position in range(1, 11):
             feed.dispatch([_changed(position)])
             item = await asyncio.wait_for(fast.next(), 5)
-            assert isinstance(item, store.Recorded)
+            assert isinstance(item, Recorded)
             received.append(item.position)
         assert received == list(range(1, 11))
         # Three items behind was still fine; the fourth ended it, and what it had buffered is dropped.
         assert await asyncio.wait_for(slow.next(), 5) == Ended("overflow")
         assert slow not in feed.subscriptions() and {fast, elsewhere} <= set(feed.subscriptions())
         feed.dispatch([_changed(11, course_id=2)])
-        assert feed.position == 11
+        assert feed.position == Checkpoint(11, 11)
         # Shutdown, from another thread as a signal handler would: every stream ends, none may start.
         closer = threading.Thread(target=feed.close)
         closer.start()

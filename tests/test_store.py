@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 
-from courseflow import migrations
+from courseflow import migrations, store
 from courseflow.config import Settings
-from tests.helpers import Conn
+from courseflow.events import RequestDeadLettered
+from tests.helpers import Conn, wait_until
 
 
 def test_migrate_is_recorded_and_safe_to_run_twice(settings: Settings, db: Conn) -> None:
@@ -65,3 +68,34 @@ def test_one_place_per_student_per_course(db: Conn) -> None:
     db.execute(insert, ("rejected",))
     with pytest.raises(psycopg.errors.UniqueViolation):
         db.execute(insert, ("waitlisted",))
+
+
+def test_entries_dead_lettered_at_the_same_time_are_each_recorded_once(settings: Settings, db: Conn) -> None:
+    """Two transactions dead-letter different entries at once: each gets the dead-letter stream's next version."""
+    failures: list[BaseException] = []
+
+    def dead_letter(conn: Conn, entry_id: str) -> None:
+        try:
+            store.record_dead_letter(conn, RequestDeadLettered(entry_id=entry_id, reason="poison"))
+        except BaseException as exc:
+            failures.append(exc)
+
+    with psycopg.connect(settings.database_url) as first, psycopg.connect(settings.database_url) as second:
+        with first.transaction():  # held open around the first dead-lettering
+            dead_letter(first, "1-0")
+            other = threading.Thread(target=dead_letter, args=(second, "2-0"))
+            other.start()
+            wait_until(lambda: _waits_for_a_lock(db, second.info.backend_pid), what="the second to wait for the first")
+        other.join(timeout=30)
+        dead_letter(second, "1-0")  # again, as after a crash: nothing new
+    assert failures == []
+    rows = db.execute(
+        "SELECT data ->> 'entry_id', stream_version FROM events WHERE stream = %s ORDER BY stream_version",
+        (store.DEAD_LETTER_STREAM,),
+    ).fetchall()
+    assert rows == [("1-0", 1), ("2-0", 2)]
+
+
+def _waits_for_a_lock(db: Conn, pid: int) -> bool:
+    row = db.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and row[0] == "Lock"

@@ -1,9 +1,10 @@
 """The live feed: one listener per API process follows the event log and fans each committed event out.
 
-Every append runs pg_notify inside its transaction, and appends are serialised until COMMIT, so on a
-wake-up the listener reads `position > last` once (store.read_events, in batches) and hands each event
-to the subscriptions of its request and of its stream. Each subscription buffers a bounded number of
-items: one that falls that far behind is ended, its client resuming from the last id it got, and
+Every append runs pg_notify inside its transaction, so at each COMMIT the listener wakes, reads what follows
+its checkpoint in the log (eventlog: in batches, never skipping an event committed late) and hands each event
+to the subscriptions of its request and of its stream. Events held back by an older transaction still open
+are looked for again soon, as that transaction may end without a NOTIFY. Each subscription buffers a bounded
+number of items: one that falls that far behind is ended, its client resuming from the last id it got, and
 nobody else waits for it. Timers (queue places, course counts) run once per process for everyone.
 """
 
@@ -23,6 +24,7 @@ from psycopg_pool import PoolTimeout
 
 from courseflow import store
 from courseflow.backoff import Backoff
+from courseflow.eventlog import START, Checkpoint, Recorded, Tail
 from courseflow.problems import RateLimited, ShuttingDown, Unavailable
 
 log = logging.getLogger("courseflow.feed")
@@ -59,8 +61,9 @@ class Refresh(msgspec.Struct, frozen=True):
     value: int | msgspec.Struct
 
 
-Item = store.Recorded | Refresh
-ReadLog = Callable[[int, int], Awaitable[list[store.Recorded]]]
+Item = Recorded | Refresh
+# The log after a checkpoint, at most so many events (eventlog.EventLog.follow).
+ReadLog = Callable[[Checkpoint, int], Awaitable[Tail]]
 Beat = Callable[["Feed"], Awaitable[None]]
 
 
@@ -79,8 +82,9 @@ class Subscription:
         self.request_id = request_id
         self.course_id = course_id
         self.stream = None if course_id is None else store.course_stream(course_id)
-        # The last log position its stream has sent: messages not from the log carry it, later ones must pass it.
-        self.position = 0
+        # The place in the log its stream has sent up to: messages not from the log carry its position as their
+        # id, and an event must come after it to be sent.
+        self.position = START
         # Which place the timer refreshes for this request (its queue place while pending, its waitlist place while
         # waitlisted: others ahead leave), and the last place its follower heard.
         self.place: Literal["queue", "waitlist"] | None = None
@@ -139,7 +143,7 @@ class Feed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = asyncio.Event()
         # Every event up to here has been dispatched; None until the listener first reached the log.
-        self.position: int | None = None
+        self.position: Checkpoint | None = None
         self.closing = False
 
     def every(self, seconds: float, beat: Beat) -> None:
@@ -196,17 +200,17 @@ class Feed:
     def subscriptions(self) -> list[Subscription]:
         return [sub for index in (self._by_request, self._by_stream) for subs in index.values() for sub in subs]
 
-    def dispatch(self, batch: Sequence[store.Recorded]) -> None:
+    def dispatch(self, batch: Sequence[Recorded]) -> None:
         """Hand each event to the subscribers of its request and of its stream; a full buffer ends only its owner."""
         for recorded in batch:
             request_id = getattr(recorded.event, "request_id", None)
             for sub in [*self._by_stream.get(recorded.stream, ()), *self._by_request.get(request_id or "", ())]:
                 sub.offer(recorded)
         if batch:
-            self.position = max(self.position or 0, batch[-1].position)
+            self.position = max(self.position or START, batch[-1].checkpoint)
 
-    async def started(self, timeout_s: float = 5.0) -> int:
-        """The position dispatched so far, once the listener has reached the log (503 if it cannot)."""
+    async def started(self, timeout_s: float = 5.0) -> Checkpoint:
+        """The place in the log dispatched so far, once the listener has reached the log (503 if it cannot)."""
         try:
             await asyncio.wait_for(self._started.wait(), timeout_s)
         except TimeoutError:
@@ -242,18 +246,23 @@ class Feed:
     async def _listen(self) -> None:
         """LISTEN, catch up, sleep until NOTIFY; through a database restart, reconnect with backoff and catch up."""
         backoff = Backoff()
+        held = Backoff(base_s=0.005, cap_s=self._idle_s)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, **_LISTENER) as conn:
                     await conn.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
                     backoff.reset()
                     if self.position is None:
-                        # Start at the log's end: what came before is each subscriber's own read.
-                        self.position = await _log_end(conn)
+                        # Start at the log's readable end: what came before is each subscriber's own read.
+                        self.position = (await self._read(START, 0)).end
                         self._started.set()
                     while True:
-                        await self._catch_up(conn)
-                        async for _ in conn.notifies(timeout=self._idle_s, stop_after=1):
+                        if not await self._catch_up():
+                            held.reset()
+                            wait = self._idle_s
+                        else:
+                            wait = held.next_delay()
+                        async for _ in conn.notifies(timeout=wait, stop_after=1):
                             pass
                         # A burst of commits is one read, not one per NOTIFY.
                         async for _ in conn.notifies(timeout=0):
@@ -268,23 +277,28 @@ class Feed:
                 log.exception("live feed failed; retrying in %.2fs", delay)
                 await asyncio.sleep(delay)
 
-    async def _catch_up(self, conn: psycopg.AsyncConnection[psycopg.rows.TupleRow]) -> None:
+    async def _catch_up(self) -> bool:
+        """Dispatch everything readable; True when more is committed but unread (an older transaction holds it back)."""
         while True:
             assert self.position is not None
-            batch = await self._read(self.position, BATCH)
-            self.dispatch(batch)
-            if len(batch) == BATCH:
+            tail = await self._read(self.position, BATCH)
+            self.dispatch(tail.events)
+            if len(tail.events) == BATCH:
                 continue
-            if not batch and (end := await _log_end(conn)) < self.position:
+            if not tail.events and (end := tail.end) < self.position:
                 # Restored from a backup or emptied (tests do): follow what is there now from its start, and end
                 # the streams that were already past its end (their ids belong to the log that was).
-                log.warning("live feed: the event log went back from %s to %s; following it again", self.position, end)
+                log.warning(
+                    "live feed: the event log went back from %s to %s; following it again",
+                    self.position.position,
+                    end.position,
+                )
                 for sub in self.subscriptions():
                     if sub.position > end:
                         sub.end(Ended("rewound"))
-                self.position = 0
+                self.position = START
                 continue
-            return
+            return tail.unread
 
     async def _tick(self, seconds: float, beat: Beat) -> None:
         while True:
@@ -293,8 +307,3 @@ class Feed:
                 await beat(self)
             except Exception as exc:  # a timer outlives an outage of what it reads: the next beat retries
                 log.debug("live feed timer: %s", exc)
-
-
-async def _log_end(conn: psycopg.AsyncConnection[psycopg.rows.TupleRow]) -> int:
-    row = await (await conn.execute("SELECT coalesce(max(position), 0) FROM events")).fetchone()
-    return int(row[0]) if row else 0

@@ -15,6 +15,7 @@ from courseflow.api.operations import operation, path_params, query
 from courseflow.api.status import from_row
 from courseflow.api.views import EventPage, RecordedEvent, StudentEnrollments
 from courseflow.auth import Principal
+from courseflow.eventlog import Checkpoint, EventLog, Recorded, Tail
 from courseflow.payloads import CoursePath, Page, StudentPath
 from courseflow.problems import NotFound
 from projections import queries
@@ -23,7 +24,7 @@ from projections import queries
 _PERSONAL = ("student_id", "request_id", "idempotency_key", "priority", "previous", "arrival", "requested_at")
 
 
-def present(recorded: store.Recorded, reader: Principal, student_id: int | None = None) -> RecordedEvent:
+def present(recorded: Recorded, reader: Principal, student_id: int | None = None) -> RecordedEvent:
     """An event as the reader may see it; `student_id`: the student whose history it is, read on their behalf."""
     data: dict[str, Any] = msgspec.to_builtins(recorded.event)
     # Whose event it is must be known and be the reader's (or theirs it is read for); anything else is stripped.
@@ -43,16 +44,45 @@ def present(recorded: store.Recorded, reader: Principal, student_id: int | None 
 def read(
     conn: store.Conn,
     /,
+    after: Checkpoint,
+    limit: int,
+    *,
+    stream: str | None = None,
+    student_id: int | None = None,
+    request_id: str | None = None,
+) -> list[Recorded]:
+    """The one way the API reads the log: histories, live streams and the feed alike."""
+    with conn.cursor() as cur:
+        return EventLog(cur).read(after, limit, stream=stream, student_id=student_id, request_id=request_id)
+
+
+def follow(conn: store.Conn, /, after: Checkpoint, limit: int) -> Tail:
+    """The whole log after a checkpoint, for the live feed."""
+    with conn.cursor() as cur:
+        return EventLog(cur).follow(after, limit)
+
+
+def checkpoint_after(conn: store.Conn, position: int) -> Checkpoint | None:
+    """Where a client that asks for what follows an event id (a log position) resumes; None: past the log's end."""
+    with conn.cursor() as cur:
+        return EventLog(cur).checkpoint_after(position)
+
+
+def read_after(
+    conn: store.Conn,
+    /,
     after: int,
     limit: int,
     *,
     stream: str | None = None,
     student_id: int | None = None,
     request_id: str | None = None,
-) -> list[store.Recorded]:
-    """The one way the API reads the log: histories, live streams and the feed alike."""
-    with conn.cursor() as cur:
-        return store.read_events(cur, after, limit, stream, student_id, request_id)
+) -> list[Recorded]:
+    """Events after an event id, as `read`; none after an id past the end of the log."""
+    resume = checkpoint_after(conn, after)
+    if resume is None:
+        return []
+    return read(conn, resume, limit, stream=stream, student_id=student_id, request_id=request_id)
 
 
 async def page(
@@ -65,7 +95,7 @@ async def page(
     """A page of events as the caller may see them; `student_id`: the student they are read for."""
     wanted = query(request, Page)
     recorded = await services(request).read(
-        read, wanted.after, wanted.limit, stream=stream, student_id=student_id, request_id=request_id
+        read_after, wanted.after, wanted.limit, stream=stream, student_id=student_id, request_id=request_id
     )
     next_after = recorded[-1].position if len(recorded) == wanted.limit else None
     reader = principal(request)

@@ -1,7 +1,8 @@
 """Following one request or one course: the messages, and what sends them as events commit.
 
 Every message is a Struct tagged by `type` and carries `id`, the log position it is current to: a
-client that resumes after an id gets exactly what it missed, read from the log, then continues live.
+client that resumes after an id gets exactly what it missed, read from the log after that event's place
+in it (eventlog: positions are ids, not the order of the log), then continues live.
 `streams` carries these messages over SSE and WebSocket alike.
 """
 
@@ -39,6 +40,7 @@ from courseflow.api.messages import (
 from courseflow.api.views import EnrollmentStatus
 from courseflow.auth import Principal
 from courseflow.domain import STATUS_AFTER
+from courseflow.eventlog import START, Checkpoint, Recorded, Tail
 from courseflow.events import (
     Decision,
     EnrollmentDropped,
@@ -87,35 +89,41 @@ def _subscribe(
     return feed.subscribe(request_id, course_id, owner=owner, most=most, until=caller.valid_until)
 
 
-def _resumable(after: int | None, dispatched: int) -> int | None:
-    """Where to resume. An id past what this process has seen (a log restored from a backup, or another process
-    a moment ahead) starts afresh from the current state instead: a resumed stream must never wait silently."""
-    return None if after is not None and after > dispatched else after
+async def _resumable(svc: Services, feed: Feed, after: int | None) -> Checkpoint | None:
+    """Where to resume after an event id. An id past the end of the log (restored from a backup) or past what this
+    process has dispatched (another process a moment ahead) starts afresh from the current state instead: a
+    resumed stream must never wait silently."""
+    dispatched = await feed.started()
+    if after is None:
+        return None
+    resume = await svc.db(history.checkpoint_after, after)
+    return None if resume is None or resume > dispatched else resume
 
 
 async def open_request(svc: Services, feed: Feed, caller: Principal, request_id: str, after: int | None) -> Following:
     """Subscribe first, then check the caller may follow the request (another student's is 404)."""
-    after = _resumable(after, await feed.started())
+    resume = await _resumable(svc, feed, after)
     sub = _subscribe(svc, feed, caller, request_id=request_id)
     try:
         found = await status.owned(svc, caller, request_id)
     except BaseException:
         sub.leave()
         raise
-    return Following(sub, _request_messages(svc, sub, found, after))
+    return Following(sub, _request_messages(svc, sub, found, resume))
 
 
 async def _request_messages(
-    svc: Services, sub: Subscription, now: EnrollmentStatus, after: int | None
+    svc: Services, sub: Subscription, now: EnrollmentStatus, after: Checkpoint | None
 ) -> AsyncGenerator[Message, None]:
     try:
-        logged = await svc.db(history.read, after or 0, BATCH, student_id=now.student_id, request_id=now.request_id)
+        start = START if after is None else after
+        logged = await svc.db(history.read, start, BATCH, student_id=now.student_id, request_id=now.request_id)
         changes = [r for r in logged if type(r.event) in _MESSAGE]
-        sub.position = max(after or 0, logged[-1].position if logged else 0)
+        sub.position = max(start, logged[-1].checkpoint if logged else START)
         if after is None:
             if changes and STATUS_AFTER[type(changes[-1].event)] != now.status:
                 now = await _after(svc, now, changes[-1])  # the read model has not caught up with the log yet
-            yield StatusSnapshot(id=sub.position, **msgspec.structs.asdict(now))
+            yield StatusSnapshot(id=sub.position.position, **msgspec.structs.asdict(now))
         for recorded in changes if after is not None else ():
             now = await _after(svc, now, recorded)
             yield _MESSAGE[type(recorded.event)](id=recorded.position, **msgspec.structs.asdict(now))
@@ -123,22 +131,22 @@ async def _request_messages(
             _watch_place(sub, now)
             item = await sub.next()
             if isinstance(item, Ended):
-                yield Reconnect(id=sub.position, reason=item.reason)
+                yield Reconnect(id=sub.position.position, reason=item.reason)
                 return
             if isinstance(item, Refresh):
                 if isinstance(item.value, int) and sub.place == "queue":
                     now = msgspec.structs.replace(now, queue_position=item.value)
-                    yield StillPending(id=sub.position, **msgspec.structs.asdict(now))
+                    yield StillPending(id=sub.position.position, **msgspec.structs.asdict(now))
                 elif isinstance(item.value, int) and sub.place == "waitlist":
                     now = msgspec.structs.replace(now, waitlist_position=item.value)
-                    yield PlacedOnWaitlist(id=sub.position, **msgspec.structs.asdict(now))
-            elif item.position > sub.position:
-                sub.position = item.position
+                    yield PlacedOnWaitlist(id=sub.position.position, **msgspec.structs.asdict(now))
+            elif item.checkpoint > sub.position:
+                sub.position = item.checkpoint
                 if type(item.event) in _MESSAGE:
                     now = await _after(svc, now, item)
                     yield _MESSAGE[type(item.event)](id=item.position, **msgspec.structs.asdict(now))
     except OUTAGES:
-        yield Reconnect(id=sub.position, reason="unavailable")
+        yield Reconnect(id=sub.position.position, reason="unavailable")
 
 
 def _watch_place(sub: Subscription, now: EnrollmentStatus) -> None:
@@ -150,7 +158,7 @@ def _watch_place(sub: Subscription, now: EnrollmentStatus) -> None:
     sub.refreshed = now.queue_position if place == "queue" else now.waitlist_position
 
 
-async def _after(svc: Services, now: EnrollmentStatus, recorded: store.Recorded) -> EnrollmentStatus:
+async def _after(svc: Services, now: EnrollmentStatus, recorded: Recorded) -> EnrollmentStatus:
     """The request after one of its events; a waitlist place is the live one, from the write model."""
     event = recorded.event
     new = STATUS_AFTER[type(event)]
@@ -171,10 +179,10 @@ async def _after(svc: Services, now: EnrollmentStatus, recorded: store.Recorded)
 async def open_course(svc: Services, feed: Feed, caller: Principal, course_id: int, after: int | None) -> Following:
     """Registrars and services only (403); subscribed before the counts and any backfill are read."""
     caller.require("registrar", "service")
-    after = _resumable(after, await feed.started())
+    resume = await _resumable(svc, feed, after)
     sub = _subscribe(svc, feed, caller, course_id=course_id)
     # Everything up to here was dispatched before the subscription; everything after reaches it.
-    start = feed.position or 0
+    start = feed.position or START
     try:
         counts = (await _counts(svc, [course_id])).get(course_id)
         if counts is None:
@@ -182,35 +190,40 @@ async def open_course(svc: Services, feed: Feed, caller: Principal, course_id: i
     except BaseException:
         sub.leave()
         raise
-    return Following(sub, _course_messages(svc, sub, caller, counts, start if after is None else after, after))
+    return Following(sub, _course_messages(svc, sub, caller, counts, start if resume is None else resume, resume))
 
 
 async def _course_messages(
-    svc: Services, sub: Subscription, caller: Principal, counts: CourseCounts, start: int, after: int | None
+    svc: Services,
+    sub: Subscription,
+    caller: Principal,
+    counts: CourseCounts,
+    start: Checkpoint,
+    after: Checkpoint | None,
 ) -> AsyncGenerator[Message, None]:
     sub.position = start
     try:
         while after is not None:
             logged = await svc.db(history.read, sub.position, BATCH, stream=sub.stream)
             for recorded in logged:
-                sub.position = recorded.position
+                sub.position = recorded.checkpoint
                 yield LoggedEvent(id=recorded.position, event=history.present(recorded, caller))
             if len(logged) < BATCH:
                 break
-        yield msgspec.structs.replace(counts, id=sub.position)
+        yield msgspec.structs.replace(counts, id=sub.position.position)
         while True:
             item = await sub.next()
             if isinstance(item, Ended):
-                yield Reconnect(id=sub.position, reason=item.reason)
+                yield Reconnect(id=sub.position.position, reason=item.reason)
                 return
             if isinstance(item, Refresh):
                 if isinstance(item.value, CourseCounts):
-                    yield msgspec.structs.replace(item.value, id=sub.position)
-            elif item.position > sub.position:
-                sub.position = item.position
+                    yield msgspec.structs.replace(item.value, id=sub.position.position)
+            elif item.checkpoint > sub.position:
+                sub.position = item.checkpoint
                 yield LoggedEvent(id=item.position, event=history.present(item, caller))
     except OUTAGES:
-        yield Reconnect(id=sub.position, reason="unavailable")
+        yield Reconnect(id=sub.position.position, reason="unavailable")
 
 
 async def _counts(svc: Services, course_ids: list[int]) -> dict[int, CourseCounts]:
@@ -265,12 +278,12 @@ async def _refresh_counts(feed: Feed, svc: Services) -> None:
 def log_feed(svc: Services, database_url: str) -> Feed:
     """This process's feed with its two timers; the app starts it in its lifespan and stops it on shutdown."""
 
-    async def read_log(after: int, limit: int) -> list[store.Recorded]:
+    async def read_log(after: Checkpoint, limit: int) -> Tail:
         # Most reads (every few seconds, idle) find nothing: only events shown move the replica horizon.
-        logged = await svc.upkeep(history.read, after, limit)
-        if logged:
+        tail = await svc.upkeep(history.follow, after, limit)
+        if tail.events:
             await svc.shown_now()
-        return logged
+        return tail
 
     async def places(feed: Feed) -> None:
         await _refresh_places(feed, svc)

@@ -18,7 +18,7 @@ from courseflow.keys import Keys
 from courseflow.queue import qualified
 from tests.conftest import server_dir
 from tests.fault.cluster import Cluster, Crowd
-from tests.helpers import stream_entries, wait_until
+from tests.helpers import projection_lag, stream_entries, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -60,14 +60,7 @@ def verify(cluster: Cluster, crowd: Crowd, poison: set[bytes] = frozenset()) -> 
 
         wait_until(lambda: decided() == SIZE, timeout=180, what=f"{SIZE} decisions")
         assert {row[0] for row in db.execute("SELECT request_id::text FROM enrollment_requests")} == accepted
-        wait_until(
-            lambda: (
-                db.execute("SELECT min(position) FROM projection_checkpoints").fetchone()
-                == db.execute("SELECT max(position) FROM events").fetchone()
-            ),
-            timeout=120,
-            what="the projector to catch up",
-        )
+        wait_until(lambda: projection_lag(db) == 0, timeout=120, what="the projector to catch up")
     with cluster.redis() as rds:
         dead = {fields[b"entry_id"] for _, fields in stream_entries(rds, KEYS.dead_letters)}
     assert dead == poison
