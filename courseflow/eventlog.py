@@ -7,10 +7,11 @@ only below pg_snapshot_xmin(pg_current_snapshot()), the oldest transaction still
 later has a higher txid than everything read, so a reader's place, its Checkpoint, never skips an event.
 
 Transaction ids are taken at a transaction's first write or row lock, not at COMMIT, so this is not commit
-order. A transaction that waits for a course row takes its id after the one it waited for has committed:
-a request's events, and every change that depends on another transaction's, still come after what they
-depend on. Only decisions of different transactions on one course may interleave differently from their
-stream versions, and the read models only add those up.
+order. A transaction that waits for a course row takes its id after the one it waited for has committed
+(registrar actions lock their one course first): a request's events, and every change that depends on
+another transaction's, come after what they depend on. Only a decision round over several courses, which
+took its id at its first course's row, may sort before changes on a later course that it waited for; it
+only decides new requests there, which the read models add up in any order.
 
 The price: an event is not readable while any older transaction is open, even one that appends nothing
 and so sends no NOTIFY when it ends. A follower that knows of unread events (`Tail.unread`, `unread_after`)
