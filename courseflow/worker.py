@@ -100,7 +100,9 @@ class Worker:
             except UNREACHABLE as exc:
                 delay = backoff.next_delay()
                 log.warning("%s: %s; retrying in %.2fs", self.name, exc, delay)
-                self._pg = None
+                if isinstance(exc, psycopg.OperationalError) and self._pg is not None:
+                    self._pg.close()  # broken: the next use connects afresh
+                    self._pg = None
                 recovered = False
                 self.stop.wait(delay)
         self.close()
