@@ -17,7 +17,7 @@ from redis.typing import EncodableT, FieldT
 from courseflow import events
 from courseflow.domain import Pending, StreamId
 from courseflow.keys import Keys, PartitionKeys
-from courseflow.redis_clients import SyncRedis
+from courseflow.redis_clients import SyncRedis, is_cluster
 
 GROUP = "deciders"
 REQUEST_FIELD = b"request"
@@ -176,27 +176,32 @@ def top(client: SyncRedis, keys: Keys, course_id: int, count: int) -> list[bytes
 def settle(client: SyncRedis, keys: Keys, members: dict[int, list[bytes]], request_ids: dict[int, list[str]]) -> None:
     """After COMMIT: drop decided requests (per course) from the priority sets and the pending index.
 
-    One MULTI per partition: a status look-up never finds a request in neither its priority set nor
-    PostgreSQL.
+    Atomically per partition, so a status look-up never finds a request in neither its priority set nor
+    PostgreSQL: one MULTI for all on a single Redis, one per partition on a cluster (a MULTI stays in a slot).
     """
     by_partition: dict[int, list[int]] = {}
     for course_id in members.keys() | request_ids.keys():
         by_partition.setdefault(keys.of_course(course_id).partition, []).append(course_id)
-    for partition, course_ids in by_partition.items():
-        pk = keys.partition(partition)
+    groups = [list(by_partition.items())] if not is_cluster(client) else [[item] for item in by_partition.items()]
+    for group in groups:
         with client.pipeline(transaction=True) as pipe:
-            for course_id in course_ids:
-                if members.get(course_id):
-                    pipe.zrem(pk.priority_set(course_id), *members[course_id])
-                if request_ids.get(course_id):
-                    pipe.hdel(pk.pending_index, *request_ids[course_id])
+            for partition, course_ids in group:
+                pk = keys.partition(partition)
+                for course_id in course_ids:
+                    if members.get(course_id):
+                        pipe.zrem(pk.priority_set(course_id), *members[course_id])
+                    if request_ids.get(course_id):
+                        pipe.hdel(pk.pending_index, *request_ids[course_id])
             pipe.execute()
 
 
-def acknowledge(client: SyncRedis, keys: PartitionKeys, entry_ids: Sequence[bytes | str]) -> None:
-    """After COMMIT: the partition's entries are done with."""
-    if entry_ids:
-        client.xack(keys.requests, GROUP, *entry_ids)
+def acknowledge(client: SyncRedis, keys: Keys, entry_ids: dict[int, list[bytes]]) -> None:
+    """After COMMIT: these entries of each partition are done with; one round trip per Redis server."""
+    with client.pipeline(transaction=False) as pipe:
+        for partition, ids in entry_ids.items():
+            if ids:
+                pipe.xack(keys.partition(partition).requests, GROUP, *ids)
+        pipe.execute()
 
 
 def dead_letter(

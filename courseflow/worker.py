@@ -288,8 +288,8 @@ class Worker:
         acked = gone
         for item in (a for items in by_course.values() for a in items if a.request.request_id in done):
             acked[item.partition].append(item.entry_id)
-        for partition, entry_ids in acked.items():
-            queue.acknowledge(self.redis, self.keys.partition(partition), entry_ids)
+        if acked:
+            queue.acknowledge(self.redis, self.keys, acked)
         if log.isEnabledFor(logging.DEBUG):
             # One line per decided request with its ids as fields; skipped cheaply at INFO.
             for item in (a for items in by_course.values() for a in items if a.request.request_id in outcome.decided):
