@@ -82,15 +82,18 @@ def start_counting_accepted(db: psycopg.Connection[tuple[object, ...]], rds: Syn
         counts = dict.fromkeys((p.accepted for p in keys.all()), 0)
         # Each partition's share: its pending requests, and the decided and dead-lettered ones of its courses.
         for request_id in pending:
-            counts[_partition_of_pending(rds, keys, request_id)] += 1
+            counter = _partition_of_pending(rds, keys, request_id)
+            if counter is not None:  # decided meanwhile: then PostgreSQL counts it below
+                counts[counter] += 1
         for course_id, known in _known_by_course(db):
             counts[keys.of_course(course_id).accepted] += known
         for key, count in counts.items():
             rds.set(key, count, nx=True)
 
 
-def _partition_of_pending(rds: SyncRedis, keys: Keys, request_id: str) -> str:
-    return next(p.accepted for p in keys.all() if rds.hexists(p.pending_index, request_id))
+def _partition_of_pending(rds: SyncRedis, keys: Keys, request_id: str) -> str | None:
+    """The counter of the partition a request is pending in; None once it is not pending any more."""
+    return next((p.accepted for p in keys.all() if rds.hexists(p.pending_index, request_id)), None)
 
 
 def _known_by_course(db: psycopg.Connection[tuple[object, ...]]) -> list[tuple[int, int]]:

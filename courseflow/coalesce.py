@@ -94,6 +94,7 @@ class CoalescedScript(_Batches[ScriptCall]):
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()
         self._replicas = replicas
+        self._masters: dict[str, aioredis.Redis] = {}
 
     async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
         return await self._submit((keys, args))
@@ -117,43 +118,66 @@ class CoalescedScript(_Batches[ScriptCall]):
         return await self._replicated(calls)
 
     async def _replicated(self, calls: list[ScriptCall]) -> list[Any]:
-        """WAIT counts the replicas that have everything its own connection wrote: so it goes in the same
-        pipeline, after the scripts, once per node they went to (a cluster pipeline sends each node's commands
-        on one connection, in order)."""
-        wait = ("WAIT", self._replicas.count, self._replicas.timeout_ms)
-        nodes: list[Any] = [None]
-        owner: list[int] = [0] * len(calls)
-        if isinstance(self._client, AsyncRedisCluster):
-            await self._client.initialize()
-            names: dict[str, int] = {}
-            nodes = []
-            for i, (keys, _) in enumerate(calls):
-                key = keys[0]
-                node = self._client.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
-                if node is None:
-                    raise redis.exceptions.ClusterDownError(f"no master serves the slot of {key!r}")
-                if node.name not in names:
-                    names[node.name] = len(nodes)
-                    nodes.append(node)
-                owner[i] = names[node.name]
-        async with self._client.pipeline(transaction=False) as pipe:
+        """WAIT counts the replicas that have what its own connection wrote, so scripts and their WAIT share a
+        connection: the client's on a single Redis; on a cluster, a plain one to the master of each call's slot,
+        without the cluster client's retries and redirections, which would send the WAIT elsewhere. A call that
+        meets a moved slot or a dead master is NotReplicated (503: the client retries with its idempotency
+        key) and the slot map is read again."""
+        if not isinstance(self._client, AsyncRedisCluster):
+            return await self._on_one_connection(self._client, calls)
+        cluster = self._client
+        await cluster.initialize()
+        replies: list[Any] = [NotReplicated("no master serves the slot")] * len(calls)
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, (keys, _) in enumerate(calls):
+            key = keys[0]
+            node = cluster.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
+            if node is not None:
+                by_node.setdefault(node.name, (node, []))[1].append(i)
+
+        async def on_node(host: str, port: int, indexes: list[int]) -> None:
+            try:
+                got = await self._on_one_connection(self._master(host, port), [calls[i] for i in indexes])
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                got = [NotReplicated(f"the master at {host}:{port} is unreachable: {exc}")] * len(indexes)
+            for i, reply in zip(indexes, got, strict=True):
+                replies[i] = NotReplicated(str(reply)) if isinstance(reply, _MOVED) else reply
+
+        await asyncio.gather(*(on_node(node.host, node.port, indexes) for node, indexes in by_node.values()))
+        if any(isinstance(reply, NotReplicated) for reply in replies):
+            await cluster.nodes_manager.initialize()  # a failover may have moved slots: read the map again
+        return replies
+
+    async def _on_one_connection(self, client: aioredis.Redis, calls: list[ScriptCall]) -> list[Any]:
+        async with client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
-            for node in nodes:
-                if node is None:
-                    pipe.execute_command(*wait)
-                else:
-                    pipe.execute_command(*wait, target_nodes=node)
-            replies = await pipe.execute(raise_on_error=False)
-        confirmed = replies[len(calls) :]
+            pipe.execute_command("WAIT", self._replicas.count, self._replicas.timeout_ms)
+            *replies, confirmed = await pipe.execute(raise_on_error=False)
+        if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:
+            return replies
         short = NotReplicated(f"fewer than {self._replicas.count} replicas confirmed the write in time")
-        return [
-            short
-            if not isinstance(reply, Exception)
-            and (isinstance(confirmed[owner[i]], Exception) or int(confirmed[owner[i]]) < self._replicas.count)
-            else reply
-            for i, reply in enumerate(replies[: len(calls)])
-        ]
+        return [reply if isinstance(reply, Exception) else short for reply in replies]
+
+    def _master(self, host: str, port: int) -> aioredis.Redis:
+        """A plain client of one cluster master, with the cluster client's credentials, kept for reuse."""
+        name = f"{host}:{port}"
+        if name not in self._masters:
+            assert isinstance(self._client, AsyncRedisCluster)
+            kwargs = self._client.get_connection_kwargs()
+            self._masters[name] = aioredis.Redis(
+                host=host, port=port, username=kwargs.get("username"), password=kwargs.get("password")
+            )
+        return self._masters[name]
+
+    async def aclose(self) -> None:
+        for client in self._masters.values():
+            await client.aclose()
+        self._masters.clear()
+
+
+# What a cluster master answers for a slot it does not serve (any more, or not yet).
+_MOVED = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 
 
 CommandCall = tuple[tuple[Any, ...], dict[str, Any]]

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import cast
 
 import msgspec
+import redis
 
 from courseflow import queue, redis_clients
 from courseflow.config import Settings
 from courseflow.keys import Keys, PartitionKeys
+from courseflow.redis_clients import SyncRedis
 
 
 def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
@@ -39,20 +41,29 @@ def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
                 failed += 1
                 continue
             partition, entry_id = found
-            if action == "drop":
-                dropped = int(cast(int, client.xdel(partition.dead_letters, entry_id)))
-                print(f"{qualified}: {'dropped' if dropped else 'no such dead letter'}")
-                failed += not dropped
-                continue
             try:
-                print(f"{qualified}: queued again as {queue.retry_dead_letter(client, partition, entry_id)}")
-            except LookupError as exc:
+                failed += _act(client, action, qualified, partition, entry_id)
+            except redis.ResponseError as exc:  # e.g. not a stream id at all
                 print(f"{qualified}: {exc}")
                 failed += 1
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                print(f"{qualified}: cannot be retried, it holds no valid request ({exc})")
-                failed += 1
         return 1 if failed else 0
+
+
+def _act(client: SyncRedis, action: str, qualified: str, partition: PartitionKeys, entry_id: str) -> int:
+    """Drop or retry one dead letter; returns 1 when it failed."""
+    if action == "drop":
+        dropped = int(client.xdel(partition.dead_letters, entry_id))
+        print(f"{qualified}: {'dropped' if dropped else 'no such dead letter'}")
+        return 0 if dropped else 1
+    try:
+        print(f"{qualified}: queued again as {queue.retry_dead_letter(client, partition, entry_id)}")
+    except LookupError as exc:
+        print(f"{qualified}: {exc}")
+        return 1
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"{qualified}: cannot be retried, it holds no valid request ({exc})")
+        return 1
+    return 0
 
 
 def _parse(keys: Keys, qualified: str) -> tuple[PartitionKeys, str] | None:

@@ -22,6 +22,8 @@ from courseflow.redis_clients import AsyncRedis
 _CLAIM = """
 local prior = redis.call('GET', KEYS[1])
 if prior then
+  -- Written again, unchanged: a WAIT after this script then also covers the first write of the key.
+  redis.call('SET', KEYS[1], prior, 'KEEPTTL')
   local sep = string.find(prior, ' ', 1, true)
   return {'known', string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)}
 end
@@ -53,7 +55,10 @@ _QUEUE = (
 if redis.call('SISMEMBER', KEYS[1], ARGV[5]) == 0 then
   return {'unknown_course'}
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+local marker = redis.call('GET', KEYS[2])
+if marker then
+  -- Written again, unchanged: a WAIT after this script then also covers the request queued before.
+  redis.call('SET', KEYS[2], marker, 'KEEPTTL')
   local existing = redis.call('HGET', KEYS[5], ARGV[1])
   if existing then
     return {'replayed', redis.call('ZRANK', KEYS[4], existing) + 1}
@@ -114,6 +119,10 @@ class Intake:
         self._claim = CoalescedScript(client, _CLAIM, replicas)
         self._queue = CoalescedScript(client, _QUEUE, replicas)
         self._release = CoalescedScript(client, _RELEASE)
+
+    async def aclose(self) -> None:
+        for script in (self._claim, self._queue, self._release):
+            await script.aclose()
 
     async def accept(
         self,

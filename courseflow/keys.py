@@ -111,6 +111,6 @@ class Keys(msgspec.Struct, frozen=True):
 
     @property
     def rate_limits(self) -> str:
-        """The prefix of the rate limiters' keys: a caller's limits span every partition, so they have a slot of
-        their own."""
-        return f"{{{self.prefix}}}:ratelimit"
+        """The prefix of the rate limiters' keys. No hash tag of ours: the `limits` library puts each caller's
+        key in braces, so each caller's counters share a slot and different callers spread over a cluster."""
+        return f"{self.prefix}:ratelimit"

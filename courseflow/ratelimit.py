@@ -83,7 +83,7 @@ class Limiter:
             "anonymous": Policy("anonymous", settings.rate_limit_anonymous),
         }
         # The library's storage, with the API's client in place of its own: no extra connections, the same
-        # credentials, and the cluster client when there is one (each caller's keys share one hash tag).
+        # credentials, and the cluster client when there is one (see Keys.rate_limits).
         self._storage = RedisStorage(
             "async+redis://", implementation="redispy", key_prefix=Keys(settings.stream_prefix).rate_limits
         )

@@ -124,10 +124,12 @@ class Worker:
             return self.held
         shares = partitions.balance(self.pg, self.name, self.settings.lease_ms / 1000)
         self._next_lease = time.monotonic() + self.settings.lease_ms / 3000
-        if shares.acquired or shares.released:
+        # New to this process, whether just taken or still leased to its name (a restart under the same name).
+        new = sorted(set(shares.held) - set(self.held))
+        if new or shares.released:
             log.info("%s: decides partitions %s", self.name, ",".join(map(str, shares.held)) or "none")
         self.held = shares.held
-        for partition in shares.acquired:
+        for partition in new:
             self.recover_own(partition)
             self._reclaim(self.keys.partition(partition))
         return self.held

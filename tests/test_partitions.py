@@ -130,3 +130,27 @@ def test_a_different_partition_count_is_refused_with_what_to_set(settings: Setti
     worker = courseflow("worker", env=server_env(settings, PARTITIONS="4"))
     assert worker.returncode == 1 and "PARTITIONS" in worker.stderr
     assert courseflow("migrate", env=server_env(settings, PARTITIONS="0")).returncode != 0
+
+
+def test_a_worker_restarted_under_its_name_decides_what_it_had_read_at_once(
+    client: TestClient, db: Conn, rds: redis.Redis, settings: Settings
+) -> None:
+    """Its leases are still its own, so nothing is taken over: it recovers its unacknowledged entries itself,
+    without waiting for the claim timeout (60 s here)."""
+    create_course(client, 1, 5)
+    first = Worker(settings, "steady-name")
+    first.lease()
+    for student in (1, 2):
+        enroll(client, student, 1)
+    stream = KEYS.of_course(1).requests
+    assert len(rds.xreadgroup(GROUP, "steady-name", {stream: ">"}, count=10)[0][1]) == 2  # type: ignore[index]
+    first.held = ()  # killed: no goodbye, its leases stay until they expire
+    first.close()
+
+    restarted = Worker(settings, "steady-name")
+    try:
+        restarted.step(block_ms=10)
+        assert decided_count(db) == 2
+        assert rds.xpending(stream, GROUP)["pending"] == 0
+    finally:
+        restarted.close()

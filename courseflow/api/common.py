@@ -163,6 +163,7 @@ class Services:
         self.pool.close()
         if self.replica is not None:
             self.replica.close()
+        await self.intake.aclose()
         if isinstance(self.redis, aioredis.Redis):
             await self.redis.aclose(close_connection_pool=True)
         else:
