@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 
@@ -97,3 +98,23 @@ def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
     assert (queued.outcome, queued.request_id) == ("queued", "00000000-0000-4000-8000-000000000001")
     assert (replayed.outcome, replayed.request_id, replayed.queue_position) == ("replayed", queued.request_id, 1)
     assert rds.xlen(keys.of_course(1).requests) == 1
+
+
+def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and_a_retry_queues_nothing_new(
+    settings: Settings, rds: redis.Redis
+) -> None:
+    from starlette.testclient import TestClient
+
+    from courseflow.api import create_app
+
+    body = {"student_id": 7, "course_id": 1, "idempotency_key": "durable"}
+    waiting = msgspec.structs.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=50)
+    with TestClient(create_app(waiting)) as client:
+        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
+        for _ in range(2):  # this Redis has no replica: never confirmed
+            refused = client.post("/enroll", json=body)
+            assert refused.status_code == 503 and "Retry-After" in refused.headers
+    with TestClient(create_app(settings)) as client:
+        answered = client.post("/enroll", json=body)
+    assert answered.status_code == 202 and answered.json()["queue_position"] == 1
+    assert rds.xlen(Keys(partitions=DEFAULT_PARTITIONS).of_course(1).requests) == 1  # queued once, for all three
