@@ -78,7 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Intake answers 202 only once this many replicas have the request (WAIT): it survives a master's failover.
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
-    # A worker renews its partitions' leases this often times three; a dead worker's expire after this long.
+    # A dead worker's partitions go to the others once its leases, renewed every third of this (or every second),
+    # run out.
     lease_ms: int = 5000
     # Authentication: HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
     auth_jwt_secret: str | None = None

@@ -27,6 +27,9 @@ log = logging.getLogger("courseflow.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 APPLICATION_NAME = "courseflow worker"
+# How often a worker renews its leases and rebalances at most: a joining worker gets its share within a few
+# rounds, however long the leases last.
+LEASE_ROUND_S = 1.0
 # What a worker waits out, backing off: a server down, or a cluster failing over.
 UNREACHABLE = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
 # Without a blocking read across partitions (Redis Cluster), an idle worker looks again this often.
@@ -123,7 +126,7 @@ class Worker:
         if time.monotonic() < self._next_lease:
             return self.held
         shares = partitions.balance(self.pg, self.name, self.settings.lease_ms / 1000)
-        self._next_lease = time.monotonic() + self.settings.lease_ms / 3000
+        self._next_lease = time.monotonic() + min(self.settings.lease_ms / 3000, LEASE_ROUND_S)
         # New to this process, whether just taken or still leased to its name (a restart under the same name).
         new = sorted(set(shares.held) - set(self.held))
         if new or shares.released:

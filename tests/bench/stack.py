@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import math
 import os
 import shutil
 import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -194,7 +196,9 @@ class Stack:
         argv = [sys.executable, "-m", "courseflow", "worker", "--name"]
         names = [f"bench-worker-{self._started + n + 1}" for n in range(count)]
         # BLOCK_MS only bounds an idle read (new entries end it at once); a short one makes SIGTERM quick.
-        env = self.env(BLOCK_MS="100", **extra)
+        # Leases that outlast the pause while the backlog is filled (see throughput.decisions): a worker stopped
+        # that long is dead to the others, who would take its partitions over in the measured run.
+        env = self.env(BLOCK_MS="100", LEASE_MS="600000", **extra)
         children = [self._spawn("worker", [*argv, name], env, name) for name in names]
         try:
             yield children
@@ -204,14 +208,14 @@ class Stack:
             self._retire("worker", children)
 
     def wait_workers_ready(self, children: list[Child]) -> None:
-        """A worker is ready once it holds its share of the partitions' leases."""
-        names = {c.name for c in children}
+        """The workers are ready once they hold every partition, each its even share."""
+        share = self.keys.partitions / len(children)
 
         def ready() -> bool:
             for child in children:
                 child.check_alive()
-            holders = [owner for owner in partitions.owners(self.db).values() if owner is not None]
-            return names <= set(holders) and len(holders) == self.keys.partitions
+            held = Counter(partitions.owners(self.db).values())
+            return all(int(share) <= held[child.name] <= math.ceil(share) for child in children) and held[None] == 0
 
         wait_until(ready, START_TIMEOUT_S, "workers to join the group")
 

@@ -184,7 +184,6 @@ def decisions(
     label = "hot course" if len(courses) == 1 else f"{len(courses)} courses"
     plural = "s" if workers > 1 else ""
     mix = f"priorities {'/'.join(map(str, backlog.PRIORITY_MIX))} per course" if mixed else "all priority 0"
-    cores = ", ".join(f"{role} {used:.2f}" for role, used in sorted(usage.items()) if used >= 0.01)
     return Row(
         name=(
             f"decisions, {label}, {workers} worker{plural}{'' if mixed else ', all priority 0'}"
@@ -197,8 +196,8 @@ def decisions(
         target=Target("ratio", at_least=20.0) if len(courses) == 1 and workers == WORKERS and mixed else None,
         note=(
             f"{decided:,} pre-filled requests, {mix}, all decided {elapsed:.2f} s after the paused workers resumed;"
-            f" cores busy: {cores}; a worker waited on another's lock in {waits.waiting} of {waits.samples}"
-            " pg_stat_activity samples"
+            f" a worker waited on another's lock in {waits.waiting} of {waits.samples} pg_stat_activity samples"
+            f" (and for another to extend the events table in {waits.extending})"
         ),
         details={
             "decided": decided,
