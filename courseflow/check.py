@@ -8,7 +8,7 @@ from typing import cast
 import msgspec
 import psycopg
 
-from courseflow import redis_clients
+from courseflow import partitions, redis_clients
 from courseflow.config import Settings
 from courseflow.keys import Keys
 from courseflow.redis_clients import SyncRedis
@@ -29,6 +29,7 @@ def run(settings: Settings) -> list[Finding]:
         psycopg.connect(settings.database_url, autocommit=True) as db,
         redis_clients.connect(settings) as rds,
     ):
+        partitions.verify(db, keys.partitions)  # another count would read the wrong keys and report nonsense
         return [
             _accepted_requests_accounted_for(db, rds, keys),
             _one_decision_each(db),

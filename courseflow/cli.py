@@ -13,8 +13,10 @@ from pathlib import Path
 
 import msgspec
 import psycopg
+import redis
+from redis.exceptions import RedisClusterException
 
-from courseflow import auth, check, deadletters, logs, migrations, payloads, services, store, tracing
+from courseflow import auth, check, deadletters, logs, migrations, partitions, payloads, services, store, tracing
 from courseflow.config import Settings
 from courseflow.eventlog import START, EventLog
 from courseflow.partitions import PartitionCountMismatch
@@ -126,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 return deadletters.command(settings, args.action, args.entry_ids)
             case "run":
                 return _run(settings, demo=not args.no_demo, workers=args.workers or settings.workers)
-    except (services.ServicesError, psycopg.OperationalError, PartitionCountMismatch) as exc:
+    except (
+        services.ServicesError,
+        psycopg.OperationalError,
+        PartitionCountMismatch,
+        redis.RedisError,
+        RedisClusterException,
+    ) as exc:
         print(f"courseflow {args.command}: {exc}", file=sys.stderr)
         return 1
     return 2
@@ -172,6 +180,7 @@ def _token(settings: Settings, student: int | None, registrar: bool, sub: str | 
 def _api(settings: Settings) -> int:
     import uvicorn
 
+    _refuse_another_partition_count(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         # uvicorn shuts down gracefully, then re-raises the signal to whatever handler came before it:
         # this one, so a requested stop ends with status 0.
@@ -207,6 +216,7 @@ def _worker(settings: Settings, name: str) -> int:
 
 def _workers(settings: Settings, name: str, processes: int, metrics_port: int | None) -> int:
     """N worker processes, restarted if one dies, stopped together: more cores for the partitions of one host."""
+    _refuse_another_partition_count(settings)  # before N children each fail on it, again and again
     env = dict(os.environ)
     if metrics_port is not None:
         # One port for all of them: the children write their series to files that this process adds up.
@@ -217,6 +227,15 @@ def _workers(settings: Settings, name: str, processes: int, metrics_port: int | 
         supervisor.add(f"{name}-{n}", [sys.executable, "-m", "courseflow", "worker", "--name", f"{name}-{n}"])
     log.info("starting %d workers", processes)
     return supervisor.run()
+
+
+def _refuse_another_partition_count(settings: Settings) -> None:
+    """Raises PartitionCountMismatch up front; a database not reachable yet is left to the component's own retries."""
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            partitions.verify(conn, settings.partitions)
+    except psycopg.OperationalError:
+        pass
 
 
 def _positive(raw: str) -> int:

@@ -134,6 +134,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             local = None if database_url and redis_url else credentials.load(data_dir)
         except credentials.CredentialsError as exc:
             raise SystemExit(f"configuration error: {exc}") from None
+        lease_ms = _bounded(env, "LEASE_MS", 5000, 100, 3_600_000)
+        claim_idle_ms = _int(env, "CLAIM_IDLE_MS", 15000)
+        if lease_ms >= claim_idle_ms:
+            # A dead worker's entries are reclaimed by whoever takes its partitions: its lease must run out first.
+            raise SystemExit(
+                f"configuration error: LEASE_MS ({lease_ms}) must be below CLAIM_IDLE_MS ({claim_idle_ms})"
+            )
         return cls(
             database_url=database_url or local_database_url(pg_port, local.postgres_app_password if local else None),
             redis_url=redis_url or local_redis_url(redis_port, local.redis_app_password if local else None),
@@ -150,7 +157,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             workers=_int(env, "WORKERS", 2),
             batch_size=_int(env, "BATCH_SIZE", 500),
             block_ms=_int(env, "BLOCK_MS", 1000),
-            claim_idle_ms=_int(env, "CLAIM_IDLE_MS", 15000),
+            claim_idle_ms=claim_idle_ms,
             max_deliveries=_int(env, "MAX_DELIVERIES", 5),
             idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 86_400),
             replica_wait_ms=_int(env, "REPLICA_WAIT_MS", 100),
@@ -160,7 +167,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redis_cluster_nodes=_nodes(env, "REDIS_CLUSTER_NODES"),
             redis_wait_replicas=_bounded(env, "REDIS_WAIT_REPLICAS", 0, 0, 16),
             redis_wait_timeout_ms=_bounded(env, "REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
-            lease_ms=_bounded(env, "LEASE_MS", 5000, 100, 3_600_000),
+            lease_ms=lease_ms,
             auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
             auth_jwt_public_key_file=_path(env, "AUTH_JWT_PUBLIC_KEY_FILE"),
             auth_jwt_private_key_file=_path(env, "AUTH_JWT_PRIVATE_KEY_FILE"),

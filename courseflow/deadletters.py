@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import cast
 
 import msgspec
+import psycopg
 import redis
 
-from courseflow import queue, redis_clients
+from courseflow import partitions, queue, redis_clients
 from courseflow.config import Settings
 from courseflow.keys import Keys, PartitionKeys
 from courseflow.redis_clients import SyncRedis
@@ -18,6 +19,8 @@ from courseflow.redis_clients import SyncRedis
 
 def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
     keys = Keys(settings.stream_prefix, settings.partitions)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        partitions.verify(conn, keys.partitions)  # another count would look in the wrong streams
     with redis_clients.connect(settings) as client:
         if action == "list":
             count = 0
@@ -31,7 +34,7 @@ def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
             print(f"{count} dead letter(s)")
             return 0
         if not entry_ids:
-            print(f"courseflow dlq {action}: name the ENTRY_ID(s) shown by `courseflow dlq list`")
+            print(f"courseflow dlq {action}: name the PARTITION:ENTRY_ID(s) shown by `courseflow dlq list`")
             return 2
         failed = 0
         for qualified in entry_ids:

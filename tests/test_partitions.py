@@ -154,3 +154,16 @@ def test_a_worker_restarted_under_its_name_decides_what_it_had_read_at_once(
         assert rds.xpending(stream, GROUP)["pending"] == 0
     finally:
         restarted.close()
+
+
+def test_every_command_that_reads_the_queue_refuses_another_partition_count(settings: Settings) -> None:
+    env = server_env(settings, PARTITIONS="8")
+    for command in (["check"], ["dlq", "list"], ["worker", "--processes", "2"]):
+        refused = courseflow(*command, env=env)
+        assert refused.returncode == 1, command
+        assert "set PARTITIONS=16" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+
+
+def test_a_lease_longer_than_the_claim_timeout_is_refused(settings: Settings) -> None:
+    refused = courseflow("worker", env=server_env(settings, LEASE_MS="20000", CLAIM_IDLE_MS="15000"))
+    assert refused.returncode != 0 and "LEASE_MS (20000) must be below CLAIM_IDLE_MS (15000)" in refused.stderr

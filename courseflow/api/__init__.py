@@ -32,6 +32,7 @@ from courseflow.api.gate import Gate
 from courseflow.api.instruments import Instruments
 from courseflow.api.operations import declared
 from courseflow.auth import warn_if_open
+from courseflow.coalesce import NotReplicated
 from courseflow.config import Settings
 from courseflow.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
 
@@ -69,6 +70,9 @@ async def internal_error(_: Request, exc: Exception) -> Response:
 
 def unavailable(what: str) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handler(_: Request, exc: Exception) -> Response:
+        if isinstance(exc, NotReplicated):  # reachable, but the request is not yet safe from a failover
+            log.warning("%s: %s", what, exc)
+            return respond(Unavailable(f"not yet confirmed by enough replicas ({exc}); retry with the same key"))
         log.warning("%s is unreachable: %s", what, exc)
         return respond(Unavailable(f"{what} is unreachable; retry shortly"))
 

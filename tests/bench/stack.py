@@ -198,7 +198,7 @@ class Stack:
         # BLOCK_MS only bounds an idle read (new entries end it at once); a short one makes SIGTERM quick.
         # Leases that outlast the pause while the backlog is filled (see throughput.decisions): a worker stopped
         # that long is dead to the others, who would take its partitions over in the measured run.
-        env = self.env(BLOCK_MS="100", LEASE_MS="600000", **extra)
+        env = self.env(BLOCK_MS="100", LEASE_MS="600000", CLAIM_IDLE_MS="1200000", **extra)
         children = [self._spawn("worker", [*argv, name], env, name) for name in names]
         try:
             yield children
