@@ -23,6 +23,8 @@ from tests.helpers import wait_until
 # The crowds come from one address in development mode: one principal, so no rate limit.
 TUNING = {
     "CLAIM_IDLE_MS": "1000",
+    # Below the claim timeout: a killed worker's partitions go to the others first, then its entries.
+    "LEASE_MS": "600",
     "BLOCK_MS": "200",
     "BATCH_SIZE": "100",
     "MAX_DELIVERIES": "5",
