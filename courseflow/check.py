@@ -76,36 +76,20 @@ def _accounted(
 
 def start_counting_accepted(db: psycopg.Connection[tuple[object, ...]], rds: SyncRedis, keys: Keys) -> None:
     """Give intake's count of accepted requests a starting point where it has none (a first start, or Redis
-    restored without it): every request known so far. Should intake count meanwhile, its count wins: that
-    can only make the check miss a loss, never report a false one."""
-    if any(not rds.exists(p.accepted) for p in keys.all()):
-        pending = _accounted(db, rds, keys)[0]
-        counts = dict.fromkeys((p.accepted for p in keys.all()), 0)
-        # Each partition's share: its pending requests, and the decided and dead-lettered ones of its courses.
-        for request_id in pending:
-            counter = _partition_of_pending(rds, keys, request_id)
-            if counter is not None:  # decided meanwhile: then PostgreSQL counts it below
-                counts[counter] += 1
-        for course_id, known in _known_by_course(db):
-            counts[keys.of_course(course_id).accepted] += known
-        for key, count in counts.items():
-            rds.set(key, count, nx=True)
-
-
-def _partition_of_pending(rds: SyncRedis, keys: Keys, request_id: str) -> str | None:
-    """The counter of the partition a request is pending in; None once it is not pending any more."""
-    return next((p.accepted for p in keys.all() if rds.hexists(p.pending_index, request_id)), None)
-
-
-def _known_by_course(db: psycopg.Connection[tuple[object, ...]]) -> list[tuple[int, int]]:
-    """(course, requests decided or dead-lettered) for every course that has any."""
-    rows = db.execute(
-        "SELECT course_id, count(*) FROM ("
-        " SELECT course_id, request_id::text FROM enrollment_requests"
+    restored without it): every request known so far, each counted in its course's partition. Should intake
+    count meanwhile, its count wins: that can only make the check miss a loss, never report a false one."""
+    if all(rds.exists(p.accepted) for p in keys.all()):
+        return
+    # A request pending and decided at once (settled a moment later) counts once: a set per partition.
+    known = {p.accepted: {k.decode() for k in cast(list[bytes], rds.hkeys(p.pending_index))} for p in keys.all()}
+    for course_id, request_id in db.execute(
+        "SELECT course_id, request_id::text FROM enrollment_requests"
         " UNION SELECT (data ->> 'course_id')::bigint, data ->> 'request_id' FROM events"
-        "  WHERE type = 'RequestDeadLettered' AND data ? 'request_id' AND data ? 'course_id') known GROUP BY 1"
-    ).fetchall()
-    return [(int(cast(int, c)), int(cast(int, n))) for c, n in rows]
+        " WHERE type = 'RequestDeadLettered' AND data ? 'request_id' AND data ? 'course_id'"
+    ):
+        known[keys.of_course(int(cast(int, course_id))).accepted].add(str(request_id))
+    for key, ids in known.items():
+        rds.set(key, len(ids), nx=True)
 
 
 def _accepted_ids(rds: SyncRedis, keys: Keys) -> Iterator[str]:

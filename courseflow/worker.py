@@ -241,7 +241,7 @@ class Worker:
                 self.dead_letter(entry_id, fields, reason, partition)
             else:
                 fresh.append((entry_id, fields))
-        self.process(fresh, partition)
+        self.process_all({partition: fresh})
 
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, partition: int) -> None:
         """Record the entry as dead-lettered (an event), then move it to its partition's dead-letter stream."""
@@ -266,9 +266,6 @@ class Worker:
         ids = {} if request is None else _ids(request.request_id, request.course_id, request.student_id)
         with structlog.contextvars.bound_contextvars(**ids):
             log.warning("%s: dead-lettered %s: %s", self.name, event.entry_id, reason)
-
-    def process(self, entries: Sequence[Entry], partition: int) -> None:
-        self.process_all({partition: list(entries)})
 
     def process_all(self, read: dict[int, list[Entry]]) -> None:
         """Decide entries read from several partitions in one go: one transaction round for all their courses."""

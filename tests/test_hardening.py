@@ -353,3 +353,25 @@ def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: 
     rds.hdel(KEYS.pending_index, first["request_id"])
     lost = {f.check: f for f in check.run(settings)}["every accepted request is decided or pending"]
     assert not lost.ok and "1 LOST" in lost.detail
+
+
+def test_a_lost_accepted_count_starts_again_from_every_known_request_in_its_partition(
+    client: TestClient, db: Conn, rds: redis.Redis, settings: Settings, start_workers: StartWorkers
+) -> None:
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+    for course_id in (1, 2):
+        create_course(client, course_id, 5)
+    enroll(client, 1, 1)
+    start_workers()
+    wait_decided(db, 1)
+    for student in (2, 3):
+        enroll(client, student, 1)  # pending, with the decided one: 3 in course 1's partition
+    enroll(client, 4, 2)
+    rds.delete(*(p.accepted for p in keys.all()))  # e.g. Redis restored from an older snapshot
+    with redis.Redis.from_url(settings.redis_url) as fresh:
+        check.start_counting_accepted(db, fresh, keys)
+    wait_decided(db, 4)
+    assert int(rds.get(keys.of_course(1).accepted) or 0) == 3
+    assert int(rds.get(keys.of_course(2).accepted) or 0) == 1
+    findings = {f.check: f for f in check.run(settings)}
+    assert findings["every accepted request is decided or pending"].ok

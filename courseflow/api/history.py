@@ -79,10 +79,14 @@ def read_after(
     request_id: str | None = None,
 ) -> list[Recorded]:
     """Events after an event id, as `read`; none after an id past the end of the log."""
-    resume = checkpoint_after(conn, after)
-    if resume is None:
-        return []
-    return read(conn, resume, limit, stream=stream, student_id=student_id, request_id=request_id)
+    with conn.cursor() as cur:
+        log = EventLog(cur)
+        resume = log.checkpoint_after(after)
+        return (
+            []
+            if resume is None
+            else log.read(resume, limit, stream=stream, student_id=student_id, request_id=request_id)
+        )
 
 
 async def page(
