@@ -14,6 +14,12 @@ from collections.abc import Iterator
 import msgspec
 
 
+def _scoped(owner: str, key: str) -> str:
+    """An idempotency key with its owner, one way only: the owner's length first, as both may hold any character
+    (a `sub` "x:1" for student 902 with key "k" must not meet `sub` "x" for student 1 with key "902:k")."""
+    return f"{len(owner)}:{owner}:{key}"
+
+
 def partition_of(course_id: int, partitions: int) -> int:
     """The partition a course's requests go to: stable for the life of a deployment (see `partitions` in the
     database), and spreading consecutive course ids evenly."""
@@ -70,7 +76,7 @@ class PartitionKeys(msgspec.Struct, frozen=True):
     def idempotency(self, owner: str, key: str) -> str:
         """The request an idempotency key names; `owner` scopes the key to its caller (see intake.key_owner).
         In the partition the key hashes to (Keys.of_idempotency), whatever course it asks for."""
-        return f"{self.tag}:idem:{owner}:{key}"
+        return f"{self.tag}:idem:{_scoped(owner, key)}"
 
     def queued(self, request_id: str) -> str:
         """Present once a request is in this partition's stream: queueing it again is a no-op."""
@@ -99,7 +105,7 @@ class Keys(msgspec.Struct, frozen=True):
     def of_idempotency(self, owner: str, key: str) -> PartitionKeys:
         """Where an idempotency key lives: by the key, not by the course, so that reusing a key for another
         course meets it wherever that course's requests go."""
-        return PartitionKeys(self.prefix, zlib.crc32(f"{owner}:{key}".encode()) % self.partitions)
+        return PartitionKeys(self.prefix, zlib.crc32(_scoped(owner, key).encode()) % self.partitions)
 
     def priority_set(self, course_id: int) -> str:
         return self.of_course(course_id).priority_set(course_id)

@@ -9,7 +9,7 @@ import redis
 import redis.asyncio as aioredis
 
 from courseflow import queue
-from courseflow.auth import DEVELOPER
+from courseflow.auth import DEVELOPER, Principal
 from courseflow.config import DEFAULT_PARTITIONS, Settings
 from courseflow.intake import Accepted, Intake, key_owner
 from courseflow.keys import Keys
@@ -118,3 +118,25 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
         answered = client.post("/enroll", json=body)
     assert answered.status_code == 202 and answered.json()["queue_position"] == 1
     assert rds.xlen(Keys(partitions=DEFAULT_PARTITIONS).of_course(1).requests) == 1  # queued once, for all three
+
+
+def test_idempotency_keys_of_different_callers_never_meet_whatever_their_characters(settings: Settings) -> None:
+    """A service `x:1` acting for student 902 with key "k", and a service `x` for student 1 with key "902:k"."""
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+
+    async def both() -> list[Accepted]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            intake = Intake(client, keys)
+            with redis.Redis.from_url(settings.redis_url) as sync:
+                queue.register_courses(sync, keys, [2])
+            return [
+                await intake.accept(Principal(role="service", sub="x:1"), 902, 2, "k", None),
+                await intake.accept(Principal(role="service", sub="x"), 1, 2, "902:k", None),
+            ]
+        finally:
+            await client.aclose()
+
+    first, second = asyncio.run(both())
+    assert (first.outcome, second.outcome) == ("queued", "queued")
+    assert first.request_id != second.request_id
