@@ -12,9 +12,8 @@ from courseflow import partitions, redis_clients
 from courseflow.config import Settings
 from courseflow.keys import Keys
 from courseflow.redis_clients import SyncRedis
+from courseflow.store import DECISIONS
 from projections.rebuild import differences
-
-DECISIONS = "('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
 
 
 class Finding(msgspec.Struct, frozen=True):

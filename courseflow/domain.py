@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -107,29 +107,17 @@ def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decisi
         if req.course_id != course.course_id:
             raise ValueError(f"request {req.request_id} is for course {req.course_id}, not {course.course_id}")
         if course.closes_at is not None and req.requested_at >= course.closes_at:
-            decisions.append(_reject(req, "closed"))
+            decisions.append(_reject(item, "closed"))
         elif req.student_id in holders:
-            decisions.append(_reject(req, "duplicate"))
+            decisions.append(_reject(item, "duplicate"))
         elif seats < course.capacity:
             holders.add(req.student_id)
             seats += 1
-            decisions.append(
-                EnrollmentGranted(
-                    course_id=req.course_id, request_id=req.request_id, student_id=req.student_id, priority=req.priority
-                )
-            )
+            decisions.append(EnrollmentGranted(**_request_fields(item), priority=req.priority))
         else:
             holders.add(req.student_id)
             waitlist += 1
-            decisions.append(
-                Waitlisted(
-                    course_id=req.course_id,
-                    request_id=req.request_id,
-                    student_id=req.student_id,
-                    priority=req.priority,
-                    arrival=str(item.arrival),
-                )
-            )
+            decisions.append(Waitlisted(**_request_fields(item), priority=req.priority))
     after = msgspec.structs.replace(course, seats_taken=seats, waitlist_length=waitlist, holders=frozenset(holders))
     return decisions, after
 
@@ -184,7 +172,18 @@ def change_window(
     return [changed], msgspec.structs.replace(course, opens_at=opens_at, closes_at=closes_at)
 
 
-def _reject(req: EnrollmentRequested, reason: Literal["duplicate", "closed"]) -> EnrollmentRejected:
-    return EnrollmentRejected(
-        course_id=req.course_id, request_id=req.request_id, student_id=req.student_id, reason=reason
-    )
+def _request_fields(item: Pending) -> dict[str, Any]:
+    """What a decision carries of its request: it is the request's only event in the log."""
+    req = item.request
+    return {
+        "course_id": req.course_id,
+        "request_id": req.request_id,
+        "student_id": req.student_id,
+        "idempotency_key": req.idempotency_key,
+        "requested_at": req.requested_at,
+        "arrival": str(item.arrival),
+    }
+
+
+def _reject(item: Pending, reason: Literal["duplicate", "closed"]) -> EnrollmentRejected:
+    return EnrollmentRejected(**_request_fields(item), priority=item.request.priority, reason=reason)

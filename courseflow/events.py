@@ -31,17 +31,29 @@ class EnrollmentRequested(CourseEvent, frozen=True, kw_only=True, tag=True):
     requested_at: datetime
 
 
-class EnrollmentGranted(CourseEvent, frozen=True, kw_only=True, tag=True):
+class RequestDecision(CourseEvent, frozen=True, kw_only=True):
+    """A request's one decision. It carries the request itself (its key, when it was asked and its arrival):
+    the decision is the request's first event in the log. Decisions recorded before sql/007 carry none of
+    these: an EnrollmentRequested event of the same transaction holds them, and is read as it always was."""
+
     request_id: str
     student_id: int
+    idempotency_key: str | None = None
+    requested_at: datetime | None = None
+    # The request's stream id: its arrival, which orders a waitlist after priority.
+    arrival: str | None = None
+
+    @property
+    def carries_request(self) -> bool:
+        return self.requested_at is not None
+
+
+class EnrollmentGranted(RequestDecision, frozen=True, kw_only=True, tag=True):
     priority: int
 
 
-class Waitlisted(CourseEvent, frozen=True, kw_only=True, tag=True):
-    request_id: str
-    student_id: int
+class Waitlisted(RequestDecision, frozen=True, kw_only=True, tag=True):
     priority: int
-    # The request's stream id: the waitlist is ordered by priority, then this arrival.
     arrival: str
 
 
@@ -49,10 +61,10 @@ class Waitlisted(CourseEvent, frozen=True, kw_only=True, tag=True):
 RejectionReason = Literal["duplicate", "closed"]
 
 
-class EnrollmentRejected(CourseEvent, frozen=True, kw_only=True, tag=True):
-    request_id: str
-    student_id: int
+class EnrollmentRejected(RequestDecision, frozen=True, kw_only=True, tag=True):
     reason: RejectionReason
+    # Known once the decision carries the request (see RequestDecision).
+    priority: int | None = None
 
 
 class EnrollmentDropped(CourseEvent, frozen=True, kw_only=True, tag=True):

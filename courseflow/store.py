@@ -21,6 +21,12 @@ Conn = psycopg.Connection[TupleRow]
 Cursor = psycopg.Cursor[TupleRow]
 
 
+# Decisions, as SQL: at most one per request (sql/001's events_one_decision_per_request).
+DECISIONS = "('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
+# The events that hold a request's fields: its decision, or (before sql/007) its EnrollmentRequested event.
+REQUEST_EVENTS = "('EnrollmentRequested', 'EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
+
+
 def course_stream(course_id: int) -> str:
     return f"course-{course_id}"
 
@@ -210,21 +216,13 @@ class Decided(msgspec.Struct, frozen=True):
 
 
 def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> None:
-    """Append each request and its decision to its course stream, record them in the write model,
+    """Append each decision (which carries its request) to its course stream, record it in the write model,
     and update the locked course rows: one COPY, one COPY and one UPDATE for any number of courses."""
-    batches = []
-    for d in decided:
-        by_id = {p.request.request_id: p for p in d.pending}
-        stream_events: list[Event] = []
-        metadata: list[bytes] = []
-        for decision in d.decisions:
-            item = by_id[decision.request_id]
-            meta = msgspec.json.encode(
-                {"stream_id": str(item.arrival), "idempotency_key": item.request.idempotency_key, "worker": worker}
-            )
-            stream_events += [item.request, decision]
-            metadata += [meta, meta]
-        batches.append(Appended(course_stream(d.course.state.course_id), d.course.version, stream_events, metadata))
+    meta = msgspec.json.encode({"worker": worker})
+    batches = [
+        Appended(course_stream(d.course.state.course_id), d.course.version, d.decisions, [meta] * len(d.decisions))
+        for d in decided
+    ]
     versions = append(cur, batches)
     with cur.copy(
         "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
@@ -265,13 +263,15 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
 def decision_latency_ms(conn: Conn, recent: int = 1000) -> tuple[float, float, float] | None:
     """p50, p95 and p99 of accept-to-decision over the `recent` latest decisions, None before the first.
 
-    A request's event is appended in its decision's transaction: its recorded_at is the decision's time.
-    Walking the log backwards by position stays cheap however long the history grows.
+    A decision carries its request's requested_at and is recorded at the decision's time; before sql/007 the
+    request's own event, appended in its decision's transaction, did. Walking the log backwards by position
+    stays cheap however long the history grows.
     """
     row = conn.execute(
         "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY waited) FROM ("
         " SELECT greatest(0, extract(epoch FROM recorded_at - (data ->> 'requested_at')::timestamptz) * 1000)"
-        " AS waited FROM events WHERE type = 'EnrollmentRequested' ORDER BY position DESC LIMIT %s) recent",
+        f" AS waited FROM events WHERE type IN {REQUEST_EVENTS} AND data ? 'requested_at'"
+        " ORDER BY position DESC LIMIT %s) recent",
         (recent,),
     ).fetchone()
     if row is None or row[0] is None:

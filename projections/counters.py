@@ -13,6 +13,7 @@ from courseflow.events import (
     EnrollmentGranted,
     EnrollmentRejected,
     EnrollmentRequested,
+    RequestDecision,
     Waitlisted,
     WaitlistLeft,
     WaitlistPromoted,
@@ -52,6 +53,8 @@ class Counters(Projection):
             elif (column := _COUNTER.get(type(e))) is not None and isinstance(e, CourseEvent):
                 per_course = counts.setdefault(e.course_id, dict.fromkeys(_COLUMNS, 0))
                 per_course[column] += 1
+                if isinstance(e, RequestDecision) and e.carries_request:
+                    per_course["requested"] += 1  # no EnrollmentRequested precedes it (sql/007)
         self._add(cur, t, counts)
 
     def _add(self, cur: Cursor, table: sql.Identifier, counts: Mapping[int, Mapping[str, int]]) -> None:

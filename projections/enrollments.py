@@ -11,32 +11,35 @@ from psycopg import sql
 from courseflow.domain import STATUS_AFTER
 from courseflow.events import (
     EnrollmentDropped,
-    EnrollmentGranted,
     EnrollmentRejected,
     EnrollmentRequested,
     RequestDeadLettered,
-    Waitlisted,
+    RequestDecision,
     WaitlistLeft,
     WaitlistPromoted,
 )
 from courseflow.store import Cursor
 from projections.base import Projection, Recorded
 
-_DECISIONS = (EnrollmentGranted, Waitlisted, EnrollmentRejected)
-_CHANGES = (*_DECISIONS, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
+_CHANGES = (RequestDecision, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
+_COLUMNS = ("request_id", "course_id", "student_id", "priority", "status", "reason", "requested_at", "decided_at")
+_TYPES = ("uuid", "bigint", "bigint", "smallint", "text", "text", "timestamptz", "timestamptz")
 
-
-# A request dead-lettered before may come back (`courseflow dlq retry`): its row is replaced.
+# New rows, one statement per batch. A request dead-lettered before may come back (`courseflow dlq retry`):
+# its row is replaced.
 _INSERT = (
-    "INSERT INTO {table} (request_id, course_id, student_id, priority, status, reason, requested_at, decided_at,"
-    " updated_at) VALUES (%(r)s, %(c)s, %(s)s, %(p)s, %(status)s, %(reason)s, %(at)s, %(decided)s, %(now)s)"
+    f"INSERT INTO {{table}} ({', '.join(_COLUMNS)}, updated_at)"
+    f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)}, %s::timestamptz[])"
     " ON CONFLICT (request_id) DO UPDATE SET course_id = excluded.course_id, student_id = excluded.student_id,"
     " priority = excluded.priority, status = excluded.status, reason = excluded.reason,"
     " requested_at = excluded.requested_at, decided_at = excluded.decided_at, updated_at = excluded.updated_at"
 )
+# Changes to rows of earlier batches, one statement per batch (one change per request: they are folded first).
 _UPDATE = (
-    "UPDATE {table} SET status = %(status)s, reason = %(reason)s, updated_at = %(now)s,"
-    " decided_at = coalesce(%(decided)s, decided_at) WHERE request_id = %(r)s"
+    "UPDATE {table} t SET status = u.status, reason = u.reason, updated_at = u.now,"
+    " decided_at = coalesce(u.decided, t.decided_at)"
+    " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])"
+    " AS u(request_id, status, reason, now, decided) WHERE t.request_id = u.request_id"
 )
 
 
@@ -48,46 +51,56 @@ class Enrollments(Projection):
         self.apply_all(cur, [recorded], table)
 
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
-        """A request and its later changes in the same batch become one INSERT of the final row."""
+        """A request and its later changes in the batch become one new row; changes to older rows fold into one
+        per request. One UPDATE, then one INSERT, for the whole batch."""
         new: dict[str, dict[str, Any]] = {}
-        changed: list[dict[str, Any]] = []
+        changed: dict[str, dict[str, Any]] = {}
         for recorded in batch:
             e, now = recorded.event, recorded.recorded_at
             if isinstance(e, EnrollmentRequested):
-                new[e.request_id] = _row(e, "pending", None, now)
+                new[e.request_id] = _row(e, e.priority, e.requested_at, "pending", None, None, now)
             elif isinstance(e, RequestDeadLettered) and e.request_id is not None:
-                new[e.request_id] = _row(e, "dead_lettered", e.reason, now)
+                new[e.request_id] = _row(e, e.priority, e.requested_at, "dead_lettered", e.reason, None, now)
+            elif isinstance(e, RequestDecision) and e.carries_request:
+                # The decision carries its request (sql/007): the request's first event is its decision.
+                reason = e.reason if isinstance(e, EnrollmentRejected) else None
+                new[e.request_id] = _row(e, e.priority, e.requested_at, STATUS_AFTER[type(e)], reason, now, now)
             elif isinstance(e, _CHANGES):
-                change = {
-                    "status": STATUS_AFTER[type(e)],
-                    "reason": e.reason if isinstance(e, EnrollmentRejected) else None,
-                    "now": now,
-                    "decided": now if isinstance(e, _DECISIONS) else None,
-                }
-                if e.request_id in new:
-                    row = new[e.request_id]
-                    row.update({k: v for k, v in change.items() if k != "decided" or v is not None})
-                else:
-                    changed.append(change | {"r": e.request_id})
+                status, reason = STATUS_AFTER[type(e)], e.reason if isinstance(e, EnrollmentRejected) else None
+                decided = now if isinstance(e, RequestDecision) else None
+                row = new.get(e.request_id) or changed.setdefault(e.request_id, {"decided_at": None})
+                row.update({"status": status, "reason": reason, "updated_at": now})
+                if decided is not None:
+                    row["decided_at"] = decided
         t = table["enrollments"]
         if changed:
-            cur.executemany(sql.SQL(_UPDATE).format(table=t), changed)
+            fields = ("status", "reason", "updated_at", "decided_at")
+            cur.execute(
+                sql.SQL(_UPDATE).format(table=t), [list(changed), *([c[f] for c in changed.values()] for f in fields)]
+            )
         if new:
-            cur.executemany(sql.SQL(_INSERT).format(table=t), list(new.values()))
+            rows = list(new.values())
+            cur.execute(sql.SQL(_INSERT).format(table=t), [[r[c] for r in rows] for c in (*_COLUMNS, "updated_at")])
 
 
 def _row(
-    e: EnrollmentRequested | RequestDeadLettered, status: str, reason: str | None, now: datetime
+    e: EnrollmentRequested | RequestDeadLettered | RequestDecision,
+    priority: int | None,
+    requested_at: datetime | None,
+    status: str,
+    reason: str | None,
+    decided: datetime | None,
+    now: datetime,
 ) -> dict[str, Any]:
-    """The row a request starts with: pending, or set aside undecided."""
+    """The row a request starts with: pending, set aside undecided, or decided."""
     return {
-        "r": e.request_id,
-        "c": e.course_id,
-        "s": e.student_id,
-        "p": e.priority,
+        "request_id": e.request_id,
+        "course_id": e.course_id,
+        "student_id": e.student_id,
+        "priority": priority,
         "status": status,
         "reason": reason,
-        "at": e.requested_at,
-        "decided": None,
-        "now": now,
+        "requested_at": requested_at,
+        "decided_at": decided,
+        "updated_at": now,
     }

@@ -19,7 +19,7 @@ from projections.base import Projection, live_tables
 
 log = logging.getLogger("courseflow.projector")
 
-BATCH = 1000
+BATCH = 5000
 
 
 def apply_batch(

@@ -64,17 +64,16 @@ class CourseSeats(Projection):
                 )
 
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
-        """Seat and waitlist changes fold into one UPDATE per run; other events apply one by one."""
+        """Seat and waitlist changes fold into one UPDATE per batch, after the other events, applied one by one:
+        a course is created before its first decision, and its capacity and window are columns the counts
+        never touch."""
         deltas: dict[int, tuple[int, int]] = {}
         for recorded in batch:
             e = recorded.event
-            if type(e) in _DELTAS and isinstance(e, CourseEvent):
+            if (delta := _DELTAS.get(type(e))) is not None and isinstance(e, CourseEvent):
                 s, w = deltas.get(e.course_id, (0, 0))
-                ds, dw = _DELTAS[type(e)]
-                deltas[e.course_id] = (s + ds, w + dw)
-            else:
-                self._add(cur, table["course_seats"], deltas)
-                deltas = {}
+                deltas[e.course_id] = (s + delta[0], w + delta[1])
+            elif isinstance(e, CourseCreated | CapacityChanged | RegistrationWindowChanged):
                 self._apply_one(cur, recorded, table)
         self._add(cur, table["course_seats"], deltas)
 

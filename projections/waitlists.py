@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from psycopg import sql
 
@@ -11,6 +10,8 @@ from courseflow.domain import StreamId
 from courseflow.events import Waitlisted, WaitlistLeft, WaitlistPromoted
 from courseflow.store import Cursor
 from projections.base import Projection, Recorded
+
+_COLUMNS = ("request_id", "course_id", "student_id", "priority", "arrival_ms", "arrival_seq")
 
 
 class Waitlists(Projection):
@@ -22,30 +23,24 @@ class Waitlists(Projection):
 
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
         """Entries that join and leave within the batch never touch the table; the rest in two statements."""
-        joined: dict[str, dict[str, Any]] = {}
-        left: list[dict[str, Any]] = []
+        joined: dict[str, tuple[str, int, int, int, int, int]] = {}
+        left: list[str] = []
         for recorded in batch:
             e = recorded.event
             if isinstance(e, Waitlisted):
                 arrival = StreamId.parse(e.arrival)
-                joined[e.request_id] = {
-                    "r": e.request_id,
-                    "c": e.course_id,
-                    "s": e.student_id,
-                    "p": e.priority,
-                    "ms": arrival.ms,
-                    "seq": arrival.seq,
-                }
+                joined[e.request_id] = (e.request_id, e.course_id, e.student_id, e.priority, arrival.ms, arrival.seq)
             elif isinstance(e, WaitlistPromoted | WaitlistLeft) and joined.pop(e.request_id, None) is None:
-                left.append({"r": e.request_id})
+                left.append(e.request_id)
         t = table["waitlist_entries"]
         if left:
-            cur.executemany(sql.SQL("DELETE FROM {table} WHERE request_id = %(r)s").format(table=t), left)
+            cur.execute(sql.SQL("DELETE FROM {table} WHERE request_id = ANY(%s::uuid[])").format(table=t), [left])
         if joined:
-            cur.executemany(
+            cur.execute(
                 sql.SQL(
                     "INSERT INTO {table} (request_id, course_id, student_id, priority, arrival_ms, arrival_seq)"
-                    " VALUES (%(r)s, %(c)s, %(s)s, %(p)s, %(ms)s, %(seq)s)"
+                    " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::smallint[], %s::bigint[],"
+                    " %s::bigint[])"
                 ).format(table=t),
-                list(joined.values()),
+                [list(column) for column in zip(*joined.values(), strict=True)],
             )

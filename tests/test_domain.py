@@ -66,7 +66,19 @@ def test_arrival_compares_sequence_within_one_millisecond() -> None:
 def test_existing_seat_holder_is_rejected_as_duplicate() -> None:
     state = CourseState(course_id=1, capacity=5, seats_taken=1, holders=frozenset({7}))
     decisions, after = decide(state, [pending(7, arrival=1)])
-    assert decisions == [EnrollmentRejected(course_id=1, request_id="r-7-1", student_id=7, reason="duplicate")]
+    # A decision carries its request: it is the request's only event in the log.
+    assert decisions == [
+        EnrollmentRejected(
+            course_id=1,
+            request_id="r-7-1",
+            student_id=7,
+            idempotency_key="k1",
+            requested_at=T0,
+            arrival="1001-0",
+            priority=0,
+            reason="duplicate",
+        )
+    ]
     assert after.seats_taken == 1
 
 
@@ -81,7 +93,17 @@ def test_second_request_in_the_same_batch_takes_no_second_place() -> None:
 def test_full_course_continues_the_existing_waitlist() -> None:
     state = CourseState(course_id=1, capacity=3, seats_taken=3, waitlist_length=4)
     decisions, after = decide(state, [pending(1, arrival=1)])
-    assert decisions == [Waitlisted(course_id=1, request_id="r-1-1", student_id=1, priority=0, arrival="1001-0")]
+    assert decisions == [
+        Waitlisted(
+            course_id=1,
+            request_id="r-1-1",
+            student_id=1,
+            idempotency_key="k1",
+            requested_at=T0,
+            priority=0,
+            arrival="1001-0",
+        )
+    ]
     assert after.waitlist_length == 5
 
 
