@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -167,10 +168,13 @@ def _observe(recorded: Sequence[store.Decided], began: float) -> None:
     committed = time.time()
     DECISION_TRANSACTION.observe(time.perf_counter() - began)
     DECISION_BATCH_SIZE.observe(sum(len(d.decisions) for d in recorded))
+    outcomes: Counter[str] = Counter()
     for d in recorded:
         opened = d.course.state.opens_at.timestamp() if d.course.state.opens_at is not None else 0.0
         arrival = {p.request.request_id: p.arrival for p in d.pending}
         for decision in d.decisions:
-            DECISIONS.labels(STATUS_AFTER[type(decision)]).inc()
+            outcomes[STATUS_AFTER[type(decision)]] += 1
             waited_since = max(arrival[decision.request_id].ms / 1000, opened)
             ACCEPT_TO_DECISION.observe(max(0.0, committed - waited_since))
+    for status, count in outcomes.items():
+        DECISIONS.labels(status).inc(count)

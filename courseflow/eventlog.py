@@ -116,7 +116,13 @@ class EventLog:
         return [Recorded(pos, int(tx), s, v, at, events.decode(data)) for pos, tx, s, v, at, data in self._cur]
 
     def follow(self, after: Checkpoint, limit: int) -> Tail:
-        """The next events of the whole log, for a follower that then waits for more."""
+        """The next events of the whole log, for a follower that then waits for more.
+
+        `limit` 0 reads no event: where the readable log ends, and whether more is committed after that end.
+        """
+        if limit == 0:
+            end = self.end()
+            return Tail([], end, self.unread_after(end))
         read = self.read(after, limit)
         return Tail(read, self.end(), self.unread_after(read[-1].checkpoint if read else after))
 

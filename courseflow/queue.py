@@ -133,9 +133,9 @@ def grant_priorities(client: SyncRedis, keys: Keys, granted: Sequence[tuple[int,
         run_script(client, _GRANT, [([p.priorities, p.priority_versions], args) for p in keys.all()])
 
 
-# The best-ranked members of a course's priority set, down to the worst-ranked of the given ones
-# that is still there, but no more than ARGV[1]. Reply: {1 if that cut was reached, members...}.
-# One script, so a request that arrives meanwhile cannot shift the cut.
+# The best-ranked members of a course's priority set, ARGV[1] of them (or all there are) once the worst-ranked
+# of the given ones still there is among them. Reply: {1 if that one was reached, members...}. One script, so a
+# request that arrives meanwhile cannot shift the cut.
 _PREFIX = """
 local limit = tonumber(ARGV[1])
 local worst = -1
@@ -144,7 +144,7 @@ for i = 2, #ARGV do
   if rank and rank > worst then worst = rank end
 end
 if worst < 0 then return {1} end
-local members = redis.call('ZRANGE', KEYS[1], 0, math.min(worst, limit - 1))
+local members = redis.call('ZRANGE', KEYS[1], 0, limit - 1)
 table.insert(members, 1, worst < limit and 1 or 0)
 return members
 """
@@ -153,12 +153,13 @@ return members
 def pending_through(
     client: SyncRedis, keys: Keys, batches: dict[int, Sequence[bytes]], limit: int
 ) -> dict[int, tuple[list[bytes], bool]]:
-    """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`.
+    """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`;
+    with room to spare, more of the best-ranked, up to `limit` (fewer, fuller transactions under a backlog).
 
     Deciding this whole prefix, not just the batch this worker read, keeps the order strict when
     several workers hold interleaved batches of the same course. Returns, per course, the members
     and whether they reach the last of the batch (if not, decide them and ask again). One round
-    trip for all the courses.
+    trip for all the courses. A course with none of the batch pending any more gets nothing.
     """
     calls: list[ScriptCall] = [
         ([keys.priority_set(course_id)], [limit, *cast(Sequence[EncodableT], batch)])

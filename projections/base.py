@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import msgspec
 from psycopg import sql
 
 from courseflow.eventlog import Recorded
@@ -32,8 +33,17 @@ class Projection:
         cur.execute(sql.SQL(statement).format(table=table), params)
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def recordset(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A batch's rows as one JSON parameter for `json_to_recordset`: encoded at once in C, where an array per column
+    would be adapted element by element in Python."""
+    return _encoder.encode(rows).decode()
+
+
 def live_tables(projection: Projection) -> dict[str, sql.Identifier]:
     return {name: sql.Identifier(name) for name in projection.tables}
 
 
-__all__ = ["Projection", "Recorded", "live_tables"]
+__all__ = ["Projection", "Recorded", "live_tables", "recordset"]

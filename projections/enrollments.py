@@ -19,27 +19,37 @@ from courseflow.events import (
     WaitlistPromoted,
 )
 from courseflow.store import Cursor
-from projections.base import Projection, Recorded
+from projections.base import Projection, Recorded, recordset
 
 _CHANGES = (RequestDecision, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
-_COLUMNS = ("request_id", "course_id", "student_id", "priority", "status", "reason", "requested_at", "decided_at")
-_TYPES = ("uuid", "bigint", "bigint", "smallint", "text", "text", "timestamptz", "timestamptz")
+_COLUMNS = {
+    "request_id": "uuid",
+    "course_id": "bigint",
+    "student_id": "bigint",
+    "priority": "smallint",
+    "status": "text",
+    "reason": "text",
+    "requested_at": "timestamptz",
+    "decided_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+_NAMES = ", ".join(_COLUMNS)
 
 # New rows, one statement per batch. A request dead-lettered before may come back (`courseflow dlq retry`):
 # its row is replaced.
 _INSERT = (
-    f"INSERT INTO {{table}} ({', '.join(_COLUMNS)}, updated_at)"
-    f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)}, %s::timestamptz[])"
+    f"INSERT INTO {{table}} ({_NAMES}) SELECT {_NAMES} FROM json_to_recordset(%s::json)"
+    f" AS u({', '.join(f'{name} {type_}' for name, type_ in _COLUMNS.items())})"
     " ON CONFLICT (request_id) DO UPDATE SET course_id = excluded.course_id, student_id = excluded.student_id,"
     " priority = excluded.priority, status = excluded.status, reason = excluded.reason,"
     " requested_at = excluded.requested_at, decided_at = excluded.decided_at, updated_at = excluded.updated_at"
 )
 # Changes to rows of earlier batches, one statement per batch (one change per request: they are folded first).
 _UPDATE = (
-    "UPDATE {table} t SET status = u.status, reason = u.reason, updated_at = u.now,"
-    " decided_at = coalesce(u.decided, t.decided_at)"
-    " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])"
-    " AS u(request_id, status, reason, now, decided) WHERE t.request_id = u.request_id"
+    "UPDATE {table} t SET status = u.status, reason = u.reason, updated_at = u.updated_at,"
+    " decided_at = coalesce(u.decided_at, t.decided_at)"
+    " FROM json_to_recordset(%s::json) AS u(request_id uuid, status text, reason text, updated_at timestamptz,"
+    " decided_at timestamptz) WHERE t.request_id = u.request_id"
 )
 
 
@@ -68,19 +78,15 @@ class Enrollments(Projection):
             elif isinstance(e, _CHANGES):
                 status, reason = STATUS_AFTER[type(e)], e.reason if isinstance(e, EnrollmentRejected) else None
                 decided = now if isinstance(e, RequestDecision) else None
-                row = new.get(e.request_id) or changed.setdefault(e.request_id, {"decided_at": None})
+                row = new.get(e.request_id) or changed.setdefault(e.request_id, {"request_id": e.request_id})
                 row.update({"status": status, "reason": reason, "updated_at": now})
                 if decided is not None:
                     row["decided_at"] = decided
         t = table["enrollments"]
         if changed:
-            fields = ("status", "reason", "updated_at", "decided_at")
-            cur.execute(
-                sql.SQL(_UPDATE).format(table=t), [list(changed), *([c[f] for c in changed.values()] for f in fields)]
-            )
+            cur.execute(sql.SQL(_UPDATE).format(table=t), [recordset(list(changed.values()))])
         if new:
-            rows = list(new.values())
-            cur.execute(sql.SQL(_INSERT).format(table=t), [[r[c] for r in rows] for c in (*_COLUMNS, "updated_at")])
+            cur.execute(sql.SQL(_INSERT).format(table=t), [recordset(list(new.values()))])
 
 
 def _row(

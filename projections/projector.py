@@ -19,7 +19,7 @@ from projections.base import Projection, live_tables
 
 log = logging.getLogger("courseflow.projector")
 
-BATCH = 5000
+BATCH = 1000
 
 
 def apply_batch(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from psycopg import sql
 
 from courseflow.domain import StreamId
 from courseflow.events import Waitlisted, WaitlistLeft, WaitlistPromoted
 from courseflow.store import Cursor
-from projections.base import Projection, Recorded
-
-_COLUMNS = ("request_id", "course_id", "student_id", "priority", "arrival_ms", "arrival_seq")
+from projections.base import Projection, Recorded, recordset
 
 
 class Waitlists(Projection):
@@ -23,13 +22,20 @@ class Waitlists(Projection):
 
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
         """Entries that join and leave within the batch never touch the table; the rest in two statements."""
-        joined: dict[str, tuple[str, int, int, int, int, int]] = {}
+        joined: dict[str, dict[str, Any]] = {}
         left: list[str] = []
         for recorded in batch:
             e = recorded.event
             if isinstance(e, Waitlisted):
                 arrival = StreamId.parse(e.arrival)
-                joined[e.request_id] = (e.request_id, e.course_id, e.student_id, e.priority, arrival.ms, arrival.seq)
+                joined[e.request_id] = {
+                    "request_id": e.request_id,
+                    "course_id": e.course_id,
+                    "student_id": e.student_id,
+                    "priority": e.priority,
+                    "arrival_ms": arrival.ms,
+                    "arrival_seq": arrival.seq,
+                }
             elif isinstance(e, WaitlistPromoted | WaitlistLeft) and joined.pop(e.request_id, None) is None:
                 left.append(e.request_id)
         t = table["waitlist_entries"]
@@ -39,8 +45,8 @@ class Waitlists(Projection):
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {table} (request_id, course_id, student_id, priority, arrival_ms, arrival_seq)"
-                    " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::smallint[], %s::bigint[],"
-                    " %s::bigint[])"
+                    " SELECT * FROM json_to_recordset(%s::json) AS u(request_id uuid, course_id bigint,"
+                    " student_id bigint, priority smallint, arrival_ms bigint, arrival_seq bigint)"
                 ).format(table=t),
-                [list(column) for column in zip(*joined.values(), strict=True)],
+                [recordset(list(joined.values()))],
             )

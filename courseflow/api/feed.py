@@ -278,9 +278,18 @@ class Feed:
                 await asyncio.sleep(delay)
 
     async def _catch_up(self) -> bool:
-        """Dispatch everything readable; True when more is committed but unread (an older transaction holds it back)."""
+        """Dispatch everything readable; True when more is committed but unread (an older transaction holds it back).
+
+        With nobody subscribed, the events are not read at all: the feed moves to the log's readable end.
+        """
         while True:
             assert self.position is not None
+            if not self._by_request and not self._by_stream:
+                skipped = await self._read(self.position, 0)
+                if self._by_request or self._by_stream:
+                    continue  # subscribed meanwhile, from the place before: read the events for them
+                self.position = skipped.end
+                return skipped.unread
             tail = await self._read(self.position, BATCH)
             self.dispatch(tail.events)
             if len(tail.events) == BATCH:
