@@ -237,6 +237,37 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0
         await asyncio.sleep(0.01)
 
 
+def test_the_live_feed_reads_no_event_while_nobody_follows_and_every_one_once_somebody_does(
+    settings: Settings,
+) -> None:
+    limits: list[int] = []
+    with psycopg.connect(settings.database_url, autocommit=True) as reader:
+
+        async def read(after: Checkpoint, limit: int) -> Tail:
+            limits.append(limit)
+            return await asyncio.to_thread(history.follow, reader, after, limit)
+
+        async def scenario() -> None:
+            feed = Feed(settings.database_url, read, idle_s=120)
+            await feed.start()
+            try:
+                assert await feed.started() == START
+                with psycopg.connect(settings.database_url) as writer:
+                    _create(writer, 1)
+                await _until(lambda: feed.position is not None and feed.position.position == 1, "the feed at the end")
+                assert set(limits) == {0}  # nobody follows anything: no event was read
+                sub = feed.subscribe(course_id=2)
+                with psycopg.connect(settings.database_url) as writer:
+                    _create(writer, 2)
+                got = await asyncio.wait_for(sub.next(), 10)
+                assert isinstance(got, Recorded) and got.position == 2
+                assert set(limits) > {0}
+            finally:
+                await feed.stop()
+
+        asyncio.run(scenario())
+
+
 def test_events_from_before_the_migration_come_first_and_old_checkpoints_keep_their_meaning(
     servers: Servers, settings: Settings, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 from starlette.testclient import TestClient
@@ -11,7 +12,8 @@ from starlette.testclient import TestClient
 from courseflow import store
 from courseflow.config import Settings
 from courseflow.eventlog import EventLog
-from courseflow.events import CourseCreated
+from courseflow.domain import CourseState, Pending, StreamId, decide
+from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, Waitlisted
 from projections import PROJECTIONS
 from projections.projector import Projector
 from projections.rebuild import differences, rebuild
@@ -116,3 +118,48 @@ def test_no_event_is_skipped_by_a_running_projector(settings: Settings, db: Conn
     wait_projected(db)
     (projected,) = db.execute("SELECT count(*) FROM course_seats").fetchone()  # type: ignore[misc]
     assert projected == writers * each
+
+
+def test_decisions_recorded_before_they_carried_their_request_project_as_those_after(
+    client: TestClient, db: Conn, settings: Settings
+) -> None:
+    """Before sql/007 a decision followed its request's EnrollmentRequested event; the log keeps both kinds."""
+    create_course(client, 1, 2)
+    asked = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    def request(n: int) -> EnrollmentRequested:
+        return EnrollmentRequested(
+            course_id=1,
+            request_id=f"00000000-0000-4000-8000-00000000000{n}",
+            student_id=n,
+            idempotency_key=f"k{n}",
+            priority=n,
+            requested_at=asked,
+        )
+
+    old_grant, old_wait = request(1), request(2)
+    # The new way: the decision alone, carrying its request; the course has one seat left by then.
+    (carried,), _ = decide(CourseState(course_id=1, capacity=2, seats_taken=1), [Pending(request(3), StreamId(9, 0))])
+    assert isinstance(carried, EnrollmentGranted) and carried.carries_request
+    logged = [
+        old_grant,
+        EnrollmentGranted(course_id=1, request_id=old_grant.request_id, student_id=1, priority=1),
+        carried,
+        old_wait,  # the old way again, after a new one: replay reads each the way it was written
+        Waitlisted(course_id=1, request_id=old_wait.request_id, student_id=2, priority=2, arrival="8-0"),
+    ]
+    with db.transaction(), db.cursor() as cur:
+        store.append(cur, [store.Appended(store.course_stream(1), 1, logged, [b"{}"] * len(logged))])
+    wait_projected(db)
+
+    rows = db.execute(
+        "SELECT student_id, priority, status, requested_at, decided_at IS NOT NULL FROM enrollments ORDER BY student_id"
+    ).fetchall()
+    assert rows == [(1, 1, "granted", asked, True), (2, 2, "waitlisted", asked, True), (3, 3, "granted", asked, True)]
+    counters = db.execute("SELECT requested, granted, waitlisted FROM enrollment_counters").fetchone()
+    assert counters == (3, 2, 1)
+    assert db.execute("SELECT student_id, arrival_ms FROM waitlist_entries").fetchall() == [(2, 8)]
+    assert db.execute("SELECT seats_taken, waitlist_length FROM course_seats").fetchone() == (2, 1)
+    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    history = client.get("/api/v1/courses/1/events").json()["events"]
+    assert history[3]["data"]["idempotency_key"] == "k3"  # a registrar reads the carried request whole

@@ -126,3 +126,25 @@ def test_workers_decide_nothing_twice_with_duplicated_stream_entries(
     wait_until(lambda: all_acknowledged(rds), what="both entries acknowledged")
     wait_decided(db, 1)
     assert event_count(db) == 2  # CourseCreated, EnrollmentGranted (which carries its request)
+
+
+def test_a_backlog_is_decided_best_first_in_rounds_as_full_as_the_limit(
+    client: TestClient, db: Conn, rds: redis.Redis, settings: Settings
+) -> None:
+    """A worker that read one entry decides, in its transaction, the best-ranked pending up to its limit."""
+    create_course(client, 1, 2)
+    for student in range(1, 8):
+        enroll(client, student, 1, priority=50 if student == 5 else 0)
+    worker = Worker(settings, "w-1")
+    try:
+        worker.decider.limit = 3
+        queue.ensure_group(worker.redis, KEYS)
+        entries = _entries(worker.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=1))
+        by_course = {1: [Accepted.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
+        outcome = worker.decider.decide_batch(worker.pg, by_course)
+    finally:
+        worker.close()
+    # Student 1's request alone was read, yet the round took the best three: 5 (priority 50), then 1 and 2.
+    assert decided_count(db) == 3
+    assert [d.student_id for recorded in outcome.recorded for d in recorded.decisions] == [5, 1, 2]
+    assert rds.zcard(KEYS.priority_set(1)) == 4
