@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from courseflow import store
 from courseflow.config import Settings
-from courseflow.eventlog import EventLog
 from courseflow.domain import CourseState, Pending, StreamId, decide
+from courseflow.eventlog import EventLog
 from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, Waitlisted
 from projections import PROJECTIONS
 from projections.projector import Projector
