@@ -13,7 +13,7 @@ from courseflow import store
 from courseflow.config import Settings
 from courseflow.domain import CourseState, Pending, StreamId, decide
 from courseflow.eventlog import EventLog
-from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, Waitlisted
+from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, Event, Waitlisted
 from projections import PROJECTIONS
 from projections.projector import Projector
 from projections.rebuild import differences, rebuild
@@ -141,7 +141,7 @@ def test_decisions_recorded_before_they_carried_their_request_project_as_those_a
     # The new way: the decision alone, carrying its request; the course has one seat left by then.
     (carried,), _ = decide(CourseState(course_id=1, capacity=2, seats_taken=1), [Pending(request(3), StreamId(9, 0))])
     assert isinstance(carried, EnrollmentGranted) and carried.carries_request
-    logged = [
+    logged: list[Event] = [
         old_grant,
         EnrollmentGranted(course_id=1, request_id=old_grant.request_id, student_id=1, priority=1),
         carried,
