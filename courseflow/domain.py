@@ -24,7 +24,7 @@ from courseflow.events import (
 )
 
 
-class StreamId(msgspec.Struct, frozen=True, order=True, array_like=True):
+class StreamId(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):
     """Arrival order: a Redis stream id `ms-seq`."""
 
     ms: int
@@ -55,8 +55,8 @@ STATUS_AFTER: dict[type[Event], RequestStatus] = {
 }
 
 
-class Pending(msgspec.Struct, frozen=True):
-    """An accepted request waiting for a decision, with its place in arrival order."""
+class Pending(msgspec.Struct, frozen=True, gc=False):
+    """An accepted request waiting for a decision, with its place in arrival order (never in a cycle: untracked)."""
 
     request: EnrollmentRequested
     arrival: StreamId

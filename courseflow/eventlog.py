@@ -40,8 +40,9 @@ class Checkpoint(msgspec.Struct, frozen=True, order=True):
 START = Checkpoint(0, 0)
 
 
-class Recorded(msgspec.Struct, frozen=True):
-    """An event as stored: its global position, the transaction that appended it, its stream and when."""
+class Recorded(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: its global position, the transaction that appended it, its stream and when (never in a
+    cycle: untracked by the collector)."""
 
     position: int
     txid: int

@@ -8,7 +8,9 @@ from typing import Literal
 import msgspec
 
 
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+# gc=False: events hold only strings, numbers and datetimes, never a cycle; the collector need not track the
+# thousands a worker or the projector holds at a time.
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True, gc=False):
     pass
 
 

@@ -48,15 +48,24 @@ def append(cur: Cursor, batches: Sequence[Appended]) -> list[int]:
     """
     _wake_followers(cur)
     versions = []
+    lines = []
+    for batch in batches:
+        stream, version = copy_text(batch.stream), batch.version
+        for event, meta in zip(batch.events, batch.metadata, strict=True):
+            version += 1
+            data = copy_text(events.encode(event).decode())
+            lines.append(f"{stream}\t{version}\t{events.type_name(event)}\t{data}\t{copy_text(meta.decode())}\n")
+        versions.append(version)
     with cur.copy("COPY events (stream, stream_version, type, data, metadata) FROM STDIN") as copy:
-        for batch in batches:
-            version = batch.version
-            for event, meta in zip(batch.events, batch.metadata, strict=True):
-                version += 1
-                data = events.encode(event).decode()
-                copy.write_row((batch.stream, version, events.type_name(event), data, meta.decode()))
-            versions.append(version)
+        copy.write("".join(lines))
     return versions
+
+
+def copy_text(value: str) -> str:
+    """A value as COPY's text format reads it: lines written by hand cost a fraction of `write_row`'s."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
 
 
 def _wake_followers(cur: Cursor) -> None:
@@ -224,29 +233,23 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
         for d in decided
     ]
     versions = append(cur, batches)
+    lines = []
+    for d in decided:
+        by_id = {p.request.request_id: p for p in d.pending}
+        for decision in d.decisions:
+            item = by_id[decision.request_id]
+            req = item.request
+            reason = decision.reason if isinstance(decision, EnrollmentRejected) else "\\N"
+            lines.append(
+                f"{copy_text(req.request_id)}\t{req.course_id}\t{req.student_id}\t{copy_text(req.idempotency_key)}"
+                f"\t{req.priority}\t{item.arrival.ms}\t{item.arrival.seq}\t{req.requested_at.isoformat()}"
+                f"\t{STATUS_AFTER[type(decision)]}\t{reason}\n"
+            )
     with cur.copy(
         "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
         " arrival_seq, requested_at, status, reason) FROM STDIN"
     ) as copy:
-        for d in decided:
-            by_id = {p.request.request_id: p for p in d.pending}
-            for decision in d.decisions:
-                item = by_id[decision.request_id]
-                req = item.request
-                copy.write_row(
-                    (
-                        req.request_id,
-                        req.course_id,
-                        req.student_id,
-                        req.idempotency_key,
-                        req.priority,
-                        item.arrival.ms,
-                        item.arrival.seq,
-                        req.requested_at,
-                        STATUS_AFTER[type(decision)],
-                        decision.reason if isinstance(decision, EnrollmentRejected) else None,
-                    )
-                )
+        copy.write("".join(lines))
     cur.execute(
         "UPDATE courses c SET seats_taken = u.seats, waitlist_length = u.waitlist, version = u.version"
         " FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[]) AS u(course_id, seats, waitlist, version)"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from courseflow import migrations, store
 from courseflow.config import Settings
-from courseflow.events import RequestDeadLettered
+from courseflow.domain import CourseState, Pending, StreamId, decide
+from courseflow.eventlog import START, EventLog
+from courseflow.events import EnrollmentRequested, RequestDeadLettered
 from tests.helpers import Conn, wait_until
 
 
@@ -45,6 +48,31 @@ def test_one_decision_per_request(db: Conn) -> None:
     _append(db, "course-1", 1, "EnrollmentGranted", '{"request_id": "r1"}')
     with pytest.raises(psycopg.errors.UniqueViolation):
         _append(db, "course-1", 2, "Waitlisted", '{"request_id": "r1"}')
+
+
+def test_decisions_keep_every_character_of_what_they_record(db: Conn) -> None:
+    """COPY's text format gives backslash, tab and line breaks a meaning of their own: they arrive as sent."""
+    awkward = 'a\\b\tc\nd\re "q" \\N'
+    assert store.create_course(db, 1, awkward, 1, None, None)
+    request = EnrollmentRequested(
+        course_id=1,
+        request_id="00000000-0000-4000-8000-000000000001",
+        student_id=3,
+        idempotency_key=awkward,
+        priority=0,
+        requested_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+    pending = Pending(request, StreamId(5, 1))
+    with db.transaction(), db.cursor() as cur:
+        course = store.lock_courses(cur, [1])[1]
+        decisions, after = decide(CourseState(course_id=1, capacity=1), [pending])
+        store.record_decisions(cur, [store.Decided(course, after, [pending], decisions)], awkward)
+    with db.cursor() as cur:
+        logged = EventLog(cur).read(START, 10)
+    assert [r.event for r in logged][1:] == decisions and logged[0].event.title == awkward  # type: ignore[union-attr]
+    row = db.execute("SELECT idempotency_key, requested_at, arrival_seq, reason FROM enrollment_requests").fetchone()
+    assert row == (awkward, request.requested_at, 1, None)
+    assert db.execute("SELECT metadata ->> 'worker' FROM events WHERE position = 2").fetchone() == (awkward,)
 
 
 def test_seats_can_never_grow_beyond_capacity(db: Conn) -> None:
