@@ -156,14 +156,16 @@ class Stack:
         self.live.setdefault(role, []).append(child)
         return child
 
-    def _retire(self, role: str, children: list[Child]) -> None:
+    def _retire(self, roles: Mapping[str, list[Child]]) -> None:
         """Record each child's peak RSS, then stop them together (a worker first finishes its batch)."""
-        for child in children:
-            self.live[role].remove(child)
-            self.peak_kb[role] = max(self.peak_kb.get(role, 0), *child.read_peaks().values(), 0)
-        for child in children:
+        for role, children in roles.items():
+            for child in children:
+                self.live[role].remove(child)
+                self.peak_kb[role] = max(self.peak_kb.get(role, 0), *child.read_peaks().values(), 0)
+        everyone = [child for children in roles.values() for child in children]
+        for child in everyone:
             child.terminate()
-        for child in children:
+        for child in everyone:
             child.wait_stopped()
 
     @contextmanager
@@ -185,7 +187,7 @@ class Stack:
             yield Server(child, port)
             child.check_alive()
         finally:
-            self._retire(role, [child])
+            self._retire({role: [child]})
 
     def api(self, processes: int = 1, **env: str) -> AbstractContextManager[Server]:
         return self.http_server("api", "courseflow", processes, **env)
@@ -210,8 +212,7 @@ class Stack:
             for child in [*children, projector]:
                 child.check_alive()
         finally:
-            self._retire("worker", children)
-            self._retire("projector", [projector])
+            self._retire({"worker": children, "projector": [projector]})
 
     def wait_workers_ready(self, children: list[Child]) -> None:
         """The workers are ready once they hold every partition, each its even share."""

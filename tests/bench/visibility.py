@@ -40,7 +40,8 @@ class Visible(msgspec.Struct, frozen=True):
 
     epoch: float
     holding: int
-    checked: list[str]
+    # The last requests whose status endpoint answered decided.
+    checked: int
     polls: int
     # How long one poll took on average: the resolution of the measure.
     poll_ms: float
@@ -89,7 +90,7 @@ def wait_visible(stack: Stack, api: Server, timeout: float) -> Visible:
             (LAST_REQUESTS,),
         )
     ]
-    checked = list(unseen)
+    checked = len(unseen)
     polls, polling_s = 0, 0.0
     shown: Shown | None = None
 
