@@ -170,6 +170,7 @@ def steady_latency(stack: Stack, rate: float, seconds: float, floor_rate: float,
         api.create_courses(CROWD_COURSES)
         with stack.workers(WORKERS) as children:
             stack.wait_workers_ready(children)
+            visibility.wait_projected(api, len(CROWD_COURSES))
             idle_kb = max(stack.rss_kb(children))
             floor = _paced(stack, api.port, "floor", floor_rate, floor_s)
             steady = _paced(stack, api.port, "steady", rate, seconds)
@@ -205,6 +206,6 @@ def _bottleneck(run: pacer.PacedRun, cores: dict[str, float]) -> str:
         return f"the pacer limits the rate: {spent}"
     busy = sum(cores.values())
     return (
-        f"the API limits the rate, not the pacer ({spent}): API {cores.get('api', 0.0):.2f} cores,"
+        f"not the pacer ({spent}) but the API's answers limit the rate: API {cores.get('api', 0.0):.2f} cores,"
         f" {busy:.1f} of {len(os.sched_getaffinity(0))} cores busy"
     )

@@ -1,4 +1,5 @@
-"""The naive reference: one lock-update-insert transaction per decision, measured with pgbench.
+"""The naive reference: one lock-update-insert transaction per decision, measured with pgbench; and the same
+statements 100 to a transaction, the decision rows' server limit (`limits.py`).
 
 It runs on the same PostgreSQL (same fsync and synchronous_commit) on scratch tables, so the ratio
 shows what batching many decisions per transaction buys over deciding one request at a time.
