@@ -128,8 +128,9 @@ def rows(limits: ServerLimits, naive: Mapping[int, float]) -> list[Row]:
                 reference=naive[courses],
                 reference_name=f"pgbench naive, 1 decision/txn, {_courses(courses)}",
                 note=(
-                    f"pgbench -c {limits.pgbench_clients}: the naive lock-update-insert {PER_TRANSACTION} times on one"
-                    " course, then COMMIT; the decision rows' server limit"
+                    f"pgbench -c {limits.pgbench_clients} -M prepared: the naive lock-update-insert {PER_TRANSACTION}"
+                    f" times on one course (of {courses}, at random), then COMMIT, sent as one pipeline;"
+                    " the decision rows' server limit"
                 ),
             )
         )
