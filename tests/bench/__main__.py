@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from tests.bench import crowd, report, throughput
+from tests.bench import crowd, limits, report, throughput
 from tests.bench.procs import BenchError
 from tests.bench.report import Row, Target
 from tests.bench.stack import Stack
@@ -27,11 +27,33 @@ class Plan(msgspec.Struct, frozen=True):
     crowd: int
     paced_s: float
     floor_s: float
+    # XADD commands of redis-benchmark without pipelining (8 times as many pipelined).
+    xadd_requests: int
 
 
-# Full: well under 10 minutes on 2 cores. Quick: the same rows from smaller samples, under a minute.
-FULL = Plan("full", intake_s=10, warmup_s=2, backlog=50_000, pgbench_s=10, crowd=100_000, paced_s=10, floor_s=4)
-QUICK = Plan("quick", intake_s=2, warmup_s=0, backlog=4_000, pgbench_s=1, crowd=20_000, paced_s=2, floor_s=0.5)
+# Full: about 10 minutes on 2 cores. Quick: the same rows from smaller samples, about 2 minutes.
+FULL = Plan(
+    "full",
+    intake_s=10,
+    warmup_s=2,
+    backlog=50_000,
+    pgbench_s=10,
+    crowd=100_000,
+    paced_s=30,
+    floor_s=4,
+    xadd_requests=60_000,
+)
+QUICK = Plan(
+    "quick",
+    intake_s=2,
+    warmup_s=0,
+    backlog=4_000,
+    pgbench_s=1,
+    crowd=20_000,
+    paced_s=2,
+    floor_s=0.5,
+    xadd_requests=10_000,
+)
 PACED_RATE = 5_000
 FLOOR_RATE = 500
 
@@ -44,27 +66,35 @@ def _progress(started: float) -> Callable[[str], None]:
 
 
 def measure(stack: Stack, plan: Plan, opening: Callable[[], crowd.Opening], say: Callable[[str], None]) -> list[Row]:
+    course_counts = [1, len(crowd.CROWD_COURSES), len(throughput.MANY_COURSES)]
     say(f"pgbench: naive decisions, 1, 20 and 50 courses, {plan.pgbench_s} s each")
-    naive = throughput.naive(stack, [1, len(crowd.CROWD_COURSES), len(throughput.MANY_COURSES)], plan.pgbench_s)
-    rows: list[Row] = []
+    naive = throughput.naive(stack, course_counts, plan.pgbench_s)
+    say(f"server limits: redis-benchmark XADD, pgbench {limits.PER_TRANSACTION} decisions per transaction")
+    server = limits.measure(
+        stack, throughput.WRK_CONNECTIONS, plan.xadd_requests, throughput.PGBENCH_CLIENTS, course_counts, plan.pgbench_s
+    )
+    rows = limits.rows(server, naive.tps)
     for processes in (1, 2):
         say(f"intake with {processes} API process(es), and the bare ceiling")
         rows.append(throughput.intake(stack, processes, plan.intake_s, plan.warmup_s))
     say("intake with authentication and rate limits, and in development mode")
     rows.append(throughput.intake_authenticated(stack, plan.intake_s, plan.warmup_s))
+    for row in rows[-3:]:
+        row.limit = limits.intake(server, row.value)
     # Scaling 1, 2, 4 workers; for the hot course also arrival order alone (one batch per transaction).
     runs = [(throughput.HOT_COURSE, workers, True) for workers in (1, 2, 4)] + [(throughput.HOT_COURSE, WORKERS, False)]
     runs += [(throughput.MANY_COURSES, workers, True) for workers in (1, 2, 4)]
     for courses, workers, mixed in runs:
         what = "mixed priorities" if mixed else "all priority 0"
         say(f"decisions: {plan.backlog:,} requests ({what}) over {len(courses)} course(s), {workers} worker(s)")
-        rows.append(throughput.decisions(stack, courses, workers, plan.backlog, naive, mixed))
+        rows.append(throughput.decisions(stack, courses, workers, plan.backlog, naive, server, mixed))
     # Scaling out: the same 50 courses with the queue on the local Redis Cluster (3 masters, 3 replicas).
     for workers in (1, 2, 4):
         say(f"decisions on Redis Cluster: {plan.backlog:,} requests over 50 courses, {workers} worker(s)")
-        rows.append(throughput.decisions(stack, throughput.MANY_COURSES, workers, plan.backlog, naive, cluster=True))
+        many = throughput.MANY_COURSES
+        rows.append(throughput.decisions(stack, many, workers, plan.backlog, naive, server, cluster=True))
     say(f"flash crowd: {plan.crowd:,} requests over {len(crowd.CROWD_COURSES)} courses")
-    rows.append(crowd.flash_crowd(stack, plan.crowd, naive, opening()))
+    rows.append(crowd.flash_crowd(stack, plan.crowd, naive, opening(), server))
     say(f"accept-to-decision latency at {FLOOR_RATE:,} then {PACED_RATE:,} req/s")
     latency, worker_idle_kb = crowd.steady_latency(stack, PACED_RATE, plan.paced_s, FLOOR_RATE, plan.floor_s)
     rows.append(latency)
@@ -94,12 +124,21 @@ def memory(stack: Stack, worker_idle_kb: int) -> list[Row]:
             target=Target("value", at_most=150.0),
             note=f"VmHWM of every worker of this run; reference: VmRSS of one of {WORKERS} workers just after joining",
         ),
+        Row(
+            name="projector peak RSS",
+            value=stack.peak_kb["projector"] / mb,
+            unit="MB",
+            reference=stack.peak_kb["worker"] / mb,
+            reference_name="worker peak",
+            target=Target("value", at_most=150.0),
+            note="VmHWM of the projector of every row with workers (it runs beside them)",
+        ),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller samples: the whole table in under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller samples: the whole table in about 2 minutes")
     parser.add_argument(
         "--opening",
         choices=sorted(crowd.OPENINGS),
@@ -127,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "workers": WORKERS,
         "wrk": f"-t{throughput.WRK_THREADS} -c{throughput.WRK_CONNECTIONS}",
         "pgbench_clients": throughput.PGBENCH_CLIENTS,
+        "xadd_pipeline": limits.PIPELINE,
+        "pgbench_per_transaction": limits.PER_TRANSACTION,
         "paced_rate": PACED_RATE,
         "floor_rate": FLOOR_RATE,
         "opening": args.opening,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -9,9 +10,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from tests.bench import pacer, wrk
+from tests.bench import limits, pacer, visibility, wrk
 from tests.bench.procs import BenchError
-from tests.bench.report import Row, Target
+from tests.bench.report import Limit, Row, Target
 from tests.bench.stack import Server, Stack
 from tests.bench.throughput import WORKERS, WRK_CONNECTIONS, WRK_THREADS, Naive
 
@@ -70,10 +71,11 @@ OPENINGS: dict[str, type[WorkersStartAfterCrowd] | type[OpensAt]] = {
 }
 
 
-def flash_crowd(stack: Stack, count: int, ref: Naive, opening: Opening) -> Row:
-    """`count` requests over 20 courses as fast as wrk sends them, then the time until all are decided."""
+def flash_crowd(stack: Stack, count: int, ref: Naive, opening: Opening, server: limits.ServerLimits) -> Row:
+    """`count` requests over 20 courses as fast as wrk sends them, then the time until users see all decided."""
     courses = list(CROWD_COURSES)
     stack.reset()
+    timeout = 60 + count / 200
     with stack.api() as api, ExitStack() as deciding:
         api.create_courses(CROWD_COURSES, **opening.course_fields())
         if opening.workers_during_crowd:
@@ -86,7 +88,8 @@ def flash_crowd(stack: Stack, count: int, ref: Naive, opening: Opening) -> Row:
             deciding.enter_context(stack.workers(WORKERS))
         opened_at = opening.open(api, courses)
         with stack.cpu_window() as usage:
-            stack.wait_decided(timeout=60 + count / 200)
+            stack.wait_decided(timeout)
+            seen = visibility.wait_visible(stack, api, timeout)
     row = stack.db.execute(
         "SELECT count(*), extract(epoch FROM max(requested_at)), extract(epoch FROM min(decided_at)),"
         " extract(epoch FROM max(decided_at)) FROM enrollment_requests"
@@ -95,29 +98,41 @@ def flash_crowd(stack: Stack, count: int, ref: Naive, opening: Opening) -> Row:
     decided, last_202, first_decided, last_decided = int(row[0]), float(row[1]), float(row[2]), float(row[3])
     # requested_at is stamped just before the Redis write that precedes the 202: the last one is the crowd's end.
     origin = max(last_202, opened_at or 0.0)
-    drain = last_decided - origin
+    committed, visible = last_decided - origin, seen.epoch - origin
     startup = "" if opening.workers_during_crowd else f", first decision {first_decided - spawned:.1f} s after"
+    batched = server.batched[len(courses)]
     return Row(
-        name=f"flash crowd: all decided after last 202 ({decided:,} req)",
-        value=drain,
+        name=f"flash crowd: all visible after last 202 ({decided:,} req)",
+        value=visible,
         unit="s",
         reference=decided / ref.tps[len(courses)],
         reference_name=f"naive: {decided:,} ÷ pgbench tps, {len(courses)} courses",
         target=Target("value", at_most=5.0),
+        limit=Limit.of_duration(visible, decided / batched, f"÷ pgbench {limits.PER_TRANSACTION}/txn"),
         note=(
             f"{opening.note}{startup}; accepted at {crowd.rps:,.0f} req/s"
             f" (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, p99 {crowd.p99_us / 1000:.0f} ms), {len(courses)} courses,"
-            f" {WORKERS} workers deciding {decided / max(last_decided - first_decided, 1e-3):,.0f}/s"
+            f" {WORKERS} workers deciding {decided / max(last_decided - first_decided, 1e-3):,.0f}/s;"
+            f" the last decision committed {committed:.2f} s after, all visible through the API {visible:.2f} s after"
         ),
-        details={"decided": decided, "wrk": msgspec.structs.asdict(crowd), "origin": origin, "cpu_cores": usage},
+        details={
+            "decided": decided,
+            "wrk": msgspec.structs.asdict(crowd),
+            "origin": origin,
+            "committed_s": committed,
+            "visible_s": visible,
+            "visible": msgspec.structs.asdict(seen),
+            "cpu_cores": usage,
+        },
     )
 
 
 def _paced(stack: Stack, port: int, tag: str, rate: float, seconds: float) -> dict[str, Any]:
     """Offer `rate` req/s for `seconds`; accept-to-decision percentiles of those requests, from the table."""
+    # Cores while the load is offered (not while the rest drains): who kept the rate from being reached.
     with stack.cpu_window() as usage:
         run = pacer.paced_enroll(port, list(CROWD_COURSES), tag, rate, seconds, PACED_CONNECTIONS)
-        stack.wait_decided(timeout=60 + run.sent / 200)
+    stack.wait_decided(timeout=60 + run.sent / 200)
     row = stack.db.execute(
         "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP"
         " (ORDER BY extract(epoch FROM decided_at - requested_at)), count(*)"
@@ -144,7 +159,8 @@ def _paced(stack: Stack, port: int, tag: str, rate: float, seconds: float) -> di
 
 
 def steady_latency(stack: Stack, rate: float, seconds: float, floor_rate: float, floor_s: float) -> tuple[Row, int]:
-    """p99 of decided_at - requested_at at a steady `rate`, against the same at a light `floor_rate`.
+    """p99 of decided_at - requested_at at a steady `rate`, against the same at a light `floor_rate`, with the
+    workers and the projector running.
 
     Also returns a worker's resident set (kB) once it has joined the group and before any load: the
     reference for the worker memory row.
@@ -154,10 +170,11 @@ def steady_latency(stack: Stack, rate: float, seconds: float, floor_rate: float,
         api.create_courses(CROWD_COURSES)
         with stack.workers(WORKERS) as children:
             stack.wait_workers_ready(children)
+            visibility.wait_projected(api, len(CROWD_COURSES))
             idle_kb = max(stack.rss_kb(children))
             floor = _paced(stack, api.port, "floor", floor_rate, floor_s)
             steady = _paced(stack, api.port, "steady", rate, seconds)
-    achieved = steady["run"]["sent"] / steady["run"]["seconds"]
+    run = msgspec.convert(steady["run"], pacer.PacedRun)
     per_second = steady["p99_ms_per_second"]
     row = Row(
         name=f"accept→decision p99 at {rate:,.0f} req/s offered",
@@ -167,12 +184,28 @@ def steady_latency(stack: Stack, rate: float, seconds: float, floor_rate: float,
         reference_name=f"p99 at {floor_rate:,.0f} req/s",
         target=Target("value", at_most=250.0),
         note=(
-            f"achieved {achieved:,.0f} req/s over {round(seconds)} s ({PACED_CONNECTIONS} keep-alive connections,"
-            f" paced from Python); p50 {steady['p50_ms']:.0f} ms (light load {floor['p50_ms']:.0f} ms);"
-            f" p99 per second of arrival {min(per_second):.0f}-{max(per_second):.0f} ms;"
-            f" 1 API process, {WORKERS} workers running; decided_at - requested_at from enrollment_requests"
-            + (f"; {steady['run']['reconnects']} connections closed by the API" if steady["run"]["reconnects"] else "")
+            f"achieved {run.rate:,.0f} req/s over {run.seconds:.0f} s ({run.sent:,} of {run.due:,} due; paced from"
+            f" Python over {PACED_CONNECTIONS} keep-alive connections, each waiting for its answer);"
+            f" {_bottleneck(run, steady['cpu_cores'])}; p50 {steady['p50_ms']:.0f} ms (light load"
+            f" {floor['p50_ms']:.0f} ms); p99 per second of arrival (ms): {' '.join(f'{p:.0f}' for p in per_second)};"
+            f" 1 API process, {WORKERS} workers and the projector running; decided_at - requested_at from"
+            " enrollment_requests" + (f"; {run.reconnects} connections closed by the API" if run.reconnects else "")
         ),
         details={"steady": steady, "floor": floor, "cpu_cores": steady["cpu_cores"]},
     )
     return row, idle_kb
+
+
+def _bottleneck(run: pacer.PacedRun, cores: dict[str, float]) -> str:
+    """Who kept the offered rate from being reached: the pacer (one Python process), or the system under test."""
+    pacer_cores = run.cpu_s / max(run.seconds, 1e-3)
+    spent = f"pacer {pacer_cores:.2f} cores ({run.cpu_s / max(run.sent, 1) * 1e6:.0f} us a request)"
+    if run.sent >= 0.98 * run.due:
+        return f"rate held; {spent}"
+    if pacer_cores >= 0.8:
+        return f"the pacer limits the rate: {spent}"
+    busy = sum(cores.values())
+    return (
+        f"not the pacer ({spent}) but the API's answers limit the rate: API {cores.get('api', 0.0):.2f} cores,"
+        f" {busy:.1f} of {len(os.sched_getaffinity(0))} cores busy"
+    )

@@ -1,12 +1,13 @@
 """A steady request rate (wrk2 is not available, and wrk's delay() only spaces requests after answers).
 
 Request k is due at start + k / rate; a few keep-alive connections take turns, each sending its next
-request when it is due, or at once when it is behind.
+request when it is due, or at once when it is behind, until the run's time is up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -18,11 +19,15 @@ from tests.bench.procs import BenchError
 
 class PacedRun(msgspec.Struct, frozen=True):
     target_rate: float
+    # Requests due within the run's duration, and those sent (fewer when the answers came too slowly).
+    due: int
     sent: int
     accepted: int
     seconds: float
-    # How far behind schedule the last request went out: 0 means the rate was held.
-    final_lag_s: float
+    # How far behind schedule a request went out, at worst: 0 means the rate was held.
+    max_lag_s: float
+    # CPU seconds the pacer itself spent sending and reading: near `seconds`, the pacer would be the limit.
+    cpu_s: float
     # Connections the server closed mid-run (each request then resent once).
     reconnects: int = 0
 
@@ -46,50 +51,70 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(lines[0].split(b" ", 2)[1])
 
 
-async def _run(port: int, courses: Sequence[int], tag: str, rate: float, seconds: float, connections: int) -> PacedRun:
-    loop = asyncio.get_running_loop()
-    total = int(rate * seconds)
-    start = loop.time() + 0.05
-    statuses: list[int] = []
-    last_sent = [start]
-    reconnects = [0]
-
-    async def connection(first: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for n in range(first, total, connections):
-                due = start + n / rate
-                if (wait := due - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                body = {
+def _requests(port: int, courses: Sequence[int], tag: str, total: int) -> list[bytes]:
+    """Every request of the run, encoded before the clock starts: the pacer then only sends and reads."""
+    return [
+        _request(
+            port,
+            msgspec.json.encode(
+                {
                     "student_id": n + 1,
                     "course_id": courses[n % len(courses)],
                     "idempotency_key": f"{tag}-{n}",
                     "priority": priority(n, len(courses)),
                 }
-                request = _request(port, msgspec.json.encode(body))
-                last_sent[0] = max(last_sent[0], loop.time())
+            ),
+        )
+        for n in range(total)
+    ]
+
+
+async def _run(port: int, courses: Sequence[int], tag: str, rate: float, seconds: float, connections: int) -> PacedRun:
+    loop = asyncio.get_running_loop()
+    requests = _requests(port, courses, tag, int(rate * seconds))
+    cpu_before = time.process_time()
+    start = loop.time() + 0.05
+    # Requests still unsent when the run's time is up are not sent: the run lasts `seconds`, whatever the rate.
+    end = start + seconds
+    statuses: list[int] = []
+    last_sent = [start]
+    lag = [0.0]
+    reconnects = [0]
+
+    async def connection(first: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in range(first, len(requests), connections):
+                due = start + n / rate
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                now = loop.time()
+                if now >= end:
+                    break
+                last_sent[0], lag[0] = max(last_sent[0], now), max(lag[0], now - due)
                 try:
-                    statuses.append(await _exchange(reader, writer, request))
+                    statuses.append(await _exchange(reader, writer, requests[n]))
                 except (asyncio.IncompleteReadError, ConnectionError):
                     # The server closed the connection: resend once on a new one (the idempotency key
                     # makes a repeat harmless), and count it.
                     writer.close()
                     reconnects[0] += 1
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    statuses.append(await _exchange(reader, writer, request))
+                    statuses.append(await _exchange(reader, writer, requests[n]))
         finally:
             writer.close()
 
     await asyncio.gather(*(connection(i) for i in range(connections)))
-    if len(statuses) != total:
-        raise BenchError(f"paced load: {len(statuses)} answers for {total} requests")
+    if not statuses:
+        raise BenchError("paced load: no request was answered")
     return PacedRun(
         target_rate=rate,
-        sent=total,
+        due=len(requests),
+        sent=len(statuses),
         accepted=sum(1 for s in statuses if s == 202),
         seconds=last_sent[0] - start,
-        final_lag_s=max(0.0, last_sent[0] - (start + (total - 1) / rate)),
+        max_lag_s=lag[0],
+        cpu_s=time.process_time() - cpu_before,
         reconnects=reconnects[0],
     )
 

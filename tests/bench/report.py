@@ -37,6 +37,23 @@ class Target(msgspec.Struct, frozen=True):
         return not (self.at_most is not None and measured > self.at_most)
 
 
+class Limit(msgspec.Struct, frozen=True):
+    """What the servers themselves do at a row's work (redis-benchmark, pgbench), in the row's unit."""
+
+    value: float
+    name: str
+    # The row's share of it: 1 is as good as the bare servers.
+    share: float
+
+    @classmethod
+    def of_rate(cls, value: float, limit: float, name: str) -> Limit:
+        return cls(limit, name, value / limit if limit else 0.0)
+
+    @classmethod
+    def of_duration(cls, value: float, limit: float, name: str) -> Limit:
+        return cls(limit, name, limit / value if value else 0.0)
+
+
 class Row(msgspec.Struct, kw_only=True):
     name: str
     value: float
@@ -44,6 +61,8 @@ class Row(msgspec.Struct, kw_only=True):
     reference: float | None
     reference_name: str
     target: Target | None = None
+    # The servers' own ceiling for this row's work, where one bounds it.
+    limit: Limit | None = None
     note: str = ""
     # Raw measurements behind the row (latencies, counts, CPU per role) for the JSON file.
     details: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -89,7 +108,7 @@ def _num(value: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ["#", "row", "value", "unit", "reference", "ratio", "target", "met"]
+    header = ["#", "row", "value", "unit", "reference", "ratio", "target", "met", "server limit", "of limit"]
     lines = [
         [
             str(n),
@@ -100,11 +119,13 @@ def table(rows: list[Row]) -> str:
             "—" if row.ratio is None else f"{row.ratio:.2f}x",
             row.target.text(row.unit) if row.target else "—",
             {True: "yes", False: "NO", None: "—"}[row.met],
+            "—" if row.limit is None else f"{_num(row.limit.value)} ({row.limit.name})",
+            "—" if row.limit is None else f"{row.limit.share:.0%}",
         ]
         for n, row in enumerate(rows, 1)
     ]
     widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-    right = {0, 2, 5}
+    right = {0, 2, 5, 9}
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(

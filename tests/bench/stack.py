@@ -44,6 +44,9 @@ class Server:
         # A registrar's token, when the server runs with authentication on.
         self.bearer: str | None = None
 
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self._send("GET", path, None)
+
     def post(self, path: str, body: object) -> tuple[int, bytes]:
         return self._send("POST", path, body)
 
@@ -56,7 +59,7 @@ class Server:
         try:
             headers = {"Content-Type": "application/json"}
             headers |= {} if self.bearer is None else {"Authorization": f"Bearer {self.bearer}"}
-            conn.request(method, path, msgspec.json.encode(body), headers)
+            conn.request(method, path, None if body is None else msgspec.json.encode(body), headers)
             response = conn.getresponse()
             return response.status, response.read()
         finally:
@@ -153,14 +156,16 @@ class Stack:
         self.live.setdefault(role, []).append(child)
         return child
 
-    def _retire(self, role: str, children: list[Child]) -> None:
+    def _retire(self, roles: Mapping[str, list[Child]]) -> None:
         """Record each child's peak RSS, then stop them together (a worker first finishes its batch)."""
-        for child in children:
-            self.live[role].remove(child)
-            self.peak_kb[role] = max(self.peak_kb.get(role, 0), *child.read_peaks().values(), 0)
-        for child in children:
+        for role, children in roles.items():
+            for child in children:
+                self.live[role].remove(child)
+                self.peak_kb[role] = max(self.peak_kb.get(role, 0), *child.read_peaks().values(), 0)
+        everyone = [child for children in roles.values() for child in children]
+        for child in everyone:
             child.terminate()
-        for child in children:
+        for child in everyone:
             child.wait_stopped()
 
     @contextmanager
@@ -182,7 +187,7 @@ class Stack:
             yield Server(child, port)
             child.check_alive()
         finally:
-            self._retire(role, [child])
+            self._retire({role: [child]})
 
     def api(self, processes: int = 1, **env: str) -> AbstractContextManager[Server]:
         return self.http_server("api", "courseflow", processes, **env)
@@ -192,7 +197,8 @@ class Stack:
 
     @contextmanager
     def workers(self, count: int, **extra: str) -> Iterator[list[Child]]:
-        """`count` workers of the decision group, spawned at once; yields without waiting for them."""
+        """`count` workers of the decision group and the projector beside them, as a deployment runs them:
+        a decision counts once users can see it. Spawned at once; yields the workers without waiting for them."""
         argv = [sys.executable, "-m", "courseflow", "worker", "--name"]
         names = [f"bench-worker-{self._started + n + 1}" for n in range(count)]
         # BLOCK_MS only bounds an idle read (new entries end it at once); a short one makes SIGTERM quick.
@@ -200,12 +206,13 @@ class Stack:
         # that long is dead to the others, who would take its partitions over in the measured run.
         env = self.env(BLOCK_MS="100", LEASE_MS="600000", CLAIM_IDLE_MS="1200000", **extra)
         children = [self._spawn("worker", [*argv, name], env, name) for name in names]
+        projector = self._spawn("projector", [sys.executable, "-m", "courseflow", "projector"], env, "projector")
         try:
             yield children
-            for child in children:
+            for child in [*children, projector]:
                 child.check_alive()
         finally:
-            self._retire("worker", children)
+            self._retire({"worker": children, "projector": [projector]})
 
     def wait_workers_ready(self, children: list[Child]) -> None:
         """The workers are ready once they hold every partition, each its even share."""
