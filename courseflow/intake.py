@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, cast
 
 import msgspec
 from opentelemetry.trace import SpanKind
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.typing import EncodableT
+from redis.typing import EncodableT, KeyT
 
 from courseflow import events, tracing
 from courseflow.auth import Principal
@@ -18,6 +19,7 @@ from courseflow.events import EnrollmentRequested
 from courseflow.keys import Keys, PartitionKeys
 from courseflow.memo import Memo
 from courseflow.queue import ENQUEUE_LUA, parse_member
+from courseflow.ratelimit import ACQUIRE_WINDOW_LUA, Window
 from courseflow.redis_clients import AsyncRedis
 
 # Claim an idempotency key for a new request id. Reply: {'claimed'} for a new key, else {'known', request id,
@@ -105,17 +107,25 @@ return queue_request({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, KEY
 # Both steps in one script, one round trip, where one script may touch both partitions: a single Redis (on a
 # cluster they are in different slots). The request id is the key's when it names one already, so it is put
 # into the request's json here, and its queued marker is named here (after ARGV[10]), both from what the
-# claim found.
+# claim found. The caller's rate limits are taken first, in the same round trip: every attempt counts.
 # KEYS: the idempotency key, courses set, request stream, course priority set, pending index, granted
-#       priorities, accepted counter.
+#       priorities, accepted counter, then each limit's previous and current window counters.
 # ARGV: new request id, fingerprint, ttl (0 = keep), request json before its request id, between it and the
-#       priority, after the priority, priority ('' = granted), course id, student id, queued-marker prefix, then
-#       the entry's trace fields, if any.
-# Reply: {outcome, request id, 1-based queue place while pending}, or {'unknown_course'}.
+#       priority, after the priority, priority ('' = granted), course id, student id, queued-marker prefix, the
+#       number of limits, each limit's amount and window (s), then the entry's trace fields, if any.
+# Reply: {outcome, request id, 1-based queue place while pending}, {'unknown_course'}, or {'rate_limited', the
+# 1-based number of the limit that refused}.
 _ACCEPT = (
-    _CLAIM_LUA
+    ACQUIRE_WINDOW_LUA
+    + _CLAIM_LUA
     + _QUEUE_LUA
     + """
+local limits = tonumber(ARGV[11])
+for i = 1, limits do
+  if not acquire_window({KEYS[6 + 2 * i], KEYS[7 + 2 * i]}, {ARGV[10 + 2 * i], ARGV[11 + 2 * i], 1}) then
+    return {'rate_limited', i}
+  end
+end
 local claimed = claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 local request_id = ARGV[1]
 if claimed[1] == 'known' then
@@ -125,7 +135,8 @@ if claimed[1] == 'known' then
   end
 end
 local reply = queue_request({KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, ARGV[10] .. request_id,
-  request_id, ARGV[4] .. request_id .. ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[3], ARGV[9], {unpack(ARGV, 11)})
+  request_id, ARGV[4] .. request_id .. ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[3], ARGV[9],
+  {unpack(ARGV, 12 + 2 * limits)})
 if reply[1] == 'unknown_course' then
   if claimed[1] == 'claimed' then  -- the key names no request after all
     redis.call('DEL', KEYS[1])
@@ -167,10 +178,12 @@ def key_owner(caller: Principal, student_id: int) -> str:
 
 
 class Accepted(msgspec.Struct, frozen=True):
-    outcome: Literal["queued", "replayed", "conflict", "unknown_course"]
+    outcome: Literal["queued", "replayed", "conflict", "unknown_course", "rate_limited"]
     request_id: str | None = None
     # 1-based place in the course's priority order while pending; None once decided.
     queue_position: int | None = None
+    # Which of the caller's limits (0-based, in the policy's order) refused a rate-limited request.
+    refused_by: int | None = None
 
 
 class _CourseKeys(msgspec.Struct, frozen=True):
@@ -203,6 +216,11 @@ class Intake:
         self._release = CoalescedScript(client, _RELEASE)
         self._courses: Memo[int, _CourseKeys] = Memo(10_000)
 
+    @property
+    def takes_rate_limits(self) -> bool:
+        """Whether `accept` takes the caller's rate limits in its own round trip (one-step intake)."""
+        return self._one_step
+
     async def aclose(self) -> None:
         for script in (self._accept, self._claim, self._queue, self._release):
             await script.aclose()
@@ -222,9 +240,11 @@ class Intake:
         course_id: int,
         idempotency_key: str,
         priority: int | None,
+        limits: Sequence[Window] = (),
     ) -> Accepted:
         """Queue a request once per (caller, student, idempotency key). `priority` None: the one the registrar
-        granted the student.
+        granted the student. `limits`: the caller's rate limits, taken in the same round trip, before anything
+        else (one-step intake only, see `takes_rate_limits`); the first that refuses makes it "rate_limited".
 
         Two steps, each atomic: claim the idempotency key for a new request id (in the key's partition), then
         queue that request (in its course's partition), which does nothing for a request id queued before. A
@@ -234,6 +254,8 @@ class Intake:
         Raises NotReplicated when REDIS_WAIT_REPLICAS replicas did not confirm it in time: it may be queued, but
         a failover could still lose it, so the caller hears 503 and retries with the same idempotency key.
         """
+        if limits and not self._one_step:
+            raise ValueError("two-step intake takes no rate limits: take them before")
         given = "" if priority is None else str(priority)
         fingerprint = f"{course_id}:{given}"
         owner = key_owner(caller, student_id)
@@ -271,10 +293,16 @@ class Intake:
                 )
             if claimed is None:
                 before_id, before_priority, after_priority = around_request_id(payload, request_id)
+                keys: list[KeyT] = [claim_key, *k.queue]
                 args: list[EncodableT] = [request_id, fingerprint, self._ttl, before_id, before_priority]
-                args += [after_priority, given, course_id, student_id, k.marker_prefix, *tracing.inject()]
-                reply = await self._accept([claim_key, *k.queue], args)
+                args += [after_priority, given, course_id, student_id, k.marker_prefix, len(limits)]
+                for window in limits:
+                    keys += (window.previous, window.current)
+                    args += (window.amount, window.expiry_s)
+                reply = await self._accept(keys, [*args, *tracing.inject()])
                 outcome, rest = reply[0], reply[2:]
+                if outcome == b"rate_limited":
+                    return Accepted("rate_limited", refused_by=int(reply[1]) - 1)
                 if len(reply) > 1:  # the request id the key names: this one, or an earlier attempt's
                     request_id = reply[1].decode()
             else:

@@ -16,6 +16,7 @@ from courseflow.auth import Principal
 from courseflow.metrics import REQUESTS_ACCEPTED, REQUESTS_REFUSED, REQUESTS_REPLAYED
 from courseflow.payloads import Enrollment, RequestPath
 from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem, RateLimited
+from courseflow.ratelimit import Subject
 
 
 @operation(
@@ -35,26 +36,33 @@ from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, No
 async def enroll(request: Request) -> Response:
     svc = services(request)
     caller, counted = principal(request), rate_subject(request)
-    try:
-        # Every attempt counts against the caller's limits, whatever its outcome.
-        await svc.limiter.hit(counted, request.method)
-    except RateLimited:
-        REQUESTS_REFUSED.labels("rate_limited").inc()
-        raise
+    # Every attempt counts against the caller's limits, whatever its outcome: in the intake script's round trip
+    # when it can take them, else first of all.
+    at_intake = svc.intake.takes_rate_limits
+    if not at_intake:
+        await _hit(svc, counted)
     try:
         student_id, body, key = await _enrollment(request, caller)
     except Problem as refused:  # counted by the answer it finally gets
+        if at_intake:
+            await _hit(svc, counted)
         REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
         raise
     # Every log line of this request from here on (the access log too) carries them.
     structlog.contextvars.bind_contextvars(course_id=body.course_id, student_id=student_id)
+    limits = svc.limiter.windows(counted, "POST") if at_intake else ()
     try:
-        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
+        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, limits)
         if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
+            # The attempt has counted already.
             accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
     except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here
         REQUESTS_REFUSED.labels("unavailable").inc()
         raise
+    if accepted.outcome == "rate_limited":
+        assert accepted.refused_by is not None
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        await svc.limiter.refuse(counted, "POST", accepted.refused_by)
     if accepted.outcome == "unknown_course":
         REQUESTS_REFUSED.labels("unknown_course").inc()
         raise NotFound(f"no course {body.course_id}", "course_id")
@@ -77,6 +85,14 @@ async def enroll(request: Request) -> Response:
     answer = await status.owned(svc, caller, accepted.request_id)
     counted_as.inc()
     return JSON(answer)
+
+
+async def _hit(svc: Services, counted: Subject) -> None:
+    try:
+        await svc.limiter.hit(counted, "POST")
+    except RateLimited:
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        raise
 
 
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:
