@@ -16,6 +16,7 @@ import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
 
 from courseflow.config import Settings
 from courseflow.memo import Memo
@@ -80,6 +81,12 @@ class Authenticator:
         self._leeway = settings.auth_leeway_s
         # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
         self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
+        self._jwt = jwt.PyJWT()
+        if self.algorithm == "HS256":
+            assert isinstance(self._key, str)
+            signatures = self._jwt._jws  # the PyJWS that checks this PyJWT's signatures
+            signatures.unregister_algorithm("HS256")
+            signatures.register_algorithm("HS256", _CheckedSecret(self._key))
 
     @property
     def enabled(self) -> bool:
@@ -108,7 +115,7 @@ class Authenticator:
     def _verify(self, token: str) -> tuple[Principal, float]:
         assert self._key is not None
         try:
-            claims = jwt.decode(
+            claims = self._jwt.decode(
                 token,
                 self._key,
                 algorithms=[self.algorithm],
@@ -140,6 +147,22 @@ class Authenticator:
         except (TypeError, ValueError, OverflowError):
             raise Unauthorized("the token's exp is not a time", token_given=True) from None
         return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway), expires
+
+
+class _CheckedSecret(HMACAlgorithm):
+    """HS256 with the configured secret checked once, when the API starts: PyJWT checks a secret again for every
+    token (is it a PEM, SSH or DER key, a JWK?), which costs more than checking the token's signature."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._secret = secret
+        try:
+            self._prepared = super().prepare_key(secret)
+        except jwt.InvalidKeyError as exc:
+            raise SystemExit(f"configuration error: AUTH_JWT_SECRET cannot be an HMAC secret: {exc}") from None
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        return self._prepared if key == self._secret else super().prepare_key(key)
 
 
 def _plain(text: str) -> str:
