@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
 
+import hiredis
 import msgspec
 import redis
 import redis.asyncio as aioredis
@@ -66,22 +67,9 @@ class _Batches(Generic[Call]):
         raise NotImplementedError
 
 
-def packed(command: Sequence[EncodableT]) -> bytes:
-    """One command in the Redis protocol (RESP), as redis-py would send it, for a fraction of its cost."""
-    parts = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        if isinstance(arg, bytes):
-            item = arg
-        elif isinstance(arg, str):
-            item = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            item = b"%d" % arg
-        elif isinstance(arg, float):
-            item = repr(arg).encode()
-        else:
-            raise redis.DataError(f"cannot send a {type(arg).__name__} to Redis: {arg!r}")
-        parts.append(b"$%d\r\n%b\r\n" % (len(item), item))
-    return b"".join(parts)
+def packed(command: tuple[EncodableT, ...]) -> bytes:
+    """One command in the Redis protocol, packed by hiredis (redis[hiredis]): a fifth of redis-py's cost."""
+    return hiredis.pack_command(command)  # type: ignore[arg-type,no-any-return]
 
 
 class Line:
@@ -193,7 +181,7 @@ class CoalescedScript(_Batches[ScriptCall]):
         return await self._replicated(calls)
 
     def _packed(self, calls: list[ScriptCall]) -> bytes:
-        return b"".join(packed([b"EVALSHA", self._sha_bytes, len(keys), *keys, *args]) for keys, args in calls)
+        return b"".join([packed((b"EVALSHA", self._sha_bytes, len(keys), *keys, *args)) for keys, args in calls])
 
     async def _replicated(self, calls: list[ScriptCall]) -> list[Any]:
         """WAIT counts the replicas that have what its own connection wrote, so scripts and their WAIT share a
@@ -227,7 +215,7 @@ class CoalescedScript(_Batches[ScriptCall]):
         return replies
 
     async def _on_one_connection(self, line: Line, calls: list[ScriptCall]) -> list[Any]:
-        wait = packed([b"WAIT", self._replicas.count, self._replicas.timeout_ms])
+        wait = packed((b"WAIT", self._replicas.count, self._replicas.timeout_ms))
         *replies, confirmed = await line.exchange(self._packed(calls) + wait, len(calls) + 1)
         if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:
             return replies
