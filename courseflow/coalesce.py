@@ -76,8 +76,9 @@ class Line:
     """One connection of a plain client's pool, held by one coalescer, whose batches go one at a time: checking
     a connection out of the pool for each batch, and redis-py's pipeline, cost more than the batch's commands.
 
-    A broken connection is dropped and the batch sent again on a new one, as the client's retry policy says
-    (a pipeline does the same): a script sent twice is only reported the second time, by its idempotency."""
+    A connection the server closed while idle is opened again before use, as the pool does for those it hands
+    out, and a batch that meets a close not seen yet is sent once more on a new connection: had the server run
+    it already, idempotency keys make the second run a replay (a rate-limit hit in it counts twice)."""
 
     def __init__(self, client: aioredis.Redis | None, owns_client: bool = False) -> None:
         self._client = client
@@ -86,32 +87,19 @@ class Line:
 
     async def exchange(self, commands: bytes, count: int) -> list[Any]:
         """Send packed commands, read their `count` replies; a reply that is an error is returned, not raised."""
+        assert self._client is not None, "a cluster client has no single connection"
+        pool = self._client.connection_pool
         connection = self._connection
         if connection is None:
-            assert self._client is not None, "a cluster client has no single connection"
-            pool = self._client.connection_pool
             connection = self._connection = cast(Connection, await pool.get_connection())  # type: ignore[no-untyped-call]
-
-        async def attempt() -> list[Any]:
-            try:
-                await connection.send_packed_command(commands, check_health=False)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(await connection.read_response())
-                    except redis.ResponseError as exc:
-                        replies.append(exc)
-                return replies
-            except BaseException:
-                # Replies left unread would answer the next batch's commands.
-                await connection.disconnect()
-                raise
-
-        async def drop(_: Exception) -> None:
-            await connection.disconnect()
-
-        replies: list[Any] = await connection.retry.call_with_retry(attempt, drop)
-        return replies
+            return await _exchange(connection, commands, count)
+        # As the pool checks a connection it hands out: one the server closed meanwhile is opened again.
+        await pool.ensure_connection(connection)
+        try:
+            return await _exchange(connection, commands, count)
+        except redis.ConnectionError:
+            # Closed before this batch, though the close was not seen yet: once more, on a new connection.
+            return await _exchange(connection, commands, count)
 
     async def aclose(self) -> None:
         if self._client is None:
@@ -121,6 +109,22 @@ class Line:
             self._connection = None
         if self._owns_client:
             await self._client.aclose()
+
+
+async def _exchange(connection: Connection, commands: bytes, count: int) -> list[Any]:
+    try:
+        await connection.send_packed_command(commands, check_health=False)
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(await connection.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        # Replies left unread would answer the next batch's commands; the next send connects again.
+        await connection.disconnect()
+        raise
 
 
 ScriptCall = tuple[Sequence[KeyT], Sequence[EncodableT]]

@@ -213,6 +213,29 @@ def test_misconfigured_keys_stop_the_start(settings: Settings, tmp_path: Path) -
         create_app(msgspec.structs.replace(settings, auth_jwt_public_key_file=tmp_path / "missing.pem"))
 
 
+def test_an_asymmetric_key_given_as_the_secret_stops_the_start(settings: Settings, rsa_keys: tuple[Path, Path]) -> None:
+    public_pem = rsa_keys[1].read_text()
+    with pytest.raises(SystemExit, match="cannot be an HMAC secret"):
+        create_app(msgspec.structs.replace(settings, auth_jwt_secret=public_pem))
+
+
+def test_the_secret_is_checked_once_not_for_every_token(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT would check the secret again (is it a PEM, DER, SSH key, a JWK?) for every token it verifies."""
+    checks: list[object] = []
+    check = jwt.algorithms.HMACAlgorithm.prepare_key
+
+    def counted(self: jwt.algorithms.HMACAlgorithm, key: str | bytes) -> bytes:
+        checks.append(key)
+        return check(self, key)
+
+    configured = secured(settings)
+    tokens = [auth.issue(configured, "student", str(student), 60) for student in range(1, 6)]
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "prepare_key", counted)
+    authenticator = auth.Authenticator(configured)
+    assert [authenticator.authenticate(f"Bearer {token}").sub for token in tokens] == ["1", "2", "3", "4", "5"]
+    assert len(checks) == 1  # when the authenticator was made
+
+
 def test_development_mode_is_a_registrar_and_says_so(
     client: TestClient, caplog: pytest.LogCaptureFixture, settings: Settings
 ) -> None:
