@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
 
@@ -115,12 +116,17 @@ async def _exchange(connection: Connection, commands: bytes, count: int) -> list
     try:
         await connection.send_packed_command(commands, check_health=False)
         replies: list[Any] = []
-        for _ in range(count):
-            try:
-                replies.append(await connection.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
+        # One time limit for the batch's replies, not one per reply (which costs more than reading it).
+        async with asyncio.timeout(connection.socket_timeout):
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except redis.ResponseError as exc:
+                    replies.append(exc)
         return replies
+    except TimeoutError:
+        await connection.disconnect()
+        raise redis.TimeoutError(f"no reply from Redis within {connection.socket_timeout} s") from None
     except BaseException:
         # Replies left unread would answer the next batch's commands; the next send connects again.
         await connection.disconnect()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -169,6 +169,12 @@ def around_request_id(payload: bytes, request_id: str) -> tuple[bytes, bytes, by
     return head[:at], head[at + len(rid) :], tail
 
 
+def new_request_id() -> str:
+    """A random UUID (version 4, RFC 9562 variant) as text, at half the cost of `str(uuid.uuid4())`."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def key_owner(caller: Principal, student_id: int) -> str:
     """Whose idempotency keys these are: a student's own, or a registrar's or service's for one student.
 
@@ -193,6 +199,8 @@ class _CourseKeys(msgspec.Struct, frozen=True):
     # courses set, request stream, the course's priority set, pending index, granted priorities, accepted counter
     queue: tuple[str, str, str, str, str, str]
     marker_prefix: str
+    # The PRODUCER span's name, of the messaging conventions: the operation and its destination.
+    span_name: str
 
 
 class Intake:
@@ -230,7 +238,7 @@ class Intake:
         if found is None:
             k = self.keys.of_course(course_id)
             queue = (k.courses, k.requests, k.priority_set(course_id), k.pending_index, k.priorities, k.accepted)
-            found = self._courses.put(course_id, _CourseKeys(k, queue, k.queued("")))
+            found = self._courses.put(course_id, _CourseKeys(k, queue, k.queued(""), f"send {k.requests}"))
         return found
 
     async def accept(
@@ -260,7 +268,7 @@ class Intake:
         fingerprint = f"{course_id}:{given}"
         owner = key_owner(caller, student_id)
         claim_key = self.keys.of_idempotency(owner, idempotency_key).idempotency(owner, idempotency_key)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         claimed: list[bytes] | None = None
         if not self._one_step:
             claimed = await self._claim([claim_key], [request_id, fingerprint, self._ttl])
@@ -278,9 +286,8 @@ class Intake:
         )
         payload = events.encode(request)
         k = self._of_course(course_id)
-        # The PRODUCER span of the messaging conventions (named operation, destination): its context goes into
-        # the entry for the worker.
-        with tracing.span(f"send {k.partition.requests}", SpanKind.PRODUCER) as span:
+        # The PRODUCER span: its context goes into the entry for the worker.
+        with tracing.span(k.span_name, SpanKind.PRODUCER) as span:
             if span is not None:
                 span.set_attributes(
                     {

@@ -148,13 +148,21 @@ def _refuse_media_type(raw: bytes | None) -> None:
 
 
 async def _bounded_body(request: Request) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    """The body, read from the server's messages (not `Request.stream`, a generator per request), up to the limit."""
+    receive, chunks, size = request.receive, [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
         chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not message.get("more_body", False):
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            request._body = body  # read once: `Request.body()` answers from it
+            return body
 
 
 class _Reader(msgspec.Struct, frozen=True):
@@ -236,12 +244,15 @@ def _no_duplicate_keys(body: bytes, names: tuple[bytes, ...] | None) -> None:
     json.loads(body, object_pairs_hook=pairs)
 
 
-def idempotency_key(value: str, field: str) -> str:
-    """A key held to the body field's rules, wherever it came from (the body or the Idempotency-Key header)."""
-    try:
-        msgspec.convert(value, IdempotencyKey)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(field, culprit(str(exc))[1]) from None
+def idempotency_key(value: str, field: str, typed: bool = False) -> str:
+    """A key held to the body field's rules, wherever it came from (the body or the Idempotency-Key header).
+
+    `typed`: it was decoded as an `IdempotencyKey` already, whose length is checked."""
+    if not typed:
+        try:
+            msgspec.convert(value, IdempotencyKey)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(field, culprit(str(exc))[1]) from None
     return text(value, field)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import cast
 
 import msgspec
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 from courseflow import events, queue
 from courseflow.auth import DEVELOPER, Principal
 from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.intake import Accepted, Intake, key_owner
+from courseflow.intake import Accepted, Intake, key_owner, new_request_id
 from courseflow.keys import Keys
 from courseflow.ratelimit import Limiter, subject
 from tests.conftest import Servers
@@ -248,3 +249,11 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
 
     assert [a.outcome for a in asyncio.run(around_a_kill())] == ["queued", "queued"]
     assert rds.xlen(KEYS.requests) == 2
+
+
+def test_request_ids_are_random_version_4_uuids() -> None:
+    drawn = [new_request_id() for _ in range(2000)]
+    assert len(set(drawn)) == len(drawn)
+    parsed = [uuid.UUID(text) for text in drawn]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == text for u, text in zip(parsed, drawn, strict=True))
+    assert {text[19] for text in drawn} == set("89ab")  # every variant nibble occurs: the bits are random

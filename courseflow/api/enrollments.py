@@ -105,24 +105,24 @@ async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollm
         raise Forbidden(f"a student enrolls only themselves (student {caller.sub})", "student_id")
     if body.priority is not None and not caller.privileged:
         raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
-    headers = request.headers.getlist("idempotency-key")
+    headers = [value for name, value in request.scope["headers"] if name == b"idempotency-key"]
     if len(headers) > 1:
         raise InvalidInput("Idempotency-Key", "is given more than once", status=400, location="header")
     return student_id, body, _idempotency_key(body.idempotency_key, headers[0] if headers else None)
 
 
-def _idempotency_key(in_body: str | None, in_header: str | None) -> str:
-    if in_header is not None:
-        try:  # HTTP carries header bytes; ours are UTF-8 like the body's
-            in_header = in_header.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400, location="header") from None
-        if in_body is not None and in_header != in_body:
-            raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
-    key = in_body if in_body is not None else in_header
-    if key is None:
-        raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
-    return payloads.idempotency_key(key, "idempotency_key")
+def _idempotency_key(in_body: str | None, in_header: bytes | None) -> str:
+    if in_header is None:
+        if in_body is None:
+            raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
+        return payloads.idempotency_key(in_body, "idempotency_key", typed=True)
+    try:  # HTTP carries header bytes; ours are UTF-8 like the body's
+        from_header = in_header.decode("utf-8")
+    except UnicodeError:
+        raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400, location="header") from None
+    if in_body is not None and from_header != in_body:
+        raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
+    return payloads.idempotency_key(from_header, "idempotency_key", typed=in_body is not None)
 
 
 def _known_course(conn: store.Conn, svc: Services, course_id: int) -> bool:
