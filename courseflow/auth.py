@@ -7,6 +7,7 @@ may send a priority. With no key configured, authentication is off and every cal
 
 from __future__ import annotations
 
+import binascii
 import logging
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
+from jwt.utils import base64url_decode, base64url_encode
 
 from courseflow.config import Settings
 from courseflow.memo import Memo
@@ -82,9 +84,10 @@ class Authenticator:
         # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
         self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
         self._jwt = jwt.PyJWT()
+        # The PyJWS that checks this PyJWT's signatures, and reads the segments, at a lower cost.
+        self._jwt._jws = signatures = _Signatures(options=self._jwt._jws.options)
         if self.algorithm == "HS256":
             assert isinstance(self._key, str)
-            signatures = self._jwt._jws  # the PyJWS that checks this PyJWT's signatures
             signatures.unregister_algorithm("HS256")
             signatures.register_algorithm("HS256", _CheckedSecret(self._key))
 
@@ -163,6 +166,31 @@ class _CheckedSecret(HMACAlgorithm):
 
     def prepare_key(self, key: str | bytes) -> bytes:
         return self._prepared if key == self._secret else super().prepare_key(key)
+
+
+class _Signatures(jwt.PyJWS):
+    """PyJWS whose check of each segment's base64url runs in C (`bytes.translate`), not as a Python loop over
+    every character, which made it most of a token's verification. The rule is PyJWS's own, unchanged: only
+    the URL-safe alphabet, at most two `=` and only to complete the last quantum, the canonical encoding."""
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        stripped = segment.rstrip(b"=")
+        padding = len(segment) - len(stripped)
+        if padding > 2 or (padding and len(segment) % 4 != 0):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        if len(stripped) % 4 == 1 or stripped.translate(None, _BASE64URL_ALPHABET):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        try:
+            decoded = base64url_decode(stripped)
+        except (TypeError, binascii.Error) as err:
+            raise jwt.DecodeError(f"Invalid {name} padding") from err
+        if base64url_encode(decoded) != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
+_BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def _plain(text: str) -> str:

@@ -252,3 +252,33 @@ def test_issued_tokens_carry_role_audience_and_expiry(settings: Settings) -> Non
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="courseflow")
     assert claims["role"] == "service" and claims["sub"] == "sis"
     assert 100 < claims["exp"] - time.time() <= 120
+
+
+def test_token_segments_are_read_by_pyjwts_own_rule() -> None:
+    """The faster segment check accepts and refuses exactly what PyJWT's does, and decodes alike."""
+    import random
+
+    from jwt.api_jws import PyJWS
+
+    rng = random.Random(7)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/!. \xc3\xa9"
+    segments = [base64.urlsafe_b64encode(rng.randbytes(n)) for n in range(12)]  # valid, padded or not
+    segments += [s.rstrip(b"=") for s in segments]
+    segments += [b"", b"=", b"==", b"===", b"QQ===", b"QQ=", b"Q=Q=", b"QR", b"QR==", b"QQ", b"Q", b"ab+/"]
+    segments += [b"a\xc3\xa9b"]
+    segments += [bytes(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(3000)]
+
+    def read(check: object, segment: bytes) -> bytes | str:
+        try:
+            decoded: bytes = check(segment, "payload")  # type: ignore[operator]
+            return decoded
+        except jwt.DecodeError as exc:
+            return str(exc)
+
+    refused = 0
+    for segment in segments:
+        ours = read(auth._Signatures._decode_base64url_segment, segment)
+        theirs = read(PyJWS._decode_base64url_segment, segment)
+        assert ours == theirs, segment
+        refused += isinstance(theirs, str)
+    assert 0 < refused < len(segments)
