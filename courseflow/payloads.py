@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from msgspec import UNSET, Meta, UnsetType
 from starlette.requests import ClientDisconnect, Request
 
@@ -103,52 +104,106 @@ class MetricsQuery(Params, frozen=True, kw_only=True):
 
 
 B = TypeVar("B", bound=_Body)
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
 async def read(request: Request, kind: type[B]) -> B:
     """The request's JSON body as `kind`: 415 unless JSON, 413 past MAX_BODY_BYTES, 400 unreadable, 422 invalid."""
-    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
-    charset = parameters.strip().lower().removeprefix("charset=").strip('"') if parameters.strip() else "utf-8"
-    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
-        shown = request.headers.get("content-type", "none")[:64]
-        raise InvalidInput(
-            "Content-Type", f"must be application/json (UTF-8), got {shown!r}", status=415, location="header"
-        )
-    if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+    # One pass over the headers (the first of each, as Starlette's `Headers.get` reads them).
+    content_type = content_encoding = content_length = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            content_type = content_type or value
+        elif name == b"content-encoding":
+            content_encoding = content_encoding or value
+        elif name == b"content-length":
+            content_length = content_length or value
+    if content_type not in _JSON:
+        _refuse_media_type(content_type)
+    if content_encoding is not None and content_encoding.strip().lower() != b"identity":
         raise InvalidInput(
             "Content-Encoding", "is not supported: send the body uncompressed", status=415, location="header"
         )
+    if content_length is not None and content_length.isdigit() and int(content_length) > MAX_BODY_BYTES:
+        raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
     try:
         return decode(await _bounded_body(request), kind)
     except ClientDisconnect:
         raise InvalidInput("body", "was cut off: the client went away before sending all of it", status=400) from None
 
 
+# What clients send most, taken without parsing; anything else is parsed by `_refuse_media_type`.
+_JSON = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
+
+
+def _refuse_media_type(raw: bytes | None) -> None:
+    """Return if `raw` is JSON in UTF-8 after all (other spellings, other cases), else raise the 415."""
+    header = "" if raw is None else raw.decode("latin-1")
+    media_type, _, parameters = header.partition(";")
+    charset = parameters.strip().lower().removeprefix("charset=").strip('"') if parameters.strip() else "utf-8"
+    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
+        shown = header[:64] if raw is not None else "none"
+        raise InvalidInput(
+            "Content-Type", f"must be application/json (UTF-8), got {shown!r}", status=415, location="header"
+        )
+
+
 async def _bounded_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    """The body, read from the server's messages (not `Request.stream`, a generator per request), up to the limit."""
+    receive, chunks, size = request.receive, [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            request._body = body  # read once: `Request.body()` answers from it
+            return body
+
+
+class _Reader(msgspec.Struct, frozen=True):
+    decoder: msgspec.json.Decoder[Any]
+    # The quoted field names when every field is a scalar: see `_no_duplicate_keys`.
+    names: tuple[bytes, ...] | None
+
+
+_readers: dict[type[Any], _Reader] = {}
+_SCALARS = (
+    msgspec.inspect.IntType,
+    msgspec.inspect.StrType,
+    msgspec.inspect.NoneType,
+    msgspec.inspect.BoolType,
+    msgspec.inspect.FloatType,
+)
+
+
+def _reader(kind: type[Any]) -> _Reader:
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    flat = all(
+        isinstance(t, _SCALARS)
+        for field in info.fields
+        for t in (field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,))
+    )
+    names = tuple(f'"{field.encode_name}"'.encode() for field in info.fields) if flat else None
+    return _Reader(msgspec.json.Decoder(kind), names)
 
 
 def decode(body: bytes, kind: type[B]) -> B:
-    decoder = _decoders.get(kind) or _decoders.setdefault(kind, msgspec.json.Decoder(kind))
+    reader = _readers.get(kind) or _readers.setdefault(kind, _reader(kind))
     try:
-        value: B = decoder.decode(body)
+        value: B = reader.decoder.decode(body)
     except msgspec.ValidationError as exc:
         field, message = culprit(str(exc))
         raise InvalidInput(field, message) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         reason = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not valid JSON ({exc})"
         raise InvalidInput("body", reason, status=400) from None
-    _no_duplicate_keys(body)
+    _no_duplicate_keys(body, reader.names)
     return value
 
 
@@ -169,8 +224,16 @@ def culprit(message: str) -> tuple[str, str]:
     return field[:64], "is invalid: " + message[:1].lower() + message[1:]
 
 
-def _no_duplicate_keys(body: bytes) -> None:
-    # msgspec keeps the last of two equal keys; a body that says two things must not silently mean one.
+def _no_duplicate_keys(body: bytes, names: tuple[bytes, ...] | None) -> None:
+    """msgspec keeps the last of two equal keys; a body that says two things must not silently mean one.
+
+    `names`: the quoted field names of a body that decoded into a Struct of scalar fields, so its only object
+    is the top one and its keys are those names. Without a backslash no key is escaped and no string value
+    holds a quote, so each key appears verbatim and a duplicate shows as a name seen twice; only then (or
+    with a backslash) is the body parsed again to find it."""
+    if names is not None and b"\\" not in body and all(body.count(name) < 2 for name in names):
+        return
+
     def pairs(items: list[tuple[str, Any]]) -> None:
         seen: set[str] = set()
         for key, _ in items:
@@ -181,12 +244,15 @@ def _no_duplicate_keys(body: bytes) -> None:
     json.loads(body, object_pairs_hook=pairs)
 
 
-def idempotency_key(value: str, field: str) -> str:
-    """A key held to the body field's rules, wherever it came from (the body or the Idempotency-Key header)."""
-    try:
-        msgspec.convert(value, IdempotencyKey)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(field, culprit(str(exc))[1]) from None
+def idempotency_key(value: str, field: str, typed: bool = False) -> str:
+    """A key held to the body field's rules, wherever it came from (the body or the Idempotency-Key header).
+
+    `typed`: it was decoded as an `IdempotencyKey` already, whose length is checked."""
+    if not typed:
+        try:
+            msgspec.convert(value, IdempotencyKey)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(field, culprit(str(exc))[1]) from None
     return text(value, field)
 
 

@@ -23,6 +23,7 @@ from courseflow.auth import Principal, Role
 from courseflow.coalesce import CoalescedClient
 from courseflow.config import Settings
 from courseflow.keys import Keys
+from courseflow.memo import Memo
 from courseflow.metrics import RATE_LIMITED
 from courseflow.problems import RateLimited
 from courseflow.redis_clients import AsyncRedis
@@ -70,6 +71,23 @@ def anonymous(client_address: str) -> Subject:
     return Subject("anonymous", f"address:{client_address}")
 
 
+class Window(msgspec.Struct, frozen=True):
+    """One limit's counters, named as the `limits` library names them, for a script that takes a hit in its own
+    round trip (`ACQUIRE_WINDOW_LUA`)."""
+
+    previous: str
+    current: str
+    amount: int
+    expiry_s: int
+
+
+# The library's own sliding-window script, as a Lua function `acquire_window({previous, current}, {amount,
+# expiry, cost})` returning whether the hit was taken: the same counters and the same rule, in another script.
+ACQUIRE_WINDOW_LUA = (
+    "local function acquire_window(KEYS, ARGV)\n" + RedispyBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW.decode() + "\nend\n"
+)
+
+
 class Limiter:
     def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         # A student's reads and writes are limited apart; every other caller has one policy for both.
@@ -94,6 +112,7 @@ class Limiter:
         self._bridge.register_scripts()
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._storage_down_logged = 0.0
+        self._windows: Memo[tuple[Subject, bool], tuple[Window, ...]] = Memo(20_000)
 
     def _policy(self, who: Subject, method: str) -> Policy:
         return self._student[method in WRITE_METHODS] if who.role == "student" else self._others[who.role]
@@ -110,6 +129,29 @@ class Limiter:
                 return
             if not allowed:
                 await self.refuse(who, method, index)
+
+    def windows(self, who: Subject, method: str) -> tuple[Window, ...]:
+        """The counters a hit by `who` takes, in the policy's order, for a script to take it (see `Window`)."""
+        writes = method in WRITE_METHODS
+        found = self._windows.get((who, writes))
+        if found is None:
+            policy = self._policy(who, method)
+            keys = [item.key_for(policy.name, who.role, who.name) for item in policy.items]
+            named = self._bridge.prefixed_key
+            found = self._windows.put(
+                (who, writes),
+                tuple(
+                    # The storage's own names for a sliding window's two counters, under its prefix.
+                    Window(
+                        named(self._storage._previous_window_key(key)),
+                        named(self._storage._current_window_key(key)),
+                        item.amount,
+                        item.get_expiry(),
+                    )
+                    for key, item in zip(keys, policy.items, strict=True)
+                ),
+            )
+        return found
 
     async def refuse(self, who: Subject, method: str, index: int) -> NoReturn:
         """Raise the 429 for `who` being over the policy's limit number `index`, with when to retry."""

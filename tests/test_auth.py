@@ -213,6 +213,29 @@ def test_misconfigured_keys_stop_the_start(settings: Settings, tmp_path: Path) -
         create_app(msgspec.structs.replace(settings, auth_jwt_public_key_file=tmp_path / "missing.pem"))
 
 
+def test_an_asymmetric_key_given_as_the_secret_stops_the_start(settings: Settings, rsa_keys: tuple[Path, Path]) -> None:
+    public_pem = rsa_keys[1].read_text()
+    with pytest.raises(SystemExit, match="cannot be an HMAC secret"):
+        create_app(msgspec.structs.replace(settings, auth_jwt_secret=public_pem))
+
+
+def test_the_secret_is_checked_once_not_for_every_token(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT would check the secret again (is it a PEM, DER, SSH key, a JWK?) for every token it verifies."""
+    checks: list[object] = []
+    check = jwt.algorithms.HMACAlgorithm.prepare_key
+
+    def counted(self: jwt.algorithms.HMACAlgorithm, key: str | bytes) -> bytes:
+        checks.append(key)
+        return check(self, key)
+
+    configured = secured(settings)
+    tokens = [auth.issue(configured, "student", str(student), 60) for student in range(1, 6)]
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "prepare_key", counted)
+    authenticator = auth.Authenticator(configured)
+    assert [authenticator.authenticate(f"Bearer {token}").sub for token in tokens] == ["1", "2", "3", "4", "5"]
+    assert len(checks) == 1  # when the authenticator was made
+
+
 def test_development_mode_is_a_registrar_and_says_so(
     client: TestClient, caplog: pytest.LogCaptureFixture, settings: Settings
 ) -> None:
@@ -229,3 +252,33 @@ def test_issued_tokens_carry_role_audience_and_expiry(settings: Settings) -> Non
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="courseflow")
     assert claims["role"] == "service" and claims["sub"] == "sis"
     assert 100 < claims["exp"] - time.time() <= 120
+
+
+def test_token_segments_are_read_by_pyjwts_own_rule() -> None:
+    """The faster segment check accepts and refuses exactly what PyJWT's does, and decodes alike."""
+    import random
+
+    from jwt.api_jws import PyJWS
+
+    rng = random.Random(7)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/!. \xc3\xa9"
+    segments = [base64.urlsafe_b64encode(rng.randbytes(n)) for n in range(12)]  # valid, padded or not
+    segments += [s.rstrip(b"=") for s in segments]
+    segments += [b"", b"=", b"==", b"===", b"QQ===", b"QQ=", b"Q=Q=", b"QR", b"QR==", b"QQ", b"Q", b"ab+/"]
+    segments += [b"a\xc3\xa9b"]
+    segments += [bytes(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(3000)]
+
+    def read(check: object, segment: bytes) -> bytes | str:
+        try:
+            decoded: bytes = check(segment, "payload")  # type: ignore[operator]
+            return decoded
+        except jwt.DecodeError as exc:
+            return str(exc)
+
+    refused = 0
+    for segment in segments:
+        ours = read(auth._Signatures._decode_base64url_segment, segment)
+        theirs = read(PyJWS._decode_base64url_segment, segment)
+        assert ours == theirs, segment
+        refused += isinstance(theirs, str)
+    assert 0 < refused < len(segments)

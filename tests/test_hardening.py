@@ -76,13 +76,30 @@ def test_a_window_patch_out_of_range_is_422(client: TestClient) -> None:
         (b'{"student_id": 1, "course_id": 1, "idempotency_key": "k", "idempotency_key": "j"}', 422, "idempotency_key"),
         (b'{"student_id": 1, "course_id": 1, "idempotency_key": "k"} trailing', 400, "body"),
         (b'{"student_id": 1, "course_id": 1, "idempotency_key": "' + b"k" * 129 + b'"}', 422, "idempotency_key"),
+        (b'{"student_id": 1, "course_id": 1, "course\\u005fid": 2, "idempotency_key": "k"}', 422, "course_id"),
     ],
-    ids=["deep-field", "deep-body", "invalid-utf8", "duplicate-key", "duplicate-key-2", "trailing", "long-key"],
+    ids=[
+        "deep-field",
+        "deep-body",
+        "invalid-utf8",
+        "duplicate-key",
+        "duplicate-key-2",
+        "trailing",
+        "long-key",
+        "escaped-duplicate-key",
+    ],
 )
 def test_malformed_bodies_are_4xx(client: TestClient, rds: redis.Redis, raw: bytes, status: int, field: str) -> None:
     create_course(client, 1, 10)
     _problem(client.post("/api/v1/enrollments", content=raw, headers=JSON_HEADERS), status, field)
     assert queued(rds) == 0
+
+
+def test_a_value_that_names_a_field_is_no_duplicate_key(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    raw = b'{"student_id": 1, "course_id": 1, "idempotency_key": "course_id"}'
+    assert client.post("/api/v1/enrollments", content=raw, headers=JSON_HEADERS).status_code == 202
+    assert queued(rds) == 1
 
 
 @pytest.mark.parametrize(

@@ -3,32 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import cast
 
 import msgspec
+import pytest
 import redis
 import redis.asyncio as aioredis
 
-from courseflow import queue
+from courseflow import events, queue
 from courseflow.auth import DEVELOPER, Principal
 from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.intake import Accepted, Intake, key_owner
+from courseflow.intake import Accepted, Intake, key_owner, new_request_id
 from courseflow.keys import Keys
+from courseflow.ratelimit import Limiter, subject
 from tests.conftest import Servers
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
+
+
+@pytest.fixture(params=[True, False], ids=["one-step", "two-step"])
+def one_step(request: pytest.FixtureRequest) -> bool:
+    """Both ways of accepting: one script on a single Redis, two steps as on a cluster."""
+    one: bool = request.param
+    return one
 
 
 def reads_processed(rds: redis.Redis) -> int:
     return int(rds.info("stats")["total_reads_processed"])
 
 
-async def crowd(settings: Settings, size: int, flush_scripts_first: bool = False) -> list[Accepted]:
+async def crowd(settings: Settings, size: int, one_step: bool, flush_scripts_first: bool = False) -> list[Accepted]:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
         if flush_scripts_first:
             await client.script_flush()
         keys = Keys(partitions=DEFAULT_PARTITIONS)
-        intake = Intake(client, keys)
+        intake = Intake(client, keys, one_step=one_step)
         with redis.Redis.from_url(settings.redis_url) as sync:
             queue.register_courses(sync, keys, [1])
         return await asyncio.gather(*(intake.accept(DEVELOPER, s, 1, f"k{s}", s % 100) for s in range(1, size + 1)))
@@ -36,11 +47,13 @@ async def crowd(settings: Settings, size: int, flush_scripts_first: bool = False
         await client.aclose()
 
 
-def test_concurrent_accepts_share_round_trips(settings: Settings, rds: redis.Redis, servers: Servers) -> None:
+def test_concurrent_accepts_share_round_trips(
+    settings: Settings, rds: redis.Redis, servers: Servers, one_step: bool
+) -> None:
     # INFO is the admin's: the application's Redis user may not read server statistics.
     with redis.Redis.from_url(servers.admin_redis_url) as admin:
         before = reads_processed(admin)
-        accepted = asyncio.run(crowd(settings, 300))
+        accepted = asyncio.run(crowd(settings, 300, one_step))
         reads = reads_processed(admin) - before
     assert {a.outcome for a in accepted} == {"queued"}
     assert len({a.request_id for a in accepted}) == 300
@@ -49,20 +62,22 @@ def test_concurrent_accepts_share_round_trips(settings: Settings, rds: redis.Red
     assert reads < 100, reads
 
 
-def test_an_empty_script_cache_is_reloaded(settings: Settings, rds: redis.Redis) -> None:
-    accepted = asyncio.run(crowd(settings, 20, flush_scripts_first=True))
+def test_an_empty_script_cache_is_reloaded(settings: Settings, rds: redis.Redis, one_step: bool) -> None:
+    accepted = asyncio.run(crowd(settings, 20, one_step, flush_scripts_first=True))
     assert {a.outcome for a in accepted} == {"queued"}
     assert rds.xlen(KEYS.requests) == 20
 
 
-def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: Settings, rds: redis.Redis) -> None:
+def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(
+    settings: Settings, rds: redis.Redis, one_step: bool
+) -> None:
     keys = Keys(partitions=DEFAULT_PARTITIONS)
     assert keys.of_course(1) != keys.of_course(2)
 
     async def attempts() -> list[Accepted]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            intake = Intake(client, keys)
+            intake = Intake(client, keys, one_step=one_step)
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1, 2])
             first = await intake.accept(DEVELOPER, 7, 1, "same-key", None)
@@ -77,7 +92,7 @@ def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: 
 
 
 def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
-    settings: Settings, rds: redis.Redis
+    settings: Settings, rds: redis.Redis, one_step: bool
 ) -> None:
     """The first attempt claimed the key and failed before queueing: its retries queue that request, once."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
@@ -87,7 +102,7 @@ def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
     async def retries() -> list[Accepted]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            intake = Intake(client, keys)
+            intake = Intake(client, keys, one_step=one_step)
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1])
             return [await intake.accept(DEVELOPER, 7, 1, "k", None) for _ in range(2)]
@@ -120,14 +135,16 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
     assert rds.xlen(Keys(partitions=DEFAULT_PARTITIONS).of_course(1).requests) == 1  # queued once, for all three
 
 
-def test_idempotency_keys_of_different_callers_never_meet_whatever_their_characters(settings: Settings) -> None:
+def test_idempotency_keys_of_different_callers_never_meet_whatever_their_characters(
+    settings: Settings, one_step: bool
+) -> None:
     """A service `x:1` acting for student 902 with key "k", and a service `x` for student 1 with key "902:k"."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def both() -> list[Accepted]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            intake = Intake(client, keys)
+            intake = Intake(client, keys, one_step=one_step)
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [2])
             return [
@@ -140,3 +157,104 @@ def test_idempotency_keys_of_different_callers_never_meet_whatever_their_charact
     first, second = asyncio.run(both())
     assert (first.outcome, second.outcome) == ("queued", "queued")
     assert first.request_id != second.request_id
+
+
+def test_the_request_a_known_key_names_is_queued_under_that_id(
+    settings: Settings, rds: redis.Redis, one_step: bool
+) -> None:
+    """The queued entry carries the id the key names, not the id this attempt drew."""
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+    owner = key_owner(DEVELOPER, 7)
+    rds.set(keys.of_idempotency(owner, "k").idempotency(owner, "k"), "00000000-0000-4000-8000-000000000002 1:")
+
+    async def attempt() -> Accepted:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            with redis.Redis.from_url(settings.redis_url) as sync:
+                queue.register_courses(sync, keys, [1])
+            return await Intake(client, keys, one_step=one_step).accept(DEVELOPER, 7, 1, "k", None)
+        finally:
+            await client.aclose()
+
+    accepted = asyncio.run(attempt())
+    assert accepted.outcome == "queued"
+    [(_, fields)] = cast(list[tuple[bytes, dict[bytes, bytes]]], rds.xrange(KEYS.requests))
+    queued = events.decode_request(fields[b"request"])
+    assert (queued.request_id, queued.student_id, queued.idempotency_key) == (accepted.request_id, 7, "k")
+    assert rds.exists(KEYS.queued(queued.request_id))
+
+
+def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(
+    settings: Settings, rds: redis.Redis, one_step: bool
+) -> None:
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+
+    async def attempt() -> Accepted:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await Intake(client, keys, one_step=one_step).accept(DEVELOPER, 7, 1, "k", None)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(attempt()).outcome == "unknown_course"
+    owner = key_owner(DEVELOPER, 7)
+    assert not rds.exists(keys.of_idempotency(owner, "k").idempotency(owner, "k"))
+    assert rds.xlen(KEYS.requests) == 0
+
+
+def test_one_step_intake_takes_the_rate_limit_first_and_a_refused_request_takes_nothing_else(
+    settings: Settings, rds: redis.Redis
+) -> None:
+    limited = msgspec.structs.replace(settings, rate_limit_student_writes="2 per 60 seconds")
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+    student = Principal(role="student", sub="7")
+
+    async def attempts() -> list[Accepted]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            with redis.Redis.from_url(settings.redis_url) as sync:
+                queue.register_courses(sync, keys, [1])
+            intake, limiter = Intake(client, keys), Limiter(limited, client)
+            assert intake.takes_rate_limits
+            windows = limiter.windows(subject(student), "POST")
+            return [await intake.accept(student, 7, 1, f"k{n}", None, windows) for n in range(3)]
+        finally:
+            await client.aclose()
+
+    first, second, third = asyncio.run(attempts())
+    assert (first.outcome, second.outcome) == ("queued", "queued")
+    assert (third.outcome, third.refused_by) == ("rate_limited", 0)
+    assert rds.xlen(KEYS.requests) == 2
+    owner = key_owner(student, 7)
+    assert not rds.exists(keys.of_idempotency(owner, "k2").idempotency(owner, "k2"))
+
+
+def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
+    settings: Settings, rds: redis.Redis, servers: Servers, one_step: bool
+) -> None:
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+
+    async def around_a_kill() -> list[Accepted]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            with redis.Redis.from_url(settings.redis_url) as sync:
+                queue.register_courses(sync, keys, [1])
+            intake = Intake(client, keys, one_step=one_step)
+            first = await intake.accept(DEVELOPER, 7, 1, "a", None)
+            with redis.Redis.from_url(servers.admin_redis_url) as admin:
+                assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the intake's held connection too
+            return [first, await intake.accept(DEVELOPER, 8, 1, "b", None)]
+        finally:
+            await client.aclose()
+
+    assert [a.outcome for a in asyncio.run(around_a_kill())] == ["queued", "queued"]
+    assert rds.xlen(KEYS.requests) == 2
+
+
+def test_request_ids_are_random_version_4_uuids() -> None:
+    drawn = [new_request_id() for _ in range(2000)]
+    assert len(set(drawn)) == len(drawn)
+    for text in drawn:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert {text[19] for text in drawn} == set("89ab")  # every variant nibble occurs: the bits are random

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from courseflow import check, partitions, priorities, queue, store, tracing
 from courseflow.api import courses, docs, enrollments, health, history, live, openapi, streams, students
 from courseflow.api.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
+from courseflow.api.express import Express
 from courseflow.api.gate import Gate
 from courseflow.api.instruments import Instruments
 from courseflow.api.operations import declared
@@ -121,6 +122,19 @@ async def contract(request: Request) -> Response:
     return Response(state.openapi, media_type="application/json")
 
 
+class CourseFlow(Starlette):
+    """The API: enrollments take the fast lane (see `express`), everything else routing and the middleware."""
+
+    express: Express | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        express = self.express
+        if express is not None and express.serves(scope):
+            await express(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
@@ -155,7 +169,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await feed.stop()
             await svc.close()
 
-    app = Starlette(
+    app = CourseFlow(
         routes=[
             # The seed's path, kept as an alias of POST /api/v1/enrollments.
             Route("/enroll", enrollments.enroll, methods=["POST"], name="enroll_seed"),
@@ -213,6 +227,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(Instruments, routes=app.routes)
     # Outside even draining: every answer, refusals included, gets its span (a no-op with tracing off).
     app.add_middleware(tracing.Traced)
+    # The same gate, draining state and exception mapping as the stack's, around the same endpoint.
+    app.express = Express(
+        app,
+        enrollments.enroll,
+        frozenset(path for _, path in at_intake),
+        Gate(app, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake),
+        state,
+        app.exception_handlers,
+    )
     app.state.shutdown = state
     app.state.feed = feed
     return app

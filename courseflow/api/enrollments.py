@@ -16,6 +16,7 @@ from courseflow.auth import Principal
 from courseflow.metrics import REQUESTS_ACCEPTED, REQUESTS_REFUSED, REQUESTS_REPLAYED
 from courseflow.payloads import Enrollment, RequestPath
 from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, NotDecided, NotFound, Problem, RateLimited
+from courseflow.ratelimit import Subject
 
 
 @operation(
@@ -35,26 +36,33 @@ from courseflow.problems import Forbidden, IdempotencyConflict, InvalidInput, No
 async def enroll(request: Request) -> Response:
     svc = services(request)
     caller, counted = principal(request), rate_subject(request)
-    try:
-        # Every attempt counts against the caller's limits, whatever its outcome.
-        await svc.limiter.hit(counted, request.method)
-    except RateLimited:
-        REQUESTS_REFUSED.labels("rate_limited").inc()
-        raise
+    # Every attempt counts against the caller's limits, whatever its outcome: in the intake script's round trip
+    # when it can take them, else first of all.
+    at_intake = svc.intake.takes_rate_limits
+    if not at_intake:
+        await _hit(svc, counted)
     try:
         student_id, body, key = await _enrollment(request, caller)
     except Problem as refused:  # counted by the answer it finally gets
+        if at_intake:
+            await _hit(svc, counted)
         REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
         raise
     # Every log line of this request from here on (the access log too) carries them.
     structlog.contextvars.bind_contextvars(course_id=body.course_id, student_id=student_id)
+    limits = svc.limiter.windows(counted, "POST") if at_intake else ()
     try:
-        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
+        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, limits)
         if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
+            # The attempt has counted already.
             accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
     except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here
         REQUESTS_REFUSED.labels("unavailable").inc()
         raise
+    if accepted.outcome == "rate_limited":
+        assert accepted.refused_by is not None
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        await svc.limiter.refuse(counted, "POST", accepted.refused_by)
     if accepted.outcome == "unknown_course":
         REQUESTS_REFUSED.labels("unknown_course").inc()
         raise NotFound(f"no course {body.course_id}", "course_id")
@@ -79,6 +87,14 @@ async def enroll(request: Request) -> Response:
     return JSON(answer)
 
 
+async def _hit(svc: Services, counted: Subject) -> None:
+    try:
+        await svc.limiter.hit(counted, "POST")
+    except RateLimited:
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        raise
+
+
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:
     """The body, checked: whose request it is, and the idempotency key from the body or the header."""
     body = await payloads.read(request, Enrollment)
@@ -89,24 +105,24 @@ async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollm
         raise Forbidden(f"a student enrolls only themselves (student {caller.sub})", "student_id")
     if body.priority is not None and not caller.privileged:
         raise Forbidden("priority is granted by the registrar; a student cannot choose it", "priority")
-    headers = request.headers.getlist("idempotency-key")
+    headers = [value for name, value in request.scope["headers"] if name == b"idempotency-key"]
     if len(headers) > 1:
         raise InvalidInput("Idempotency-Key", "is given more than once", status=400, location="header")
     return student_id, body, _idempotency_key(body.idempotency_key, headers[0] if headers else None)
 
 
-def _idempotency_key(in_body: str | None, in_header: str | None) -> str:
-    if in_header is not None:
-        try:  # HTTP carries header bytes; ours are UTF-8 like the body's
-            in_header = in_header.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400, location="header") from None
-        if in_body is not None and in_header != in_body:
-            raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
-    key = in_body if in_body is not None else in_header
-    if key is None:
-        raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
-    return payloads.idempotency_key(key, "idempotency_key")
+def _idempotency_key(in_body: str | None, in_header: bytes | None) -> str:
+    if in_header is None:
+        if in_body is None:
+            raise InvalidInput("idempotency_key", "is required (in the body or the Idempotency-Key header)")
+        return payloads.idempotency_key(in_body, "idempotency_key", typed=True)
+    try:  # HTTP carries header bytes; ours are UTF-8 like the body's
+        from_header = in_header.decode("utf-8")
+    except UnicodeError:
+        raise InvalidInput("Idempotency-Key", "is not UTF-8", status=400, location="header") from None
+    if in_body is not None and from_header != in_body:
+        raise InvalidInput("idempotency_key", "differs from the Idempotency-Key header")
+    return payloads.idempotency_key(from_header, "idempotency_key", typed=in_body is not None)
 
 
 def _known_course(conn: store.Conn, svc: Services, course_id: int) -> bool:

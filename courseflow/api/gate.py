@@ -44,26 +44,28 @@ class Gate:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if scope["path"] in self.public or scope["path"].startswith(DOCUMENTATION_ASSETS):
-            try:
-                await self.limiter.hit(anonymous(_client_address(scope)), method)
-            except Problem as problem:
-                await _refuse(problem, scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-            return
         try:
-            principal = await self._authenticate(scope, method)
-            counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
-            if (method, scope["path"]) not in self.counted_at_intake:
-                await self.limiter.hit(counted, method)
+            admitted = await self.admit(scope)
         except Problem as problem:
             await _refuse(problem, scope, receive, send)
             return
-        scope[_PRINCIPAL] = principal
-        scope[_SUBJECT] = counted
+        if admitted is not None:
+            let_in(scope, admitted)
         await self.app(scope, receive, send)
+
+    async def admit(self, scope: Scope) -> tuple[Principal, Subject] | None:
+        """Who asks and whose counters they take (None for public paths); raises the 401 or 429 that refuses them.
+
+        The one check every request passes, whether routing or the enrollment fast lane serves it."""
+        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
+        if scope["path"] in self.public or scope["path"].startswith(DOCUMENTATION_ASSETS):
+            await self.limiter.hit(anonymous(_client_address(scope)), method)
+            return None
+        principal = await self._authenticate(scope, method)
+        counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
+        if (method, scope["path"]) not in self.counted_at_intake:
+            await self.limiter.hit(counted, method)
+        return principal, counted
 
     async def _authenticate(self, scope: Scope, method: str) -> Principal:
         try:
@@ -93,6 +95,11 @@ def _offered_bearer(scope: Scope) -> str | None:
     if len(offered) == 2 and offered[0] == BEARER_SUBPROTOCOL:
         return f"Bearer {offered[1]}"
     return None
+
+
+def let_in(scope: Scope, admitted: tuple[Principal, Subject]) -> None:
+    """Leave who was admitted in the scope, for `principal` and `rate_subject`."""
+    scope[_PRINCIPAL], scope[_SUBJECT] = admitted
 
 
 def principal(request: HTTPConnection) -> Principal:
