@@ -157,7 +157,8 @@ class Worker:
         return sum(len(entries) for entries in read.values())
 
     def _read(self, block_ms: int | None) -> dict[int, list[Entry]]:
-        """New entries of the leased partitions, about a batch in all, however long their backlogs.
+        """New entries of the leased partitions: at most a batch in all (or one per partition, if more), however
+        long their backlogs.
 
         XREADGROUP's COUNT applies to each stream: the first read shares the batch out among the streams (and
         waits up to `block_ms` for one); streams that filled their share are read again for what the others
@@ -171,7 +172,9 @@ class Worker:
         read: dict[int, list[Entry]] = {}
         wanted, budget = list(streams), self.settings.batch_size
         while wanted and budget > 0:
-            count = -(-budget // len(wanted))
+            if read:
+                wanted = wanted[:budget]  # what is left of the batch, at least one entry from each stream read
+            count = max(1, budget // len(wanted))
             got = self._read_streams(wanted, count, block_ms)
             block_ms = None
             for stream, entries in got.items():

@@ -126,3 +126,31 @@ def test_workers_decide_nothing_twice_with_duplicated_stream_entries(
     wait_until(lambda: all_acknowledged(rds), what="both entries acknowledged")
     wait_decided(db, 1)
     assert event_count(db) == 3  # CourseCreated, EnrollmentRequested, EnrollmentGranted
+
+
+def test_a_read_and_a_round_hold_a_bounded_share_of_any_backlog(
+    client: TestClient, db: Conn, settings: Settings
+) -> None:
+    """XREADGROUP's COUNT applies to each stream: shared out, a read over all the partitions holds at most a batch
+    (and still a whole one); a round decides at most two batches over all its courses, however deep the backlog
+    ranked ahead of the batch."""
+    courses = range(1, 9)
+    for course in courses:
+        create_course(client, course, 1000)
+    # Priority rising with arrival: the first batch ranks behind everything pending, so deciding it means
+    # deciding each course's whole backlog first.
+    total = 40 * len(courses)
+    for n in range(total):
+        enroll(client, n + 1, courses[n % len(courses)], priority=n // len(courses))
+    worker = Worker(msgspec.structs.replace(settings, batch_size=32), "w-1")
+    try:
+        assert len(worker.lease()) == DEFAULT_PARTITIONS  # alone: it reads every partition
+        assert worker.step() == 32
+        while decided_count(db) < total:
+            assert worker.step() <= 32
+    finally:
+        worker.close()
+    per_transaction = db.execute(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM events WHERE type = 'EnrollmentRequested' GROUP BY txid) t"
+    ).fetchone()
+    assert per_transaction is not None and per_transaction[0] <= 2 * 32
