@@ -60,7 +60,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     server_port: int = 8000
     api_processes: int = 1
     workers: int = 2
-    batch_size: int = 500
+    # Stream entries a worker reads at once, across all its partitions: with ROUND_BATCHES (courseflow.worker), what
+    # bounds a worker's memory however deep the backlog.
+    batch_size: int = 2000
     # XREADGROUP BLOCK stays well below the socket timeout (redis-py #2807).
     block_ms: int = 1000
     # A pending entry idle this long belongs to a consumer presumed dead and is reclaimed.
@@ -155,7 +157,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             server_port=_int(env, "SERVER_PORT", 8000),
             api_processes=_int(env, "API_PROCESSES", 1),
             workers=_int(env, "WORKERS", 2),
-            batch_size=_int(env, "BATCH_SIZE", 500),
+            batch_size=_bounded(env, "BATCH_SIZE", 2000, 1, 100_000),
             block_ms=_int(env, "BLOCK_MS", 1000),
             claim_idle_ms=claim_idle_ms,
             max_deliveries=_int(env, "MAX_DELIVERIES", 5),

@@ -77,14 +77,18 @@ class Decider:
 
     def decide_batch(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> Outcome:
         """Decide everything pending in each course up to the last request of the batch, in rounds of at
-        most `limit` decisions per course, each round one transaction over all the batch's courses."""
+        most `limit` decisions in all, each round one transaction over all the batch's courses. Returns which of
+        the batch's requests are decided or deferred, and the unknown courses."""
         outcome = Outcome()
+        batch_ids = {a.request.request_id for items in by_course.values() for a in items}
         remaining = dict(by_course)
         while remaining:
             done, incomplete = self._round(pg, remaining)
-            outcome.add(done)
             # Settle as we go: each round's requests are out of the priority set before the next reads it.
             queue.settle(self.redis, self.keys, done.settled, done.settled_ids)
+            # Keep only what the batch's acknowledgements need: a backlog decided ahead of the batch is not held
+            # round after round (the worker's memory would grow with the backlog).
+            outcome.add(Outcome(decided=done.decided & batch_ids, deferred=done.deferred, unknown=done.unknown))
             remaining = {cid: items for cid, items in remaining.items() if cid in incomplete}
         return outcome
 

@@ -153,16 +153,20 @@ return members
 def pending_through(
     client: SyncRedis, keys: Keys, batches: dict[int, Sequence[bytes]], limit: int
 ) -> dict[int, tuple[list[bytes], bool]]:
-    """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`;
-    with room to spare, more of the best-ranked, up to `limit` (fewer, fuller transactions under a backlog).
+    """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`
+    in all (shared evenly by the courses, at least one each); with room to spare in a course's share, more of
+    its best-ranked (fewer, fuller transactions under a backlog).
 
     Deciding this whole prefix, not just the batch this worker read, keeps the order strict when
     several workers hold interleaved batches of the same course. Returns, per course, the members
     and whether they reach the last of the batch (if not, decide them and ask again). One round
-    trip for all the courses. A course with none of the batch pending any more gets nothing.
+    trip for all the courses. A course with none of the batch pending any more gets nothing. The limit is
+    for all of them, so what a round holds in memory does not grow with the number of courses in a batch,
+    nor with their backlogs.
     """
+    share = max(1, limit // max(1, len(batches)))
     calls: list[ScriptCall] = [
-        ([keys.priority_set(course_id)], [limit, *cast(Sequence[EncodableT], batch)])
+        ([keys.priority_set(course_id)], [share, *cast(Sequence[EncodableT], batch)])
         for course_id, batch in batches.items()
     ]
     replies = cast(list[list[Any]], run_script(client, _PREFIX, calls))

@@ -30,6 +30,9 @@ APPLICATION_NAME = "courseflow worker"
 # How often a worker renews its leases and rebalances at most: a joining worker gets its share within a few
 # rounds, however long the leases last.
 LEASE_ROUND_S = 1.0
+# A decision round takes up to this many batches' worth of pending requests: a batch read decides the
+# backlog ranked ahead of it too, in rounds this large.
+ROUND_BATCHES = 2
 # What a worker waits out, backing off: a server down, or a cluster failing over.
 UNREACHABLE = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
 # Without a blocking read across partitions (Redis Cluster), an idle worker looks again this often.
@@ -46,8 +49,9 @@ class Worker:
         self.redis = redis_clients.connect(settings, max_connections=4, socket_timeout=settings.block_ms / 1000 + 10)
         self._cluster = redis_clients.is_cluster(self.redis)
         self._pg: psycopg.Connection[psycopg.rows.TupleRow] | None = None
-        # A large backlog is decided in rounds of this many requests per course and transaction.
-        self.decider = Decider(self.redis, self.keys, name, limit=settings.batch_size * 4)
+        # A large backlog is decided in rounds of at most this many requests per transaction (all its courses
+        # together), so what a worker holds in memory does not grow with the backlog.
+        self.decider = Decider(self.redis, self.keys, name, limit=settings.batch_size * ROUND_BATCHES)
         # The partitions this worker leases, and when to renew the leases.
         self.held: tuple[int, ...] = ()
         self._next_lease = 0.0
@@ -153,26 +157,46 @@ class Worker:
         return sum(len(entries) for entries in read.values())
 
     def _read(self, block_ms: int | None) -> dict[int, list[Entry]]:
-        """New entries of the leased partitions: one blocking read over all their streams on a single Redis; on
-        Redis Cluster, whose streams may live on different masters, one pipelined read, then a short wait."""
+        """New entries of the leased partitions: at most a batch in all (or one per partition, if more), however
+        long their backlogs.
+
+        XREADGROUP's COUNT applies to each stream: the first read shares the batch out among the streams (and
+        waits up to `block_ms` for one); streams that filled their share are read again for what the others
+        left, without waiting, so one busy partition still gets a whole batch.
+        """
         if not self.held:
             if block_ms is not None:
                 self.stop.wait(block_ms / 1000)
             return {}
         streams = {self.keys.partition(p).requests: p for p in self.held}
+        read: dict[int, list[Entry]] = {}
+        wanted, budget = list(streams), self.settings.batch_size
+        while wanted and budget > 0:
+            if read:
+                wanted = wanted[:budget]  # what is left of the batch, at least one entry from each stream read
+            count = max(1, budget // len(wanted))
+            got = self._read_streams(wanted, count, block_ms)
+            block_ms = None
+            for stream, entries in got.items():
+                read.setdefault(streams[stream], []).extend(entries)
+                budget -= len(entries)
+            wanted = [stream for stream, entries in got.items() if len(entries) == count]
+        return read
+
+    def _read_streams(self, streams: list[str], count: int, block_ms: int | None) -> dict[str, list[Entry]]:
+        """At most `count` new entries of each stream: one blocking read over all of them on a single Redis; on
+        Redis Cluster, whose streams may live on different masters, one pipelined read, then a short wait."""
         if not self._cluster:
-            reply = self.redis.xreadgroup(
-                GROUP, self.name, dict.fromkeys(streams, ">"), count=self.settings.batch_size, block=block_ms
-            )
-            return {streams[_name(stream)]: entries for stream, entries in _streams(reply)}
+            reply = self.redis.xreadgroup(GROUP, self.name, dict.fromkeys(streams, ">"), count=count, block=block_ms)
+            return {_name(stream): entries for stream, entries in _streams(reply) if entries}
         with self.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
-                pipe.xreadgroup(GROUP, self.name, {stream: ">"}, count=self.settings.batch_size)
+                pipe.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
             replies = pipe.execute()
-        read = {p: entries for p, reply in zip(streams.values(), replies, strict=True) if (entries := _entries(reply))}
-        if not read and block_ms is not None:
+        got = {stream: entries for stream, reply in zip(streams, replies, strict=True) if (entries := _entries(reply))}
+        if not got and block_ms is not None:
             self.stop.wait(min(block_ms / 1000, _CLUSTER_POLL_S))
-        return read
+        return got
 
     def open_backlogs(self) -> int:
         """Decide the requests accepted before registration opened, best first, a round per transaction."""

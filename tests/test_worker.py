@@ -146,5 +146,45 @@ def test_a_backlog_is_decided_best_first_in_rounds_as_full_as_the_limit(
         worker.close()
     # Student 1's request alone was read, yet the round took the best three: 5 (priority 50), then 1 and 2.
     assert decided_count(db) == 3
-    assert [d.student_id for recorded in outcome.recorded for d in recorded.decisions] == [5, 1, 2]
+    in_order = db.execute(
+        "SELECT (data ->> 'student_id')::int FROM events"
+        " WHERE type IN ('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected') ORDER BY position"
+    ).fetchall()
+    assert [student for (student,) in in_order] == [5, 1, 2]
+    # What the batch's acknowledgement needs: its own request, decided; not the rest of the round.
+    assert outcome.decided == {entries_request_id(by_course)}
     assert rds.zcard(KEYS.priority_set(1)) == 4
+
+
+def entries_request_id(by_course: dict[int, list[Accepted]]) -> str:
+    (only,) = (a.request.request_id for items in by_course.values() for a in items)
+    return only
+
+
+def test_a_read_and_a_round_hold_a_bounded_share_of_any_backlog(
+    client: TestClient, db: Conn, settings: Settings
+) -> None:
+    """XREADGROUP's COUNT applies to each stream: shared out, a read over all the partitions holds at most a batch
+    (and still a whole one); a round decides at most two batches over all its courses, however deep the backlog
+    ranked ahead of the batch."""
+    courses = range(1, 9)
+    for course in courses:
+        create_course(client, course, 1000)
+    # Priority rising with arrival: the first batch ranks behind everything pending, so deciding it means
+    # deciding each course's whole backlog first.
+    total = 40 * len(courses)
+    for n in range(total):
+        enroll(client, n + 1, courses[n % len(courses)], priority=n // len(courses))
+    worker = Worker(msgspec.structs.replace(settings, batch_size=32), "w-1")
+    try:
+        assert len(worker.lease()) == DEFAULT_PARTITIONS  # alone: it reads every partition
+        assert worker.step() == 32
+        while decided_count(db) < total:
+            assert worker.step() <= 32
+    finally:
+        worker.close()
+    per_transaction = db.execute(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM events"
+        " WHERE type IN ('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected') GROUP BY txid) t"
+    ).fetchone()
+    assert per_transaction is not None and per_transaction[0] <= 2 * 32
