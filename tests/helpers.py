@@ -137,3 +137,16 @@ def fair_decisions(db: Conn, course_id: int, capacity: int) -> bool:
         (f"course-{course_id}",),
     ).fetchall()
     return [tuple(row) for row in actual] == expected
+
+
+def required_versions(distribution: str) -> Any:
+    """The `packaging` SpecifierSet pyproject.toml declares for a runtime dependency."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    declared = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    found = [Requirement(line) for line in declared if Requirement(line).name.lower() == distribution.lower()]
+    assert len(found) == 1, f"pyproject.toml declares {distribution} {len(found)} times"
+    return found[0].specifier

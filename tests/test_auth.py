@@ -21,7 +21,7 @@ from courseflow import auth
 from courseflow.api import create_app
 from courseflow.config import Settings
 from projections.projector import Projector
-from tests.helpers import wait_until
+from tests.helpers import required_versions, wait_until
 from tests.trust import SECRET, bearer, secured
 
 ENROLL = {"course_id": 1, "idempotency_key": "k1"}
@@ -282,3 +282,14 @@ def test_token_segments_are_read_by_pyjwts_own_rule() -> None:
         assert ours == theirs, segment
         refused += isinstance(theirs, str)
     assert 0 < refused < len(segments)
+
+
+def test_the_pyjwt_requirement_admits_only_versions_whose_internals_the_verifier_relies_on() -> None:
+    """`Authenticator` replaces `PyJWT._jws` (absent before 2.11) with a PyJWS whose segment check copies 2.15's
+    (2.11-2.13 have none, 2.14 refuses any `=`); PyJWT 3 may drop both. Other versions fail or drift."""
+    from importlib.metadata import version
+
+    admitted = required_versions("PyJWT")
+    assert version("PyJWT") in admitted
+    for too_old_or_new in ("2.10.1", "2.13.0", "2.14.0", "3.0.0"):
+        assert too_old_or_new not in admitted, too_old_or_new

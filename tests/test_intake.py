@@ -18,6 +18,7 @@ from courseflow.intake import Accepted, Intake, key_owner, new_request_id
 from courseflow.keys import Keys
 from courseflow.ratelimit import Limiter, subject
 from tests.conftest import Servers
+from tests.helpers import required_versions
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
@@ -258,3 +259,14 @@ def test_request_ids_are_random_version_4_uuids() -> None:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
     assert {text[19] for text in drawn} == set("89ab")  # every variant nibble occurs: the bits are random
+
+
+def test_the_redis_requirement_admits_only_clients_with_what_the_held_connection_uses() -> None:
+    """`coalesce.Line` takes a connection with `get_connection()` (a command name was required before 5.3) and
+    checks it with `ensure_connection` (absent before 5.1): older clients would fail every enrollment."""
+    from importlib.metadata import version
+
+    admitted = required_versions("redis")
+    assert version("redis") in admitted
+    for too_old in ("5.0.8", "5.2.1"):
+        assert too_old not in admitted, too_old

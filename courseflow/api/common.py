@@ -32,10 +32,14 @@ from courseflow.store import Conn
 
 # What says a server is unreachable (not that a request was wrong): answered 503, with Retry-After.
 # NotReplicated: queued, but not yet on enough replicas to survive a failover; the client retries.
+# OutOfMemoryError (maxmemory reached) and ReadOnlyError (a master demoted in a failover): Redis is up but
+# refuses writes, which a script refuses before writing anything; a retry later succeeds.
 QUEUE_UNREACHABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
     NotReplicated,
 )
 DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
