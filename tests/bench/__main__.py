@@ -81,7 +81,7 @@ def measure(stack: Stack, plan: Plan, opening: Callable[[], crowd.Opening], say:
     rows.append(throughput.intake_authenticated(stack, plan.intake_s, plan.warmup_s))
     for row in rows[-3:]:
         row.limit = limits.intake(server, row.value)
-    # Scaling 1, 2, 4 workers; for the hot course also arrival order alone (one batch per transaction).
+    # Scaling 1, 2, 4 workers; for the hot course also arrival order alone.
     runs = [(throughput.HOT_COURSE, workers, True) for workers in (1, 2, 4)] + [(throughput.HOT_COURSE, WORKERS, False)]
     runs += [(throughput.MANY_COURSES, workers, True) for workers in (1, 2, 4)]
     for courses, workers, mixed in runs:

@@ -161,7 +161,7 @@ def decisions(
 
     The workers start first and are paused (SIGSTOP) once they hold their partitions, while the backlog is
     filled; the clock starts when they are resumed, so interpreter start-up is not counted.
-    `mixed=False` gives every request priority 0: arrival order alone, so each transaction decides one batch.
+    `mixed=False` gives every request priority 0: arrival order alone.
     """
     stack.reset()
     redis_env = stack.cluster_env() if cluster else {}
