@@ -136,8 +136,12 @@ class EventLog:
 
     def unread_after(self, checkpoint: Checkpoint) -> bool:
         """Are there committed events after a checkpoint, readable or held back by an older transaction?"""
-        row = self._cur.execute(f"SELECT EXISTS (SELECT FROM events WHERE {_AFTER})", _after(checkpoint)).fetchone()
-        return bool(row and row[0])
+        # The first event in log order, not EXISTS: on a log grown since its statistics (a fresh one, within the
+        # first autovacuum's minute) the planner takes EXISTS for a scan that stops early, and it reads it all.
+        found = self._cur.execute(
+            f"SELECT 1 FROM events WHERE {_AFTER} ORDER BY {_LOG_ORDER} LIMIT 1", _after(checkpoint)
+        ).fetchone()
+        return found is not None
 
     def behind(self, checkpoint: Checkpoint) -> int:
         """How many committed events come after a checkpoint (readable or held back)."""
@@ -159,7 +163,8 @@ class EventLog:
         ).fetchone()
         if row is not None and row[1] == position:
             return Checkpoint(int(row[0]), row[1])
-        beyond = self._cur.execute("SELECT NOT EXISTS (SELECT FROM events WHERE position >= %s)", (position,))
-        if (found := beyond.fetchone()) and found[0]:
+        # Ordered by the primary key, for the same reason as in unread_after.
+        beyond = self._cur.execute("SELECT 1 FROM events WHERE position >= %s ORDER BY position LIMIT 1", (position,))
+        if beyond.fetchone() is None:
             return None
         return START if row is None else Checkpoint(int(row[0]), row[1])

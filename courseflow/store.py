@@ -183,9 +183,13 @@ def decided_requests(cur: Cursor, request_ids: Sequence[str]) -> set[str]:
 def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
     """The (course, student) pairs among `pairs` where the student holds a seat or a waitlist place."""
     courses, students = zip(*pairs, strict=True) if pairs else ((), ())
+    # One probe of the one-place index per pair: a semi-join may pick a scan of the whole table when its
+    # statistics are older than its growth (a fresh table, before autovacuum's first analyze), in every round.
     cur.execute(
-        "SELECT course_id, student_id FROM enrollment_requests WHERE (course_id, student_id) IN"
-        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[])) AND status IN ('granted', 'waitlisted')",
+        "SELECT held.course_id, held.student_id FROM unnest(%s::bigint[], %s::bigint[]) AS pair(course_id, student_id)"
+        " CROSS JOIN LATERAL (SELECT course_id, student_id FROM enrollment_requests r"
+        " WHERE r.course_id = pair.course_id AND r.student_id = pair.student_id"
+        " AND r.status IN ('granted', 'waitlisted') LIMIT 1) AS held",
         (list(courses), list(students)),
     )
     return set(cur.fetchall())
