@@ -121,7 +121,7 @@ def memory(stack: Stack, worker_idle_kb: int) -> list[Row]:
             unit="MB",
             reference=worker_idle_kb / mb,
             reference_name="idle worker",
-            target=Target("value", at_most=150.0),
+            target=Target("value", at_most=80.0),
             note=f"VmHWM of every worker of this run; reference: VmRSS of one of {WORKERS} workers just after joining",
         ),
         Row(
