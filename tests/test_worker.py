@@ -152,13 +152,9 @@ def test_a_backlog_is_decided_best_first_in_rounds_as_full_as_the_limit(
     ).fetchall()
     assert [student for (student,) in in_order] == [5, 1, 2]
     # What the batch's acknowledgement needs: its own request, decided; not the rest of the round.
-    assert outcome.decided == {entries_request_id(by_course)}
+    (read,) = by_course[1]
+    assert outcome.decided == {read.request.request_id}
     assert rds.zcard(KEYS.priority_set(1)) == 4
-
-
-def entries_request_id(by_course: dict[int, list[Accepted]]) -> str:
-    (only,) = (a.request.request_id for items in by_course.values() for a in items)
-    return only
 
 
 def test_a_read_and_a_round_hold_a_bounded_share_of_any_backlog(
