@@ -26,7 +26,7 @@ from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, partitions, priorities, queue, store, tracing
-from courseflow.api import courses, docs, enrollments, health, history, live, openapi, streams, students
+from courseflow.api import courses, docs, enrollments, health, history, live, openapi, pages, streams, students
 from courseflow.api.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
 from courseflow.api.express import Express
 from courseflow.api.gate import Gate
@@ -194,6 +194,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/ready", health.ready, methods=["GET"]),
             Route("/openapi.json", contract, methods=["GET"]),
             *docs.routes(),
+            *pages.routes(),
         ],
         exception_handlers={
             Problem: problem,

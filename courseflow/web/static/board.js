@@ -1,0 +1,337 @@
+// The registrar's board: every course's seats, waitlist, queue and decision rate, once a second, with the last
+// minutes as sparklines; dead letters and their reasons; create a course, change its capacity and window.
+
+import { Api, ApiError, authMode, explain } from "./api.js";
+import { courseName, fromLocalInput, toLocalInput, windowText } from "./format.js";
+import { draw, sparkline } from "./sparkline.js";
+
+const SESSION = "courseflow.registrar"; // the registrar's token: this tab only, never a URL
+const EVERY_MS = 1000;
+const DEAD_LETTERS_EVERY_MS = 5000;
+const TREND_S = 300; // the sparklines' last 5 minutes, a sample a second
+
+const $ = (id) => document.getElementById(id);
+const state = { api: null, auth: "on", rows: new Map(), editing: null, timers: [], polling: false };
+
+function show(id, visible = true) {
+  $(id).hidden = !visible;
+}
+
+function notice(text) {
+  $("notice").textContent = text || "";
+  show("notice", Boolean(text));
+}
+
+// ---- signing in (development mode opens at once) ------------------------------------------------------
+
+async function start() {
+  try {
+    const mode = await authMode();
+    state.auth = mode.auth;
+    if (mode.auth === "off") {
+      await open(null, mode.me);
+      return;
+    }
+    const token = sessionStorage.getItem(SESSION);
+    if (token) {
+      try {
+        await signIn(token);
+        return;
+      } catch (error) {
+        sessionStorage.removeItem(SESSION);
+        askToSignIn(explain(error));
+        return;
+      }
+    }
+    askToSignIn();
+  } catch (error) {
+    notice(explain(error));
+    if (error instanceof ApiError && error.retryable) setTimeout(start, error.retryAfterS * 1000);
+  } finally {
+    show("loading", false);
+  }
+}
+
+function askToSignIn(message = "") {
+  show("app", false);
+  show("who", false);
+  show("sign-in");
+  $("sign-in-error").textContent = message;
+  show("sign-in-error", Boolean(message));
+  $("token").focus();
+}
+
+async function signIn(token) {
+  const me = await new Api(token).get("/api/v1/me");
+  if (me.role !== "registrar") {
+    throw new ApiError(403, { detail: `this is a ${me.role}'s token; the board needs a registrar's` }, 1);
+  }
+  sessionStorage.setItem(SESSION, token);
+  await open(token, me);
+}
+
+async function open(token, me) {
+  state.api = new Api(token);
+  show("sign-in", false);
+  $("who-text").textContent = me.auth === "off" ? "Development mode: no sign-in" : `Registrar ${me.sub}`;
+  $("sign-out").hidden = me.auth === "off";
+  show("who");
+  show("app");
+  notice("");
+  state.polling = true;
+  await Promise.all([poll(), deadLetters()]);
+  state.timers.push(setInterval(deadLetters, DEAD_LETTERS_EVERY_MS));
+}
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const field = $("token");
+  const token = field.value.trim();
+  try {
+    if (!token) throw new ApiError(400, { detail: "paste a registrar's token first" }, 1);
+    await signIn(token);
+    field.value = "";
+    field.removeAttribute("aria-invalid");
+  } catch (error) {
+    $("sign-in-error").textContent = explain(error);
+    show("sign-in-error");
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+  }
+});
+
+$("sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(SESSION);
+  state.polling = false;
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
+  state.rows.clear();
+  $("courses").tBodies[0].replaceChildren();
+  askToSignIn();
+});
+
+function signedOut(error) {
+  if (error instanceof ApiError && error.status === 401 && state.auth === "on") {
+    $("sign-out").click();
+    askToSignIn(explain(error));
+    return true;
+  }
+  return false;
+}
+
+// ---- the table, once a second ------------------------------------------------------------------------
+
+async function poll() {
+  if (!state.polling) return;
+  const started = performance.now();
+  try {
+    const courses = await state.api.all("/api/v1/courses", "courses");
+    const now = Date.now();
+    for (const course of courses) update(course, now);
+    totals(now);
+    notice("");
+  } catch (error) {
+    if (signedOut(error)) return;
+    notice(explain(error));
+  }
+  const wait = Math.max(0, EVERY_MS - (performance.now() - started));
+  state.timers.push(setTimeout(poll, wait));
+}
+
+// Requests decided so far: each is granted, waitlisted or rejected once (promotions are not new decisions).
+function decided(course) {
+  const c = course.counters;
+  return c ? c.granted + c.waitlisted + c.rejected : null;
+}
+
+function update(course, now) {
+  let row = state.rows.get(course.course_id);
+  if (!row) row = addRow(course);
+  const count = decided(course);
+  let rate = 0;
+  if (row.last && count !== null && row.last.decided !== null) {
+    rate = Math.max(0, (count - row.last.decided) / Math.max(0.001, (now - row.last.at) / 1000));
+  }
+  row.last = { at: now, decided: count };
+  row.course = course;
+  row.rate = rate;
+  row.rates.push(rate);
+  row.queues.push(course.pending ?? 0);
+  if (row.rates.length > TREND_S) row.rates.shift();
+  if (row.queues.length > TREND_S) row.queues.shift();
+  render(row);
+}
+
+function render(row) {
+  const { course, cells, rate } = row;
+  cells.name.textContent = courseName(course);
+  cells.capacity.textContent = String(course.capacity);
+  cells.seats.textContent = String(course.seats_taken);
+  cells.waitlist.textContent = String(course.waitlist_length);
+  cells.queue.textContent = course.pending === null || course.pending === undefined ? "–" : String(course.pending);
+  cells.rate.textContent = rate < 10 ? rate.toFixed(1) : String(Math.round(rate));
+  cells.window.textContent = windowText(course);
+  draw(row.decidedLine, row.rates, TREND_S, "Decisions per second, last 5 minutes");
+  draw(row.queueLine, row.queues, TREND_S, "Queue depth, last 5 minutes");
+}
+
+function addRow(course) {
+  const tr = document.createElement("tr");
+  const cells = {};
+  for (const name of ["name", "capacity", "seats", "waitlist", "queue", "rate", "window", "trend", "change"]) {
+    const cell = document.createElement(name === "name" ? "th" : "td");
+    if (name === "name") cell.scope = "row";
+    cell.className = name;
+    cells[name] = cell;
+    tr.append(cell);
+  }
+  const row = { course, tr, cells, rates: [], queues: [], last: null, rate: 0 };
+  row.decidedLine = sparkline("decided");
+  row.queueLine = sparkline("queue");
+  cells.trend.append(row.decidedLine, row.queueLine);
+  const change = document.createElement("button");
+  change.type = "button";
+  change.className = "quiet";
+  change.textContent = "Change";
+  change.setAttribute("aria-label", `Change course ${course.course_id}`);
+  change.addEventListener("click", () => edit(row, change));
+  cells.change.append(change);
+  // Rows stay in course order, whatever order courses appear in.
+  const body = $("courses").tBodies[0];
+  const next = [...state.rows.values()].find((other) => other.course.course_id > course.course_id);
+  body.insertBefore(tr, next ? next.tr : null);
+  state.rows.set(course.course_id, row);
+  return row;
+}
+
+function totals(now) {
+  const rows = [...state.rows.values()];
+  $("total-courses").textContent = String(rows.length);
+  const rate = rows.reduce((sum, row) => sum + row.rate, 0);
+  $("total-rate").textContent = rate < 10 ? rate.toFixed(1) : String(Math.round(rate));
+  $("total-queue").textContent = String(rows.reduce((sum, row) => sum + (row.course.pending ?? 0), 0));
+  const at = new Date(now);
+  $("updated").dateTime = at.toISOString();
+  $("updated").textContent = at.toLocaleTimeString();
+  show("courses-empty", rows.length === 0);
+}
+
+// ---- dead letters ------------------------------------------------------------------------------------
+
+async function deadLetters() {
+  if (!state.polling) return;
+  try {
+    const found = await state.api.get("/api/v1/dead-letters?limit=100");
+    $("dead-count").textContent = String(found.count);
+    const rows = found.dead_letters.map((letter) => {
+      const tr = document.createElement("tr");
+      const values = [
+        letter.id,
+        letter.reason,
+        letter.course_id ?? "–",
+        letter.student_id ?? "–",
+        letter.dead_lettered_at ? new Date(letter.dead_lettered_at).toLocaleString() : "–",
+      ];
+      values.forEach((value, i) => {
+        const cell = document.createElement(i === 0 ? "th" : "td");
+        if (i === 0) cell.scope = "row";
+        if (i === 1 || i === 4) cell.className = "window";
+        cell.textContent = String(value);
+        tr.append(cell);
+      });
+      return tr;
+    });
+    $("dead-rows").replaceChildren(...rows);
+    show("dead-table", rows.length > 0);
+    show("dead-empty", rows.length === 0);
+  } catch (error) {
+    if (!signedOut(error)) notice(explain(error));
+  }
+}
+
+// ---- creating and changing courses -----------------------------------------------------------------
+
+const CREATE_FIELDS = { course_id: "new-id", title: "new-title", capacity: "new-capacity", opens_at: "new-opens", closes_at: "new-closes" };
+
+function wholeNumber(value) {
+  return /^[0-9]{1,18}$/.test(value.trim()) ? Number(value.trim()) : value.trim();
+}
+
+$("create-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = $("create-result");
+  for (const id of Object.values(CREATE_FIELDS)) $(id).removeAttribute("aria-invalid");
+  const body = {
+    course_id: wholeNumber($("new-id").value),
+    title: $("new-title").value.trim(),
+    capacity: wholeNumber($("new-capacity").value),
+  };
+  const opens = fromLocalInput($("new-opens").value);
+  const closes = fromLocalInput($("new-closes").value);
+  if (opens) body.opens_at = opens;
+  if (closes) body.closes_at = closes;
+  try {
+    const { body: created } = await state.api.call("POST", "/api/v1/courses", body);
+    result.className = "ok";
+    result.textContent = `Created ${courseName(created)} with ${created.capacity} seats.`;
+    $("create-form").reset();
+    update(created, Date.now());
+    totals(Date.now());
+  } catch (error) {
+    if (signedOut(error)) return;
+    result.className = "error";
+    result.textContent = explain(error);
+    const field = CREATE_FIELDS[error.field];
+    if (field) {
+      $(field).setAttribute("aria-invalid", "true");
+      $(field).focus();
+    }
+  }
+});
+
+function edit(row, opener) {
+  const course = row.course;
+  state.editing = { row, opener };
+  $("edit-title").textContent = `Change ${courseName(course)}`;
+  $("edit-capacity").value = String(course.capacity);
+  $("edit-opens").value = toLocalInput(course.opens_at);
+  $("edit-closes").value = toLocalInput(course.closes_at);
+  show("edit-error", false);
+  $("edit").showModal();
+}
+
+$("edit").addEventListener("close", () => state.editing?.opener.focus());
+
+$("edit-cancel").addEventListener("click", () => $("edit").close());
+
+$("edit-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { row } = state.editing;
+  const course = row.course;
+  const patch = {};
+  const capacity = wholeNumber($("edit-capacity").value);
+  if (capacity !== course.capacity) patch.capacity = capacity;
+  const opens = fromLocalInput($("edit-opens").value);
+  const closes = fromLocalInput($("edit-closes").value);
+  if ($("edit-opens").value !== toLocalInput(course.opens_at)) patch.opens_at = opens;
+  if ($("edit-closes").value !== toLocalInput(course.closes_at)) patch.closes_at = closes;
+  if (Object.keys(patch).length === 0) {
+    $("edit").close();
+    return;
+  }
+  try {
+    const { body: changed } = await state.api.call("PATCH", `/api/v1/courses/${course.course_id}`, patch);
+    row.course = { ...course, ...changed };
+    render(row);
+    $("create-result").className = "ok";
+    const promoted = changed.promoted.length ? `; ${changed.promoted.length} promoted from the waitlist` : "";
+    $("create-result").textContent = `Saved ${courseName(course)}: ${changed.capacity} seats${promoted}.`;
+    $("edit").close();
+  } catch (error) {
+    if (signedOut(error)) return;
+    $("edit-error").textContent = explain(error);
+    show("edit-error");
+  }
+});
+
+start();

@@ -1,0 +1,285 @@
+"""The student's page and the registrar's board, end to end in Debian's Chromium against a real API process,
+real workers and the projector: two students, one seat, decided and handed on live, without a reload.
+
+Each page may reach no host but the server; each is checked by axe-core at phone width, and a screenshot of it
+at 375 px is kept in build/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
+
+from courseflow import auth
+from courseflow.config import Settings
+from tests.browsing import artifact, chromium, offline
+from tests.conftest import Servers, StartWorkers, serving_api
+from tests.trust import SECRET, secured
+
+DECIDED_MS = 20_000
+PHONE: ViewportSize = {"width": 375, "height": 812}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def pipeline(settings: Settings, projector: object, start_workers: StartWorkers) -> Settings:
+    """Emptied servers with a worker deciding and the projector projecting, for the API process to front."""
+    start_workers(1)
+    return settings
+
+
+@pytest.fixture
+def secured_api(pipeline: Settings, servers: Servers, tmp_path: Path) -> Iterator[str]:
+    with serving_api(servers, tmp_path, AUTH_JWT_SECRET=SECRET) as base:
+        yield base
+
+
+@pytest.fixture
+def strict_api(pipeline: Settings, servers: Servers, tmp_path: Path) -> Iterator[str]:
+    with serving_api(servers, tmp_path, AUTH_JWT_SECRET=SECRET, RATE_LIMIT_STUDENT_WRITES="1 per minute") as base:
+        yield base
+
+
+@pytest.fixture
+def open_api(pipeline: Settings, servers: Servers, tmp_path: Path) -> Iterator[str]:
+    with serving_api(servers, tmp_path) as base:
+        yield base
+
+
+def _token(role: auth.Role, sub: str) -> str:
+    return auth.issue(secured(Settings()), role, sub, 600)
+
+
+class Tab:
+    """One visitor's tab, held to the server's origin."""
+
+    def __init__(self, browser: Browser, base: str, phone: bool = False) -> None:
+        self.context: BrowserContext = browser.new_context(viewport=PHONE if phone else None)
+        self.page: Page = self.context.new_page()
+        self.elsewhere = offline(self.page, base)
+        self.base = base
+
+    def open(self, path: str) -> Page:
+        self.page.goto(self.base + path)
+        return self.page
+
+    def close(self) -> None:
+        assert self.elsewhere == [], f"the page reached other hosts: {self.elsewhere}"
+        self.context.close()
+
+
+@pytest.fixture
+def tabs(browser: Browser) -> Iterator[list[Tab]]:
+    opened: list[Tab] = []
+    yield opened
+    for tab in opened:
+        tab.close()
+
+
+def _sign_in(page: Page, label: str, value: str) -> None:
+    page.get_by_label(label).fill(value)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def _request_status(page: Page, course: str) -> Locator:
+    return page.locator(".request", has_text=course).get_by_role("status")
+
+
+def test_two_students_one_seat_decided_and_handed_on_live(browser: Browser, secured_api: str, tabs: list[Tab]) -> None:
+    registrar = Tab(browser, secured_api)
+    tabs.append(registrar)
+    board = registrar.open("/board")
+    _sign_in(board, "Token", _token("registrar", "registrar"))
+    board.get_by_label("Course ID").fill("101")
+    board.get_by_label("Title").fill("Distributed Systems")
+    board.get_by_label("Capacity").fill("1")
+    board.get_by_role("button", name="Create course").click()
+    expect(board.get_by_text("Created 101 · Distributed Systems with 1 seats.")).to_be_visible()
+    row = board.get_by_role("row", name=re.compile(r"^101 · Distributed Systems"))
+    expect(row.locator("td.seats")).to_have_text("0")
+
+    first = Tab(browser, secured_api)
+    second = Tab(browser, secured_api)
+    tabs.extend([first, second])
+    alice = first.open("/")
+    _sign_in(alice, "Token", _token("student", "1"))
+    expect(alice.get_by_text("Student 1")).to_be_visible()
+    expect(alice.locator(".course", has_text="101 · Distributed Systems")).to_contain_text("1 of 1")
+    alice.get_by_label("Course").fill("101")
+    alice.get_by_role("button", name="Enroll").click()
+    expect(_request_status(alice, "101 · Distributed Systems")).to_have_text(
+        "Granted: the seat is yours", timeout=DECIDED_MS
+    )
+
+    bob = second.open("/")
+    _sign_in(bob, "Token", _token("student", "2"))
+    bob.get_by_label("Course").fill("101")
+    bob.get_by_role("button", name="Enroll").click()
+    expect(_request_status(bob, "101")).to_have_text("Waitlisted: place 1 on the waitlist", timeout=DECIDED_MS)
+
+    # The board follows without a reload.
+    expect(row.locator("td.seats")).to_have_text("1", timeout=DECIDED_MS)
+    expect(row.locator("td.waitlist")).to_have_text("1", timeout=DECIDED_MS)
+
+    alice.get_by_role("button", name="Drop").click()
+    dialog = alice.get_by_role("dialog")
+    expect(dialog).to_contain_text("Drop your seat in 101 · Distributed Systems?")
+    dialog.get_by_role("button", name="Drop seat").click()
+    expect(_request_status(alice, "101")).to_have_text("Dropped: you gave the seat up", timeout=DECIDED_MS)
+
+    # Bob's page was never reloaded: the seat reaches him over the live stream.
+    expect(_request_status(bob, "101")).to_have_text(
+        "Promoted from the waitlist: the seat is yours", timeout=DECIDED_MS
+    )
+    expect(bob.get_by_role("button", name="Drop")).to_be_visible()
+    expect(row.locator("td.waitlist")).to_have_text("0", timeout=DECIDED_MS)
+    expect(row.locator("td.seats")).to_have_text("1")
+
+
+def test_each_page_at_phone_width_passes_axe_and_is_photographed(
+    browser: Browser, secured_api: str, tabs: list[Tab]
+) -> None:
+    registrar = Tab(browser, secured_api, phone=True)
+    tabs.append(registrar)
+    board = registrar.open("/board")
+    _sign_in(board, "Token", _token("registrar", "registrar"))
+    for course_id, title, capacity in ((101, "Distributed Systems", 2), (102, "Compilers", 1)):
+        board.get_by_label("Course ID").fill(str(course_id))
+        board.get_by_label("Title").fill(title)
+        board.get_by_label("Capacity").fill(str(capacity))
+        board.get_by_role("button", name="Create course").click()
+        expect(board.get_by_text(f"Created {course_id} · {title}")).to_be_visible()
+
+    student = Tab(browser, secured_api, phone=True)
+    tabs.append(student)
+    page = student.open("/")
+    _sign_in(page, "Token", _token("student", "7"))
+    for course in ("102", "101"):
+        page.get_by_label("Course").fill(course)
+        page.get_by_role("button", name="Enroll").click()
+        expect(_request_status(page, f"{course} ·")).to_have_text(re.compile("^Granted"), timeout=DECIDED_MS)
+    expect(board.get_by_role("row", name=re.compile(r"^102 ·")).locator("td.seats")).to_have_text("1")
+
+    for name, shown in (("student", page), ("board", board)):
+        shown.screenshot(path=artifact(f"{name}-375px.png"), full_page=True)
+        assert shown.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], f"{name} scrolls sideways"
+        _assert_accessible(shown, name)
+
+
+def _assert_accessible(page: Page, name: str) -> None:
+    results = Axe().run(page, options={"resultTypes": ["violations"]})
+    violations = results.response["violations"]
+    artifact(f"{name}-axe.json").write_text(json.dumps(violations, indent=2))
+    serious = [v["id"] for v in violations if v["impact"] in ("serious", "critical")]
+    assert serious == [], f"{name}: {results.generate_report()}"
+
+
+def test_development_mode_signs_in_by_student_id_and_opens_the_board(
+    browser: Browser, open_api: str, tabs: list[Tab]
+) -> None:
+    registrar = Tab(browser, open_api)
+    tabs.append(registrar)
+    board = registrar.open("/board")
+    expect(board.get_by_text("Development mode: no sign-in")).to_be_visible()
+    expect(board.get_by_label("Token")).to_be_hidden()
+    board.get_by_label("Course ID").fill("101")
+    board.get_by_label("Title").fill("Databases")
+    board.get_by_label("Capacity").fill("5")
+    board.get_by_role("button", name="Create course").click()
+    expect(board.get_by_role("row", name=re.compile(r"^101 · Databases"))).to_be_visible()
+
+    student = Tab(browser, open_api)
+    tabs.append(student)
+    page = student.open("/")
+    expect(page.get_by_label("Token")).to_be_hidden()
+    _sign_in(page, "Student ID", "42")
+    expect(page.get_by_text("Student 42 (development mode)")).to_be_visible()
+    page.get_by_label("Course").fill("101")
+    page.get_by_role("button", name="Enroll").click()
+    expect(_request_status(page, "101")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+
+    # The token or id stays in this tab's sessionStorage: a reload keeps the student signed in, with the request.
+    page.reload()
+    expect(_request_status(page, "101")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+    assert "42" not in page.url
+
+
+def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: list[Tab]) -> None:
+    registrar = Tab(browser, strict_api)
+    tabs.append(registrar)
+    board = registrar.open("/board")
+    _sign_in(board, "Token", _token("student", "3"))
+    expect(board.get_by_role("alert").filter(has_text="the board needs a registrar's")).to_be_visible()
+    _sign_in(board, "Token", _token("registrar", "registrar"))
+    board.get_by_label("Course ID").fill("101")
+    board.get_by_label("Title").fill("Networks")
+    board.get_by_label("Capacity").fill("many")
+    board.get_by_role("button", name="Create course").click()
+    expect(board.get_by_role("status").filter(has_text="Check capacity")).to_be_visible()
+    expect(board.get_by_label("Capacity")).to_have_attribute("aria-invalid", "true")
+    board.get_by_label("Capacity").fill("3")
+    board.get_by_role("button", name="Create course").click()
+    expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
+
+    tab = Tab(browser, strict_api)
+    tabs.append(tab)
+    page = tab.open("/")
+    _sign_in(page, "Token", "not-a-token")
+    expect(page.get_by_role("alert").filter(has_text="sign-in was not accepted")).to_be_visible()
+    _sign_in(page, "Token", _token("student", "3"))
+    page.get_by_label("Course").fill("999")
+    page.get_by_role("button", name="Enroll").click()
+    expect(page.get_by_role("alert").filter(has_text="no course 999")).to_be_visible()
+    # One enrollment a minute on this server, and the unknown course took it: the next waits, and says so.
+    page.get_by_label("Course").fill("101")
+    page.get_by_role("button", name="Enroll").click()
+    expect(page.get_by_role("alert").filter(has_text=re.compile(r"Too many requests: wait \d+ s"))).to_be_visible()
+    expect(page.get_by_role("button", name="Enroll")).to_be_disabled()
+
+
+def test_a_busy_service_is_retried_with_the_same_key(
+    browser: Browser, secured_api: str, servers: Servers, tabs: list[Tab]
+) -> None:
+    registrar = Tab(browser, secured_api)
+    tabs.append(registrar)
+    board = registrar.open("/board")
+    _sign_in(board, "Token", _token("registrar", "registrar"))
+    board.get_by_label("Course ID").fill("101")
+    board.get_by_label("Title").fill("Networks")
+    board.get_by_label("Capacity").fill("3")
+    board.get_by_role("button", name="Create course").click()
+    expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
+
+    tab = Tab(browser, secured_api)
+    tabs.append(tab)
+    page = tab.open("/")
+    _sign_in(page, "Token", _token("student", "3"))
+    keys: list[str | None] = []
+    page.on(
+        "request",
+        lambda sent: keys.append(sent.headers.get("idempotency-key")) if sent.url.endswith("/enrollments") else None,
+    )
+    # Redis out of memory refuses every write: intake answers 503, and the page keeps the visitor informed.
+    with redis.Redis.from_url(servers.admin_redis_url) as admin:
+        before = admin.config_get("maxmemory")["maxmemory"]
+        admin.config_set("maxmemory", 1)
+        try:
+            page.get_by_label("Course").fill("101")
+            page.get_by_role("button", name="Enroll").click()
+            expect(page.get_by_role("alert").filter(has_text="Retrying in")).to_be_visible()
+        finally:
+            admin.config_set("maxmemory", before)
+    expect(_request_status(page, "101")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+    assert len(keys) >= 2 and keys[0] is not None and set(keys) == {keys[0]}
