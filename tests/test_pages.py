@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,14 @@ def _sign_in(page: Page, label: str, value: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def _create_course(board: Page, course_id: str, title: str, capacity: str) -> None:
+    form = board.get_by_role("region", name="Create a course")
+    form.get_by_label("Course ID").fill(course_id)
+    form.get_by_label("Title").fill(title)
+    form.get_by_label("Capacity").fill(capacity)
+    form.get_by_role("button", name="Create course").click()
+
+
 def _request_status(page: Page, course: str) -> Locator:
     return page.locator(".request", has_text=course).get_by_role("status")
 
@@ -102,10 +111,7 @@ def test_two_students_one_seat_decided_and_handed_on_live(browser: Browser, secu
     tabs.append(registrar)
     board = registrar.open("/board")
     _sign_in(board, "Token", _token("registrar", "registrar"))
-    board.get_by_label("Course ID").fill("101")
-    board.get_by_label("Title").fill("Distributed Systems")
-    board.get_by_label("Capacity").fill("1")
-    board.get_by_role("button", name="Create course").click()
+    _create_course(board, "101", "Distributed Systems", "1")
     expect(board.get_by_text("Created 101 · Distributed Systems with 1 seats.")).to_be_visible()
     row = board.get_by_role("row", name=re.compile(r"^101 · Distributed Systems"))
     expect(row.locator("td.seats")).to_have_text("0")
@@ -156,10 +162,7 @@ def test_each_page_at_phone_width_passes_axe_and_is_photographed(
     board = registrar.open("/board")
     _sign_in(board, "Token", _token("registrar", "registrar"))
     for course_id, title, capacity in ((101, "Distributed Systems", 2), (102, "Compilers", 1)):
-        board.get_by_label("Course ID").fill(str(course_id))
-        board.get_by_label("Title").fill(title)
-        board.get_by_label("Capacity").fill(str(capacity))
-        board.get_by_role("button", name="Create course").click()
+        _create_course(board, str(course_id), title, str(capacity))
         expect(board.get_by_text(f"Created {course_id} · {title}")).to_be_visible()
 
     student = Tab(browser, secured_api, phone=True)
@@ -194,10 +197,7 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     board = registrar.open("/board")
     expect(board.get_by_text("Development mode: no sign-in")).to_be_visible()
     expect(board.get_by_label("Token")).to_be_hidden()
-    board.get_by_label("Course ID").fill("101")
-    board.get_by_label("Title").fill("Databases")
-    board.get_by_label("Capacity").fill("5")
-    board.get_by_role("button", name="Create course").click()
+    _create_course(board, "101", "Databases", "5")
     expect(board.get_by_role("row", name=re.compile(r"^101 · Databases"))).to_be_visible()
 
     student = Tab(browser, open_api)
@@ -209,6 +209,18 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     page.get_by_label("Course").fill("101")
     page.get_by_role("button", name="Enroll").click()
     expect(_request_status(page, "101")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+
+    # A course that opens later counts down to it, and holds requests in its queue until then.
+    opens = (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    board.get_by_role("region", name="Create a course").get_by_label("Opens at").fill(opens)
+    _create_course(board, "102", "Compilers", "5")
+    registration = page.locator(".course", has_text="102 · Compilers").locator(".registration")
+    expect(registration).to_have_text(re.compile(r"^Opens in 1 h 59 min \d\d s"), timeout=10_000)
+    shown = registration.inner_text()
+    expect(registration).not_to_have_text(shown)  # it ticks
+    page.get_by_label("Course").fill("102")
+    page.get_by_role("button", name="Enroll").click()
+    expect(_request_status(page, "102")).to_have_text("Pending: number 1 in the queue")
 
     # The token or id stays in this tab's sessionStorage: a reload keeps the student signed in, with the request.
     page.reload()
@@ -223,14 +235,10 @@ def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: 
     _sign_in(board, "Token", _token("student", "3"))
     expect(board.get_by_role("alert").filter(has_text="the board needs a registrar's")).to_be_visible()
     _sign_in(board, "Token", _token("registrar", "registrar"))
-    board.get_by_label("Course ID").fill("101")
-    board.get_by_label("Title").fill("Networks")
-    board.get_by_label("Capacity").fill("many")
-    board.get_by_role("button", name="Create course").click()
+    _create_course(board, "101", "Networks", "many")
     expect(board.get_by_role("status").filter(has_text="Check capacity")).to_be_visible()
-    expect(board.get_by_label("Capacity")).to_have_attribute("aria-invalid", "true")
-    board.get_by_label("Capacity").fill("3")
-    board.get_by_role("button", name="Create course").click()
+    expect(board.locator("#new-capacity")).to_have_attribute("aria-invalid", "true")
+    _create_course(board, "101", "Networks", "3")
     expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
 
     tab = Tab(browser, strict_api)
@@ -256,10 +264,7 @@ def test_a_busy_service_is_retried_with_the_same_key(
     tabs.append(registrar)
     board = registrar.open("/board")
     _sign_in(board, "Token", _token("registrar", "registrar"))
-    board.get_by_label("Course ID").fill("101")
-    board.get_by_label("Title").fill("Networks")
-    board.get_by_label("Capacity").fill("3")
-    board.get_by_role("button", name="Create course").click()
+    _create_course(board, "101", "Networks", "3")
     expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
 
     tab = Tab(browser, secured_api)
@@ -269,7 +274,7 @@ def test_a_busy_service_is_retried_with_the_same_key(
     keys: list[str | None] = []
     page.on(
         "request",
-        lambda sent: keys.append(sent.headers.get("idempotency-key")) if sent.url.endswith("/enrollments") else None,
+        lambda sent: keys.append(sent.headers.get("idempotency-key")) if sent.method == "POST" else None,
     )
     # Redis out of memory refuses every write: intake answers 503, and the page keeps the visitor informed.
     with redis.Redis.from_url(servers.admin_redis_url) as admin:

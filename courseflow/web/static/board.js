@@ -73,7 +73,7 @@ async function signIn(token) {
 async function open(token, me) {
   state.api = new Api(token);
   show("sign-in", false);
-  $("who-text").textContent = me.auth === "off" ? "Development mode: no sign-in" : `Registrar ${me.sub}`;
+  $("who-text").textContent = me.auth === "off" ? "Development mode: no sign-in" : `Signed in as ${me.sub} (registrar)`;
   $("sign-out").hidden = me.auth === "off";
   show("who");
   show("app");
@@ -178,17 +178,24 @@ function render(row) {
 function addRow(course) {
   const tr = document.createElement("tr");
   const cells = {};
-  for (const name of ["name", "capacity", "seats", "waitlist", "queue", "rate", "window", "trend", "change"]) {
+  const headings = [...$("courses").tHead.rows[0].cells].map((heading) => heading.textContent.trim());
+  const names = ["name", "capacity", "seats", "waitlist", "queue", "rate", "window", "trend", "change"];
+  names.forEach((name, i) => {
     const cell = document.createElement(name === "name" ? "th" : "td");
     if (name === "name") cell.scope = "row";
     cell.className = name;
+    // At phone width each row is a card, and each figure is labelled by its column's heading.
+    cell.dataset.label = headings[i];
     cells[name] = cell;
     tr.append(cell);
-  }
+  });
   const row = { course, tr, cells, rates: [], queues: [], last: null, rate: 0 };
   row.decidedLine = sparkline("decided");
   row.queueLine = sparkline("queue");
-  cells.trend.append(row.decidedLine, row.queueLine);
+  const lines = document.createElement("span");
+  lines.className = "sparks";
+  lines.append(row.decidedLine, row.queueLine);
+  cells.trend.append(lines);
   const change = document.createElement("button");
   change.type = "button";
   change.className = "quiet";
@@ -273,7 +280,7 @@ $("create-form").addEventListener("submit", async (event) => {
   try {
     const { body: created } = await state.api.call("POST", "/api/v1/courses", body);
     result.className = "ok";
-    result.textContent = `Created ${courseName(created)} with ${created.capacity} seats.`;
+    result.textContent = `Created ${courseName(created)} with ${seats(created.capacity)}.`;
     $("create-form").reset();
     update(created, Date.now());
     totals(Date.now());
@@ -288,6 +295,10 @@ $("create-form").addEventListener("submit", async (event) => {
     }
   }
 });
+
+function seats(count) {
+  return count === 1 ? "1 seat" : `${count} seats`;
+}
 
 function edit(row, opener) {
   const course = row.course;
@@ -325,7 +336,7 @@ $("edit-form").addEventListener("submit", async (event) => {
     render(row);
     $("create-result").className = "ok";
     const promoted = changed.promoted.length ? `; ${changed.promoted.length} promoted from the waitlist` : "";
-    $("create-result").textContent = `Saved ${courseName(course)}: ${changed.capacity} seats${promoted}.`;
+    $("create-result").textContent = `Saved ${courseName(course)}: ${seats(changed.capacity)}${promoted}.`;
     $("edit").close();
   } catch (error) {
     if (signedOut(error)) return;

@@ -31,7 +31,7 @@ export function registration(course, now = Date.now()) {
   const opens = course.opens_at ? Date.parse(course.opens_at) : null;
   const closes = course.closes_at ? Date.parse(course.closes_at) : null;
   if (opens !== null && now < opens) {
-    return { state: "opens", text: `Opens in ${duration(opens - now)}`, at: `${when(course.opens_at)}` };
+    return { state: "opens", text: `Opens in ${duration(opens - now)}`, at: when(course.opens_at) };
   }
   if (closes !== null && now >= closes) return { state: "closed", text: "Closed", at: `since ${when(course.closes_at)}` };
   return { state: "open", text: "Open", at: closes !== null ? `until ${when(course.closes_at)}` : "" };
@@ -39,10 +39,10 @@ export function registration(course, now = Date.now()) {
 
 // The window as a registrar reads it in a table cell.
 export function windowText(course) {
-  if (!course.opens_at && !course.closes_at) return "always open";
-  const from = course.opens_at ? when(course.opens_at) : "now";
-  const to = course.closes_at ? when(course.closes_at) : "no end";
-  return `${from} – ${to}`;
+  if (course.opens_at && course.closes_at) return `${when(course.opens_at)} – ${when(course.closes_at)}`;
+  if (course.opens_at) return `from ${when(course.opens_at)}`;
+  if (course.closes_at) return `until ${when(course.closes_at)}`;
+  return "always open";
 }
 
 // A datetime-local field's value (the visitor's local time) as RFC 3339, or null when empty.

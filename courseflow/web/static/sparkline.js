@@ -10,7 +10,11 @@ export function sparkline(kind) {
   svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
-  svg.append(document.createElementNS(SVG, "polyline"));
+  // The whole span of the last minutes, so a line that has just begun reads as recent, not as the whole story.
+  const span = document.createElementNS(SVG, "rect");
+  span.setAttribute("width", String(WIDTH));
+  span.setAttribute("height", String(HEIGHT));
+  svg.append(span, document.createElementNS(SVG, "polyline"));
   return svg;
 }
 
@@ -24,7 +28,7 @@ export function draw(svg, values, slots, label) {
     const y = HEIGHT - 1 - (value / peak) * (HEIGHT - 2);
     return `${x.toFixed(1)},${y.toFixed(1)}`;
   });
-  svg.firstChild.setAttribute("points", points.join(" "));
+  svg.lastChild.setAttribute("points", points.join(" "));
   const now = values.length ? values[values.length - 1] : 0;
   svg.setAttribute("aria-label", `${label}: now ${format(now)}, peak ${format(Math.max(0, ...values))}`);
 }

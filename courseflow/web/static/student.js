@@ -197,7 +197,12 @@ function tick() {
     const cell = item.querySelector('[data-role="registration"]');
     if (!course || !cell) continue;
     const now = registration(course);
-    cell.textContent = now.at ? `${now.text} (${now.at})` : now.text;
+    const text = document.createElement("span");
+    text.textContent = now.text;
+    const at = document.createElement("span");
+    at.className = "at";
+    at.textContent = now.at;
+    cell.replaceChildren(text, at);
     cell.className = `registration ${now.state}`;
   }
 }
