@@ -204,11 +204,17 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     tabs.append(student)
     page = student.open("/")
     expect(page.get_by_label("Token")).to_be_hidden()
-    _sign_in(page, "Student ID", "42")
+    # By keyboard alone: the field has focus after signing in, Enter sends the form, focus is always drawn.
+    page.get_by_label("Student ID").fill("42")
+    page.keyboard.press("Enter")
     expect(page.get_by_text("Student 42 (development mode)")).to_be_visible()
-    page.get_by_label("Course").fill("101")
-    page.get_by_role("button", name="Enroll").click()
+    expect(page.get_by_label("Course")).to_be_focused()
+    page.keyboard.type("101")
+    page.keyboard.press("Enter")
     expect(_request_status(page, "101")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+    page.keyboard.press("Shift+Tab")
+    ring = page.evaluate("(s => `${s.outlineStyle} ${s.outlineWidth}`)(getComputedStyle(document.activeElement))")
+    assert ring == "solid 3px"  # the page's own ring, not the browser's faint default
 
     # A course that opens later counts down to it, and holds requests in its queue until then.
     opens = (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")

@@ -310,7 +310,10 @@ function followIfLive(request) {
     },
     ended(why) {
       request.live = null;
-      if (why.expired && state.auth === "on") askToSignIn("Your sign-in has expired: sign in again.");
+      if (why.expired && state.auth === "on") {
+        $("sign-out").click();
+        fieldError("sign-in-error", "Your sign-in has expired: sign in again.");
+      }
     },
   });
 }
