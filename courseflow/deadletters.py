@@ -64,13 +64,14 @@ async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> li
     """The newest `limit` dead letters (all without one) across every partition, newest first.
 
     One XREVRANGE per partition, all in one pipeline: a cluster sends each to the node of its partition's slot."""
+    every = list(keys.all())
     async with client.pipeline(transaction=False) as pipe:
-        for partition in keys.all():
+        for partition in every:
             pipe.xrevrange(partition.dead_letters, count=limit)
         replies = cast(list[list[tuple[bytes, dict[bytes, bytes]]]], await pipe.execute())
     found = [
-        (StreamId.parse(entry_id), partition, entry_id, fields)
-        for partition, entries in enumerate(replies)
+        (StreamId.parse(entry_id), partition.partition, entry_id, fields)
+        for partition, entries in zip(every, replies, strict=True)
         for entry_id, fields in entries
     ]
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)
