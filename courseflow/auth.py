@@ -41,6 +41,8 @@ class Principal(msgspec.Struct, frozen=True):
     sub: str
     # When its token stops being accepted (epoch seconds, leeway included); None in development mode.
     valid_until: float | None = None
+    # The token's own `exp` (epoch seconds, no leeway), as the caller is told it; None in development mode.
+    expires_at: float | None = None
 
     @property
     def student_id(self) -> int | None:
@@ -149,7 +151,7 @@ class Authenticator:
             expires = float(claims["exp"])
         except (TypeError, ValueError, OverflowError):
             raise Unauthorized("the token's exp is not a time", token_given=True) from None
-        return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway), expires
+        return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway, expires_at=expires), expires
 
 
 class _CheckedSecret(HMACAlgorithm):

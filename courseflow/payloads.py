@@ -24,6 +24,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_ID = 2**63 - 1
 MAX_CAPACITY = 1_000_000
 MAX_PAGE = 1000
+# Listings whose every item costs a look-up (a queue depth, a decoded entry) are shorter.
+MAX_LISTING = 500
 # Timestamps a registration can sensibly name; outside them a typo (year 9999) would only break things later.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -97,6 +99,18 @@ class Page(Params, frozen=True, kw_only=True):
         int, Meta(ge=0, le=MAX_ID, description="Start after this: a log position in histories, a place in waitlists")
     ] = 0
     limit: Annotated[int, Meta(ge=1, le=MAX_PAGE, description="At most this many items")] = 100
+
+
+Listing = Annotated[int, Meta(ge=1, le=MAX_LISTING, description="At most this many items")]
+
+
+class CoursePage(Params, frozen=True, kw_only=True):
+    after: Annotated[int, Meta(ge=0, le=MAX_ID, description="Only courses whose id is larger than this")] = 0
+    limit: Listing = 100
+
+
+class DeadLetterQuery(Params, frozen=True, kw_only=True):
+    limit: Listing = 100
 
 
 class MetricsQuery(Params, frozen=True, kw_only=True):

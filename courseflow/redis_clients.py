@@ -82,5 +82,13 @@ def connect_async(settings: Settings, max_connections: int = 64) -> AsyncRedis:
     )
 
 
+async def aclose(client: AsyncRedis) -> None:
+    """Close an async client and the connections it holds."""
+    if isinstance(client, aioredis.Redis):
+        await client.aclose(close_connection_pool=True)
+    else:
+        await client.aclose()
+
+
 def is_cluster(client: SyncRedis | AsyncRedis) -> bool:
     return isinstance(client, RedisCluster | AsyncRedisCluster)

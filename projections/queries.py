@@ -10,11 +10,13 @@ from courseflow.eventlog import EventLog
 from courseflow.store import Conn, readable
 from projections.projector import slowest
 
+# A course's seats, capacity and window as the write model has them, so a change answered a moment ago never
+# reads back undone while the projector catches up; and the counters, which only the read model keeps.
 _COURSE = (
-    "SELECT s.course_id, s.title, s.capacity, s.seats_taken, s.waitlist_length,"
-    f" {readable('s.opens_at')}, {readable('s.closes_at')},"
-    " c.requested, c.granted, c.waitlisted, c.rejected, c.dropped, c.left_waitlist, c.promoted"
-    " FROM course_seats s LEFT JOIN enrollment_counters c USING (course_id)"
+    "SELECT c.course_id, c.title, c.capacity, c.seats_taken, c.waitlist_length,"
+    f" {readable('c.opens_at')}, {readable('c.closes_at')},"
+    " n.requested, n.granted, n.waitlisted, n.rejected, n.dropped, n.left_waitlist, n.promoted"
+    " FROM courses c LEFT JOIN enrollment_counters n USING (course_id)"
 )
 
 # Live place in the waitlist: entries of the same course ranking ahead, by priority then arrival.
@@ -24,11 +26,16 @@ _WAITLIST_POSITION = (
 )
 
 
-def courses(conn: Conn, course_id: int | None = None) -> list[dict[str, Any]]:
+def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            _COURSE + " WHERE %(id)s::bigint IS NULL OR s.course_id = %(id)s ORDER BY s.course_id", {"id": course_id}
-        )
+        cur.execute(_COURSE + " WHERE c.course_id = %s", (course_id,))
+        return cur.fetchone()
+
+
+def courses(conn: Conn, after: int, limit: int) -> list[dict[str, Any]]:
+    """A page of courses by id, each as `course` reads it, in one statement."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_COURSE + " WHERE c.course_id > %s ORDER BY c.course_id LIMIT %s", (after, limit))
         return cur.fetchall()
 
 

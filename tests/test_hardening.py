@@ -177,6 +177,10 @@ def test_bodies_are_bounded_while_they_are_read(client: TestClient, rds: redis.R
         ("/api/v1/courses/+1", "course_id"),
         ("/api/v1/courses/1/events?limit=1e2", "limit"),
         ("/metrics?course_id=1.0", "course_id"),
+        ("/api/v1/courses?after=%C2%B2", "after"),
+        ("/api/v1/courses?limit=0", "limit"),
+        ("/api/v1/dead-letters?limit=501", "limit"),
+        ("/api/v1/dead-letters?limit=1e2", "limit"),
     ],
 )
 def test_path_and_query_integers_are_ascii_and_within_bigint(client: TestClient, path: str, field: str) -> None:

@@ -116,10 +116,11 @@ def test_a_service_enrolls_any_student_with_a_priority(campus: Campus) -> None:
         ("PATCH", "/api/v1/courses/1", {"capacity": 1_000_000}),
         ("PATCH", "/api/v1/courses/1", {"closes_at": "2026-01-01T00:00:00Z"}),
         ("PUT", "/api/v1/students/7/priority", {"priority": 100}),
+        ("GET", "/api/v1/dead-letters", None),
     ],
 )
-def test_only_registrars_manage_courses_and_priorities(
-    campus: Campus, db: Conn, method: str, path: str, body: dict[str, Any]
+def test_only_registrars_manage_courses_and_priorities_and_read_dead_letters(
+    campus: Campus, db: Conn, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     campus.course(1, 5)
     response = campus.client.request(method, path, json=body, headers=campus.student(7))

@@ -26,7 +26,20 @@ from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check, partitions, priorities, queue, store, tracing
-from courseflow.api import courses, docs, enrollments, health, history, live, openapi, pages, streams, students
+from courseflow.api import (
+    courses,
+    dead_letters,
+    docs,
+    enrollments,
+    health,
+    history,
+    identity,
+    live,
+    openapi,
+    pages,
+    streams,
+    students,
+)
 from courseflow.api.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
 from courseflow.api.express import Express
 from courseflow.api.gate import Gate
@@ -177,17 +190,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/enrollments/{request_id}", enrollments.show, methods=["GET"]),
             Route("/api/v1/enrollments/{request_id}", enrollments.release, methods=["DELETE"]),
             Route("/api/v1/enrollments/{request_id}/events", streams.request_events, methods=["GET"]),
+            Route("/api/v1/courses", courses.index, methods=["GET"]),
             Route("/api/v1/courses", courses.create, methods=["POST"]),
             Route("/api/v1/courses/{course_id}", courses.show, methods=["GET"]),
             Route("/api/v1/courses/{course_id}", courses.update, methods=["PATCH"]),
             Route("/api/v1/courses/{course_id}/waitlist", courses.waitlist, methods=["GET"]),
             Route("/api/v1/courses/{course_id}/events", streams.course_events, methods=["GET"]),
+            Route("/api/v1/me", identity.me, methods=["GET"]),
             Route("/api/v1/students/{student_id}/events", history.student_events, methods=["GET"]),
             Route("/api/v1/students/{student_id}/enrollments", history.student_enrollments, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.show_priority, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.set_priority, methods=["PUT"]),
             WebSocketRoute("/api/v1/ws", streams.follow),
             Route("/api/v1/metrics", courses.metrics, methods=["GET"]),
+            Route("/api/v1/dead-letters", dead_letters.index, methods=["GET"]),
             # The seed's path, kept as an alias of GET /api/v1/metrics.
             Route("/metrics", courses.metrics, methods=["GET"], name="metrics_seed"),
             Route("/health", health.alive, methods=["GET"]),

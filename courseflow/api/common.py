@@ -10,7 +10,6 @@ from typing import Concatenate, ParamSpec, TypeVar
 import msgspec
 import psycopg
 import redis
-import redis.asyncio as aioredis
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
@@ -168,10 +167,7 @@ class Services:
         if self.replica is not None:
             self.replica.close()
         await self.intake.aclose()
-        if isinstance(self.redis, aioredis.Redis):
-            await self.redis.aclose(close_connection_pool=True)
-        else:
-            await self.redis.aclose()
+        await redis_clients.aclose(self.redis)
         self.redis_sync.close()
 
 

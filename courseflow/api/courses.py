@@ -22,12 +22,13 @@ from courseflow.api.views import (
     Course,
     CourseChanged,
     CourseMetrics,
+    Courses,
     Latency,
     Metrics,
     Waitlist,
     WaitlistPlace,
 )
-from courseflow.payloads import CoursePatch, CoursePath, MetricsQuery, NewCourse, Page
+from courseflow.payloads import CoursePage, CoursePatch, CoursePath, MetricsQuery, NewCourse, Page
 from courseflow.problems import CourseExists, InvalidInput, NotFound
 from projections import queries
 
@@ -88,36 +89,52 @@ async def create(request: Request) -> Response:
 )
 async def show(request: Request) -> Response:
     svc = services(request)
-    return JSON(await _view(svc, await _course(svc, _course_id(request))))
+    row = await _course(svc, _course_id(request))
+    return JSON(_view(row, (await _pending(svc, [row["course_id"]]))[0]))
+
+
+@operation(
+    summary="Every course, a page at a time",
+    tag="courses",
+    description="Courses by id, each with the figures `GET /api/v1/courses/{course_id}` gives. "
+    "Pass `next_after` as `after` for the next page; it is null on the last one.",
+    query=CoursePage,
+    answers={200: Courses},
+)
+async def index(request: Request) -> Response:
+    page = query(request, CoursePage)
+    svc = services(request)
+    rows = await svc.read(queries.courses, page.after, page.limit)
+    pending = await _pending(svc, [row["course_id"] for row in rows])
+    next_after = rows[-1]["course_id"] if len(rows) == page.limit else None
+    return JSON(Courses(courses=[_view(r, p) for r, p in zip(rows, pending, strict=True)], next_after=next_after))
 
 
 async def _course(svc: Services, course_id: int) -> dict[str, Any]:
-    found = await svc.read(_recorded, course_id)
+    found = await svc.read(queries.course, course_id)
     if found is None and svc.replica is not None:
         # Not on the replica yet: created a moment ago, through another way in than this API (read-your-writes).
-        found = await svc.db(_recorded, course_id)
+        found = await svc.db(queries.course, course_id)
     if found is None:
         raise NotFound(f"no course {course_id}", "course_id")
     return found
 
 
-def _recorded(conn: store.Conn, course_id: int) -> dict[str, Any] | None:
-    """Seats, capacity and window as the write model has them, so a change answered a moment ago never reads
-    back undone while the projector catches up; the counters, which only the read model keeps."""
-    written = store.course(conn, course_id)
-    if written is None:
-        return None
-    projected = queries.courses(conn, course_id)
-    return written | {k: projected[0][k] if projected else 0 for k in _COUNTERS}
+async def _pending(svc: Services, course_ids: list[int]) -> list[int | None]:
+    """The courses' queue depths, in one round trip; None while the queue is unreachable (the courses are still
+    worth showing)."""
+    if not course_ids:
+        return []
+    try:
+        return list(await svc.intake.queue_depths(course_ids))
+    except redis.RedisError:
+        return [None] * len(course_ids)
 
 
-async def _view(svc: Services, row: dict[str, Any]) -> Course:
+def _view(row: dict[str, Any], pending: int | None) -> Course:
+    """A course as `queries.course` reads it, and its queue depth."""
     fields = {k: v for k, v in row.items() if k not in _COUNTERS}
     counters = Counters(**{k: row[k] or 0 for k in _COUNTERS})
-    try:
-        pending: int | None = await svc.intake.queue_depth(row["course_id"])
-    except redis.RedisError:
-        pending = None  # the course is still worth showing while the queue is unreachable
     return msgspec.convert(fields | {"pending": pending, "counters": counters}, Course, from_attributes=True)
 
 

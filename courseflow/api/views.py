@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from courseflow.auth import Role
 from courseflow.domain import RequestStatus
 
 RequestId = Annotated[
@@ -81,6 +82,14 @@ class Course(_View, frozen=True, kw_only=True):
     # Requests waiting in the queue; left out while the queue is unreachable.
     pending: Count | None = None
     counters: Counters | None = None
+
+
+class Courses(_View, frozen=True, kw_only=True):
+    """A page of courses by id, each as `GET /api/v1/courses/{course_id}` shows it."""
+
+    courses: list[Course]
+    # Pass as `after` for the next page; null on the last page.
+    next_after: int | None
 
 
 class CourseChanged(_View, frozen=True, kw_only=True):
@@ -168,6 +177,36 @@ class Metrics(_View, frozen=True, kw_only=True):
     projection_lag: Count
     latency: Latency
     courses: list[CourseMetrics]
+
+
+class DeadLetter(_View, frozen=True, kw_only=True):
+    """A stream entry set aside undecided. Possibly garbage: what its request does not say is null."""
+
+    id: Annotated[str, Meta(description="`<partition>:<stream entry id>`, as `courseflow dlq list` shows it")]
+    reason: str
+    request_id: str | None
+    course_id: int | None
+    student_id: int | None
+    # When it was set aside (from the entry id's milliseconds).
+    dead_lettered_at: datetime | None
+
+
+class DeadLetters(_View, frozen=True, kw_only=True):
+    # Every dead letter, in every partition; the list holds the newest only.
+    count: Count
+    dead_letters: list[DeadLetter]
+
+
+class Me(_View, frozen=True, kw_only=True):
+    """The caller as the API sees them."""
+
+    role: Role
+    sub: str
+    # Students only.
+    student_id: int | None = None
+    auth: Literal["on", "off"]
+    # The token's expiry (without the clock leeway); null in development mode.
+    expires_at: datetime | None
 
 
 class Health(_View, frozen=True, kw_only=True):

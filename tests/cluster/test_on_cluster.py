@@ -13,14 +13,22 @@ from tests.test_enrollment import (
     test_waitlist_when_full,
 )
 from tests.test_partitions import test_requests_go_to_their_courses_partition_and_are_found_by_id
+from tests.test_reads import (
+    secure,
+    test_courses_come_a_page_at_a_time_with_each_ones_figures,
+    test_registrars_read_the_dead_letters_newest_first_garbage_included,
+)
 
 __all__ = [
+    "secure",
     "test_capacity_not_exceeded",
+    "test_courses_come_a_page_at_a_time_with_each_ones_figures",
     "test_crowd_arriving_while_workers_run_is_decided_exactly_once",
     "test_crowd_pending_together_is_decided_in_strict_priority_then_arrival_order",
     "test_decided_replay_answers_the_outcome",
     "test_idempotency_protection",
     "test_priority_affects_order",
+    "test_registrars_read_the_dead_letters_newest_first_garbage_included",
     "test_requests_go_to_their_courses_partition_and_are_found_by_id",
     "test_waitlist_when_full",
 ]
