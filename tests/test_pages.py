@@ -112,7 +112,7 @@ def test_two_students_one_seat_decided_and_handed_on_live(browser: Browser, secu
     board = registrar.open("/board")
     _sign_in(board, "Token", _token("registrar", "registrar"))
     _create_course(board, "101", "Distributed Systems", "1")
-    expect(board.get_by_text("Created 101 · Distributed Systems with 1 seats.")).to_be_visible()
+    expect(board.get_by_text("Created 101 · Distributed Systems with 1 seat.")).to_be_visible()
     row = board.get_by_role("row", name=re.compile(r"^101 · Distributed Systems"))
     expect(row.locator("td.seats")).to_have_text("0")
 
