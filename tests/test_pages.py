@@ -18,8 +18,9 @@ import redis
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
-from courseflow import auth
+from courseflow import auth, queue
 from courseflow.config import Settings
+from courseflow.keys import Keys
 from tests.browsing import artifact, chromium, offline
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.trust import SECRET, secured
@@ -190,7 +191,7 @@ def _assert_accessible(page: Page, name: str) -> None:
 
 
 def test_development_mode_signs_in_by_student_id_and_opens_the_board(
-    browser: Browser, open_api: str, tabs: list[Tab]
+    browser: Browser, open_api: str, pipeline: Settings, tabs: list[Tab]
 ) -> None:
     registrar = Tab(browser, open_api)
     tabs.append(registrar)
@@ -227,6 +228,16 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     page.get_by_label("Course").fill("102")
     page.get_by_role("button", name="Enroll").click()
     expect(_request_status(page, "102")).to_have_text("Pending: number 1 in the queue")
+
+    # A dead letter shows on the board, counted, with its reason one link away.
+    keys = Keys(pipeline.stream_prefix, pipeline.partitions)
+    with redis.Redis.from_url(pipeline.redis_url) as client:
+        client.xadd(keys.partition(0).dead_letters, {"reason": "undecodable", queue.REQUEST_FIELD: b"\xff{not json"})
+    expect(board.locator("#dead-count")).to_have_text("1", timeout=10_000)
+    board.get_by_role("link", name="see their reasons").click()
+    expect(board.get_by_role("region", name="Dead letters").get_by_role("row", name=re.compile("^0:"))).to_contain_text(
+        "undecodable"
+    )
 
     # The token or id stays in this tab's sessionStorage: a reload keeps the student signed in, with the request.
     page.reload()
