@@ -11,7 +11,7 @@ const DEAD_LETTERS_EVERY_MS = 5000;
 const TREND_S = 300; // the sparklines' last 5 minutes, a sample a second
 
 const $ = (id) => document.getElementById(id);
-const state = { api: null, auth: "on", rows: new Map(), editing: null, timers: [], polling: false };
+const state = { api: null, auth: "on", rows: new Map(), editing: null, timers: [] };
 
 function show(id, visible = true) {
   $(id).hidden = !visible;
@@ -78,7 +78,6 @@ async function open(token, me) {
   show("who");
   show("app");
   notice("");
-  state.polling = true;
   await Promise.all([poll(), deadLetters()]);
   state.timers.push(setInterval(deadLetters, DEAD_LETTERS_EVERY_MS));
 }
@@ -87,6 +86,8 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const field = $("token");
   const token = field.value.trim();
+  const button = event.submitter;
+  if (button) button.disabled = true; // one sign-in at a time
   try {
     if (!token) throw new ApiError(400, { detail: "paste a registrar's token first" }, 1);
     await signIn(token);
@@ -97,12 +98,14 @@ $("sign-in-form").addEventListener("submit", async (event) => {
     show("sign-in-error");
     field.setAttribute("aria-invalid", "true");
     field.focus();
+  } finally {
+    if (button) button.disabled = false;
   }
 });
 
 $("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(SESSION);
-  state.polling = false;
+  state.api = null;
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   state.rows.clear();
@@ -122,16 +125,18 @@ function signedOut(error) {
 // ---- the table, once a second ------------------------------------------------------------------------
 
 async function poll() {
-  if (!state.polling) return;
+  const api = state.api;
+  if (!api) return;
   const started = performance.now();
   try {
-    const courses = await state.api.all("/api/v1/courses", "courses");
+    const courses = await api.all("/api/v1/courses", "courses");
+    if (state.api !== api) return; // signed out meanwhile: this loop ends here
     const now = Date.now();
     for (const course of courses) update(course, now);
     totals(now);
     notice("");
   } catch (error) {
-    if (signedOut(error)) return;
+    if (state.api !== api || signedOut(error)) return;
     notice(explain(error));
   }
   const wait = Math.max(0, EVERY_MS - (performance.now() - started));
@@ -226,9 +231,11 @@ function totals(now) {
 // ---- dead letters ------------------------------------------------------------------------------------
 
 async function deadLetters() {
-  if (!state.polling) return;
+  const api = state.api;
+  if (!api) return;
   try {
-    const found = await state.api.get("/api/v1/dead-letters?limit=100");
+    const found = await api.get("/api/v1/dead-letters?limit=100");
+    if (state.api !== api) return;
     $("dead-count").textContent = String(found.count);
     const rows = found.dead_letters.map((letter) => {
       const tr = document.createElement("tr");

@@ -28,6 +28,11 @@ function fieldError(id, text, field = null) {
   if (field) field.setAttribute("aria-invalid", text ? "true" : "false");
 }
 
+// Ids the page can hold exactly: JavaScript numbers are exact up to 2^53 - 1.
+function wholeNumber(text) {
+  return /^[1-9][0-9]*$/.test(text) && Number.isSafeInteger(Number(text));
+}
+
 // ---- signing in ------------------------------------------------------------------------------------
 
 function saved() {
@@ -44,7 +49,12 @@ async function start() {
     state.auth = mode.auth;
     const kept = saved();
     if (kept && (kept.token || mode.auth === "off")) {
-      await signIn(kept.token, kept.studentId);
+      try {
+        await signIn(kept.token, kept.studentId);
+      } catch (error) {
+        sessionStorage.removeItem(SESSION);
+        askToSignIn(explain(error));
+      }
       return;
     }
     askToSignIn();
@@ -68,6 +78,7 @@ function askToSignIn(message = "") {
 
 // Auth on: the token says who the student is. Development mode: the visitor says so, and the server believes it.
 async function signIn(token, studentId) {
+  endSession();
   const api = new Api(token);
   const me = await api.get("/api/v1/me");
   if (state.auth === "on") {
@@ -92,8 +103,8 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const field = state.auth === "on" ? $("token") : $("student-id");
   const value = field.value.trim();
-  if (state.auth === "off" && !/^[1-9][0-9]{0,17}$/.test(value)) {
-    fieldError("sign-in-error", "Student ID must be a whole number from 1 up, e.g. 7.", field);
+  if (state.auth === "off" && !wholeNumber(value)) {
+    fieldError("sign-in-error", `Student ID must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, e.g. 7.`, field);
     field.focus();
     return;
   }
@@ -102,6 +113,8 @@ $("sign-in-form").addEventListener("submit", async (event) => {
     field.focus();
     return;
   }
+  const button = event.submitter;
+  if (button) button.disabled = true; // one sign-in at a time
   try {
     await (state.auth === "on" ? signIn(value, null) : signIn(null, Number(value)));
     field.value = "";
@@ -110,17 +123,26 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   } catch (error) {
     fieldError("sign-in-error", explain(error), field);
     field.focus();
+  } finally {
+    if (button) button.disabled = false;
   }
 });
 
-$("sign-out").addEventListener("click", () => {
-  sessionStorage.removeItem(SESSION);
+// Answers still on their way for the session that ended are dropped: they check `state.api` is still theirs.
+function endSession() {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   for (const request of state.requests.values()) request.live?.close();
   state.requests.clear();
   $("requests").replaceChildren();
+  show("requests-empty");
   state.api = null;
+  state.studentId = null;
+}
+
+$("sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(SESSION);
+  endSession();
   askToSignIn();
 });
 
@@ -137,9 +159,11 @@ function signedOut(error) {
 // ---- courses ----------------------------------------------------------------------------------------
 
 async function loadCourses() {
-  if (!state.api) return;
+  const api = state.api;
+  if (!api) return;
   try {
-    const courses = await state.api.all("/api/v1/courses", "courses");
+    const courses = await api.all("/api/v1/courses", "courses");
+    if (state.api !== api) return;
     state.courses = new Map(courses.map((course) => [course.course_id, course]));
     drawCourses();
     for (const request of state.requests.values()) drawRequest(request);
@@ -213,7 +237,7 @@ $("enroll-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const field = $("course");
   const value = field.value.trim();
-  if (!/^[1-9][0-9]{0,17}$/.test(value)) {
+  if (!wholeNumber(value)) {
     fieldError("enroll-error", "Course must be a course number, e.g. 101.", field);
     field.focus();
     return;
@@ -224,12 +248,14 @@ $("enroll-form").addEventListener("submit", async (event) => {
   // One key for every retry of this click: the server then queues it once, whatever the network did.
   const key = crypto.randomUUID();
   const body = { course_id: Number(value), student_id: state.studentId };
+  const api = state.api;
   let cooldownS = 0;
   try {
-    const answer = await state.api.patiently(
-      () => state.api.call("POST", "/api/v1/enrollments", body, { "Idempotency-Key": key }),
+    const answer = await api.patiently(
+      () => api.call("POST", "/api/v1/enrollments", body, { "Idempotency-Key": key }),
       (seconds, error) => fieldError("enroll-error", `${explain(error)} Retrying in ${seconds} s…`),
     );
+    if (state.api !== api) return;
     fieldError("enroll-error", "");
     field.value = "";
     const request =
@@ -262,14 +288,18 @@ function remember(requestId) {
 }
 
 async function loadRequests() {
+  const api = state.api;
   try {
-    const { enrollments } = await state.api.get(`/api/v1/students/${state.studentId}/enrollments`);
+    const { enrollments } = await api.get(`/api/v1/students/${state.studentId}/enrollments`);
+    if (state.api !== api) return;
     for (const request of enrollments) track(request);
     const known = new Set(enrollments.map((request) => request.request_id));
     for (const id of JSON.parse(sessionStorage.getItem(rememberedKey()) || "[]")) {
       if (known.has(id)) continue;
       try {
-        track(await state.api.get(`/api/v1/enrollments/${id}`));
+        const found = await api.get(`/api/v1/enrollments/${id}`);
+        if (state.api !== api) return;
+        track(found);
       } catch (error) {
         if (!(error instanceof ApiError && error.status === 404)) throw error;
       }
@@ -406,11 +436,13 @@ function confirmRelease(request, button) {
 
 async function release(request) {
   const status = request.item.querySelector("[role=status]");
+  const api = state.api;
   try {
-    const answer = await state.api.patiently(
-      () => state.api.call("DELETE", `/api/v1/enrollments/${request.request_id}`),
+    const answer = await api.patiently(
+      () => api.call("DELETE", `/api/v1/enrollments/${request.request_id}`),
       (seconds, error) => (status.textContent = `${explain(error)} Retrying in ${seconds} s…`),
     );
+    if (state.api !== api) return;
     track({ ...answer.body, queue_position: null, waitlist_position: null });
   } catch (error) {
     if (!signedOut(error)) status.textContent = explain(error);
