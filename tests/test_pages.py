@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx2 as httpx
 import pytest
 import redis
 from axe_playwright_python.sync_playwright import Axe
@@ -306,3 +307,52 @@ def test_a_busy_service_is_retried_with_the_same_key(
             admin.config_set("maxmemory", before)
     expect(_request_status(page, "101")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
     assert len(keys) >= 2 and keys[0] is not None and set(keys) == {keys[0]}
+
+
+def test_a_shared_tab_hostile_titles_and_a_full_term(browser: Browser, secured_api: str, tabs: list[Tab]) -> None:
+    """Markup in a title stays text; a student with a full term of seats still sees a new request decided live;
+    the next student in the same tab sees nothing of the last one's; a refused saved token asks to sign in."""
+    registrar = {"Authorization": f"Bearer {_token('registrar', 'registrar')}"}
+    seven = {"Authorization": f"Bearer {_token('student', '7')}"}
+    hostile = '<img src=x onerror="document.title=1"><script>document.title=2</script>'
+    with httpx.Client(base_url=secured_api, timeout=10) as api:
+        for course_id in range(201, 211):
+            title = hostile if course_id == 210 else f"Seminar {course_id}"
+            created = api.post(
+                "/api/v1/courses", json={"course_id": course_id, "title": title, "capacity": 5}, headers=registrar
+            )
+            assert created.status_code == 201, created.text
+        for course_id in range(201, 210):
+            answer = api.post(
+                "/api/v1/enrollments",
+                json={"course_id": course_id},
+                headers=seven | {"Idempotency-Key": f"k{course_id}"},
+            )
+            assert answer.status_code == 202, answer.text
+
+    tab = Tab(browser, secured_api)
+    tabs.append(tab)
+    page = tab.open("/")
+    _sign_in(page, "Token", _token("student", "7"))
+    expect(page.locator(".request .status.granted")).to_have_count(9, timeout=DECIDED_MS)
+    page.get_by_label("Course").fill("210")
+    page.get_by_role("button", name="Enroll").click()
+    tenth = page.locator(".request", has_text="210 · <img").get_by_role("status")
+    expect(tenth).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+    expect(page.locator(".course", has_text="210 · ")).to_contain_text(hostile)
+    assert page.locator(".course img, .request img, .course script").count() == 0
+    assert page.title() == "CourseFlow · Enroll"
+
+    page.get_by_role("button", name="Sign out").click()
+    _sign_in(page, "Token", _token("student", "8"))
+    expect(page.get_by_text("Student 8")).to_be_visible()
+    expect(page.get_by_text("You have not asked for a seat yet.")).to_be_visible()
+    assert page.locator(".request").count() == 0
+
+    # A token the server no longer takes, kept from before: the page asks to sign in again, and says why.
+    page.evaluate(
+        "sessionStorage.setItem('courseflow.student', JSON.stringify({token: 'eyJ.not.valid', studentId: 8}))"
+    )
+    page.reload()
+    expect(page.get_by_role("alert").filter(has_text="sign-in was not accepted")).to_be_visible()
+    expect(page.get_by_label("Token")).to_be_visible()

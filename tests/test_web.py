@@ -76,3 +76,24 @@ def test_the_pages_call_only_the_public_v1_api(secured_client: TestClient) -> No
     assert {"/api/v1/me", "/api/v1/courses", "/api/v1/enrollments", "/api/v1/ws"} <= called
     for path in called - {"/api/v1/ws"}:
         assert any(pattern.match(path) for pattern in patterns), f"{path} is no public operation"
+
+
+@pytest.mark.parametrize("path", ["/", "/board", "/static/student.js"])
+def test_an_unchanged_file_answers_304(secured_client: TestClient, path: str) -> None:
+    first = secured_client.get(path)
+    etag = first.headers["etag"]
+    again = secured_client.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["content-security-policy"] == first.headers["content-security-policy"]
+    assert secured_client.get(path, headers={"If-None-Match": '"elsewhere"'}).status_code == 200
+
+
+def test_the_pages_take_no_rate_limit_their_api_calls_do(settings: Settings) -> None:
+    """A campus behind one address loads the pages at once: the files are free, the API calls are counted."""
+    strict = secured(settings, rate_limit_anonymous="2 per minute")
+    with TestClient(create_app(strict)) as client:
+        for _ in range(5):
+            for path in ("/", "/board", "/static/api.js", "/static/style.css"):
+                assert client.get(path).status_code == 200, path
+        answers = [client.get("/api/v1/me").status_code for _ in range(3)]
+    assert answers == [401, 401, 429]

@@ -15,10 +15,9 @@ from courseflow.metrics import AUTH_FAILURES
 from courseflow.problems import InvalidInput, Problem, respond
 from courseflow.ratelimit import Limiter, Subject, anonymous, subject
 
-# The API's own description, the web pages and their scripts: public like the operations declared `public`. The
-# pages hold no data: they call the API with the visitor's own token, and every call passes this gate.
+# The API's own description, its pages and their scripts: public like the operations declared `public`.
 DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})
-PUBLIC_ASSETS = ("/docs/assets/", STATIC_PREFIX)
+DOCUMENTATION_ASSETS = "/docs/assets/"
 # WebSocket clients that cannot send headers offer this subprotocol, then their token as the next one.
 BEARER_SUBPROTOCOL = "bearer"
 _PRINCIPAL = "courseflow.principal"
@@ -38,7 +37,7 @@ class Gate:
         self.authenticator = authenticator
         self.limiter = limiter
         # Paths answered without a token (probes, the scraper): no personal data behind them.
-        self.public = public | DOCUMENTATION | PAGES
+        self.public = public | DOCUMENTATION
         # (method, path) of the routes whose handler takes the rate limit itself, in the intake script.
         self.counted_at_intake = counted_at_intake
 
@@ -60,7 +59,11 @@ class Gate:
 
         The one check every request passes, whether routing or the enrollment fast lane serves it."""
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if scope["path"] in self.public or scope["path"].startswith(PUBLIC_ASSETS):
+        if scope["path"] in PAGES or scope["path"].startswith(STATIC_PREFIX):
+            # Not counted: a campus behind one address loads them at once as registration opens, and a flood of
+            # them would lock every student there out. They hold no data; each API call they make is counted.
+            return None
+        if scope["path"] in self.public or scope["path"].startswith(DOCUMENTATION_ASSETS):
             await self.limiter.hit(anonymous(_client_address(scope)), method)
             return None
         principal = await self._authenticate(scope, method)

@@ -18,7 +18,8 @@ function show(id, visible = true) {
 }
 
 function notice(text) {
-  $("notice").textContent = text || "";
+  // Written only when it changes: an alert region is read out on every write, and the board polls each second.
+  if ($("notice").textContent !== (text || "")) $("notice").textContent = text || "";
   show("notice", Boolean(text));
 }
 
@@ -26,24 +27,25 @@ function notice(text) {
 
 async function start() {
   try {
-    const mode = await authMode();
-    state.auth = mode.auth;
-    if (mode.auth === "off") {
-      await open(null, mode.me);
-      return;
-    }
+    let message = "";
     const token = sessionStorage.getItem(SESSION);
     if (token) {
       try {
         await signIn(token);
         return;
       } catch (error) {
+        if (error instanceof ApiError && error.retryable) throw error;
         sessionStorage.removeItem(SESSION);
-        askToSignIn(explain(error));
-        return;
+        message = explain(error);
       }
     }
-    askToSignIn();
+    const mode = await authMode();
+    state.auth = mode.auth;
+    if (mode.auth === "off") {
+      await open(null, mode.me);
+      return;
+    }
+    askToSignIn(message);
   } catch (error) {
     notice(explain(error));
     if (error instanceof ApiError && error.retryable) setTimeout(start, error.retryAfterS * 1000);
@@ -63,6 +65,7 @@ function askToSignIn(message = "") {
 
 async function signIn(token) {
   const me = await new Api(token).get("/api/v1/me");
+  state.auth = me.auth;
   if (me.role !== "registrar") {
     throw new ApiError(403, { detail: `this is a ${me.role}'s token; the board needs a registrar's` }, 1);
   }
@@ -241,7 +244,7 @@ async function deadLetters() {
       const tr = document.createElement("tr");
       const values = [
         letter.id,
-        letter.reason,
+        clip(letter.reason),
         letter.course_id ?? "–",
         letter.student_id ?? "–",
         letter.dead_lettered_at ? new Date(letter.dead_lettered_at).toLocaleString() : "–",
@@ -261,6 +264,11 @@ async function deadLetters() {
   } catch (error) {
     if (!signedOut(error)) notice(explain(error));
   }
+}
+
+// A dead letter's reason may be anything at all: the board shows its start.
+function clip(text, most = 300) {
+  return text.length > most ? `${text.slice(0, most)}…` : text;
 }
 
 // ---- creating and changing courses -----------------------------------------------------------------
@@ -307,7 +315,10 @@ function seats(count) {
   return count === 1 ? "1 seat" : `${count} seats`;
 }
 
+const EDIT_FIELDS = { capacity: "edit-capacity", opens_at: "edit-opens", closes_at: "edit-closes" };
+
 function edit(row, opener) {
+  for (const id of Object.values(EDIT_FIELDS)) $(id).removeAttribute("aria-invalid");
   const course = row.course;
   state.editing = { row, opener };
   $("edit-title").textContent = `Change ${courseName(course)}`;
@@ -349,6 +360,11 @@ $("edit-form").addEventListener("submit", async (event) => {
     if (signedOut(error)) return;
     $("edit-error").textContent = explain(error);
     show("edit-error");
+    const field = EDIT_FIELDS[error.field];
+    if (field) {
+      $(field).setAttribute("aria-invalid", "true");
+      $(field).focus();
+    }
   }
 });
 

@@ -3,6 +3,9 @@
 // reopens after a pause and resumes after the last message's `id`, so nothing in between is missed.
 
 const MAX_PAUSE_S = 30;
+// A browser is not told why a handshake failed (a refused token looks like a lost network): after this many
+// sockets in a row that brought nothing, the page is asked to look into it instead.
+const MOST_SILENT = 3;
 
 export function follow(query, token, { message, ended }) {
   let after = null;
@@ -25,7 +28,7 @@ export function follow(query, token, { message, ended }) {
         refused = received;
         return;
       }
-      failures = 0;
+      if (received.type !== "reconnect") failures = 0;
       last = received;
       if (typeof received.id === "number") after = received.id;
       if (received.type !== "reconnect") message(received);
@@ -42,6 +45,10 @@ export function follow(query, token, { message, ended }) {
         return;
       }
       failures += 1;
+      if (failures >= MOST_SILENT) {
+        ended({ silent: true });
+        return;
+      }
       const pause = Math.min(MAX_PAUSE_S, 2 ** Math.min(failures, 5) / 2);
       timer = setTimeout(open, pause * 1000);
     };

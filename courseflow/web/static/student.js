@@ -8,7 +8,8 @@ const SESSION = "courseflow.student"; // {token, studentId}: this tab only, neve
 const COURSES_EVERY_MS = 5000;
 // A student may hold 10 live streams at once; the rest of the list is current as of its last load.
 const MOST_FOLLOWED = 8;
-const FOLLOWED = new Set(["pending", "waitlisted", "granted"]);
+// Only these still change by themselves; a granted seat changes when its student drops it, here.
+const FOLLOWED = new Set(["pending", "waitlisted"]);
 
 const $ = (id) => document.getElementById(id);
 const state = { api: null, auth: "on", studentId: null, courses: new Map(), requests: new Map(), timers: [] };
@@ -18,7 +19,8 @@ function show(id, visible = true) {
 }
 
 function notice(text) {
-  $("notice").textContent = text || "";
+  // Written only when it changes: an alert region is read out on every write.
+  if ($("notice").textContent !== (text || "")) $("notice").textContent = text || "";
   show("notice", Boolean(text));
 }
 
@@ -45,19 +47,20 @@ function saved() {
 
 async function start() {
   try {
-    const mode = await authMode();
-    state.auth = mode.auth;
+    let message = "";
     const kept = saved();
-    if (kept && (kept.token || mode.auth === "off")) {
+    if (kept) {
       try {
         await signIn(kept.token, kept.studentId);
+        return;
       } catch (error) {
+        if (error instanceof ApiError && error.retryable) throw error;
         sessionStorage.removeItem(SESSION);
-        askToSignIn(explain(error));
+        message = explain(error);
       }
-      return;
     }
-    askToSignIn();
+    state.auth = (await authMode()).auth;
+    askToSignIn(message);
   } catch (error) {
     notice(explain(error));
     if (error instanceof ApiError && error.retryable) setTimeout(start, error.retryAfterS * 1000);
@@ -81,6 +84,8 @@ async function signIn(token, studentId) {
   endSession();
   const api = new Api(token);
   const me = await api.get("/api/v1/me");
+  state.auth = me.auth;
+  if (state.auth === "off" && !studentId) throw new ApiError(400, { detail: "the server is in development mode: give a student ID" }, 1);
   if (state.auth === "on") {
     if (me.role !== "student") {
       throw new ApiError(403, { detail: `this is a ${me.role}'s token; this page needs a student's (the board is at /board)` }, 1);
@@ -167,6 +172,7 @@ async function loadCourses() {
     state.courses = new Map(courses.map((course) => [course.course_id, course]));
     drawCourses();
     for (const request of state.requests.values()) drawRequest(request);
+    await refreshUnfollowed(api);
   } catch (error) {
     if (!signedOut(error)) notice(explain(error));
   }
@@ -323,13 +329,17 @@ function track(found, fresh = false) {
 
 function followIfLive(request) {
   if (!FOLLOWED.has(request.status)) {
-    request.live?.close();
-    request.live = null;
+    if (request.live) {
+      request.live.close();
+      request.live = null;
+      followWaiting(); // a stream is free for another request
+    }
     return;
   }
   const followed = [...state.requests.values()].filter((r) => r.live).length;
-  if (request.live || followed >= MOST_FOLLOWED) return;
-  request.live = follow({ request_id: request.request_id }, state.api.token, {
+  if (request.live || followed >= MOST_FOLLOWED || !state.api) return;
+  const api = state.api;
+  request.live = follow({ request_id: request.request_id }, api.token, {
     message(received) {
       // Each message carries the request as it now stands; `promoted` says how it got its seat.
       const { type, id, ...now } = received;
@@ -338,14 +348,36 @@ function followIfLive(request) {
       drawRequest(request);
       followIfLive(request);
     },
-    ended(why) {
+    async ended(why) {
       request.live = null;
+      if (state.api !== api) return;
       if (why.expired && state.auth === "on") {
         $("sign-out").click();
         fieldError("sign-in-error", "Your sign-in has expired: sign in again.");
+        return;
+      }
+      // Refused or unreachable: is the sign-in still good? The course refresh follows it again later.
+      try {
+        await api.get("/api/v1/me");
+      } catch (error) {
+        signedOut(error);
       }
     },
   });
+}
+
+function followWaiting() {
+  for (const request of state.requests.values()) if (!request.live) followIfLive(request);
+}
+
+// Requests still undecided beyond the streams a student may hold: their status, read with the course refresh.
+async function refreshUnfollowed(api) {
+  for (const request of [...state.requests.values()]) {
+    if (request.live || !FOLLOWED.has(request.status)) continue;
+    const now = await api.get(`/api/v1/enrollments/${request.request_id}`);
+    if (state.api !== api) return;
+    track(now);
+  }
 }
 
 function statusText(request) {
@@ -381,6 +413,7 @@ function drawRequest(request, fresh = false) {
     item.className = "request";
     item.dataset.request = request.request_id;
     const title = document.createElement("h3");
+    title.tabIndex = -1;
     const status = document.createElement("p");
     status.setAttribute("role", "status");
     const actions = document.createElement("div");
@@ -413,6 +446,7 @@ function drawRequest(request, fresh = false) {
 }
 
 function confirmRelease(request, button) {
+  if (button.disabled) return;
   const dialog = $("confirm");
   const name = courseName(state.courses.get(request.course_id), request.course_id);
   const dropping = request.status === "granted";
@@ -425,9 +459,15 @@ function confirmRelease(request, button) {
   dialog.addEventListener(
     "close",
     async () => {
-      button.focus();
-      if (dialog.returnValue !== "confirm") return;
+      if (dialog.returnValue !== "confirm") {
+        button.focus();
+        return;
+      }
+      button.disabled = true;
       await release(request);
+      button.disabled = false;
+      // The button is gone once released: focus stays with the request, whose status now says what happened.
+      request.item.querySelector("h3").focus();
     },
     { once: true },
   );
