@@ -1,8 +1,9 @@
 // The registrar's board: every course's seats, waitlist, queue and decision rate, once a second, with the last
 // minutes as sparklines; dead letters and their reasons; create a course, change its capacity and window.
 
-import { Api, ApiError, authMode, explain } from "./api.js";
+import { Api, ApiError, explain } from "./api.js";
 import { courseName, fromLocalInput, toLocalInput, windowText } from "./format.js";
+import { $, begin, notice, show } from "./page.js";
 import { draw, sparkline } from "./sparkline.js";
 
 const SESSION = "courseflow.registrar"; // the registrar's token: this tab only, never a URL
@@ -10,47 +11,19 @@ const EVERY_MS = 1000;
 const DEAD_LETTERS_EVERY_MS = 5000;
 const TREND_S = 300; // the sparklines' last 5 minutes, a sample a second
 
-const $ = (id) => document.getElementById(id);
 const state = { api: null, auth: "on", rows: new Map(), editing: null, timers: [] };
-
-function show(id, visible = true) {
-  $(id).hidden = !visible;
-}
-
-function notice(text) {
-  // Written only when it changes: an alert region is read out on every write, and the board polls each second.
-  if ($("notice").textContent !== (text || "")) $("notice").textContent = text || "";
-  show("notice", Boolean(text));
-}
 
 // ---- signing in (development mode opens at once) ------------------------------------------------------
 
-async function start() {
+async function resume() {
+  const token = sessionStorage.getItem(SESSION);
+  if (!token) return false;
   try {
-    let message = "";
-    const token = sessionStorage.getItem(SESSION);
-    if (token) {
-      try {
-        await signIn(token);
-        return;
-      } catch (error) {
-        if (error instanceof ApiError && error.retryable) throw error;
-        sessionStorage.removeItem(SESSION);
-        message = explain(error);
-      }
-    }
-    const mode = await authMode();
-    state.auth = mode.auth;
-    if (mode.auth === "off") {
-      await open(null, mode.me);
-      return;
-    }
-    askToSignIn(message);
+    await signIn(token);
+    return true;
   } catch (error) {
-    notice(explain(error));
-    if (error instanceof ApiError && error.retryable) setTimeout(start, error.retryAfterS * 1000);
-  } finally {
-    show("loading", false);
+    sessionStorage.removeItem(SESSION);
+    throw error;
   }
 }
 
@@ -368,4 +341,8 @@ $("edit-form").addEventListener("submit", async (event) => {
   }
 });
 
-start();
+begin(resume, async (mode, message) => {
+  state.auth = mode.auth;
+  if (mode.auth === "off") await open(null, mode.me);
+  else askToSignIn(message);
+});

@@ -1,8 +1,9 @@
 // The student's page: sign in, see the courses, ask for a seat and watch the request be decided, live.
 
-import { Api, ApiError, authMode, explain } from "./api.js";
+import { Api, ApiError, explain } from "./api.js";
 import { courseName, registration } from "./format.js";
 import { follow } from "./live.js";
+import { $, begin, notice, show } from "./page.js";
 
 const SESSION = "courseflow.student"; // {token, studentId}: this tab only, never a URL
 const COURSES_EVERY_MS = 5000;
@@ -11,18 +12,7 @@ const MOST_FOLLOWED = 8;
 // Only these still change by themselves; a granted seat changes when its student drops it, here.
 const FOLLOWED = new Set(["pending", "waitlisted"]);
 
-const $ = (id) => document.getElementById(id);
 const state = { api: null, auth: "on", studentId: null, courses: new Map(), requests: new Map(), timers: [] };
-
-function show(id, visible = true) {
-  $(id).hidden = !visible;
-}
-
-function notice(text) {
-  // Written only when it changes: an alert region is read out on every write.
-  if ($("notice").textContent !== (text || "")) $("notice").textContent = text || "";
-  show("notice", Boolean(text));
-}
 
 function fieldError(id, text, field = null) {
   $(id).textContent = text || "";
@@ -45,27 +35,15 @@ function saved() {
   }
 }
 
-async function start() {
+async function resume() {
+  const kept = saved();
+  if (!kept) return false;
   try {
-    let message = "";
-    const kept = saved();
-    if (kept) {
-      try {
-        await signIn(kept.token, kept.studentId);
-        return;
-      } catch (error) {
-        if (error instanceof ApiError && error.retryable) throw error;
-        sessionStorage.removeItem(SESSION);
-        message = explain(error);
-      }
-    }
-    state.auth = (await authMode()).auth;
-    askToSignIn(message);
+    await signIn(kept.token, kept.studentId);
+    return true;
   } catch (error) {
-    notice(explain(error));
-    if (error instanceof ApiError && error.retryable) setTimeout(start, error.retryAfterS * 1000);
-  } finally {
-    show("loading", false);
+    sessionStorage.removeItem(SESSION);
+    throw error;
   }
 }
 
@@ -489,4 +467,7 @@ async function release(request) {
   }
 }
 
-start();
+begin(resume, (mode, message) => {
+  state.auth = mode.auth;
+  askToSignIn(message);
+});
