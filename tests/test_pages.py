@@ -220,11 +220,11 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     assert ring == "solid 3px"  # the page's own ring, not the browser's faint default
 
     # A course that opens later counts down to it, and holds requests in its queue until then.
-    opens = (datetime.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    opens = (datetime.now() + timedelta(hours=2, minutes=5)).strftime("%Y-%m-%dT%H:%M")
     board.get_by_role("region", name="Create a course").get_by_label("Opens at").fill(opens)
     _create_course(board, "102", "Compilers", "5")
     registration = page.locator(".course", has_text="102 · Compilers").locator(".registration")
-    expect(registration).to_have_text(re.compile(r"^Opens in 1 h 59 min \d\d s"), timeout=10_000)
+    expect(registration).to_have_text(re.compile(r"^Opens in 2 h 0[34] min \d\d s"), timeout=10_000)
     shown = registration.inner_text()
     expect(registration).not_to_have_text(shown)  # it ticks
     page.get_by_label("Course").fill("102")
@@ -255,14 +255,19 @@ def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: 
     expect(board.get_by_role("alert").filter(has_text="the board needs a registrar's")).to_be_visible()
     _sign_in(board, "Token", _token("registrar", "registrar"))
     _create_course(board, "101", "Networks", "many")
-    expect(board.get_by_role("status").filter(has_text="Check capacity")).to_be_visible()
+    expect(board.get_by_role("status").filter(has_text="Capacity must be a whole number from 0 up.")).to_be_visible()
     expect(board.locator("#new-capacity")).to_have_attribute("aria-invalid", "true")
+    expect(board.locator("#new-capacity")).to_be_focused()
     _create_course(board, "101", "Networks", "3")
     expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
+    _create_course(board, "101", "Networks again", "3")
+    expect(board.get_by_role("status").filter(has_text="course 101 already exists")).to_be_visible()
 
     tab = Tab(browser, strict_api)
     tabs.append(tab)
     page = tab.open("/")
+    expect(page.get_by_label("Token")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()  # nobody to sign out yet
     _sign_in(page, "Token", "not-a-token")
     expect(page.get_by_role("alert").filter(has_text="sign-in was not accepted")).to_be_visible()
     _sign_in(page, "Token", _token("student", "3"))
@@ -344,6 +349,8 @@ def test_a_shared_tab_hostile_titles_and_a_full_term(browser: Browser, secured_a
     assert page.title() == "CourseFlow · Enroll"
 
     page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_text("Student 7", exact=True)).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
     _sign_in(page, "Token", _token("student", "8"))
     expect(page.get_by_text("Student 8")).to_be_visible()
     expect(page.get_by_text("You have not asked for a seat yet.")).to_be_visible()

@@ -99,17 +99,17 @@ export async function authMode() {
   }
 }
 
-// A sentence for people from any answer the API can give.
-export function explain(error) {
+// A sentence for people from any answer the API can give; `labels` names fields as the page's form does.
+export function explain(error, labels = {}) {
   if (!(error instanceof ApiError)) return `Something went wrong in this page: ${error.message}`;
   const detail = error.problem.detail ? ` (${error.problem.detail})` : "";
   switch (error.status) {
     case 0:
-      return "CourseFlow cannot be reached. Check your connection; the page keeps trying.";
+      return "CourseFlow cannot be reached right now; the page keeps trying.";
     case 401:
       return `Your sign-in was not accepted or has expired: sign in again${detail}.`;
     case 403:
-      return `You are not allowed to do that${detail}.`;
+      return error.problem.detail ? `Not allowed: ${error.problem.detail}.` : "Not allowed.";
     case 404:
       return `Not found${detail}.`;
     case 409:
@@ -120,7 +120,9 @@ export function explain(error) {
       return `CourseFlow is busy or restarting${detail}. Try again in a few seconds.`;
     default:
       if (error.status >= 400 && error.status < 500) {
-        return error.field ? `Check ${error.field}: ${error.problem.detail}.` : `${error.problem.detail || error.message}.`;
+        return error.field
+          ? `Check ${labels[error.field] ?? error.field}: ${error.problem.detail}.`
+          : `${error.problem.detail || error.message}.`;
       }
       return `CourseFlow could not do that (${error.status}${detail}). Try again shortly.`;
   }

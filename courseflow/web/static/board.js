@@ -49,7 +49,8 @@ async function signIn(token) {
 async function open(token, me) {
   state.api = new Api(token);
   show("sign-in", false);
-  $("who-text").textContent = me.auth === "off" ? "Development mode: no sign-in" : `Signed in as ${me.sub} (registrar)`;
+  $("who-text").textContent =
+    me.auth === "off" ? "Development mode: no sign-in" : me.sub === "registrar" ? "Signed in as a registrar" : `Signed in as ${me.sub} (registrar)`;
   $("sign-out").hidden = me.auth === "off";
   show("who");
   show("app");
@@ -61,14 +62,16 @@ async function open(token, me) {
 $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const field = $("token");
-  const token = field.value.trim();
+  // A token copied from a curl example comes with its scheme.
+  const token = field.value.trim().replace(/^Bearer\s+/i, "");
   const button = event.submitter;
   if (button) button.disabled = true; // one sign-in at a time
   try {
-    if (!token) throw new ApiError(400, { detail: "paste a registrar's token first" }, 1);
+    if (!token) throw new ApiError(400, { detail: "Paste a registrar's token first" }, 1);
     await signIn(token);
     field.value = "";
     field.removeAttribute("aria-invalid");
+    $("title").focus();
   } catch (error) {
     $("sign-in-error").textContent = explain(error);
     show("sign-in-error");
@@ -213,6 +216,7 @@ async function deadLetters() {
     const found = await api.get("/api/v1/dead-letters?limit=100");
     if (state.api !== api) return;
     $("dead-count").textContent = String(found.count);
+    show("dead-link", found.count > 0);
     const rows = found.dead_letters.map((letter) => {
       const tr = document.createElement("tr");
       const values = [
@@ -247,9 +251,38 @@ function clip(text, most = 300) {
 // ---- creating and changing courses -----------------------------------------------------------------
 
 const CREATE_FIELDS = { course_id: "new-id", title: "new-title", capacity: "new-capacity", opens_at: "new-opens", closes_at: "new-closes" };
+const EDIT_FIELDS = { capacity: "edit-capacity", opens_at: "edit-opens", closes_at: "edit-closes" };
+const LABELS = { course_id: "Course ID", title: "Title", capacity: "Capacity", opens_at: "Opens at", closes_at: "Closes at" };
+const MOST_TITLE = 200;
 
 function wholeNumber(value) {
-  return /^[0-9]{1,18}$/.test(value.trim()) ? Number(value.trim()) : value.trim();
+  const text = value.trim();
+  return /^[0-9]+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : text;
+}
+
+// The form's own checks, in the form's words, before anything is sent (the server checks again, and its answers
+// are put in the same words).
+function mistake(values) {
+  const whole = (value, least) => Number.isSafeInteger(value) && value >= least;
+  if ("course_id" in values && !whole(values.course_id, 1)) return ["course_id", "Course ID must be a whole number from 1 up."];
+  if ("title" in values && (!values.title || values.title.length > MOST_TITLE)) {
+    return ["title", `Give the course a title of up to ${MOST_TITLE} characters.`];
+  }
+  if ("capacity" in values && !whole(values.capacity, 0)) return ["capacity", "Capacity must be a whole number from 0 up."];
+  if (values.opens_at && values.closes_at && Date.parse(values.closes_at) <= Date.parse(values.opens_at)) {
+    return ["closes_at", "Closes at must be after Opens at."];
+  }
+  return null;
+}
+
+// Says what is wrong next to the form, marks the field and takes the visitor to it.
+function refuse(where, fields, field, text) {
+  where.textContent = text;
+  const id = fields[field];
+  if (id) {
+    $(id).setAttribute("aria-invalid", "true");
+    $(id).focus();
+  }
 }
 
 $("create-form").addEventListener("submit", async (event) => {
@@ -265,6 +298,12 @@ $("create-form").addEventListener("submit", async (event) => {
   const closes = fromLocalInput($("new-closes").value);
   if (opens) body.opens_at = opens;
   if (closes) body.closes_at = closes;
+  result.className = "error";
+  const wrong = mistake(body);
+  if (wrong) {
+    refuse(result, CREATE_FIELDS, ...wrong);
+    return;
+  }
   try {
     const { body: created } = await state.api.call("POST", "/api/v1/courses", body);
     result.className = "ok";
@@ -274,21 +313,13 @@ $("create-form").addEventListener("submit", async (event) => {
     totals(Date.now());
   } catch (error) {
     if (signedOut(error)) return;
-    result.className = "error";
-    result.textContent = explain(error);
-    const field = CREATE_FIELDS[error.field];
-    if (field) {
-      $(field).setAttribute("aria-invalid", "true");
-      $(field).focus();
-    }
+    refuse(result, CREATE_FIELDS, error.field, explain(error, LABELS));
   }
 });
 
 function seats(count) {
   return count === 1 ? "1 seat" : `${count} seats`;
 }
-
-const EDIT_FIELDS = { capacity: "edit-capacity", opens_at: "edit-opens", closes_at: "edit-closes" };
 
 function edit(row, opener) {
   for (const id of Object.values(EDIT_FIELDS)) $(id).removeAttribute("aria-invalid");
@@ -315,6 +346,13 @@ $("edit-form").addEventListener("submit", async (event) => {
   if (capacity !== course.capacity) patch.capacity = capacity;
   const opens = fromLocalInput($("edit-opens").value);
   const closes = fromLocalInput($("edit-closes").value);
+  for (const id of Object.values(EDIT_FIELDS)) $(id).removeAttribute("aria-invalid");
+  const wrong = mistake({ capacity, opens_at: opens, closes_at: closes });
+  if (wrong) {
+    refuse($("edit-error"), EDIT_FIELDS, ...wrong);
+    show("edit-error");
+    return;
+  }
   if ($("edit-opens").value !== toLocalInput(course.opens_at)) patch.opens_at = opens;
   if ($("edit-closes").value !== toLocalInput(course.closes_at)) patch.closes_at = closes;
   if (Object.keys(patch).length === 0) {
@@ -326,18 +364,13 @@ $("edit-form").addEventListener("submit", async (event) => {
     row.course = { ...course, ...changed };
     render(row);
     $("create-result").className = "ok";
-    const promoted = changed.promoted.length ? `; ${changed.promoted.length} promoted from the waitlist` : "";
-    $("create-result").textContent = `Saved ${courseName(course)}: ${seats(changed.capacity)}${promoted}.`;
+    const promoted = changed.promoted.length ? `: ${changed.promoted.length} promoted from the waitlist` : "";
+    $("create-result").textContent = `Saved ${courseName(course)}${promoted}.`;
     $("edit").close();
   } catch (error) {
     if (signedOut(error)) return;
-    $("edit-error").textContent = explain(error);
+    refuse($("edit-error"), EDIT_FIELDS, error.field, explain(error, LABELS));
     show("edit-error");
-    const field = EDIT_FIELDS[error.field];
-    if (field) {
-      $(field).setAttribute("aria-invalid", "true");
-      $(field).focus();
-    }
   }
 });
 

@@ -66,7 +66,7 @@ async function signIn(token, studentId) {
   if (state.auth === "off" && !studentId) throw new ApiError(400, { detail: "the server is in development mode: give a student ID" }, 1);
   if (state.auth === "on") {
     if (me.role !== "student") {
-      throw new ApiError(403, { detail: `this is a ${me.role}'s token; this page needs a student's (the board is at /board)` }, 1);
+      throw new ApiError(403, { detail: `this is a ${me.role}'s token, and this page needs a student's; the board is at /board` }, 1);
     }
     studentId = me.student_id;
   }
@@ -85,7 +85,8 @@ async function signIn(token, studentId) {
 $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const field = state.auth === "on" ? $("token") : $("student-id");
-  const value = field.value.trim();
+  // A token copied from a curl example comes with its scheme.
+  const value = field.value.trim().replace(/^Bearer\s+/i, "");
   if (state.auth === "off" && !wholeNumber(value)) {
     fieldError("sign-in-error", `Student ID must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, e.g. 7.`, field);
     field.focus();
@@ -151,6 +152,7 @@ async function loadCourses() {
     drawCourses();
     for (const request of state.requests.values()) drawRequest(request);
     await refreshUnfollowed(api);
+    await loadDecidedElsewhere(api);
   } catch (error) {
     if (!signedOut(error)) notice(explain(error));
   }
@@ -248,13 +250,17 @@ $("enroll-form").addEventListener("submit", async (event) => {
         : answer.body;
     remember(request.request_id);
     track(request, true);
+    if (!state.courses.has(body.course_id)) loadCourses(); // a course newer than the list: its name, now
   } catch (error) {
     if (signedOut(error)) return;
     fieldError("enroll-error", explain(error), error.field === "course_id" ? field : null);
     if (error instanceof ApiError && error.status === 429) cooldownS = error.retryAfterS;
   } finally {
-    // After a 429 the button comes back once the limit has reset.
-    setTimeout(() => (button.disabled = false), cooldownS * 1000);
+    // After a 429 the button comes back once the limit has reset, and the message goes with the wait.
+    setTimeout(() => {
+      button.disabled = false;
+      if (cooldownS) fieldError("enroll-error", "", field);
+    }, cooldownS * 1000);
   }
 });
 
@@ -291,6 +297,14 @@ async function loadRequests() {
   } catch (error) {
     if (!signedOut(error)) notice(explain(error));
   }
+}
+
+// Requests asked from another tab or device show up once decided (the list knows only decided requests).
+// Known ones are left alone: their live status is ahead of the list's.
+async function loadDecidedElsewhere(api) {
+  const { enrollments } = await api.get(`/api/v1/students/${state.studentId}/enrollments`);
+  if (state.api !== api) return;
+  for (const request of enrollments) if (!state.requests.has(request.request_id)) track(request);
 }
 
 function track(found, fresh = false) {
