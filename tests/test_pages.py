@@ -97,6 +97,14 @@ def _sign_in(page: Page, label: str, value: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def _registrar_board(browser: Browser, base: str, tabs: list[Tab]) -> Page:
+    registrar = Tab(browser, base)
+    tabs.append(registrar)
+    board = registrar.open("/board")
+    _sign_in(board, "Token", _token("registrar", "registrar"))
+    return board
+
+
 def _create_course(board: Page, course_id: str, title: str, capacity: str) -> None:
     form = board.get_by_role("region", name="Create a course")
     form.get_by_label("Course ID").fill(course_id)
@@ -110,10 +118,7 @@ def _request_status(page: Page, course: str) -> Locator:
 
 
 def test_two_students_one_seat_decided_and_handed_on_live(browser: Browser, secured_api: str, tabs: list[Tab]) -> None:
-    registrar = Tab(browser, secured_api)
-    tabs.append(registrar)
-    board = registrar.open("/board")
-    _sign_in(board, "Token", _token("registrar", "registrar"))
+    board = _registrar_board(browser, secured_api, tabs)
     _create_course(board, "101", "Distributed Systems", "1")
     expect(board.get_by_text("Created 101 · Distributed Systems with 1 seat.")).to_be_visible()
     row = board.get_by_role("row", name=re.compile(r"^101 · Distributed Systems"))
@@ -284,10 +289,7 @@ def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: 
 def test_a_busy_service_is_retried_with_the_same_key(
     browser: Browser, secured_api: str, servers: Servers, tabs: list[Tab]
 ) -> None:
-    registrar = Tab(browser, secured_api)
-    tabs.append(registrar)
-    board = registrar.open("/board")
-    _sign_in(board, "Token", _token("registrar", "registrar"))
+    board = _registrar_board(browser, secured_api, tabs)
     _create_course(board, "101", "Networks", "3")
     expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
 

@@ -3,7 +3,7 @@
 
 import { Api, ApiError, explain } from "./api.js";
 import { courseName, fromLocalInput, toLocalInput, windowText } from "./format.js";
-import { $, begin, notice, show } from "./page.js";
+import { $, begin, notice, show, signInAgain } from "./page.js";
 import { draw, sparkline } from "./sparkline.js";
 
 const SESSION = "courseflow.registrar"; // the registrar's token: this tab only, never a URL
@@ -14,18 +14,6 @@ const TREND_S = 300; // the sparklines' last 5 minutes, a sample a second
 const state = { api: null, auth: "on", rows: new Map(), editing: null, timers: [] };
 
 // ---- signing in (development mode opens at once) ------------------------------------------------------
-
-async function resume() {
-  const token = sessionStorage.getItem(SESSION);
-  if (!token) return false;
-  try {
-    await signIn(token);
-    return true;
-  } catch (error) {
-    sessionStorage.removeItem(SESSION);
-    throw error;
-  }
-}
 
 function askToSignIn(message = "") {
   show("app", false);
@@ -374,7 +362,7 @@ $("edit-form").addEventListener("submit", async (event) => {
   }
 });
 
-begin(resume, async (mode, message) => {
+begin(() => signInAgain(SESSION, signIn), async (mode, message) => {
   state.auth = mode.auth;
   if (mode.auth === "off") await open(null, mode.me);
   else askToSignIn(message);

@@ -33,3 +33,16 @@ export async function begin(resume, fresh) {
     show("loading", false);
   }
 }
+
+// Sign in again with what this tab kept under `key` (false: nothing kept); what no longer holds is forgotten.
+export async function signInAgain(key, signIn) {
+  const kept = sessionStorage.getItem(key);
+  if (!kept) return false;
+  try {
+    await signIn(kept);
+    return true;
+  } catch (error) {
+    sessionStorage.removeItem(key);
+    throw error;
+  }
+}

@@ -3,7 +3,7 @@
 import { Api, ApiError, explain } from "./api.js";
 import { courseName, registration } from "./format.js";
 import { follow } from "./live.js";
-import { $, begin, notice, show } from "./page.js";
+import { $, begin, notice, show, signInAgain } from "./page.js";
 
 const SESSION = "courseflow.student"; // {token, studentId}: this tab only, never a URL
 const COURSES_EVERY_MS = 5000;
@@ -26,26 +26,6 @@ function wholeNumber(text) {
 }
 
 // ---- signing in ------------------------------------------------------------------------------------
-
-function saved() {
-  try {
-    return JSON.parse(sessionStorage.getItem(SESSION));
-  } catch {
-    return null;
-  }
-}
-
-async function resume() {
-  const kept = saved();
-  if (!kept) return false;
-  try {
-    await signIn(kept.token, kept.studentId);
-    return true;
-  } catch (error) {
-    sessionStorage.removeItem(SESSION);
-    throw error;
-  }
-}
 
 function askToSignIn(message = "") {
   show("app", false);
@@ -480,6 +460,12 @@ async function release(request) {
     if (!signedOut(error)) status.textContent = explain(error);
   }
 }
+
+const resume = () =>
+  signInAgain(SESSION, (kept) => {
+    const { token, studentId } = JSON.parse(kept);
+    return signIn(token, studentId);
+  });
 
 begin(resume, (mode, message) => {
   state.auth = mode.auth;
