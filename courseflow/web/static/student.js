@@ -2,17 +2,14 @@
 
 import { Api, ApiError, explain } from "./api.js";
 import { courseName, registration } from "./format.js";
-import { follow } from "./live.js";
 import { $, begin, notice, show, signInAgain } from "./page.js";
+import { Requests } from "./requests.js";
 
 const SESSION = "courseflow.student"; // {token, studentId}: this tab only, never a URL
 const COURSES_EVERY_MS = 5000;
-// A student may hold 10 live streams at once; the rest of the list is current as of its last load.
-const MOST_FOLLOWED = 8;
-// Only these still change by themselves; a granted seat changes when its student drops it, here.
-const FOLLOWED = new Set(["pending", "waitlisted"]);
 
-const state = { api: null, auth: "on", studentId: null, courses: new Map(), requests: new Map(), timers: [] };
+// `requests`: the signed-in student's (requests.js), null while nobody is signed in.
+const state = { api: null, auth: "on", studentId: null, courses: new Map(), requests: null, timers: [] };
 
 function fieldError(id, text, field = null) {
   $(id).textContent = text || "";
@@ -58,6 +55,14 @@ async function signIn(token, studentId) {
   show("who");
   show("app");
   notice("");
+  state.requests = new Requests(api, studentId, {
+    nameOf: (id) => courseName(state.courses.get(id), id),
+    signedOut,
+    expired() {
+      $("sign-out").click();
+      fieldError("sign-in-error", "Your sign-in has expired: sign in again.");
+    },
+  });
   await Promise.all([loadCourses(), loadRequests()]);
   state.timers.push(setInterval(loadCourses, COURSES_EVERY_MS), setInterval(tick, 1000));
 }
@@ -96,10 +101,8 @@ $("sign-in-form").addEventListener("submit", async (event) => {
 function endSession() {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
-  for (const request of state.requests.values()) request.live?.close();
-  state.requests.clear();
-  $("requests").replaceChildren();
-  show("requests-empty");
+  state.requests?.close();
+  state.requests = null;
   state.api = null;
   state.studentId = null;
 }
@@ -130,11 +133,19 @@ async function loadCourses() {
     if (state.api !== api) return;
     state.courses = new Map(courses.map((course) => [course.course_id, course]));
     drawCourses();
-    for (const request of state.requests.values()) drawRequest(request);
-    await refreshUnfollowed(api);
-    await loadDecidedElsewhere(api);
+    state.requests.redraw();
+    await state.requests.refresh();
   } catch (error) {
-    if (!signedOut(error)) notice(explain(error));
+    if (state.api === api && !signedOut(error)) notice(explain(error));
+  }
+}
+
+async function loadRequests() {
+  const api = state.api;
+  try {
+    await state.requests.load();
+  } catch (error) {
+    if (state.api === api && !signedOut(error)) notice(explain(error));
   }
 }
 
@@ -228,8 +239,8 @@ $("enroll-form").addEventListener("submit", async (event) => {
       answer.status === 202
         ? { request_id: answer.body.request_id, course_id: body.course_id, status: "pending", queue_position: answer.body.queue_position }
         : answer.body;
-    remember(request.request_id);
-    track(request, true);
+    state.requests.remember(request.request_id);
+    state.requests.add(request, true);
     if (!state.courses.has(body.course_id)) loadCourses(); // a course newer than the list: its name, now
   } catch (error) {
     if (signedOut(error)) return;
@@ -243,223 +254,6 @@ $("enroll-form").addEventListener("submit", async (event) => {
     }, cooldownS * 1000);
   }
 });
-
-// ---- the student's requests ------------------------------------------------------------------------------
-
-// Request ids asked from this tab: a request still in the queue is in no read model yet.
-function rememberedKey() {
-  return `courseflow.requests.${state.studentId}`;
-}
-
-function remember(requestId) {
-  const ids = new Set(JSON.parse(sessionStorage.getItem(rememberedKey()) || "[]"));
-  ids.add(requestId);
-  sessionStorage.setItem(rememberedKey(), JSON.stringify([...ids].slice(-50)));
-}
-
-async function loadRequests() {
-  const api = state.api;
-  try {
-    const { enrollments } = await api.get(`/api/v1/students/${state.studentId}/enrollments`);
-    if (state.api !== api) return;
-    for (const request of enrollments) track(request);
-    const known = new Set(enrollments.map((request) => request.request_id));
-    for (const id of JSON.parse(sessionStorage.getItem(rememberedKey()) || "[]")) {
-      if (known.has(id)) continue;
-      try {
-        const found = await api.get(`/api/v1/enrollments/${id}`);
-        if (state.api !== api) return;
-        track(found);
-      } catch (error) {
-        if (!(error instanceof ApiError && error.status === 404)) throw error;
-      }
-    }
-  } catch (error) {
-    if (!signedOut(error)) notice(explain(error));
-  }
-}
-
-// Requests asked from another tab or device show up once decided (the list knows only decided requests).
-// Known ones are left alone: their live status is ahead of the list's.
-async function loadDecidedElsewhere(api) {
-  const { enrollments } = await api.get(`/api/v1/students/${state.studentId}/enrollments`);
-  if (state.api !== api) return;
-  for (const request of enrollments) if (!state.requests.has(request.request_id)) track(request);
-}
-
-function track(found, fresh = false) {
-  let request = state.requests.get(found.request_id);
-  if (!request) {
-    request = { ...found, promoted: false, live: null, item: null };
-    state.requests.set(found.request_id, request);
-  } else {
-    Object.assign(request, found);
-  }
-  drawRequest(request, fresh);
-  followIfLive(request);
-}
-
-function followIfLive(request) {
-  if (!FOLLOWED.has(request.status)) {
-    if (request.live) {
-      request.live.close();
-      request.live = null;
-      followWaiting(); // a stream is free for another request
-    }
-    return;
-  }
-  const followed = [...state.requests.values()].filter((r) => r.live).length;
-  if (request.live || followed >= MOST_FOLLOWED || !state.api) return;
-  const api = state.api;
-  request.live = follow({ request_id: request.request_id }, api.token, {
-    message(received) {
-      // Each message carries the request as it now stands; `promoted` says how it got its seat.
-      const { type, id, ...now } = received;
-      if (type === "promoted") request.promoted = true;
-      Object.assign(request, { queue_position: null, waitlist_position: null }, now);
-      drawRequest(request);
-      followIfLive(request);
-    },
-    async ended(why) {
-      request.live = null;
-      if (state.api !== api) return;
-      if (why.expired && state.auth === "on") {
-        $("sign-out").click();
-        fieldError("sign-in-error", "Your sign-in has expired: sign in again.");
-        return;
-      }
-      // Refused or unreachable: is the sign-in still good? The course refresh follows it again later.
-      try {
-        await api.get("/api/v1/me");
-      } catch (error) {
-        signedOut(error);
-      }
-    },
-  });
-}
-
-function followWaiting() {
-  for (const request of state.requests.values()) if (!request.live) followIfLive(request);
-}
-
-// Requests still undecided beyond the streams a student may hold: their status, read with the course refresh.
-async function refreshUnfollowed(api) {
-  for (const request of [...state.requests.values()]) {
-    if (request.live || !FOLLOWED.has(request.status)) continue;
-    const now = await api.get(`/api/v1/enrollments/${request.request_id}`);
-    if (state.api !== api) return;
-    track(now);
-  }
-}
-
-function statusText(request) {
-  switch (request.status) {
-    case "pending":
-      return request.queue_position
-        ? `Pending: number ${request.queue_position} in the queue`
-        : "Pending: in the queue";
-    case "granted":
-      return request.promoted ? "Promoted from the waitlist: the seat is yours" : "Granted: the seat is yours";
-    case "waitlisted":
-      return request.waitlist_position
-        ? `Waitlisted: place ${request.waitlist_position} on the waitlist`
-        : "Waitlisted";
-    case "dropped":
-      return "Dropped: you gave the seat up";
-    case "left":
-      return "Left the waitlist";
-    case "rejected":
-      if (request.reason === "closed") return "Rejected: registration for this course was not open";
-      if (request.reason === "duplicate") return "Rejected: you already have a request for this course";
-      return `Rejected${request.reason ? `: ${request.reason}` : ""}`;
-    case "dead_lettered":
-      return "Could not be processed: the registrar has been told";
-    default:
-      return request.status;
-  }
-}
-
-function drawRequest(request, fresh = false) {
-  if (!request.item) {
-    const item = document.createElement("li");
-    item.className = "request";
-    item.dataset.request = request.request_id;
-    const title = document.createElement("h3");
-    title.tabIndex = -1;
-    const status = document.createElement("p");
-    status.setAttribute("role", "status");
-    const actions = document.createElement("div");
-    actions.className = "actions";
-    item.append(title, status, actions);
-    $("requests").prepend(item);
-    request.item = item;
-  }
-  const item = request.item;
-  item.querySelector("h3").textContent = courseName(state.courses.get(request.course_id), request.course_id);
-  const status = item.querySelector("[role=status]");
-  const text = statusText(request);
-  if (status.textContent !== text) status.textContent = text;
-  status.className = `status ${request.promoted && request.status === "granted" ? "promoted" : request.status}`;
-  const actions = item.querySelector(".actions");
-  const wanted = request.status === "granted" ? "Drop" : request.status === "waitlisted" ? "Leave waitlist" : null;
-  const button = actions.querySelector("button");
-  if (!wanted) {
-    actions.replaceChildren();
-  } else if (!button || button.textContent !== wanted) {
-    const release = document.createElement("button");
-    release.type = "button";
-    release.textContent = wanted;
-    release.className = "danger";
-    release.addEventListener("click", () => confirmRelease(request, release));
-    actions.replaceChildren(release);
-  }
-  show("requests-empty", state.requests.size === 0);
-  if (fresh) item.querySelector("h3").scrollIntoView({ block: "nearest" });
-}
-
-function confirmRelease(request, button) {
-  if (button.disabled) return;
-  const dialog = $("confirm");
-  const name = courseName(state.courses.get(request.course_id), request.course_id);
-  const dropping = request.status === "granted";
-  $("confirm-title").textContent = dropping ? `Drop your seat in ${name}?` : `Leave the waitlist of ${name}?`;
-  $("confirm-text").textContent = dropping
-    ? "The seat goes to the next student on the waitlist at once. To get it back you would have to ask again."
-    : "You lose your place; asking again puts you at the end of the line.";
-  $("confirm-yes").textContent = dropping ? "Drop seat" : "Leave waitlist";
-  dialog.returnValue = "";
-  dialog.addEventListener(
-    "close",
-    async () => {
-      if (dialog.returnValue !== "confirm") {
-        button.focus();
-        return;
-      }
-      button.disabled = true;
-      await release(request);
-      button.disabled = false;
-      // The button is gone once released: focus stays with the request, whose status now says what happened.
-      request.item.querySelector("h3").focus();
-    },
-    { once: true },
-  );
-  dialog.showModal();
-}
-
-async function release(request) {
-  const status = request.item.querySelector("[role=status]");
-  const api = state.api;
-  try {
-    const answer = await api.patiently(
-      () => api.call("DELETE", `/api/v1/enrollments/${request.request_id}`),
-      (seconds, error) => (status.textContent = `${explain(error)} Retrying in ${seconds} s…`),
-    );
-    if (state.api !== api) return;
-    track({ ...answer.body, queue_position: null, waitlist_position: null });
-  } catch (error) {
-    if (!signedOut(error)) status.textContent = explain(error);
-  }
-}
 
 const resume = () =>
   signInAgain(SESSION, (kept) => {
