@@ -2,7 +2,8 @@
 // minutes as sparklines; dead letters and their reasons; create a course, change its capacity and window.
 
 import { Api, ApiError, explain } from "./api.js";
-import { courseName, fromLocalInput, toLocalInput, windowText } from "./format.js";
+import { LABELS, mistake, refuse } from "./course-form.js";
+import { courseName, fromLocalInput, toLocalInput, wholeNumber, windowText } from "./format.js";
 import { $, begin, notice, show, signInAgain } from "./page.js";
 import { draw, sparkline } from "./sparkline.js";
 
@@ -240,39 +241,6 @@ function clip(text, most = 300) {
 
 const CREATE_FIELDS = { course_id: "new-id", title: "new-title", capacity: "new-capacity", opens_at: "new-opens", closes_at: "new-closes" };
 const EDIT_FIELDS = { capacity: "edit-capacity", opens_at: "edit-opens", closes_at: "edit-closes" };
-const LABELS = { course_id: "Course ID", title: "Title", capacity: "Capacity", opens_at: "Opens at", closes_at: "Closes at" };
-const MOST_TITLE = 200;
-
-function wholeNumber(value) {
-  const text = value.trim();
-  return /^[0-9]+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : text;
-}
-
-// The form's own checks, in the form's words, before anything is sent (the server checks again, and its answers
-// are put in the same words).
-function mistake(values) {
-  const whole = (value, least) => Number.isSafeInteger(value) && value >= least;
-  if ("course_id" in values && !whole(values.course_id, 1)) return ["course_id", "Course ID must be a whole number from 1 up."];
-  if ("title" in values && (!values.title || values.title.length > MOST_TITLE)) {
-    return ["title", `Give the course a title of up to ${MOST_TITLE} characters.`];
-  }
-  if ("capacity" in values && !whole(values.capacity, 0)) return ["capacity", "Capacity must be a whole number from 0 up."];
-  if (values.opens_at && values.closes_at && Date.parse(values.closes_at) <= Date.parse(values.opens_at)) {
-    return ["closes_at", "Closes at must be after Opens at."];
-  }
-  return null;
-}
-
-// Says what is wrong next to the form, marks the field and takes the visitor to it.
-function refuse(where, fields, field, text) {
-  where.textContent = text;
-  const id = fields[field];
-  if (id) {
-    $(id).setAttribute("aria-invalid", "true");
-    $(id).focus();
-  }
-}
-
 $("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const result = $("create-result");

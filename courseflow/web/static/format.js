@@ -61,3 +61,10 @@ export function toLocalInput(iso) {
 export function courseName(course, id) {
   return course ? `${course.course_id} · ${course.title}` : `Course ${id}`;
 }
+
+// A whole number typed into a field, as a number when the page can hold it exactly (JavaScript numbers are exact
+// up to 2^53 - 1), else the text as typed, for the checks to refuse.
+export function wholeNumber(value) {
+  const text = value.trim();
+  return /^[0-9]+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : text;
+}

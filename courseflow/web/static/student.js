@@ -1,7 +1,7 @@
 // The student's page: sign in, see the courses, ask for a seat and watch the request be decided, live.
 
 import { Api, ApiError, explain } from "./api.js";
-import { courseName, registration } from "./format.js";
+import { courseName, registration, wholeNumber } from "./format.js";
 import { $, begin, notice, show, signInAgain } from "./page.js";
 import { Requests } from "./requests.js";
 
@@ -17,9 +17,10 @@ function fieldError(id, text, field = null) {
   if (field) field.setAttribute("aria-invalid", text ? "true" : "false");
 }
 
-// Ids the page can hold exactly: JavaScript numbers are exact up to 2^53 - 1.
-function wholeNumber(text) {
-  return /^[1-9][0-9]*$/.test(text) && Number.isSafeInteger(Number(text));
+// An id from 1 up that the page can hold exactly.
+function isId(text) {
+  const value = wholeNumber(text);
+  return typeof value === "number" && value >= 1;
 }
 
 // ---- signing in ------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   const field = state.auth === "on" ? $("token") : $("student-id");
   // A token copied from a curl example comes with its scheme.
   const value = field.value.trim().replace(/^Bearer\s+/i, "");
-  if (state.auth === "off" && !wholeNumber(value)) {
+  if (state.auth === "off" && !isId(value)) {
     fieldError("sign-in-error", `Student ID must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, e.g. 7.`, field);
     field.focus();
     return;
@@ -214,7 +215,7 @@ $("enroll-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const field = $("course");
   const value = field.value.trim();
-  if (!wholeNumber(value)) {
+  if (!isId(value)) {
     fieldError("enroll-error", "Course must be a course number, e.g. 101.", field);
     field.focus();
     return;
