@@ -3,16 +3,16 @@
 
 import { Api, ApiError, explain } from "./api.js";
 import { LABELS, mistake, refuse } from "./course-form.js";
-import { courseName, fromLocalInput, toLocalInput, wholeNumber, windowText } from "./format.js";
+import { CourseTable } from "./course-table.js";
+import { courseName, fromLocalInput, toLocalInput, wholeNumber } from "./format.js";
 import { $, begin, notice, show, signInAgain } from "./page.js";
-import { draw, sparkline } from "./sparkline.js";
 
 const SESSION = "courseflow.registrar"; // the registrar's token: this tab only, never a URL
 const EVERY_MS = 1000;
 const DEAD_LETTERS_EVERY_MS = 5000;
-const TREND_S = 300; // the sparklines' last 5 minutes, a sample a second
 
-const state = { api: null, auth: "on", rows: new Map(), editing: null, timers: [] };
+const state = { api: null, auth: "on", editing: null, timers: [] };
+const table = new CourseTable($("courses"), (row, button) => edit(row, button));
 
 // ---- signing in (development mode opens at once) ------------------------------------------------------
 
@@ -76,8 +76,7 @@ $("sign-out").addEventListener("click", () => {
   state.api = null;
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
-  state.rows.clear();
-  $("courses").tBodies[0].replaceChildren();
+  table.clear();
   askToSignIn();
 });
 
@@ -100,8 +99,8 @@ async function poll() {
     const courses = await api.all("/api/v1/courses", "courses");
     if (state.api !== api) return; // signed out meanwhile: this loop ends here
     const now = Date.now();
-    for (const course of courses) update(course, now);
-    totals(now);
+    for (const course of courses) table.update(course, now);
+    table.totals(now);
     notice("");
   } catch (error) {
     if (state.api !== api || signedOut(error)) return;
@@ -109,91 +108,6 @@ async function poll() {
   }
   const wait = Math.max(0, EVERY_MS - (performance.now() - started));
   state.timers.push(setTimeout(poll, wait));
-}
-
-// Requests decided so far: each is granted, waitlisted or rejected once (promotions are not new decisions).
-function decided(course) {
-  const c = course.counters;
-  return c ? c.granted + c.waitlisted + c.rejected : null;
-}
-
-function update(course, now) {
-  let row = state.rows.get(course.course_id);
-  if (!row) row = addRow(course);
-  const count = decided(course);
-  let rate = 0;
-  if (row.last && count !== null && row.last.decided !== null) {
-    rate = Math.max(0, (count - row.last.decided) / Math.max(0.001, (now - row.last.at) / 1000));
-  }
-  row.last = { at: now, decided: count };
-  row.course = course;
-  row.rate = rate;
-  row.rates.push(rate);
-  row.queues.push(course.pending ?? 0);
-  if (row.rates.length > TREND_S) row.rates.shift();
-  if (row.queues.length > TREND_S) row.queues.shift();
-  render(row);
-}
-
-function render(row) {
-  const { course, cells, rate } = row;
-  cells.name.textContent = courseName(course);
-  cells.capacity.textContent = String(course.capacity);
-  cells.seats.textContent = String(course.seats_taken);
-  cells.waitlist.textContent = String(course.waitlist_length);
-  cells.queue.textContent = course.pending === null || course.pending === undefined ? "–" : String(course.pending);
-  cells.rate.textContent = rate < 10 ? rate.toFixed(1) : String(Math.round(rate));
-  cells.window.textContent = windowText(course);
-  draw(row.decidedLine, row.rates, TREND_S, "Decisions per second, last 5 minutes");
-  draw(row.queueLine, row.queues, TREND_S, "Queue depth, last 5 minutes");
-}
-
-function addRow(course) {
-  const tr = document.createElement("tr");
-  const cells = {};
-  const headings = [...$("courses").tHead.rows[0].cells].map((heading) => heading.textContent.trim());
-  const names = ["name", "capacity", "seats", "waitlist", "queue", "rate", "window", "trend", "change"];
-  names.forEach((name, i) => {
-    const cell = document.createElement(name === "name" ? "th" : "td");
-    if (name === "name") cell.scope = "row";
-    cell.className = name;
-    // At phone width each row is a card, and each figure is labelled by its column's heading.
-    cell.dataset.label = headings[i];
-    cells[name] = cell;
-    tr.append(cell);
-  });
-  const row = { course, tr, cells, rates: [], queues: [], last: null, rate: 0 };
-  row.decidedLine = sparkline("decided");
-  row.queueLine = sparkline("queue");
-  const lines = document.createElement("span");
-  lines.className = "sparks";
-  lines.append(row.decidedLine, row.queueLine);
-  cells.trend.append(lines);
-  const change = document.createElement("button");
-  change.type = "button";
-  change.className = "quiet";
-  change.textContent = "Change";
-  change.setAttribute("aria-label", `Change course ${course.course_id}`);
-  change.addEventListener("click", () => edit(row, change));
-  cells.change.append(change);
-  // Rows stay in course order, whatever order courses appear in.
-  const body = $("courses").tBodies[0];
-  const next = [...state.rows.values()].find((other) => other.course.course_id > course.course_id);
-  body.insertBefore(tr, next ? next.tr : null);
-  state.rows.set(course.course_id, row);
-  return row;
-}
-
-function totals(now) {
-  const rows = [...state.rows.values()];
-  $("total-courses").textContent = String(rows.length);
-  const rate = rows.reduce((sum, row) => sum + row.rate, 0);
-  $("total-rate").textContent = rate < 10 ? rate.toFixed(1) : String(Math.round(rate));
-  $("total-queue").textContent = String(rows.reduce((sum, row) => sum + (row.course.pending ?? 0), 0));
-  const at = new Date(now);
-  $("updated").dateTime = at.toISOString();
-  $("updated").textContent = at.toLocaleTimeString();
-  show("courses-empty", rows.length === 0);
 }
 
 // ---- dead letters ------------------------------------------------------------------------------------
@@ -265,8 +179,8 @@ $("create-form").addEventListener("submit", async (event) => {
     result.className = "ok";
     result.textContent = `Created ${courseName(created)} with ${seats(created.capacity)}.`;
     $("create-form").reset();
-    update(created, Date.now());
-    totals(Date.now());
+    table.update(created, Date.now());
+    table.totals(Date.now());
   } catch (error) {
     if (signedOut(error)) return;
     refuse(result, CREATE_FIELDS, error.field, explain(error, LABELS));
@@ -317,8 +231,7 @@ $("edit-form").addEventListener("submit", async (event) => {
   }
   try {
     const { body: changed } = await state.api.call("PATCH", `/api/v1/courses/${course.course_id}`, patch);
-    row.course = { ...course, ...changed };
-    render(row);
+    table.changed(row, changed);
     $("create-result").className = "ok";
     const promoted = changed.promoted.length ? `: ${changed.promoted.length} promoted from the waitlist` : "";
     $("create-result").textContent = `Saved ${courseName(course)}${promoted}.`;
