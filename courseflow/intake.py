@@ -364,9 +364,6 @@ class Intake:
             if rank is not None
         }
 
-    async def queue_depth(self, course_id: int) -> int:
-        return int(await self._client.zcard(self.keys.priority_set(course_id)))
-
     async def queue_depths(self, course_ids: list[int]) -> list[int]:
         """Pending requests per course, in one round trip however many courses there are."""
         async with self._client.pipeline(transaction=False) as pipe:
