@@ -44,7 +44,7 @@ async function open(token, me) {
   show("who");
   show("app");
   notice("");
-  await Promise.all([poll(), deadLetters()]);
+  await Promise.all([poll(state.api), deadLetters()]);
   state.timers.push(setInterval(deadLetters, DEAD_LETTERS_EVERY_MS));
 }
 
@@ -91,9 +91,9 @@ function signedOut(error) {
 
 // ---- the table, once a second ------------------------------------------------------------------------
 
-async function poll() {
-  const api = state.api;
-  if (!api) return;
+// One loop per sign-in: it carries its own `api`, and ends at its first turn after that sign-in has ended.
+async function poll(api) {
+  if (state.api !== api) return;
   const started = performance.now();
   try {
     const courses = await api.all("/api/v1/courses", "courses");
@@ -107,7 +107,7 @@ async function poll() {
     notice(explain(error));
   }
   const wait = Math.max(0, EVERY_MS - (performance.now() - started));
-  state.timers.push(setTimeout(poll, wait));
+  setTimeout(() => poll(api), wait);
 }
 
 // ---- dead letters ------------------------------------------------------------------------------------
