@@ -27,7 +27,7 @@ system-packages:
 	fi
 
 # Redone only when pyproject.toml changes. Debian's system python needs python3-venv for ensurepip.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 	@if ! $(PYTHON) -m venv $(VENV); then \
 		rm -rf $(VENV); \
 		if [ "$$(id -u)" -ne 0 ]; then echo "run: sudo apt-get install -y python3-venv" >&2; exit 1; fi; \
@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 		apt-get install -y python3-venv || { apt-get update && apt-get install -y python3-venv; }; \
 		$(PYTHON) -m venv $(VENV); \
 	fi
-	$(BIN)/pip install --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -e '.[dev]' -e ./devtools
 	touch $@
 
 run: install
@@ -62,7 +62,7 @@ services-down: install
 bench: install
 	$(BIN)/python -m tests.bench
 
-# Also removes the /var/tmp fallback cluster that `services up` may have used (see courseflow/services/postgres.py).
+# Also removes the /var/tmp fallback cluster that `services up` may have used (see devtools/courseflow_local/postgres.py).
 clean:
 	-@if [ -x $(BIN)/courseflow ]; then $(BIN)/courseflow services down; fi
 	-@target=$$(readlink .courseflow/postgres 2>/dev/null); \

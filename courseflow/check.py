@@ -8,11 +8,12 @@ from typing import cast
 import msgspec
 import psycopg
 
-from courseflow import partitions, redis_clients
-from courseflow.config import Settings
-from courseflow.keys import Keys
-from courseflow.redis_clients import SyncRedis
-from courseflow.store import DECISIONS
+from courseflow.decisions import partitions
+from courseflow.eventstore.store import DECISIONS
+from courseflow.platform import redis_clients
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys
+from courseflow.platform.redis_clients import SyncRedis
 from projections.rebuild import differences
 
 

@@ -11,17 +11,20 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 
 import msgspec
 import psycopg
 import redis
 from redis.exceptions import RedisClusterException
 
-from courseflow import deadletters, logs, migrations, partitions, services, store, tracing
-from courseflow.config import Settings
-from courseflow.eventlog import START, EventLog
-from courseflow.partitions import PartitionCountMismatch
-from courseflow.supervisor import Supervisor
+from courseflow.decisions import deadletters, partitions
+from courseflow.decisions.partitions import PartitionCountMismatch
+from courseflow.eventstore import migrations, store
+from courseflow.eventstore.eventlog import START, EventLog
+from courseflow.platform import logs, tracing
+from courseflow.platform.config import Settings
+from courseflow.platform.supervisor import Supervisor
 from projections import PROJECTIONS
 from projections.projector import Projector
 from projections.rebuild import rebuild as rebuild_read_models
@@ -131,19 +134,43 @@ def main(argv: list[str] | None = None) -> int:
                 return deadletters.command(settings, args.action, args.entry_ids)
             case "run":
                 return _run(settings, demo=not args.no_demo, workers=args.workers or settings.workers)
-    except (
-        services.ServicesError,
-        psycopg.OperationalError,
-        PartitionCountMismatch,
-        redis.RedisError,
-        RedisClusterException,
-    ) as exc:
+    except _ERRORS + _local_server_errors() as exc:
         print(f"courseflow {args.command}: {exc}", file=sys.stderr)
         return 1
     return 2
 
 
+# What a command reports in one line instead of a traceback: a server it cannot reach or start.
+_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    PartitionCountMismatch,
+    redis.RedisError,
+    RedisClusterException,
+)
+
+
+def _local_servers() -> ModuleType:
+    """The local servers are development tooling, a package of their own (devtools/), not part of the runtime."""
+    try:
+        import courseflow_local
+    except ModuleNotFoundError:
+        raise SystemExit(
+            "courseflow: local servers need the development tooling (pip install -e devtools);"
+            " in production set DATABASE_URL and REDIS_URL"
+        ) from None
+    return courseflow_local
+
+
+def _local_server_errors() -> tuple[type[Exception], ...]:
+    try:
+        from courseflow_local import ServicesError
+    except ModuleNotFoundError:
+        return ()
+    return (ServicesError,)
+
+
 def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool, replica: bool) -> int:
+    services = _local_servers()
     if action == "up":
         replica_port = settings.postgres_replica_port if replica else None
         servers = services.up(data_dir, settings.postgres_port, settings.redis_port, replica_port)
@@ -167,7 +194,7 @@ def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bo
 
 def _token(settings: Settings, student: int | None, registrar: bool, sub: str | None, ttl: int) -> int:
     # Imported here: the signing stack (PyJWT, cryptography) costs every worker ~8 MB of resident memory.
-    from courseflow import auth, payloads
+    from courseflow.http import auth, payloads
 
     if not settings.auth_jwt_secret and not settings.auth_jwt_public_key_file:
         print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
@@ -192,7 +219,7 @@ def _api(settings: Settings) -> int:
         # this one, so a requested stop ends with status 0.
         signal.signal(sig, lambda *_: None)
     uvicorn.run(
-        "courseflow.api:create_served_app",
+        "courseflow.http.app:create_served_app",
         factory=True,
         host=settings.server_host,
         port=settings.server_port,
@@ -207,7 +234,7 @@ def _api(settings: Settings) -> int:
 
 
 def _worker(settings: Settings, name: str) -> int:
-    from courseflow.worker import Worker
+    from courseflow.decisions.worker import Worker
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -306,6 +333,7 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
     env = dict(os.environ)
     started_servers = False
     if not settings.external_servers:
+        services = _local_servers()
         running = services.status(settings.data_dir)
         started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
         servers = services.up(settings.data_dir, settings.postgres_port, settings.redis_port)
@@ -330,5 +358,6 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
         return supervisor.run()
     finally:
         if started_servers:
+            services = _local_servers()
             # Servers this command started stop with it; ones that were already up keep running.
             services.down(settings.data_dir, only=("postgres", "redis"))

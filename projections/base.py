@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import msgspec
 from psycopg import sql
 
-from courseflow.eventlog import Recorded
-from courseflow.store import Cursor
+from courseflow.eventstore.eventlog import Recorded
+from courseflow.eventstore.store import Cursor
 
 
 class Projection:

@@ -18,7 +18,7 @@ from courseflow.events import (
     WaitlistLeft,
     WaitlistPromoted,
 )
-from courseflow.store import Cursor
+from courseflow.eventstore.store import Cursor
 from projections.base import Projection, Recorded, recordset
 
 _CHANGES = (RequestDecision, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from courseflow import store, tracing
-from courseflow.backoff import Backoff
-from courseflow.eventlog import START, Checkpoint, EventLog, Recorded
-from courseflow.metrics import PROJECTED_EVENTS, PROJECTION_LAG
+from courseflow.eventstore import store
+from courseflow.eventstore.eventlog import START, Checkpoint, EventLog, Recorded
+from courseflow.platform import tracing
+from courseflow.platform.backoff import Backoff
+from courseflow.platform.metrics import PROJECTED_EVENTS, PROJECTION_LAG
 from projections import PROJECTIONS
 from projections.base import Projection, live_tables
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from courseflow.eventlog import EventLog
-from courseflow.store import Conn, readable
+from courseflow.eventstore.eventlog import EventLog
+from courseflow.eventstore.store import Conn, readable
 from projections.projector import slowest
 
 # A course's seats, capacity and window as the write model has them, so a change answered a moment ago never

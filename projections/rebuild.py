@@ -8,8 +8,8 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
-from courseflow import store
-from courseflow.eventlog import START, Checkpoint
+from courseflow.eventstore import store
+from courseflow.eventstore.eventlog import START, Checkpoint
 from projections import PROJECTIONS
 from projections.base import Projection
 from projections.projector import apply_batch, read_checkpoints, save_checkpoints

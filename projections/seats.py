@@ -17,7 +17,7 @@ from courseflow.events import (
     WaitlistLeft,
     WaitlistPromoted,
 )
-from courseflow.store import Cursor
+from courseflow.eventstore.store import Cursor
 from projections.base import Projection, Recorded
 
 # (seats taken, waitlist length) changes per event type.

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from courseflow.domain import StreamId
 from courseflow.events import Waitlisted, WaitlistLeft, WaitlistPromoted
-from courseflow.store import Cursor
+from courseflow.eventstore.store import Cursor
 from projections.base import Projection, Recorded, recordset
 
 

@@ -13,16 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import courseflow_local as services
 import msgspec
 import psycopg
 import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import migrations, services
-from courseflow.api import create_app
-from courseflow.config import Settings
-from courseflow.worker import Worker
+from courseflow.decisions.worker import Worker
+from courseflow.eventstore import migrations
+from courseflow.http.app import create_app
+from courseflow.platform.config import Settings
 from projections.projector import Projector
 from tests.helpers import wait_until
 

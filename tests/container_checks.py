@@ -7,9 +7,9 @@ import shlex
 from typing import Any
 
 import yaml
+from courseflow_local.credentials import APP_USER
+from courseflow_local.redis_server import APP_RIGHTS
 
-from courseflow.credentials import APP_USER
-from courseflow.services.redis_server import APP_RIGHTS
 from tests import containers
 from tests.containers import CommandError, DockerIgnore, courseflow_command, healthcheck, words
 

@@ -16,7 +16,7 @@ from typing import NamedTuple, NoReturn
 from unittest import mock
 
 from courseflow import cli
-from courseflow.config import Settings
+from courseflow.platform.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("courseflow", "projections")

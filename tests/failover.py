@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 
+import courseflow_local as services
 import msgspec
+from courseflow_local import redis_cluster
 from redis.crc import key_slot
 
-from courseflow import services
-from courseflow.services import redis_cluster
 from tests.helpers import wait_until
 
 

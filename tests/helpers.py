@@ -12,8 +12,8 @@ import psycopg
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.config import DEFAULT_PARTITIONS
-from courseflow.keys import Keys
+from courseflow.platform.config import DEFAULT_PARTITIONS
+from courseflow.platform.keys import Keys
 from projections import queries
 
 Conn = psycopg.Connection[psycopg.rows.TupleRow]

@@ -8,8 +8,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.config import DEFAULT_PARTITIONS
-from courseflow.keys import Keys
+from courseflow.platform.config import DEFAULT_PARTITIONS
+from courseflow.platform.keys import Keys
 from tests.helpers import Conn, create_course, enroll, wait_projected
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition

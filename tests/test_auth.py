@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
-from courseflow import auth
-from courseflow.api import create_app
-from courseflow.config import Settings
+from courseflow.http import auth
+from courseflow.http.app import create_app
+from courseflow.platform.config import Settings
 from projections.projector import Projector
 from tests.helpers import required_versions, wait_until
 from tests.trust import SECRET, bearer, secured

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import courseflow_local as services
 import httpx2 as httpx
 
-from courseflow import services
-from courseflow.config import Settings
+from courseflow.platform.config import Settings
 from tests.conftest import server_dir
 from tests.helpers import Conn, wait_until
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from courseflow_local import credentials
 
-from courseflow import credentials
-from courseflow.config import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT, Settings
+from courseflow.platform.config import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT, Settings
 
 
 def test_defaults_point_at_the_local_servers(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import courseflow_local as local_servers
 import pytest
 import yaml
 
-from courseflow import services as local_servers
 from tests import containers
 from tests.conftest import Servers, serving_api
 from tests.container_checks import compose_problems, dockerfile_problems

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from courseflow import auth
-from courseflow.api import create_app, openapi, pages
-from courseflow.config import Settings
+from courseflow.http import auth, openapi, pages
+from courseflow.http.app import create_app
+from courseflow.platform.config import Settings
 from tests.conftest import Servers, serving_api
 from tests.trust import SECRET, secured
 

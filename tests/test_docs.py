@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from courseflow.api import docs
-from courseflow.problems import MEDIA_TYPE, Problem, respond
+from courseflow.http import docs
+from courseflow.http.problems import MEDIA_TYPE, Problem, respond
 
 PAGES = ["/docs", "/redoc"]
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

@@ -8,8 +8,8 @@ import httpx2 as httpx
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.config import DEFAULT_PARTITIONS
-from courseflow.keys import Keys
+from courseflow.platform.config import DEFAULT_PARTITIONS
+from courseflow.platform.keys import Keys
 from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,12 +13,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from starlette.testclient import TestClient
 
-from courseflow import check, events, migrations, store
-from courseflow.api import history
-from courseflow.api.feed import Feed
-from courseflow.config import Settings
-from courseflow.eventlog import START, Checkpoint, EventLog, Recorded, Tail
+from courseflow import check, events
 from courseflow.events import CourseCreated, EnrollmentRequested, Event
+from courseflow.eventstore import migrations, store
+from courseflow.eventstore.eventlog import START, Checkpoint, EventLog, Recorded, Tail
+from courseflow.http import history
+from courseflow.platform.config import Settings
+from projections.feed import Feed
 from projections.projector import Projector, read_checkpoints
 from tests.conftest import Servers
 from tests.helpers import Conn, wait_until
@@ -275,8 +275,8 @@ def test_events_from_before_the_migration_come_first_and_old_checkpoints_keep_th
     url = _fresh_database(servers, settings, "courseflow_log_upgrade")
     before = tmp_path / "sql"
     before.mkdir()
-    for path in sorted(migrations.SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))[:4]:
-        shutil.copy(path, before)
+    for path in migrations.migration_files()[:4]:
+        (before / path.name).write_text(path.read_text())
     migrations.migrate(url, before)
     with psycopg.connect(url, autocommit=True) as old:
         for course_id in (1, 2, 3):

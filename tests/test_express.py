@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
-from courseflow.api import CourseFlow, create_app
-from courseflow.config import Settings
+from courseflow.http.app import CourseFlow, create_app
+from courseflow.platform.config import Settings
 from tests.conftest import Servers, reset
 from tests.trust import bearer, secured
 

@@ -7,17 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import courseflow_local as services
 import msgspec
 import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import check, services
-from courseflow.api import create_app
-from courseflow.auth import DEVELOPER
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.intake import key_owner
-from courseflow.keys import Keys
+from courseflow import check
+from courseflow.http.app import create_app
+from courseflow.http.auth import DEVELOPER
+from courseflow.intake.accept import key_owner
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import CLOSED_PORT_REDIS, Conn, create_course, enroll, wait_decided, wait_until
 

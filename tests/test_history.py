@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from courseflow.config import Settings
+from courseflow.platform.config import Settings
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, wait_decided
 from tests.test_cli import courseflow, server_env

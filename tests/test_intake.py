@@ -11,12 +11,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from courseflow import events, queue
-from courseflow.auth import DEVELOPER, Principal
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.intake import Accepted, Intake, key_owner, new_request_id
-from courseflow.keys import Keys
-from courseflow.ratelimit import Limiter, subject
+from courseflow import events
+from courseflow.http.auth import DEVELOPER, Principal
+from courseflow.http.limits import Limiter, subject
+from courseflow.intake import queue
+from courseflow.intake.accept import Accepted, Intake, key_owner, new_request_id
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from tests.conftest import Servers
 from tests.helpers import required_versions
 
@@ -121,7 +122,7 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
 ) -> None:
     from starlette.testclient import TestClient
 
-    from courseflow.api import create_app
+    from courseflow.http.app import create_app
 
     body = {"student_id": 7, "course_id": 1, "idempotency_key": "durable"}
     waiting = msgspec.structs.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=50)

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from courseflow import queue
-from courseflow.api import create_app
-from courseflow.config import Settings
-from courseflow.worker import Worker
+from courseflow.decisions.worker import Worker
+from courseflow.http.app import create_app
+from courseflow.intake import queue
+from courseflow.platform.config import Settings
 from projections.projector import Projector
 from projections.rebuild import differences
 from tests.conftest import Servers, reset

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import courseflow_local as services
 import httpx2 as httpx
 import msgspec
 import psycopg
@@ -25,12 +26,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from courseflow import services, store
-from courseflow.api.feed import APPLICATION_NAME, Ended, Feed
-from courseflow.config import Settings
-from courseflow.eventlog import Checkpoint, Recorded, Tail
 from courseflow.events import CapacityChanged
-from courseflow.problems import ShuttingDown
+from courseflow.eventstore import store
+from courseflow.eventstore.eventlog import Checkpoint, Recorded, Tail
+from courseflow.http.problems import ShuttingDown
+from courseflow.platform.config import Settings
+from projections.feed import APPLICATION_NAME, Ended, Feed
 from projections.projector import Projector
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.helpers import wait_until

@@ -19,8 +19,9 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from courseflow import logs, store
-from courseflow.config import Settings
+from courseflow.eventstore import store
+from courseflow.platform import logs
+from courseflow.platform.config import Settings
 from tests.conftest import Servers, serving_api
 from tests.helpers import wait_until
 from tests.trust import SECRET, bearer, secured

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from courseflow.memo import Memo
+from courseflow.platform.memo import Memo
 
 
 def test_remembers_up_to_its_size_then_starts_afresh() -> None:

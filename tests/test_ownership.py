@@ -9,9 +9,9 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.api import create_app
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.keys import Keys
+from courseflow.http.app import create_app
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from projections.projector import Projector
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, wait_decided, wait_projected

@@ -20,9 +20,10 @@ import redis
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
-from courseflow import auth, queue
-from courseflow.config import Settings
-from courseflow.keys import Keys
+from courseflow.http import auth
+from courseflow.intake import queue
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys
 from tests.browsing import artifact, chromium, offline
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.trust import SECRET, secured

@@ -11,11 +11,11 @@ import msgspec
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import partitions
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.keys import Keys
-from courseflow.queue import GROUP
-from courseflow.worker import Worker
+from courseflow.decisions import partitions
+from courseflow.decisions.worker import Worker
+from courseflow.intake.queue import GROUP
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, decided_count, enroll, wait_until
 from tests.test_cli import courseflow, server_env

@@ -9,10 +9,10 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import priorities
-from courseflow.api import create_app
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.keys import Keys
+from courseflow.eventstore import priorities
+from courseflow.http.app import create_app
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from projections.projector import Projector
 from tests.helpers import CLOSED_PORT_REDIS, Conn, wait_until
 from tests.trust import bearer, secured

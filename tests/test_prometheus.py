@@ -9,15 +9,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import courseflow_local as services
 import httpx2 as httpx
 import msgspec
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from courseflow import services
-from courseflow.api import create_app
-from courseflow.config import Settings
+from courseflow.http.app import create_app
+from courseflow.platform.config import Settings
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.helpers import create_course, enroll, wait_decided, wait_until
 

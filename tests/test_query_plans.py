@@ -4,8 +4,8 @@ table grows, and a crowd's decisions then fall further behind each second."""
 
 from __future__ import annotations
 
-from courseflow import store
-from courseflow.eventlog import Checkpoint, EventLog
+from courseflow.eventstore import store
+from courseflow.eventstore.eventlog import Checkpoint, EventLog
 from tests.helpers import Conn
 
 ROWS = 5000

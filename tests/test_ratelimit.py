@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import courseflow_local as services
 import httpx2 as httpx
 import msgspec
 import pytest
@@ -18,11 +19,10 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.testclient import TestClient
 
-from courseflow import services
-from courseflow.api import create_app
-from courseflow.config import Settings
-from courseflow.keys import Keys
-from courseflow.ratelimit import Policy
+from courseflow.http.app import create_app
+from courseflow.http.limits import Policy
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys
 from tests.helpers import wait_until
 from tests.test_cli import server_env
 from tests.trust import SECRET, bearer, secured

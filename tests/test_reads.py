@@ -12,10 +12,10 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.api import create_app
-from courseflow.auth import Role
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.keys import Keys
+from courseflow.http.app import create_app
+from courseflow.http.auth import Role
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, stream_entries, wait_decided, wait_projected, wait_until
 from tests.test_cli import courseflow, server_env

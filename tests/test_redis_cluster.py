@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import courseflow_local as services
 import pytest
 import redis
+from courseflow_local.redis_cluster import BUS_OFFSET, REPLICATION_USER, cluster_info, nodes, replication_password
+from courseflow_local.redis_server import NO_RETRY
 from redis.cluster import ClusterNode, RedisCluster
 
-from courseflow import services
-from courseflow.config import Settings
-from courseflow.services.redis_cluster import BUS_OFFSET, REPLICATION_USER, cluster_info, nodes, replication_password
-from courseflow.services.redis_server import NO_RETRY
+from courseflow.platform.config import Settings
 from tests import failover
 from tests.test_cli import courseflow
 

@@ -7,12 +7,12 @@ import psycopg
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import queue
-from courseflow.api import create_app
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.keys import Keys
-from courseflow.queue import GROUP
-from courseflow.worker import Worker, _entries
+from courseflow.decisions.worker import Worker, _entries
+from courseflow.http.app import create_app
+from courseflow.intake import queue
+from courseflow.intake.queue import GROUP
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from tests.conftest import Servers, StartWorkers
 from tests.helpers import (
     CLOSED_PORT_REDIS,

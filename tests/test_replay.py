@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import psycopg
 from starlette.testclient import TestClient
 
-from courseflow import store
-from courseflow.config import Settings
 from courseflow.domain import CourseState, Pending, StreamId, decide
-from courseflow.eventlog import EventLog
 from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, Event, Waitlisted
+from courseflow.eventstore import store
+from courseflow.eventstore.eventlog import EventLog
+from courseflow.platform.config import Settings
 from projections import PROJECTIONS
 from projections.projector import Projector
 from projections.rebuild import differences, rebuild

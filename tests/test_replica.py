@@ -8,21 +8,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import courseflow_local as services
 import httpx2 as httpx
 import msgspec
 import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
+from courseflow_local import credentials
 from starlette.testclient import TestClient
 
-from courseflow import credentials, services
-from courseflow.api import create_app, status
-from courseflow.api.common import Services
-from courseflow.api.replica import ReadReplica
-from courseflow.api.views import EnrollmentStatus
-from courseflow.config import Settings
-from courseflow.keys import Keys
+from courseflow.http.app import create_app
+from courseflow.http.common import Services
+from courseflow.http.replica import ReadReplica
+from courseflow.http.views import EnrollmentStatus
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys
+from projections import status
 from projections.projector import Projector
 from tests.conftest import Replica, Servers, StartWorkers, serving_api
 from tests.helpers import Conn, all_acknowledged, create_course, decided_count, enroll, wait_decided, wait_until

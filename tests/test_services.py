@@ -1,4 +1,4 @@
-"""Real local PostgreSQL and Redis started by `courseflow.services` (no mocks, loopback only)."""
+"""Real local PostgreSQL and Redis started by `courseflow_local` (no mocks, loopback only)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import courseflow_local as services
 import msgspec
 import psycopg
 import pytest
 import redis
+from courseflow_local import credentials
 
-from courseflow import config, credentials, migrations, services
-from courseflow.config import Settings
+from courseflow.eventstore import migrations
+from courseflow.platform import config
+from courseflow.platform.config import Settings
 from tests.test_cli import courseflow
 
 _HAVE_BINARIES = shutil.which("redis-server") is not None and (

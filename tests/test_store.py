@@ -8,18 +8,18 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from courseflow import migrations, store
-from courseflow.config import Settings
 from courseflow.domain import CourseState, Pending, StreamId, decide
-from courseflow.eventlog import START, EventLog
 from courseflow.events import EnrollmentRequested, RequestDeadLettered
+from courseflow.eventstore import migrations, store
+from courseflow.eventstore.eventlog import START, EventLog
+from courseflow.platform.config import Settings
 from tests.helpers import Conn, wait_until
 
 
 def test_migrate_is_recorded_and_safe_to_run_twice(settings: Settings, db: Conn) -> None:
     assert migrations.migrate(settings.database_url) == []
     versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == sorted(int(p.name[:3]) for p in migrations.SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+    assert versions == sorted(int(p.name[:3]) for p in migrations.migration_files())
     assert migrations.pending_migrations(db) == []
 
 

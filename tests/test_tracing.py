@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.testclient import TestClient
 
-from courseflow import tracing
-from courseflow.config import DEFAULT_PARTITIONS
-from courseflow.keys import Keys
+from courseflow.platform import tracing
+from courseflow.platform.config import DEFAULT_PARTITIONS
+from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, stream_entries, wait_decided, wait_until
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from courseflow.api import create_app
-from courseflow.config import Settings
+from courseflow.http.app import create_app
+from courseflow.platform.config import Settings
 from tests.test_docs import directives, links
 from tests.trust import secured
 
 PAGES = ["/", "/board"]
-STATIC = Path(__file__).parent.parent / "courseflow" / "web" / "static"
+STATIC = Path(__file__).parent.parent / "courseflow" / "http" / "web" / "static"
 
 
 @pytest.fixture

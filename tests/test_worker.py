@@ -7,12 +7,12 @@ import redis
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
-from courseflow import queue
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.decider import Accepted
-from courseflow.keys import Keys
-from courseflow.queue import GROUP
-from courseflow.worker import Worker, _entries
+from courseflow.decisions.decider import Accepted
+from courseflow.decisions.worker import Worker, _entries
+from courseflow.intake import queue
+from courseflow.intake.queue import GROUP
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import (
     Conn,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from courseflow import auth
-from courseflow.config import Settings
+from courseflow.http import auth
+from courseflow.platform.config import Settings
 
 SECRET = "test-secret-of-at-least-thirty-two-bytes-0123456789"
 

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 
-from courseflow import redis_clients
-from courseflow.auth import DEVELOPER
-from courseflow.config import Settings
-from courseflow.intake import Intake
-from courseflow.keys import Keys
+from courseflow.http.auth import DEVELOPER
+from courseflow.intake.accept import Intake
+from courseflow.platform import redis_clients
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys
 from tests.bench.procs import BenchError
 
 # Priorities as in tests/test_crowd.py: mostly the default 0. The mix matters: a worker decides everything a

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from courseflow.config import Settings
+from courseflow.platform.config import Settings
 
 _QUEUED = b'{"request_id":"00000000-0000-0000-0000-000000000000","status":"queued","queue_position":1}'
 

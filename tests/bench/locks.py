@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import msgspec
 import psycopg
 
-from courseflow.worker import APPLICATION_NAME
+from courseflow.decisions.worker import APPLICATION_NAME
 
 # Worker backends waiting for a lock that another worker's backend holds: a row, a transaction id, an advisory
 # lock (what partitions must never share), and apart from those, the events table's extension lock (two COPYs

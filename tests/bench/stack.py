@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import courseflow_local as services
 import msgspec
 import psycopg
 import redis
@@ -24,9 +25,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from redis.cluster import ClusterNode, RedisCluster
 
-from courseflow import migrations, partitions, services
-from courseflow.config import Settings
-from courseflow.keys import Keys
+from courseflow.decisions import partitions
+from courseflow.eventstore import migrations
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys
 from tests.bench import cpu
 from tests.bench.procs import BenchError, Child, status_kb, wait_until
 from tests.bench.report import RESULTS

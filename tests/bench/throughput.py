@@ -9,8 +9,8 @@ from pathlib import Path
 
 import msgspec
 
-from courseflow import auth
-from courseflow.config import Settings
+from courseflow.http import auth
+from courseflow.platform.config import Settings
 from tests.bench import backlog, limits, locks, pgbench, visibility, wrk
 from tests.bench.report import Row, Target
 from tests.bench.stack import Stack

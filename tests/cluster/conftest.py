@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import quote
 
+import courseflow_local as services
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from courseflow import services
-from courseflow.config import Settings
+from courseflow.platform.config import Settings
 from tests.conftest import Servers, reset_database, serving_api
 
 

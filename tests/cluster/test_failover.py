@@ -7,12 +7,12 @@ import asyncio
 import random
 from pathlib import Path
 
+import courseflow_local as services
 import httpx2 as httpx
 import pytest
 
-from courseflow import services
-from courseflow.config import DEFAULT_PARTITIONS, Settings
-from courseflow.keys import Keys
+from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
+from courseflow.platform.keys import Keys
 from projections.projector import Projector
 from tests import failover
 from tests.cluster.conftest import cluster_env

@@ -11,11 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+import courseflow_local as services
 import httpx2 as httpx
 import psycopg
 import redis
 
-from courseflow import migrations, services
+from courseflow.eventstore import migrations
 from tests.conftest import Servers, reset
 from tests.helpers import wait_until
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import courseflow_local as services
 import pytest
 
-from courseflow import services
-from courseflow.config import DEFAULT_PARTITIONS
-from courseflow.keys import Keys
-from courseflow.queue import qualified
+from courseflow.intake.queue import qualified
+from courseflow.platform.config import DEFAULT_PARTITIONS
+from courseflow.platform.keys import Keys
 from tests.conftest import server_dir
 from tests.fault.cluster import Cluster, Crowd
 from tests.helpers import projection_lag, stream_entries, wait_until

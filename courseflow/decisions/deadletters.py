@@ -1,0 +1,143 @@
+"""Dead letters, the entries set aside as undecidable: how one reads (for `GET /api/v1/dead-letters` and
+`courseflow dlq list`), and `courseflow dlq` to look at, retry or drop them.
+
+A dead letter's id names its partition: `<partition>:<stream entry id>`, as `courseflow dlq list` shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import cast
+
+import msgspec
+import psycopg
+import redis
+
+from courseflow import events
+from courseflow.decisions import partitions
+from courseflow.domain import StreamId
+from courseflow.intake import queue
+from courseflow.platform import redis_clients
+from courseflow.platform.config import Settings
+from courseflow.platform.keys import Keys, PartitionKeys
+from courseflow.platform.redis_clients import AsyncRedis, SyncRedis
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A dead letter as read. It may hold anything (that is why it is here): what it does not say is None."""
+
+    id: str
+    reason: str
+    request_id: str | None = None
+    course_id: int | None = None
+    student_id: int | None = None
+    # When it was set aside: the entry id's milliseconds.
+    dead_lettered_at: datetime | None = None
+    # The request field as queued, for a person to read (bytes that are not UTF-8 replaced).
+    request: str = ""
+
+
+def read(partition: int, entry_id: bytes, fields: Mapping[bytes, bytes]) -> DeadLetter:
+    raw = fields.get(queue.REQUEST_FIELD, b"")
+    letter = DeadLetter(
+        id=queue.qualified(partition, entry_id),
+        reason=fields.get(b"reason", b"").decode(errors="replace"),
+        dead_lettered_at=_at(StreamId.parse(entry_id)),
+        request=raw.decode(errors="replace"),
+    )
+    try:
+        request = events.decode_request(raw)
+    except msgspec.DecodeError:
+        return letter
+    return msgspec.structs.replace(
+        letter, request_id=request.request_id, course_id=request.course_id, student_id=request.student_id
+    )
+
+
+def _at(entry: StreamId) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(entry.ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):  # an id added by hand, far beyond year 9999
+        return None
+
+
+async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> list[DeadLetter]:
+    """The newest `limit` dead letters (all without one) across every partition, newest first.
+
+    One XREVRANGE per partition, all in one pipeline: a cluster sends each to the node of its partition's slot."""
+    every = list(keys.all())
+    async with client.pipeline(transaction=False) as pipe:
+        for partition in every:
+            pipe.xrevrange(partition.dead_letters, count=limit)
+        replies = cast(list[list[tuple[bytes, dict[bytes, bytes]]]], await pipe.execute())
+    found = [
+        (StreamId.parse(entry_id), partition.partition, entry_id, fields)
+        for partition, entries in zip(every, replies, strict=True)
+        for entry_id, fields in entries
+    ]
+    found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [read(partition, entry_id, fields) for _, partition, entry_id, fields in found[:limit]]
+
+
+def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
+    keys = Keys(settings.stream_prefix, settings.partitions)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        partitions.verify(conn, keys.partitions)  # another count would look in the wrong streams
+    if action == "list":
+        letters = asyncio.run(_every(settings, keys))
+        for letter in letters:
+            print(f"{letter.id}  reason={letter.reason}  request={letter.request}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    with redis_clients.connect(settings) as client:
+        if not entry_ids:
+            print(f"courseflow dlq {action}: name the PARTITION:ENTRY_ID(s) shown by `courseflow dlq list`")
+            return 2
+        failed = 0
+        for qualified in entry_ids:
+            found = _parse(keys, qualified)
+            if found is None:
+                print(f"{qualified}: not a dead-letter id (PARTITION:ENTRY_ID, as `courseflow dlq list` shows)")
+                failed += 1
+                continue
+            partition, entry_id = found
+            try:
+                failed += _act(client, action, qualified, partition, entry_id)
+            except redis.ResponseError as exc:  # e.g. not a stream id at all
+                print(f"{qualified}: {exc}")
+                failed += 1
+        return 1 if failed else 0
+
+
+async def _every(settings: Settings, keys: Keys) -> list[DeadLetter]:
+    client = redis_clients.connect_async(settings, max_connections=2)
+    try:
+        return await newest(client, keys)
+    finally:
+        await redis_clients.aclose(client)
+
+
+def _act(client: SyncRedis, action: str, qualified: str, partition: PartitionKeys, entry_id: str) -> int:
+    """Drop or retry one dead letter; returns 1 when it failed."""
+    if action == "drop":
+        dropped = int(client.xdel(partition.dead_letters, entry_id))
+        print(f"{qualified}: {'dropped' if dropped else 'no such dead letter'}")
+        return 0 if dropped else 1
+    try:
+        print(f"{qualified}: queued again as {queue.retry_dead_letter(client, partition, entry_id)}")
+    except LookupError as exc:
+        print(f"{qualified}: {exc}")
+        return 1
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"{qualified}: cannot be retried, it holds no valid request ({exc})")
+        return 1
+    return 0
+
+
+def _parse(keys: Keys, qualified: str) -> tuple[PartitionKeys, str] | None:
+    partition, _, entry_id = qualified.partition(":")
+    if not partition.isdigit() or int(partition) >= keys.partitions or not entry_id:
+        return None
+    return keys.partition(int(partition)), entry_id

@@ -1,0 +1,257 @@
+"""Who is asking: principals from verified bearer tokens (PyJWT), never from a body field.
+
+Roles: a `student` acts for the student id in `sub`; a `registrar` manages courses and priorities
+and reads everything; a `service` (e.g. the student information system) enrolls any student and
+may send a priority. With no key configured, authentication is off and every caller is a registrar.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+import time
+from pathlib import Path
+from typing import Literal, get_args
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
+from jwt.utils import base64url_decode, base64url_encode
+
+from courseflow.http.payloads import is_id
+from courseflow.http.problems import Forbidden, Unauthorized
+from courseflow.platform.config import Settings
+from courseflow.platform.memo import Memo
+
+Role = Literal["student", "registrar", "service"]
+ROLES: tuple[Role, ...] = get_args(Role)
+# Identity providers' tokens are a few hundred characters; far longer ones are refused unread.
+MAX_TOKEN_CHARS = 8192
+# An HMAC key shorter than its hash output is guessable offline from one token (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
+_CACHE_SIZE = 20_000
+
+log = logging.getLogger("courseflow.auth")
+
+
+class Principal(msgspec.Struct, frozen=True):
+    role: Role
+    sub: str
+    # When its token stops being accepted (epoch seconds, leeway included); None in development mode.
+    valid_until: float | None = None
+    # The token's own `exp` (epoch seconds, no leeway), as the caller is told it; None in development mode.
+    expires_at: float | None = None
+
+    @property
+    def student_id(self) -> int | None:
+        return int(self.sub) if self.role == "student" else None
+
+    @property
+    def sees_everyone(self) -> bool:
+        """Other students' ids, request ids and idempotency keys are shown to registrars only."""
+        return self.role == "registrar"
+
+    @property
+    def privileged(self) -> bool:
+        """Registrars and services act for any student and may send a priority."""
+        return self.role != "student"
+
+    def may_act_for(self, student_id: int) -> bool:
+        return self.privileged or self.student_id == student_id
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"this needs the {' or '.join(roles)} role; the token's role is {self.role}")
+
+
+# Development mode: no key configured, every caller is a registrar.
+DEVELOPER = Principal(role="registrar", sub="developer")
+
+
+class _Claims(msgspec.Struct):
+    sub: str
+    role: Role
+
+
+class Authenticator:
+    """Verifies bearer tokens against one pinned algorithm and key; remembers tokens it has verified."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm, self._key = _verification_key(settings)
+        self._audience = settings.auth_jwt_audience
+        self._issuer = settings.auth_jwt_issuer
+        self._leeway = settings.auth_leeway_s
+        # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
+        self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
+        self._jwt = jwt.PyJWT()
+        # The PyJWS that checks this PyJWT's signatures, and reads the segments, at a lower cost.
+        self._jwt._jws = signatures = _Signatures(options=self._jwt._jws.options)
+        if self.algorithm == "HS256":
+            assert isinstance(self._key, str)
+            signatures.unregister_algorithm("HS256")
+            signatures.register_algorithm("HS256", _CheckedSecret(self._key))
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal behind an `Authorization` header; raises Unauthorized (401) for anything else."""
+        if self._key is None:
+            return DEVELOPER
+        if authorization is None:
+            raise Unauthorized("this endpoint needs a bearer token (Authorization: Bearer <token>)", token_given=False)
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'", token_given=False)
+        if len(token) > MAX_TOKEN_CHARS:
+            # Checked before any decoding: a megabyte of token must not cost the event loop a second.
+            raise Unauthorized(f"the token is longer than {MAX_TOKEN_CHARS} characters", token_given=True)
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] + self._leeway > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        self._verified.put(token, (principal, expires))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        assert self._key is not None
+        try:
+            claims = self._jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "role", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired", token_given=True) from None
+        except jwt.InvalidTokenError as exc:
+            # PyJWT's messages may quote the token's own header: keep only a plain, bounded summary.
+            raise Unauthorized(f"the token is not valid ({_plain(type(exc).__name__)})", token_given=True) from None
+        except (ValueError, TypeError, OverflowError):  # e.g. an `exp` of 10**400
+            raise Unauthorized("the token is not valid (its claims cannot be read)", token_given=True) from None
+        try:
+            parsed = msgspec.convert(claims, _Claims)
+        except msgspec.ValidationError:
+            raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}", token_given=True) from None
+        sub = parsed.sub
+        if parsed.role == "student":
+            if not is_id(sub):
+                raise Unauthorized(
+                    "a student token's sub must be the student id (a positive integer)", token_given=True
+                )
+            sub = str(int(sub))  # "007" and "7" are one student, with one set of rate-limit counters
+        try:
+            expires = float(claims["exp"])
+        except (TypeError, ValueError, OverflowError):
+            raise Unauthorized("the token's exp is not a time", token_given=True) from None
+        return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway, expires_at=expires), expires
+
+
+class _CheckedSecret(HMACAlgorithm):
+    """HS256 with the configured secret checked once, when the API starts: PyJWT checks a secret again for every
+    token (is it a PEM, SSH or DER key, a JWK?), which costs more than checking the token's signature."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._secret = secret
+        try:
+            self._prepared = super().prepare_key(secret)
+        except jwt.InvalidKeyError as exc:
+            raise SystemExit(f"configuration error: AUTH_JWT_SECRET cannot be an HMAC secret: {exc}") from None
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        return self._prepared if key == self._secret else super().prepare_key(key)
+
+
+class _Signatures(jwt.PyJWS):
+    """PyJWS whose check of each segment's base64url runs in C (`bytes.translate`), not as a Python loop over
+    every character, which made it most of a token's verification. The rule is PyJWS's own, unchanged: only
+    the URL-safe alphabet, at most two `=` and only to complete the last quantum, the canonical encoding."""
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        stripped = segment.rstrip(b"=")
+        padding = len(segment) - len(stripped)
+        if padding > 2 or (padding and len(segment) % 4 != 0):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        if len(stripped) % 4 == 1 or stripped.translate(None, _BASE64URL_ALPHABET):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        try:
+            decoded = base64url_decode(stripped)
+        except (TypeError, binascii.Error) as err:
+            raise jwt.DecodeError(f"Invalid {name} padding") from err
+        if base64url_encode(decoded) != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
+_BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _plain(text: str) -> str:
+    return "".join(c for c in text if c.isascii() and c.isalnum())[:64]
+
+
+def _verification_key(settings: Settings) -> tuple[str, str | RSAPublicKey | None]:
+    """The algorithm is pinned to the kind of key: HS256 for a secret, RS256 for a public key; never `none`."""
+    if settings.auth_jwt_secret and settings.auth_jwt_public_key_file:
+        raise SystemExit("configuration error: set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE, not both")
+    if settings.auth_jwt_secret:
+        if len(settings.auth_jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SystemExit(
+                f"configuration error: AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+                " (e.g. `openssl rand -hex 32`)"
+            )
+        return "HS256", settings.auth_jwt_secret
+    if settings.auth_jwt_public_key_file:
+        key = load_pem_public_key(_read(settings.auth_jwt_public_key_file, "AUTH_JWT_PUBLIC_KEY_FILE"))
+        if not isinstance(key, RSAPublicKey):
+            raise SystemExit("configuration error: AUTH_JWT_PUBLIC_KEY_FILE must hold an RSA public key (PEM)")
+        return "RS256", key
+    return "none", None
+
+
+def _read(path: Path, name: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"configuration error: cannot read {name} {path}: {exc.strerror}") from None
+
+
+def issue(settings: Settings, role: Role, sub: str, ttl_s: int) -> str:
+    """A signed token for `role`/`sub`, valid for `ttl_s` seconds (for trying the API out, and for tests)."""
+    algorithm, key = _verification_key(settings)
+    signing_key: str | RSAPrivateKey
+    if algorithm == "HS256":
+        assert isinstance(key, str)
+        signing_key = key
+    elif settings.auth_jwt_private_key_file:
+        private = load_pem_private_key(_read(settings.auth_jwt_private_key_file, "AUTH_JWT_PRIVATE_KEY_FILE"), None)
+        if not isinstance(private, RSAPrivateKey):
+            raise SystemExit("configuration error: AUTH_JWT_PRIVATE_KEY_FILE must hold an RSA private key (PEM)")
+        signing_key, algorithm = private, "RS256"
+    else:
+        raise SystemExit(
+            "cannot sign: set AUTH_JWT_SECRET, or AUTH_JWT_PRIVATE_KEY_FILE beside AUTH_JWT_PUBLIC_KEY_FILE"
+        )
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": sub, "role": role, "aud": settings.auth_jwt_audience, "iat": now}
+    claims["exp"] = now + ttl_s
+    if settings.auth_jwt_issuer:
+        claims["iss"] = settings.auth_jwt_issuer
+    return jwt.encode(claims, signing_key, algorithm=algorithm)
+
+
+def warn_if_open(authenticator: Authenticator) -> None:
+    if not authenticator.enabled:
+        log.warning(
+            "AUTHENTICATION IS OFF (development mode): every caller acts as a registrar."
+            " Set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE before letting anyone else reach this server."
+        )

@@ -1,0 +1,220 @@
+"""What the API answers: every response body is one of these Structs, so one definition encodes and documents it.
+
+A field that only some answers have is left out when it does not apply (`omit_defaults`); a
+field every answer has is always there, null when empty (a window bound, the next page). The
+OpenAPI document is generated from these types.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from courseflow.domain import RequestStatus
+from courseflow.http.auth import Role
+
+RequestId = Annotated[
+    str, Meta(description="The request's id (a UUID)", examples=["0b7f0f0e-6a77-4c6b-9a43-1a2f3c4d5e6f"])
+]
+Position = Annotated[int, Meta(ge=1, description="1-based place in line")]
+Count = Annotated[int, Meta(ge=0)]
+
+
+class _View(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    pass
+
+
+class Queued(_View, frozen=True, kw_only=True):
+    """A 202: the request is durably queued and will be decided in priority-then-arrival order."""
+
+    request_id: RequestId
+    status: Literal["queued"]
+    queue_position: Position
+
+
+class EnrollmentStatus(_View, frozen=True, kw_only=True):
+    """One request as it stands now: pending in the queue, or decided and what happened to it since."""
+
+    request_id: RequestId
+    course_id: int
+    student_id: int
+    priority: int
+    status: RequestStatus
+    requested_at: datetime
+    # While pending: the place among the course's pending requests.
+    queue_position: Position | None = None
+    # While waitlisted: the live place on the waitlist.
+    waitlist_position: Position | None = None
+    # Why it was rejected ("duplicate", "closed") or dead-lettered.
+    reason: str | None = None
+    decided_at: datetime | None = None
+
+
+class Released(_View, frozen=True, kw_only=True):
+    request_id: RequestId
+    status: RequestStatus
+    # The waitlisted requests that took the freed seat: shown to registrars and services only.
+    promoted: list[str] | None = None
+
+
+class Counters(_View, frozen=True, kw_only=True):
+    requested: Count
+    granted: Count
+    waitlisted: Count
+    rejected: Count
+    dropped: Count
+    left_waitlist: Count
+    promoted: Count
+
+
+class Course(_View, frozen=True, kw_only=True):
+    course_id: int
+    title: str
+    capacity: Count
+    seats_taken: Count
+    waitlist_length: Count
+    # Registration window; null = no bound on that side.
+    opens_at: datetime | None
+    closes_at: datetime | None
+    # Requests waiting in the queue; left out while the queue is unreachable.
+    pending: Count | None = None
+    counters: Counters | None = None
+
+
+class Courses(_View, frozen=True, kw_only=True):
+    """A page of courses by id, each as `GET /api/v1/courses/{course_id}` shows it."""
+
+    courses: list[Course]
+    # Pass as `after` for the next page; null on the last page.
+    next_after: int | None
+
+
+class CourseChanged(_View, frozen=True, kw_only=True):
+    course_id: int
+    capacity: Count
+    seats_taken: Count
+    waitlist_length: Count
+    # Registration window; null = no bound on that side.
+    opens_at: datetime | None
+    closes_at: datetime | None
+    # Requests promoted from the waitlist by a larger capacity.
+    promoted: list[str]
+
+
+class WaitlistPlace(_View, frozen=True, kw_only=True):
+    position: Position
+    request_id: RequestId
+    student_id: int
+    priority: int
+
+
+class Waitlist(_View, frozen=True, kw_only=True):
+    """Registrars see every place; a student sees the length and their own places only."""
+
+    course_id: int
+    waitlist_length: Count
+    waitlist: list[WaitlistPlace]
+
+
+class RecordedEvent(_View, frozen=True, kw_only=True):
+    """An event of the log. Other students' ids, request ids and priorities reach registrars only."""
+
+    position: Annotated[int, Meta(ge=1, description="Place in the event log; resume after it with `after`")]
+    stream: str
+    version: Annotated[int, Meta(ge=1)]
+    type: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+class EventPage(_View, frozen=True, kw_only=True):
+    events: list[RecordedEvent]
+    # Pass as `after` for the next page; null on the last page.
+    next_after: int | None
+
+
+class StudentEnrollments(_View, frozen=True, kw_only=True):
+    student_id: int
+    enrollments: list[EnrollmentStatus]
+
+
+class StudentPriority(_View, frozen=True, kw_only=True):
+    student_id: int
+    priority: int
+    # The priority before this change.
+    previous: int | None = None
+
+
+class CourseMetrics(_View, frozen=True, kw_only=True):
+    course_id: int
+    queue_depth: Count
+    seats_taken: Count
+    capacity: Count
+    waitlist_length: Count
+    status: Literal["open", "full"]
+
+
+class Latency(_View, frozen=True, kw_only=True):
+    """Accept-to-decision percentiles over the most recent decisions; null until something is decided."""
+
+    p50_ms: Annotated[float, Meta(ge=0)] | None
+    p95_ms: Annotated[float, Meta(ge=0)] | None
+    p99_ms: Annotated[float, Meta(ge=0)] | None
+
+
+class Metrics(_View, frozen=True, kw_only=True):
+    """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more."""
+
+    queue_depth: Count
+    seats_taken: Count
+    capacity: Count
+    waitlist_length: Count
+    status: Literal["open", "full"]
+    dead_letters: Count
+    projection_lag: Count
+    latency: Latency
+    courses: list[CourseMetrics]
+
+
+class DeadLetter(_View, frozen=True, kw_only=True):
+    """A stream entry set aside undecided. Possibly garbage: what its request does not say is null."""
+
+    id: Annotated[str, Meta(description="`<partition>:<stream entry id>`, as `courseflow dlq list` shows it")]
+    reason: str
+    request_id: str | None
+    course_id: int | None
+    student_id: int | None
+    # When it was set aside (from the entry id's milliseconds).
+    dead_lettered_at: datetime | None
+
+
+class DeadLetters(_View, frozen=True, kw_only=True):
+    # Every dead letter, in every partition; the list holds the newest only.
+    count: Count
+    dead_letters: list[DeadLetter]
+
+
+class Me(_View, frozen=True, kw_only=True):
+    """The caller as the API sees them."""
+
+    role: Role
+    sub: str
+    # Students only.
+    student_id: int | None = None
+    auth: Literal["on", "off"]
+    # The token's expiry (without the clock leeway); null in development mode.
+    expires_at: datetime | None
+
+
+class Health(_View, frozen=True, kw_only=True):
+    status: Literal["ok"]
+
+
+class Readiness(_View, frozen=True, kw_only=True):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+    failing: list[str]
+    auth: Literal["on", "off"]

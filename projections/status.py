@@ -1,0 +1,59 @@
+"""The status of one request, the one way HTTP, SSE and WebSocket all compute it.
+
+The recorded status answers first, read where reads go (the replica, when it has caught up): the write
+model's row where it has one, else the read model's (which alone knows a request set aside undecided).
+The write model changes in the same transaction as the events, so it is never behind the read model: a
+drop answered a moment ago never reads back as the seat the projector has not taken away yet. A request
+not recorded as decided there is either still pending in Redis (with its queue position) or decided a
+moment ago: the primary's write model has it, even when the replica has not replayed it yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from courseflow.eventstore import store
+from courseflow.http.auth import Principal
+from courseflow.http.common import Services
+from courseflow.http.problems import NotFound
+from courseflow.http.views import EnrollmentStatus
+from projections import queries
+
+
+async def current(svc: Services, request_id: str) -> EnrollmentStatus | None:
+    """The request as it stands, or None when no such request exists."""
+    recorded = await svc.read(_recorded, request_id)
+    if recorded is not None and recorded["status"] != "pending":
+        return from_row(recorded)
+    pending = await svc.intake.pending_position(request_id)
+    if pending is not None:
+        req, position = pending
+        return EnrollmentStatus(
+            request_id=request_id,
+            course_id=req.course_id,
+            student_id=req.student_id,
+            priority=req.priority,
+            status="pending",
+            queue_position=position,
+            requested_at=req.requested_at,
+        )
+    decided = await svc.db(store.request, request_id)
+    return None if decided is None else from_row(decided)
+
+
+async def owned(svc: Services, caller: Principal, request_id: str) -> EnrollmentStatus:
+    """The request if the caller may follow it. Another student's is answered as if it did not exist."""
+    found = await current(svc, request_id)
+    if found is None or not caller.may_act_for(found.student_id):
+        raise NotFound(f"no request {request_id}", "request_id")
+    return found
+
+
+def _recorded(conn: store.Conn, request_id: str) -> dict[str, Any] | None:
+    return store.request(conn, request_id) or queries.enrollment(conn, request_id)
+
+
+def from_row(row: dict[str, Any]) -> EnrollmentStatus:
+    return msgspec.convert({k: v for k, v in row.items() if v is not None}, EnrollmentStatus, from_attributes=True)
