@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from courseflow import fairness
 from courseflow.events import (
     CapacityChanged,
     Decision,
@@ -89,9 +90,9 @@ class CourseState(msgspec.Struct, frozen=True, kw_only=True):
         return self.opens_at is None or self.opens_at <= now
 
 
-def fairness_key(pending: Pending) -> tuple[int, StreamId]:
-    """Higher priority first, then earlier arrival."""
-    return (-pending.request.priority, pending.arrival)
+def fairness_key(pending: Pending) -> tuple[int, int, int]:
+    """The fairness order (courseflow.fairness): higher priority first, then earlier arrival."""
+    return fairness.sort_key(fairness.Rank(pending.request.priority, pending.arrival.ms, pending.arrival.seq))
 
 
 def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decision], CourseState]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from courseflow import fairness
 from courseflow.eventstore.eventlog import EventLog
 from courseflow.eventstore.store import Conn, readable
 from projections.projector import slowest
@@ -22,7 +23,7 @@ _COURSE = (
 # Live place in the waitlist: entries of the same course ranking ahead, by priority then arrival.
 _WAITLIST_POSITION = (
     "(SELECT count(*) + 1 FROM waitlist_entries o WHERE o.course_id = w.course_id"
-    " AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-w.priority, w.arrival_ms, w.arrival_seq))"
+    f" AND {fairness.row('o')} < {fairness.row('w')})"
 )
 
 
@@ -65,9 +66,9 @@ def enrollment(conn: Conn, request_id: str) -> dict[str, Any] | None:
 def waitlist(conn: Conn, course_id: int, limit: int, offset: int) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT row_number() OVER (ORDER BY priority DESC, arrival_ms, arrival_seq) AS position,"
+            f"SELECT row_number() OVER (ORDER BY {fairness.order_by()}) AS position,"
             " request_id::text, student_id, priority FROM waitlist_entries WHERE course_id = %(c)s"
-            " ORDER BY priority DESC, arrival_ms, arrival_seq LIMIT %(limit)s OFFSET %(offset)s",
+            f" ORDER BY {fairness.order_by()} LIMIT %(limit)s OFFSET %(offset)s",
             {"c": course_id, "limit": limit, "offset": offset},
         )
         return cur.fetchall()

@@ -363,7 +363,7 @@ def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: 
         first = enroll(client, 1, 1, key="once")
         assert enroll(client, 1, 1, key="once")["request_id"] == first["request_id"]  # inside the window
         wait_until(
-            lambda: rds.exists(_idempotency_key(key_owner(DEVELOPER, 1), "once")) == 0,
+            lambda: rds.exists(_idempotency_key(key_owner(DEVELOPER.role, DEVELOPER.sub, 1), "once")) == 0,
             timeout=10,
             what="the key to expire",
         )

@@ -12,10 +12,9 @@ import redis
 import redis.asyncio as aioredis
 
 from courseflow import events
-from courseflow.http.auth import DEVELOPER, Principal
-from courseflow.http.limits import Limiter, subject
+from courseflow.http.auth import DEVELOPER
 from courseflow.intake import queue
-from courseflow.intake.accept import Accepted, Intake, key_owner, new_request_id
+from courseflow.intake.accept import Accepted, Intake, KeyReused, UnknownCourse, key_owner, new_request_id
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
 from tests.conftest import Servers
@@ -24,90 +23,90 @@ from tests.helpers import required_versions
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
-@pytest.fixture(params=[True, False], ids=["one-step", "two-step"])
-def one_step(request: pytest.FixtureRequest) -> bool:
-    """Both ways of accepting: one script on a single Redis, two steps as on a cluster."""
-    one: bool = request.param
-    return one
+# The developer's idempotency keys for student 7.
+OWNER = key_owner(DEVELOPER.role, DEVELOPER.sub, 7)
 
 
 def reads_processed(rds: redis.Redis) -> int:
     return int(rds.info("stats")["total_reads_processed"])
 
 
-async def crowd(settings: Settings, size: int, one_step: bool, flush_scripts_first: bool = False) -> list[Accepted]:
+async def crowd(settings: Settings, size: int) -> list[Accepted]:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
-        if flush_scripts_first:
-            await client.script_flush()
         keys = Keys(partitions=DEFAULT_PARTITIONS)
-        intake = Intake(client, keys, one_step=one_step)
+        intake = Intake(client, keys)
         with redis.Redis.from_url(settings.redis_url) as sync:
             queue.register_courses(sync, keys, [1])
-        return await asyncio.gather(*(intake.accept(DEVELOPER, s, 1, f"k{s}", s % 100) for s in range(1, size + 1)))
+        owner = DEVELOPER.role, DEVELOPER.sub
+        return await asyncio.gather(
+            *(intake.accept(key_owner(*owner, s), s, 1, f"k{s}", s % 100) for s in range(1, size + 1))
+        )
     finally:
         await client.aclose()
 
 
-def test_concurrent_accepts_share_round_trips(
-    settings: Settings, rds: redis.Redis, servers: Servers, one_step: bool
-) -> None:
+def test_concurrent_accepts_share_round_trips(settings: Settings, rds: redis.Redis, servers: Servers) -> None:
     # INFO is the admin's: the application's Redis user may not read server statistics.
     with redis.Redis.from_url(servers.admin_redis_url) as admin:
         before = reads_processed(admin)
-        accepted = asyncio.run(crowd(settings, 300, one_step))
+        accepted = asyncio.run(crowd(settings, 300))
         reads = reads_processed(admin) - before
     assert {a.outcome for a in accepted} == {"queued"}
     assert len({a.request_id for a in accepted}) == 300
     assert rds.xlen(KEYS.requests) == 300 and rds.zcard(KEYS.priority_set(1)) == 300
-    # One read per call without coalescing; batches need far fewer.
-    assert reads < 100, reads
+    # Two reads per request (claim, then queue) without coalescing; batches need far fewer.
+    assert reads < 200, reads
 
 
-def test_an_empty_script_cache_is_reloaded(settings: Settings, rds: redis.Redis, one_step: bool) -> None:
-    accepted = asyncio.run(crowd(settings, 20, one_step, flush_scripts_first=True))
+def test_a_redis_that_lost_the_function_library_gets_it_again(
+    settings: Settings, rds: redis.Redis, servers: Servers
+) -> None:
+    """As after a restart without persisted functions: the library is loaded once more and every call runs."""
+    with redis.Redis.from_url(servers.admin_redis_url) as admin:
+        admin.function_flush()
+    accepted = asyncio.run(crowd(settings, 20))
     assert {a.outcome for a in accepted} == {"queued"}
     assert rds.xlen(KEYS.requests) == 20
+    assert [library[b"library_name"] for library in rds.function_list()] == [b"courseflow"]
 
 
-def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(
-    settings: Settings, rds: redis.Redis, one_step: bool
-) -> None:
+def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: Settings, rds: redis.Redis) -> None:
     keys = Keys(partitions=DEFAULT_PARTITIONS)
     assert keys.of_course(1) != keys.of_course(2)
 
-    async def attempts() -> list[Accepted]:
+    async def attempts() -> list[str]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            intake = Intake(client, keys, one_step=one_step)
+            intake = Intake(client, keys)
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1, 2])
-            first = await intake.accept(DEVELOPER, 7, 1, "same-key", None)
-            return [first, await intake.accept(DEVELOPER, 7, 2, "same-key", None)]
+            first = await intake.accept(OWNER, 7, 1, "same-key", None)
+            with pytest.raises(KeyReused) as reused:
+                await intake.accept(OWNER, 7, 2, "same-key", None)
+            return [first.request_id, reused.value.request_id]
         finally:
             await client.aclose()
 
     first, second = asyncio.run(attempts())
-    assert first.outcome == "queued"
-    assert (second.outcome, second.request_id) == ("conflict", first.request_id)
+    assert second == first
     assert rds.xlen(keys.of_course(2).requests) == 0
 
 
 def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
-    settings: Settings, rds: redis.Redis, one_step: bool
+    settings: Settings, rds: redis.Redis
 ) -> None:
     """The first attempt claimed the key and failed before queueing: its retries queue that request, once."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
-    owner = key_owner(DEVELOPER, 7)
-    rds.set(keys.of_idempotency(owner, "k").idempotency(owner, "k"), "00000000-0000-4000-8000-000000000001 1:")
+    rds.set(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000001 1:")
 
     async def retries() -> list[Accepted]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            intake = Intake(client, keys, one_step=one_step)
+            intake = Intake(client, keys)
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1])
-            return [await intake.accept(DEVELOPER, 7, 1, "k", None) for _ in range(2)]
+            return [await intake.accept(OWNER, 7, 1, "k", None) for _ in range(2)]
         finally:
             await client.aclose()
 
@@ -137,21 +136,19 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
     assert rds.xlen(Keys(partitions=DEFAULT_PARTITIONS).of_course(1).requests) == 1  # queued once, for all three
 
 
-def test_idempotency_keys_of_different_callers_never_meet_whatever_their_characters(
-    settings: Settings, one_step: bool
-) -> None:
+def test_idempotency_keys_of_different_callers_never_meet_whatever_their_characters(settings: Settings) -> None:
     """A service `x:1` acting for student 902 with key "k", and a service `x` for student 1 with key "902:k"."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def both() -> list[Accepted]:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            intake = Intake(client, keys, one_step=one_step)
+            intake = Intake(client, keys)
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [2])
             return [
-                await intake.accept(Principal(role="service", sub="x:1"), 902, 2, "k", None),
-                await intake.accept(Principal(role="service", sub="x"), 1, 2, "902:k", None),
+                await intake.accept(key_owner("service", "x:1", 902), 902, 2, "k", None),
+                await intake.accept(key_owner("service", "x", 1), 1, 2, "902:k", None),
             ]
         finally:
             await client.aclose()
@@ -161,20 +158,17 @@ def test_idempotency_keys_of_different_callers_never_meet_whatever_their_charact
     assert first.request_id != second.request_id
 
 
-def test_the_request_a_known_key_names_is_queued_under_that_id(
-    settings: Settings, rds: redis.Redis, one_step: bool
-) -> None:
+def test_the_request_a_known_key_names_is_queued_under_that_id(settings: Settings, rds: redis.Redis) -> None:
     """The queued entry carries the id the key names, not the id this attempt drew."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
-    owner = key_owner(DEVELOPER, 7)
-    rds.set(keys.of_idempotency(owner, "k").idempotency(owner, "k"), "00000000-0000-4000-8000-000000000002 1:")
+    rds.set(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000002 1:")
 
     async def attempt() -> Accepted:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1])
-            return await Intake(client, keys, one_step=one_step).accept(DEVELOPER, 7, 1, "k", None)
+            return await Intake(client, keys).accept(OWNER, 7, 1, "k", None)
         finally:
             await client.aclose()
 
@@ -186,53 +180,24 @@ def test_the_request_a_known_key_names_is_queued_under_that_id(
     assert rds.exists(KEYS.queued(queued.request_id))
 
 
-def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(
-    settings: Settings, rds: redis.Redis, one_step: bool
-) -> None:
+def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(settings: Settings, rds: redis.Redis) -> None:
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
-    async def attempt() -> Accepted:
+    async def attempt() -> None:
         client = aioredis.Redis.from_url(settings.redis_url)
         try:
-            return await Intake(client, keys, one_step=one_step).accept(DEVELOPER, 7, 1, "k", None)
+            with pytest.raises(UnknownCourse):
+                await Intake(client, keys).accept(OWNER, 7, 1, "k", None)
         finally:
             await client.aclose()
 
-    assert asyncio.run(attempt()).outcome == "unknown_course"
-    owner = key_owner(DEVELOPER, 7)
-    assert not rds.exists(keys.of_idempotency(owner, "k").idempotency(owner, "k"))
+    asyncio.run(attempt())
+    assert not rds.exists(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"))
     assert rds.xlen(KEYS.requests) == 0
 
 
-def test_one_step_intake_takes_the_rate_limit_first_and_a_refused_request_takes_nothing_else(
-    settings: Settings, rds: redis.Redis
-) -> None:
-    limited = msgspec.structs.replace(settings, rate_limit_student_writes="2 per 60 seconds")
-    keys = Keys(partitions=DEFAULT_PARTITIONS)
-    student = Principal(role="student", sub="7")
-
-    async def attempts() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            with redis.Redis.from_url(settings.redis_url) as sync:
-                queue.register_courses(sync, keys, [1])
-            intake, limiter = Intake(client, keys), Limiter(limited, client)
-            assert intake.takes_rate_limits
-            windows = limiter.windows(subject(student), "POST")
-            return [await intake.accept(student, 7, 1, f"k{n}", None, windows) for n in range(3)]
-        finally:
-            await client.aclose()
-
-    first, second, third = asyncio.run(attempts())
-    assert (first.outcome, second.outcome) == ("queued", "queued")
-    assert (third.outcome, third.refused_by) == ("rate_limited", 0)
-    assert rds.xlen(KEYS.requests) == 2
-    owner = key_owner(student, 7)
-    assert not rds.exists(keys.of_idempotency(owner, "k2").idempotency(owner, "k2"))
-
-
 def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
-    settings: Settings, rds: redis.Redis, servers: Servers, one_step: bool
+    settings: Settings, rds: redis.Redis, servers: Servers
 ) -> None:
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
@@ -241,11 +206,11 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
         try:
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1])
-            intake = Intake(client, keys, one_step=one_step)
-            first = await intake.accept(DEVELOPER, 7, 1, "a", None)
+            intake = Intake(client, keys)
+            first = await intake.accept(OWNER, 7, 1, "a", None)
             with redis.Redis.from_url(servers.admin_redis_url) as admin:
                 assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the intake's held connection too
-            return [first, await intake.accept(DEVELOPER, 8, 1, "b", None)]
+            return [first, await intake.accept(key_owner(DEVELOPER.role, DEVELOPER.sub, 8), 8, 1, "b", None)]
         finally:
             await client.aclose()
 

@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 from psycopg.rows import TupleRow, dict_row
 
-from courseflow import events
+from courseflow import events, fairness
 from courseflow.domain import STATUS_AFTER, CourseState, Holding, Pending, RequestStatus
 from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered
 
@@ -198,7 +198,7 @@ def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, i
 def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
     cur.execute(
         "SELECT request_id::text, student_id FROM enrollment_requests WHERE course_id = %s AND status = 'waitlisted'"
-        " ORDER BY priority DESC, arrival_ms, arrival_seq LIMIT %s",
+        f" ORDER BY {fairness.order_by()} LIMIT %s",
         (course_id, max(0, limit)),
     )
     return [Holding(request_id=rid, student_id=sid, status="waitlisted") for rid, sid in cur.fetchall()]

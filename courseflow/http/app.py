@@ -228,12 +228,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # `/x/` is not `/x`: no redirect built from the client's Host header.
     app.router.redirect_slashes = False
     # Outermost first: the trace span; draining answers before anything else; then the gate; then routing.
-    # Enrollments take their rate limit inside the intake script (one round trip): the gate leaves them be.
-    at_intake = frozenset(
-        (method, route.path)
-        for route in app.routes
-        if isinstance(route, Route) and route.endpoint is enrollments.enroll
-        for method in route.methods or ()
+    enrolling = frozenset(
+        route.path for route in app.routes if isinstance(route, Route) and route.endpoint is enrollments.enroll
     )
     public = frozenset(
         route.path
@@ -241,7 +237,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if isinstance(route, Route) and (declared_as := declared(route.endpoint)) and declared_as.public
     )
     app.add_middleware(
-        Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake
+        Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, enrollment_paths=enrolling
     )
     app.add_middleware(Draining, state=state)
     # Outside draining and the gate, so their 503, 401 and 429 are timed by route like every other answer.
@@ -252,8 +248,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.express = Express(
         app,
         enrollments.enroll,
-        frozenset(path for _, path in at_intake),
-        Gate(app, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake),
+        enrolling,
+        Gate(app, authenticator=svc.authenticator, limiter=svc.limiter, public=public, enrollment_paths=enrolling),
         state,
         app.exception_handlers,
     )

@@ -168,6 +168,7 @@ class Services:
         if self.replica is not None:
             self.replica.close()
         await self.intake.aclose()
+        await self.limiter.aclose()
         await redis_clients.aclose(self.redis)
         self.redis_sync.close()
 

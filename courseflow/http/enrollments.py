@@ -11,8 +11,7 @@ from courseflow.eventstore import store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
 from courseflow.http.common import DATABASE_UNREACHABLE, JSON, QUEUE_UNREACHABLE, Services, services
-from courseflow.http.gate import principal, rate_subject
-from courseflow.http.limits import Subject
+from courseflow.http.gate import principal
 from courseflow.http.operations import operation, path_params
 from courseflow.http.payloads import Enrollment, RequestPath
 from courseflow.http.problems import (
@@ -22,9 +21,9 @@ from courseflow.http.problems import (
     NotDecided,
     NotFound,
     Problem,
-    RateLimited,
 )
 from courseflow.http.views import EnrollmentStatus, Queued, Released
+from courseflow.intake.accept import KeyReused, UnknownCourse, key_owner
 from courseflow.platform.metrics import REQUESTS_ACCEPTED, REQUESTS_REFUSED, REQUESTS_REPLAYED
 from projections import status
 
@@ -45,45 +44,35 @@ from projections import status
 )
 async def enroll(request: Request) -> Response:
     svc = services(request)
-    caller, counted = principal(request), rate_subject(request)
-    # Every attempt counts against the caller's limits, whatever its outcome: in the intake script's round trip
-    # when it can take them, else first of all.
-    at_intake = svc.intake.takes_rate_limits
-    if not at_intake:
-        await _hit(svc, counted)
+    caller = principal(request)  # the gate has counted this attempt against the caller's rate limits
     try:
         student_id, body, key = await _enrollment(request, caller)
     except Problem as refused:  # counted by the answer it finally gets
-        if at_intake:
-            await _hit(svc, counted)
         REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
         raise
     # Every log line of this request from here on (the access log too) carries them.
     structlog.contextvars.bind_contextvars(course_id=body.course_id, student_id=student_id)
-    limits = svc.limiter.windows(counted, "POST") if at_intake else ()
+    owner = key_owner(caller.role, caller.sub, student_id)
     try:
-        accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority, limits)
-        if accepted.outcome == "unknown_course" and await svc.db(_known_course, svc, body.course_id):
-            # The attempt has counted already.
-            accepted = await svc.intake.accept(caller, student_id, body.course_id, key, body.priority)
+        try:
+            accepted = await svc.intake.accept(owner, student_id, body.course_id, key, body.priority)
+        except UnknownCourse:
+            if not await svc.db(_known_course, svc, body.course_id):
+                raise
+            accepted = await svc.intake.accept(owner, student_id, body.course_id, key, body.priority)
     except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here
         REQUESTS_REFUSED.labels("unavailable").inc()
         raise
-    if accepted.outcome == "rate_limited":
-        assert accepted.refused_by is not None
-        REQUESTS_REFUSED.labels("rate_limited").inc()
-        await svc.limiter.refuse(counted, "POST", accepted.refused_by)
-    if accepted.outcome == "unknown_course":
+    except UnknownCourse:
         REQUESTS_REFUSED.labels("unknown_course").inc()
-        raise NotFound(f"no course {body.course_id}", "course_id")
-    if accepted.outcome == "conflict":
+        raise NotFound(f"no course {body.course_id}", "course_id") from None
+    except KeyReused as reused:
         REQUESTS_REFUSED.labels("idempotency_conflict").inc()
         raise IdempotencyConflict(
             "this idempotency_key was already used by this student with a different body",
             "idempotency_key",
-            request_id=accepted.request_id,
-        )
-    assert accepted.request_id is not None
+            request_id=reused.request_id,
+        ) from None
     structlog.contextvars.bind_contextvars(request_id=accepted.request_id)
     counted_as = REQUESTS_ACCEPTED if accepted.outcome == "queued" else REQUESTS_REPLAYED
     if accepted.queue_position is not None:
@@ -95,14 +84,6 @@ async def enroll(request: Request) -> Response:
     answer = await status.owned(svc, caller, accepted.request_id)
     counted_as.inc()
     return JSON(answer)
-
-
-async def _hit(svc: Services, counted: Subject) -> None:
-    try:
-        await svc.limiter.hit(counted, "POST")
-    except RateLimited:
-        REQUESTS_REFUSED.labels("rate_limited").inc()
-        raise
 
 
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:

@@ -12,8 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from courseflow.http.auth import Authenticator, Principal
 from courseflow.http.limits import Limiter, Subject, anonymous, subject
 from courseflow.http.pages import PAGES, STATIC_PREFIX
-from courseflow.http.problems import InvalidInput, Problem, respond
-from courseflow.platform.metrics import AUTH_FAILURES
+from courseflow.http.problems import InvalidInput, Problem, RateLimited, respond
+from courseflow.platform.metrics import AUTH_FAILURES, REQUESTS_REFUSED
 
 # The API's own description, its pages and their scripts: public like the operations declared `public`.
 DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})
@@ -31,15 +31,15 @@ class Gate:
         authenticator: Authenticator,
         limiter: Limiter,
         public: frozenset[str],
-        counted_at_intake: frozenset[tuple[str, str]],
+        enrollment_paths: frozenset[str],
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.limiter = limiter
         # Paths answered without a token (probes, the scraper): no personal data behind them.
         self.public = public | DOCUMENTATION
-        # (method, path) of the routes whose handler takes the rate limit itself, in the intake script.
-        self.counted_at_intake = counted_at_intake
+        # Where enrollment requests are sent: a 429 there is also an enrollment refused.
+        self.enrollment_paths = enrollment_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -68,8 +68,13 @@ class Gate:
             return None
         principal = await self._authenticate(scope, method)
         counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
-        if (method, scope["path"]) not in self.counted_at_intake:
+        try:
+            # Every request is counted here, whatever its body and its outcome: the one place, on every topology.
             await self.limiter.hit(counted, method)
+        except RateLimited:
+            if method == "POST" and scope["path"] in self.enrollment_paths:
+                REQUESTS_REFUSED.labels("rate_limited").inc()
+            raise
         return principal, counted
 
     async def _authenticate(self, scope: Scope, method: str) -> Principal:

@@ -24,6 +24,8 @@ import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from courseflow.eventstore.store import Conn
+from courseflow.platform.functions import AsyncFunctions
+from courseflow.platform.library import RaiseHorizon
 from courseflow.platform.redis_clients import AsyncRedis
 
 log = logging.getLogger("courseflow.api")
@@ -33,10 +35,6 @@ T = TypeVar("T")
 # WAL positions as byte offsets (pg_lsn minus 0/0): plain integers, in Python, SQL and Redis alike.
 PRIMARY_POSITION = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLAYED = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
-# The shared horizon only moves forward, whichever API process raises it.
-_RAISE_LUA = """
-if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.call('SET', KEYS[1], ARGV[1]) end
-"""
 # An unreachable replica is tried again after this long, and one that did not catch up in time is not
 # waited for again before: reads go straight to the primary meanwhile.
 _RETRY_S = 2.0
@@ -69,7 +67,7 @@ class ReadReplica:
             timeout=_CONNECTION_WAIT_S,
             open=False,
         )
-        self._raise_shared = redis_client.register_script(_RAISE_LUA)
+        self._functions = AsyncFunctions(redis_client)
         self._redis = redis_client
         self._key = horizon_key
         self._wait_s = wait_ms / 1000
@@ -88,7 +86,8 @@ class ReadReplica:
         if position <= self._shared:
             return
         try:
-            await self._raise_shared(keys=[self._key], args=[position])
+            # Only ever forward, whichever API process raises it.
+            await self._functions(RaiseHorizon(self._key, position))
             self._shared = max(self._shared, position)
         except redis.RedisError as exc:
             # Readers elsewhere cannot see the horizon either, and read from the primary meanwhile.

@@ -1,41 +1,27 @@
 """The Redis side of the pipeline: each partition's request stream and its courses' priority sets.
 
-Key names are in courseflow.keys: each script and MULTI here touches one partition's keys, so it runs
-unchanged on Redis Cluster. A priority-set member is `<zero-padded stream id>|<request json>` with score
-`-priority`: ZRANGE then yields priority (higher first), then arrival, and carries everything a decision needs.
+Key names are in courseflow.platform.keys: each function call and MULTI here touches one partition's keys, so
+it runs unchanged on Redis Cluster. A priority set is in the fairness order (courseflow.fairness): ZRANGE
+yields priority (higher first), then arrival, and each member carries everything a decision needs.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import cast
 
 import redis
 from redis.typing import EncodableT, FieldT
 
-from courseflow import events
+from courseflow import events, fairness
 from courseflow.domain import Pending, StreamId
+from courseflow.platform.functions import Functions
 from courseflow.platform.keys import Keys, PartitionKeys
+from courseflow.platform.library import Grant, GrantPriorities, PendingThrough, RetryDeadLetter, TrimRequests
 from courseflow.platform.redis_clients import SyncRedis, is_cluster
 
 GROUP = "deciders"
 REQUEST_FIELD = b"request"
-
-# Appends a request to the stream, its priority set and the pending index; the member is built
-# exactly as member() builds it. Shared by every script that queues a request. `extra`: more entry
-# fields as a flat {name, value, ...} list (the trace context), or nil.
-ENQUEUE_LUA = """
-local function enqueue(stream, zset, pending, request_id, payload, priority, extra)
-  local id = redis.call('XADD', stream, '*', 'request', payload, unpack(extra or {}))
-  local dash = string.find(id, '-', 1, true)
-  local ms, seq = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
-  local member = string.rep('0', 15 - #ms) .. ms .. '-' .. string.rep('0', 10 - #seq) .. seq .. '|' .. payload
-  redis.call('ZADD', zset, -tonumber(priority), member)
-  redis.call('HSET', pending, request_id, member)
-  return id, member
-end
-"""
 
 
 def qualified(partition: int, entry_id: bytes | str) -> str:
@@ -44,43 +30,13 @@ def qualified(partition: int, entry_id: bytes | str) -> str:
 
 
 def member(arrival: StreamId, payload: bytes) -> bytes:
-    """The priority-set member for a request; must match the intake script's construction."""
-    return f"{arrival.ms:015d}-{arrival.seq:010d}|".encode() + payload
+    """The priority-set member for a request, in the fairness order's encoding (as the library's `enqueue`)."""
+    return fairness.member_prefix(arrival.ms, arrival.seq) + payload
 
 
 def parse_member(raw: bytes) -> Pending:
     head, _, payload = raw.partition(b"|")
-    return Pending(events.decode_request(payload), StreamId.parse(head))
-
-
-ScriptCall = tuple[Sequence[str], Sequence[EncodableT]]
-
-
-def run_script(client: SyncRedis, script: str, calls: Sequence[ScriptCall]) -> list[Any]:
-    """Run a Lua script once per (keys, args) call, all in one pipeline, each atomic on its own.
-
-    EVALSHA through `execute_command`: redis-py's cluster pipeline refuses its script helpers, yet routes a
-    plain EVALSHA by its keys. A Redis that lost its script cache (a restart, a replica promoted) gets the
-    script loaded and the calls it refused sent again.
-    """
-    sha = hashlib.sha1(script.encode()).hexdigest()
-    replies = _evalsha(client, sha, calls)
-    missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
-    if missing:
-        client.script_load(script)
-        for i, reply in zip(missing, _evalsha(client, sha, [calls[i] for i in missing]), strict=True):
-            replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
-
-
-def _evalsha(client: SyncRedis, sha: str, calls: Sequence[ScriptCall]) -> list[Any]:
-    with client.pipeline(transaction=False) as pipe:
-        for keys, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        return pipe.execute(raise_on_error=False)
+    return Pending(events.decode_request(payload), StreamId(*fairness.parse_member_prefix(head)))
 
 
 def ensure_group(client: SyncRedis, keys: PartitionKeys) -> None:
@@ -108,46 +64,12 @@ def register_courses(client: SyncRedis, keys: Keys, course_ids: Sequence[int]) -
         pipe.execute()
 
 
-# A granted priority applies only if it is newer than the one intake has: a late or repeated sync never
-# undoes a later grant. KEYS: priorities, their versions. ARGV: (student, priority, version) triples.
-_GRANT = """
-for i = 1, #ARGV, 3 do
-  local known = tonumber(redis.call('HGET', KEYS[2], ARGV[i])) or 0
-  if tonumber(ARGV[i + 2]) > known then
-    if ARGV[i + 1] == '0' then
-      redis.call('HDEL', KEYS[1], ARGV[i])
-    else
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    end
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-  end
-end
-"""
-
-
 def grant_priorities(client: SyncRedis, keys: Keys, granted: Sequence[tuple[int, int, int]]) -> None:
     """Make these (student, priority, version) grants from PostgreSQL the ones intake applies, unless newer ones
     are: in every partition, as a student's requests may go to any."""
     for start in range(0, len(granted), 1000):
-        args = [value for grant in granted[start : start + 1000] for value in grant]
-        run_script(client, _GRANT, [([p.priorities, p.priority_versions], args) for p in keys.all()])
-
-
-# The best-ranked members of a course's priority set, ARGV[1] of them (or all there are) once the worst-ranked
-# of the given ones still there is among them. Reply: {1 if that one was reached, members...}. One script, so a
-# request that arrives meanwhile cannot shift the cut.
-_PREFIX = """
-local limit = tonumber(ARGV[1])
-local worst = -1
-for i = 2, #ARGV do
-  local rank = redis.call('ZRANK', KEYS[1], ARGV[i])
-  if rank and rank > worst then worst = rank end
-end
-if worst < 0 then return {1} end
-local members = redis.call('ZRANGE', KEYS[1], 0, limit - 1)
-table.insert(members, 1, worst < limit and 1 or 0)
-return members
-"""
+        grants = [Grant(*grant) for grant in granted[start : start + 1000]]
+        Functions(client).each([GrantPriorities(p.priorities, p.priority_versions, grants) for p in keys.all()])
 
 
 def pending_through(
@@ -165,12 +87,9 @@ def pending_through(
     nor with their backlogs.
     """
     share = max(1, limit // max(1, len(batches)))
-    calls: list[ScriptCall] = [
-        ([keys.priority_set(course_id)], [share, *cast(Sequence[EncodableT], batch)])
-        for course_id, batch in batches.items()
-    ]
-    replies = cast(list[list[Any]], run_script(client, _PREFIX, calls))
-    return {cid: (cast(list[bytes], r[1:]), r[0] == 1) for cid, r in zip(batches, replies, strict=True)}
+    calls = [PendingThrough(keys.priority_set(course_id), share, batch) for course_id, batch in batches.items()]
+    prefixes = Functions(client).each(calls)
+    return {cid: (p.members, p.reaches_all) for cid, p in zip(batches, prefixes, strict=True)}
 
 
 def top(client: SyncRedis, keys: Keys, course_id: int, count: int) -> list[bytes]:
@@ -237,45 +156,9 @@ def dead_letter(
         pipe.execute()
 
 
-# Trim below the oldest entry still pending, or, with none pending, below the last one delivered:
-# never an entry that is unacknowledged or not yet read. One script, so no delivery slips in between.
-_TRIM = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
-local minid = nil
-if pending[1] > 0 then
-  minid = pending[2]
-else
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-    local name, last
-    for i = 1, #group, 2 do
-      if group[i] == 'name' then name = group[i + 1] elseif group[i] == 'last-delivered-id' then last = group[i + 1] end
-    end
-    if name == ARGV[1] then minid = last end
-  end
-end
-if minid == nil then return 0 end
-return redis.call('XTRIM', KEYS[1], 'MINID', minid)
-"""
-
-
 def trim(client: SyncRedis, keys: PartitionKeys) -> int:
     """Drop stream entries that are decided and acknowledged; returns how many went."""
-    return int(cast(int, client.register_script(_TRIM)(keys=[keys.requests], args=[GROUP])))
-
-
-# Put a dead letter back at the end of the queue, as if it had just been accepted.
-# KEYS: dead letters, request stream, course priority set, pending index.
-# ARGV: dead-letter entry id, request json, priority, request id.
-_RETRY = (
-    ENQUEUE_LUA
-    + """
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
-  return nil
-end
-local id = enqueue(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[2], ARGV[3])
-return id
-"""
-)
+    return Functions(client)(TrimRequests(keys.requests, GROUP))
 
 
 def retry_dead_letter(client: SyncRedis, keys: PartitionKeys, entry_id: str) -> str:
@@ -288,9 +171,18 @@ def retry_dead_letter(client: SyncRedis, keys: PartitionKeys, entry_id: str) -> 
         raise LookupError(f"no dead letter {entry_id}")
     payload = found[0][1].get(REQUEST_FIELD, b"")
     request = events.decode_request(payload)  # raises for an undecodable entry: retrying cannot help it
-    args: list[EncodableT] = [entry_id, payload, request.priority, request.request_id]
-    keyset = [keys.dead_letters, keys.requests, keys.priority_set(request.course_id), keys.pending_index]
-    new_id = client.register_script(_RETRY)(keys=keyset, args=args)
+    new_id = Functions(client)(
+        RetryDeadLetter(
+            dead_letters=keys.dead_letters,
+            requests=keys.requests,
+            priority_set=keys.priority_set(request.course_id),
+            pending_index=keys.pending_index,
+            entry_id=entry_id,
+            payload=payload,
+            priority=request.priority,
+            request_id=request.request_id,
+        )
+    )
     if new_id is None:
         raise LookupError(f"no dead letter {entry_id}")
-    return cast(bytes, new_id).decode()
+    return new_id

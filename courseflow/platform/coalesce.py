@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import math
-from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
 
 import hiredis
@@ -20,7 +18,6 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
 Call = TypeVar("Call")
@@ -133,7 +130,8 @@ async def _exchange(connection: Connection, commands: bytes, count: int) -> list
         raise
 
 
-ScriptCall = tuple[Sequence[KeyT], Sequence[EncodableT]]
+# A command, and the key that routes it on a cluster.
+RoutedCall = tuple[KeyT, tuple[EncodableT, ...]]
 
 
 class Replicas(msgspec.Struct, frozen=True):
@@ -151,50 +149,36 @@ class NotReplicated(redis.RedisError):
     """The writes were made on the master, but fewer replicas than required confirmed them in time."""
 
 
-class CoalescedScript(_Batches[ScriptCall]):
-    """Calls of one Lua script, each still atomic on its own, sent in batches; with `replicas`, each batch ends
-    with a WAIT on every connection it wrote to. EVALSHA goes through `execute_command`: redis-py's cluster
-    pipeline refuses its script helpers, yet routes a plain EVALSHA by its keys."""
+class CoalescedCalls(_Batches[RoutedCall]):
+    """Commands (function calls), each still atomic on its own, sent in batches; with `replicas`, each batch ends
+    with a WAIT on every connection it wrote to."""
 
-    def __init__(self, client: aioredis.Redis | AsyncRedisCluster, script: str, replicas: Replicas = NO_REPLICAS):
+    def __init__(self, client: aioredis.Redis | AsyncRedisCluster, replicas: Replicas = NO_REPLICAS):
         super().__init__()
         self._client = client
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._sha_bytes = self._sha.encode()
         self._replicas = replicas
-        # A single Redis's batches go over one connection of the client's pool, held by this script.
+        # A single Redis's batches go over one connection of the client's pool, held by these calls.
         self._line = Line(client if isinstance(client, aioredis.Redis) else None)
         self._masters: dict[str, Line] = {}
 
-    async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
-        return await self._submit((keys, args))
+    async def __call__(self, route: KeyT, command: tuple[EncodableT, ...]) -> Any:
+        return await self._submit((route, command))
 
-    async def _send(self, calls: list[ScriptCall]) -> list[Any]:
-        replies = await self._pipeline(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            # A restarted Redis has an empty script cache and those calls did not run: load, send them again.
-            await self._client.script_load(self._script)
-            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+    async def _send(self, calls: list[RoutedCall]) -> list[Any]:
         if self._replicas.count == 0:
             if isinstance(self._client, AsyncRedisCluster):
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                    for _, command in calls:
+                        pipe.execute_command(*command)
                     return await pipe.execute(raise_on_error=False)
             return await self._line.exchange(self._packed(calls), len(calls))
         return await self._replicated(calls)
 
-    def _packed(self, calls: list[ScriptCall]) -> bytes:
-        return b"".join([packed((b"EVALSHA", self._sha_bytes, len(keys), *keys, *args)) for keys, args in calls])
+    def _packed(self, calls: list[RoutedCall]) -> bytes:
+        return b"".join([packed(command) for _, command in calls])
 
-    async def _replicated(self, calls: list[ScriptCall]) -> list[Any]:
-        """WAIT counts the replicas that have what its own connection wrote, so scripts and their WAIT share a
+    async def _replicated(self, calls: list[RoutedCall]) -> list[Any]:
+        """WAIT counts the replicas that have what its own connection wrote, so calls and their WAIT share a
         connection: the client's on a single Redis; on a cluster, a plain one to the master of each call's slot,
         without the cluster client's retries and redirections, which would send the WAIT elsewhere. A call that
         meets a moved slot or a dead master is NotReplicated (503: the client retries with its idempotency
@@ -205,8 +189,7 @@ class CoalescedScript(_Batches[ScriptCall]):
         await cluster.initialize()
         replies: list[Any] = [NotReplicated("no master serves the slot")] * len(calls)
         by_node: dict[str, tuple[Any, list[int]]] = {}
-        for i, (keys, _) in enumerate(calls):
-            key = keys[0]
+        for i, (key, _) in enumerate(calls):
             node = cluster.get_node_from_key(key.decode() if isinstance(key, bytes) else str(key))
             if node is not None:
                 by_node.setdefault(node.name, (node, []))[1].append(i)
@@ -224,7 +207,7 @@ class CoalescedScript(_Batches[ScriptCall]):
             await cluster.nodes_manager.initialize()  # a failover may have moved slots: read the map again
         return replies
 
-    async def _on_one_connection(self, line: Line, calls: list[ScriptCall]) -> list[Any]:
+    async def _on_one_connection(self, line: Line, calls: list[RoutedCall]) -> list[Any]:
         wait = packed((b"WAIT", self._replicas.count, self._replicas.timeout_ms))
         *replies, confirmed = await line.exchange(self._packed(calls) + wait, len(calls) + 1)
         if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:

@@ -115,8 +115,7 @@ class Keys(msgspec.Struct, frozen=True):
         """The newest PostgreSQL WAL position the API has written or shown: replica reads wait for it."""
         return f"{{{self.prefix}}}:replica-horizon"
 
-    @property
-    def rate_limits(self) -> str:
-        """The prefix of the rate limiters' keys. No hash tag of ours: the `limits` library puts each caller's
-        key in braces, so each caller's counters share a slot and different callers spread over a cluster."""
-        return f"{self.prefix}:ratelimit"
+    def rate_limit(self, caller: str, limit: str) -> str:
+        """One caller's counter for one limit. The caller is the hash tag: all of a caller's counters share a slot
+        (one function call takes them together), and different callers spread over a cluster's masters."""
+        return f"{self.prefix}:ratelimit:{{{caller}}}:{limit}"

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import redis.asyncio as aioredis
 
 from courseflow.http.auth import DEVELOPER
-from courseflow.intake.accept import Intake
+from courseflow.intake.accept import Intake, key_owner
 from courseflow.platform import redis_clients
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
@@ -37,7 +37,11 @@ async def _fill(env: Mapping[str, str], courses: Sequence[int], count: int, tag:
         for n in range(start, count, CONCURRENCY):
             # One student per request, so none is rejected as a duplicate.
             accepted = await intake.accept(
-                DEVELOPER, n + 1, courses[n % len(courses)], f"{tag}-{n}", priority(n, len(courses)) if mixed else 0
+                key_owner(DEVELOPER.role, DEVELOPER.sub, n + 1),
+                n + 1,
+                courses[n % len(courses)],
+                f"{tag}-{n}",
+                priority(n, len(courses)) if mixed else 0,
             )
             if accepted.outcome != "queued":
                 raise BenchError(f"backlog request {n} was not queued: {accepted.outcome}")
