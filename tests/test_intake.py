@@ -68,7 +68,8 @@ def test_a_redis_that_lost_the_function_library_gets_it_again(
     accepted = asyncio.run(crowd(settings, 20))
     assert {a.outcome for a in accepted} == {"queued"}
     assert rds.xlen(KEYS.requests) == 20
-    assert [library[b"library_name"] for library in rds.function_list()] == [b"courseflow"]
+    libraries = [dict(zip(found[::2], found[1::2], strict=True)) for found in rds.function_list()]
+    assert [library[b"library_name"] for library in libraries] == [b"courseflow"]
 
 
 def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: Settings, rds: redis.Redis) -> None:

@@ -15,6 +15,7 @@ from redis.typing import EncodableT, FieldT
 
 from courseflow import events, fairness
 from courseflow.domain import Pending, StreamId
+from courseflow.platform import functions
 from courseflow.platform.functions import Functions
 from courseflow.platform.keys import Keys, PartitionKeys
 from courseflow.platform.library import Grant, GrantPriorities, PendingThrough, RetryDeadLetter, TrimRequests
@@ -49,6 +50,8 @@ def ensure_group(client: SyncRedis, keys: PartitionKeys) -> None:
 
 
 def ensure_groups(client: SyncRedis, keys: Keys) -> None:
+    """Every partition's consumer group, and this version's library of functions, are there."""
+    functions.ensure_loaded(client)
     for partition in keys.all():
         ensure_group(client, partition)
 

@@ -1,14 +1,15 @@
 """Running the Redis functions of lua/courseflow.lua: one library, one sync and one async runner.
 
-The library is loaded (`FUNCTION LOAD REPLACE`) on every master: at start, and again, by `reload` here
-and nowhere else, when Redis answers that a function does not exist (a restarted Redis that kept no
-functions). A call is an instance of a `Function` (courseflow.platform.library), which alone knows its
+The library is loaded (`FUNCTION LOAD REPLACE`) on every master: at start (`ensure_loaded`), and again,
+by the runners' one retry, when Redis answers that a function does not exist (a restarted Redis that kept
+no functions). A call is an instance of a `Function` (courseflow.platform.library), which alone knows its
 keys and arguments; the runners only send `FCALL`/`FCALL_RO` and decode the reply with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
@@ -57,6 +58,16 @@ class Function(Generic[R]):
 def is_missing(reply: object) -> bool:
     """Whether Redis refused a call because the function (the whole library) is not loaded there."""
     return isinstance(reply, redis.ResponseError) and "function not found" in str(reply).lower()
+
+
+_loaded: weakref.WeakSet[SyncRedis] = weakref.WeakSet()
+
+
+def ensure_loaded(client: SyncRedis) -> None:
+    """This version's library, loaded once per client at start: it replaces the one a previous deployment left."""
+    if client not in _loaded:
+        load(client)
+        _loaded.add(client)
 
 
 def load(client: SyncRedis) -> None:
