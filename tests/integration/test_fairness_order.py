@@ -26,15 +26,17 @@ COURSE = 1
 # A stream id's sequence number is 64 bits: one past this rolls over into the next millisecond, sequence 0.
 _LAST_SEQ = 2**64 - 1
 
-# Arrivals ahead of the server's clock (so the stream's `*` ids are ours to choose), crossing the digit counts
-# where a wrong zero-padding would show, and sequence numbers likewise.
+# Arrivals ahead of the server's clock (so the stream's `*` ids are ours to choose), drawn mostly from a few
+# values so that ties on priority and on the arrival's millisecond are common, and crossing the digit counts
+# where a wrong zero-padding would show.
 _ms = st.one_of(
-    st.integers(2 * 10**12, 10**15 - 1),
     st.sampled_from([9_999_999_999_999, 10**13, 10**13 + 1, 99_999_999_999_999, 10**14, 10**15 - 1]),
+    st.integers(2 * 10**12, 10**15 - 1),
 )
-_seq = st.one_of(st.integers(0, 10**10 - 1), st.sampled_from([0, 1, 9, 10, 99, 100, 10**9]))
+_seq = st.one_of(st.sampled_from([0, 1, 9, 10, 99, 100, 10**9]), st.integers(0, 10**10 - 1))
+_priority = st.one_of(st.integers(0, 2), st.integers(0, 100))
 _ranks = st.lists(
-    st.builds(fairness.Rank, priority=st.integers(0, 100), arrival_ms=_ms, arrival_seq=_seq),
+    st.builds(fairness.Rank, priority=_priority, arrival_ms=_ms, arrival_seq=_seq),
     min_size=1,
     max_size=12,
     unique_by=lambda rank: (rank.arrival_ms, rank.arrival_seq),
@@ -81,8 +83,15 @@ def redis_order(rds: redis.Redis, ranks: list[fairness.Rank]) -> list[fairness.R
             )
         )
         assert queued.outcome == "queued"
-    found = [parse_member(member) for member in cast(list[bytes], rds.zrange(keys.priority_set(COURSE), 0, -1))]
-    return [fairness.Rank(p.request.priority, p.arrival.ms, p.arrival.seq) for p in found]
+    ordered: list[fairness.Rank] = []
+    for member, score in cast(list[tuple[bytes, float]], rds.zrange(keys.priority_set(COURSE), 0, -1, withscores=True)):
+        pending = parse_member(member)
+        rank = fairness.Rank(pending.request.priority, pending.arrival.ms, pending.arrival.seq)
+        # Encoded as fairness.py's encoder has it.
+        assert score == fairness.score(rank.priority)
+        assert member.startswith(fairness.member_prefix(rank.arrival_ms, rank.arrival_seq))
+        ordered.append(rank)
+    return ordered
 
 
 def sql_order(db: psycopg.Connection[tuple[Any, ...]], ranks: list[fairness.Rank]) -> list[fairness.Rank]:
