@@ -17,8 +17,9 @@ import redis
 from courseflow_local import credentials
 
 from courseflow.eventstore import migrations
-from courseflow.platform import config
+from courseflow.platform import config, functions
 from courseflow.platform.config import Settings
+from courseflow.platform.library import TrimRequests
 from tests.test_cli import courseflow
 
 _HAVE_BINARIES = shutil.which("redis-server") is not None and (
@@ -186,12 +187,13 @@ def test_the_application_role_runs_migrations_but_is_no_superuser(open_data_dir:
 def test_the_application_redis_user_may_not_administer(open_data_dir: Path) -> None:
     servers = services.up(open_data_dir, services.free_port(), services.free_port())
     with redis.Redis.from_url(servers.redis_url) as client:
-        # What CourseFlow itself does: scripts, streams with a consumer group, sorted sets, hashes, SCAN.
-        sha = client.script_load("return redis.call('XADD', KEYS[1], '*', 'v', ARGV[1])")
-        client.evalsha(sha, 1, "{cf:0}:requests", "x")
+        # What CourseFlow itself does: functions, streams with a consumer group, sorted sets, hashes, SCAN.
+        functions.load(client)
+        client.xadd("{cf:0}:requests", {"v": "x"})
         client.xgroup_create("{cf:0}:requests", "deciders", id="0")
         assert client.xreadgroup("deciders", "w1", {"{cf:0}:requests": ">"}, count=1)
         assert client.xautoclaim("{cf:0}:requests", "deciders", "w2", min_idle_time=0)[1]
+        assert functions.Functions(client)(TrimRequests("{cf:0}:requests", "deciders")) == 0  # one still pending
         assert client.xinfo_stream("{cf:0}:requests")["length"] == 1
         client.zadd("{cf:0}:priority", {"r1": 1.0})
         client.hset("{cf:0}:pending", "r1", "1")
