@@ -12,6 +12,7 @@ from courseflow_local.redis_cluster import BUS_OFFSET, REPLICATION_USER, cluster
 from courseflow_local.redis_server import NO_RETRY
 from redis.cluster import ClusterNode, RedisCluster
 
+from courseflow.platform import functions
 from courseflow.platform.config import Settings
 from tests import failover
 from tests.test_cli import courseflow
@@ -73,9 +74,10 @@ def test_the_application_user_writes_and_reads_on_every_master(redis_cluster: Cl
             client.set(key, str(n))
         assert [client.get(key) for key in keys] == [str(n) for n in range(30)]
         assert len({client.get_node_from_key(key).port for key in keys}) == 3, "keys on fewer than 3 masters"
-        # Scripts too, over keys of one hash tag (one slot), as intake runs them.
-        script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])"
-        assert client.eval(script, 2, "{cf:1}:a", "{cf:1}:b", "x") == 1
+        # The library of functions too, loaded on every master, and called over a partition's keys.
+        functions.load(client)
+        client.fcall("raise_horizon", 1, "{cf:1}:a", "7")
+        assert client.get("{cf:1}:a") == "7"
         client.delete(*keys, "{cf:1}:a", "{cf:1}:b")
 
 

@@ -24,7 +24,7 @@ _PRIORITY = b'"priority":'
 
 
 def around_priority(payload: bytes) -> tuple[bytes, bytes]:
-    """Split an encoded request (priority 0) around its priority, so the intake script can put in the granted one.
+    """Split an encoded request (priority 0) around its priority, so the queueing function can put in the granted one.
 
     The last match is the field: a key inside a string value would have its quotes escaped.
     """

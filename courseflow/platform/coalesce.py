@@ -135,7 +135,7 @@ RoutedCall = tuple[KeyT, tuple[EncodableT, ...]]
 
 
 class Replicas(msgspec.Struct, frozen=True):
-    """How many replicas must have a script's writes before its caller hears back (Redis WAIT), and for how long
+    """How many replicas must have a call's writes before its caller hears back (Redis WAIT), and for how long
     to wait for them."""
 
     count: int = 0

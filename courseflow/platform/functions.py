@@ -16,8 +16,6 @@ from importlib.resources import files
 from typing import Any, ClassVar, Generic, TypeVar
 
 import redis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.cluster import RedisCluster
 from redis.typing import EncodableT, KeyT
 
 from courseflow.platform.coalesce import NO_REPLICAS, CoalescedCalls, Replicas
@@ -71,18 +69,13 @@ def ensure_loaded(client: SyncRedis) -> None:
 
 
 def load(client: SyncRedis) -> None:
-    """Load (or replace) the library on the server, or on every master of a cluster."""
-    if isinstance(client, RedisCluster):
-        client.function_load(code(), replace=True, target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
-    else:
-        client.function_load(code(), replace=True)
+    """Load (or replace) the library on the server, or on every master of a cluster (where redis-py's cluster
+    clients send FUNCTION LOAD)."""
+    client.function_load(code(), replace=True)
 
 
 async def aload(client: AsyncRedis) -> None:
-    if isinstance(client, AsyncRedisCluster):
-        await client.function_load(code(), replace=True, target_nodes=AsyncRedisCluster.PRIMARIES)  # type: ignore[call-arg]
-    else:
-        await client.function_load(code(), replace=True)
+    await client.function_load(code(), replace=True)
 
 
 class Functions:

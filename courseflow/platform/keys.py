@@ -1,7 +1,7 @@
 """Every Redis key name, in one place.
 
 Requests are partitioned by course: a course's requests, its priority set, its pending index and
-everything the queueing script reads share their partition's hash tag, so every script and MULTI
+everything the queueing function reads share their partition's hash tag, so every function call and MULTI
 stays inside one slot and runs unchanged on Redis Cluster, while different partitions spread over
 its masters. An idempotency key lives in the partition its name hashes to.
 """
@@ -57,7 +57,7 @@ class PartitionKeys(msgspec.Struct, frozen=True):
     @property
     def priorities(self) -> str:
         """student id -> the priority a registrar granted (absent = 0); a copy in every partition, for its
-        intake script."""
+        queueing function."""
         return f"{self.tag}:priorities"
 
     @property
