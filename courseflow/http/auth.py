@@ -151,7 +151,7 @@ class Authenticator:
 
 
 def canonical(token: str) -> bool:
-    """Three segments, each in the canonical unpadded-or-padded base64url encoding of its bytes.
+    """Three segments, each the one base64url spelling of its bytes (with or without its `=` padding).
 
     A second spelling of the same signature (other trailing bits, stray `=`, characters outside the URL-safe
     alphabet) would be a second token for the same claims; refused here, whatever the PyJWT version does."""
