@@ -37,7 +37,7 @@ def _credentials(url: str) -> dict[str, Any]:
 
 
 def _nodes(settings: Settings) -> list[tuple[str, int]]:
-    return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in settings.redis_cluster_nodes)]
+    return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in settings.redis.cluster_nodes)]
 
 
 def _backoff() -> ExponentialWithJitterBackoff:
@@ -46,17 +46,17 @@ def _backoff() -> ExponentialWithJitterBackoff:
 
 def connect(settings: Settings, max_connections: int = 8, socket_timeout: float | None = None) -> SyncRedis:
     """A blocking client; waits for a free connection instead of raising "Too many connections"."""
-    if settings.redis_cluster_nodes:
+    if settings.redis.cluster_nodes:
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in _nodes(settings)],  # type: ignore[no-untyped-call]
             max_connections=max_connections,
             socket_timeout=socket_timeout,
             retry=Retry(_backoff(), _CLUSTER_RETRIES),
-            **_credentials(settings.redis_url),
+            **_credentials(settings.redis.url),
         )
     client = redis.Redis(
         connection_pool=redis.BlockingConnectionPool.from_url(
-            settings.redis_url,
+            settings.redis.url,
             max_connections=max_connections,
             timeout=5,
             socket_timeout=socket_timeout,
@@ -68,16 +68,16 @@ def connect(settings: Settings, max_connections: int = 8, socket_timeout: float 
 
 
 def connect_async(settings: Settings, max_connections: int = 64) -> AsyncRedis:
-    if settings.redis_cluster_nodes:
+    if settings.redis.cluster_nodes:
         return AsyncRedisCluster(
             startup_nodes=[AsyncClusterNode(host, port) for host, port in _nodes(settings)],
             max_connections=max_connections,
             retry=AsyncRetry(_backoff(), _CLUSTER_RETRIES),
-            **_credentials(settings.redis_url),
+            **_credentials(settings.redis.url),
         )
     return aioredis.Redis(
         connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=max_connections, timeout=5
+            settings.redis.url, max_connections=max_connections, timeout=5
         )
     )
 
