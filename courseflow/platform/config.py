@@ -52,13 +52,13 @@ SECRET_FIELDS: Final = frozenset({"jwt_secret"})
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
-class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class SettingsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     def __repr__(self) -> str:
         shown = {name: _redacted(name, getattr(self, name)) for name in self.__struct_fields__}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
-class HttpSettings(Section, frozen=True):
+class HttpSettings(SettingsSection, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8000
     processes: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
@@ -66,7 +66,7 @@ class HttpSettings(Section, frozen=True):
     access_log: bool = False
 
 
-class PostgresSettings(Section, frozen=True):
+class PostgresSettings(SettingsSection, frozen=True):
     url: str = local_database_url()
     # A streaming replica the API reads from (see courseflow.http.replica); None: every read goes to `url`.
     replica_url: str | None = None
@@ -77,7 +77,7 @@ class PostgresSettings(Section, frozen=True):
     replica_max_lag_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 1000
 
 
-class RedisSettings(Section, frozen=True):
+class RedisSettings(SettingsSection, frozen=True):
     url: str = local_redis_url()
     # The seed's way to name Redis: when either is set and REDIS_URL is not, `url` is redis://host:port/0.
     host: str = "127.0.0.1"
@@ -89,7 +89,7 @@ class RedisSettings(Section, frozen=True):
     wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
 
 
-class QueueSettings(Section, frozen=True):
+class QueueSettings(SettingsSection, frozen=True):
     """The request queue in Redis: its key names, partitions and remembered idempotency keys."""
 
     prefix: Annotated[str, msgspec.Meta(min_length=1)] = "courseflow"
@@ -101,7 +101,7 @@ class QueueSettings(Section, frozen=True):
     priority_sync_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
-class WorkerSettings(Section, frozen=True):
+class WorkerSettings(SettingsSection, frozen=True):
     # Workers `courseflow run` starts.
     count: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
     # Stream entries a worker reads at once, across all its partitions: with ROUND_BATCHES (decisions.worker),
@@ -117,7 +117,7 @@ class WorkerSettings(Section, frozen=True):
     lease_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 5000
 
 
-class AuthSettings(Section, frozen=True):
+class AuthSettings(SettingsSection, frozen=True):
     # HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
     jwt_secret: str | None = None
     jwt_public_key_file: Path | None = None
@@ -128,7 +128,7 @@ class AuthSettings(Section, frozen=True):
     leeway_s: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 30
 
 
-class LimitsSettings(Section, frozen=True):
+class LimitsSettings(SettingsSection, frozen=True):
     """Rate limits per principal, in the `limits` notation ("20/2 seconds", "10/second;100/minute") or "off",
     and the live streams one caller may hold open."""
 
@@ -144,20 +144,20 @@ class LimitsSettings(Section, frozen=True):
     live_streams_per_privileged: Positive = 10_000
 
 
-class LogsSettings(Section, frozen=True):
+class LogsSettings(SettingsSection, frozen=True):
     # None picks console on a terminal, JSON otherwise (see courseflow.platform.logs).
     format: Literal["json", "console"] | None = None
     level: str = "INFO"
 
 
-class MetricsSettings(Section, frozen=True):
+class MetricsSettings(SettingsSection, frozen=True):
     # /metrics exports per-course gauges for this many courses only (deepest queue, then most seats taken).
     top_courses: Count = 20
     # Where `worker --metrics-port` and `projector --metrics-port` listen; loopback unless a scraper is elsewhere.
     host: str = "127.0.0.1"
 
 
-class LocalSettings(Section, frozen=True):
+class LocalSettings(SettingsSection, frozen=True):
     """The local servers of `courseflow services` (development and tests)."""
 
     data_dir: Path = Path(".courseflow")
