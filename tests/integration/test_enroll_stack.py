@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
@@ -88,7 +89,11 @@ def _requests(configured: Settings) -> list[tuple[str, bytes, dict[str, str]]]:
 
 
 def test_every_refused_enrollment_is_problem_details(settings: Settings, servers: Servers) -> None:
-    configured = secured(settings, rate_limit_student_writes="3 per 60 seconds")
+    configured = secured(
+        msgspec.structs.replace(
+            settings, limits=msgspec.structs.replace(settings.limits, student_writes="3 per 60 seconds")
+        )
+    )
     reset(servers)
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
