@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import msgspec
-from courseflow_local import credentials
 
 # Local servers started by `courseflow services up` use ports that do not clash with system ones.
 LOCAL_POSTGRES_PORT = 55432
@@ -18,17 +17,19 @@ LOCAL_REDIS_PORT = 56379
 # Both ranges sit below Linux's ephemeral ports (32768 up), so no outgoing connection can take one meanwhile.
 LOCAL_REDIS_CLUSTER_PORT = 17001
 LOCAL_POSTGRES_REPLICA_PORT = 55433
+# The role and Redis user the application connects to the local servers as; also the name of its database.
+LOCAL_APP_USER = "courseflow"
 
 
 def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
     """The application's URL for the local PostgreSQL; without the password its server refuses it."""
-    user = credentials.APP_USER if password is None else f"{credentials.APP_USER}:{quote(password, safe='')}"
-    return f"postgresql://{user}@127.0.0.1:{port}/{credentials.APP_USER}"
+    user = LOCAL_APP_USER if password is None else f"{LOCAL_APP_USER}:{quote(password, safe='')}"
+    return f"postgresql://{user}@127.0.0.1:{port}/{LOCAL_APP_USER}"
 
 
 def local_redis_url(port: int = LOCAL_REDIS_PORT, password: str | None = None) -> str:
     """The application's URL for the local Redis; without the password its server refuses it."""
-    user = "" if password is None else f"{credentials.APP_USER}:{quote(password, safe='')}@"
+    user = "" if password is None else f"{LOCAL_APP_USER}:{quote(password, safe='')}@"
     return f"redis://{user}127.0.0.1:{port}/0"
 
 
@@ -130,11 +131,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not redis_url and ("REDIS_HOST" in env or "REDIS_PORT" in env):
             redis_url = f"redis://{env.get('REDIS_HOST', '127.0.0.1')}:{_int(env, 'REDIS_PORT', 6379)}/0"
         data_dir = Path(env.get("COURSEFLOW_DATA_DIR", ".courseflow"))
-        try:
-            # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
-            local = None if database_url and redis_url else credentials.load(data_dir)
-        except credentials.CredentialsError as exc:
-            raise SystemExit(f"configuration error: {exc}") from None
+        local = None
+        if not (database_url and redis_url):
+            try:
+                # The local servers' tooling (devtools/): absent from a production install, which sets both URLs.
+                from courseflow_local import credentials
+            except ImportError:
+                raise SystemExit(
+                    "configuration error: set DATABASE_URL and REDIS_URL (or install the local servers: make install)"
+                ) from None
+            try:
+                # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
+                local = credentials.load(data_dir)
+            except credentials.CredentialsError as exc:
+                raise SystemExit(f"configuration error: {exc}") from None
         lease_ms = _bounded(env, "LEASE_MS", 5000, 100, 3_600_000)
         claim_idle_ms = _int(env, "CLAIM_IDLE_MS", 15000)
         if lease_ms >= claim_idle_ms:
