@@ -45,12 +45,21 @@ from courseflow.http.express import Express
 from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
-from courseflow.http.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
+from courseflow.http.problems import (
+    MethodNotAllowed,
+    NotFound,
+    Problem,
+    ShuttingDown,
+    Unavailable,
+    respond,
+)
+from courseflow.http.refusals import refusal
 from courseflow.intake import accepted, queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
 from courseflow.platform.config import Settings
 from projections import live
+from projections.refusals import Refused
 
 log = logging.getLogger("courseflow.api")
 
@@ -58,6 +67,11 @@ log = logging.getLogger("courseflow.api")
 async def problem(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
     return respond(exc)
+
+
+async def read_refused(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return respond(refusal(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -216,6 +230,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers={
             Problem: problem,
+            Refused: read_refused,
             HTTPException: http_error,
             **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
             **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),

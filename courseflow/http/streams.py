@@ -27,11 +27,13 @@ from courseflow.http.gate import BEARER_SUBPROTOCOL, principal
 from courseflow.http.operations import operation, path_params, plain_digits, query
 from courseflow.http.payloads import MAX_ID, CoursePath, Id, Page, Params, RequestPath
 from courseflow.http.problems import InvalidInput, Problem, Unavailable
+from courseflow.http.refusals import refusal
 from courseflow.http.views import EventPage
 from projections import status
 from projections.feed import Feed
 from projections.live import OUTAGES, Following, open_course, open_request
 from projections.messages import CourseMessage, Message, Reconnect, RequestMessage, StreamRefused
+from projections.refusals import Refused
 
 PING_S = 15
 # A client that takes longer than this to accept one message is gone.
@@ -118,9 +120,9 @@ async def course_events(request: Request) -> Response:
     if not _wants_stream(request):
         return await history.course_events(request)
     course_id = path_params(request, CoursePath).course_id
-    following = await open_course(
-        services(request), _feed(request), principal(request), course_id, _resume_after(request)
-    )
+    caller = principal(request)
+    caller.require("registrar", "service")
+    following = await open_course(services(request), _feed(request), caller, course_id, _resume_after(request))
     return _Pushed(following)
 
 
@@ -138,7 +140,10 @@ async def follow(websocket: WebSocket) -> None:
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(BEARER_SUBPROTOCOL if BEARER_SUBPROTOCOL in offered else None)
     try:
-        following = await _open(websocket)
+        try:
+            following = await _open(websocket)
+        except Refused as exc:
+            raise refusal(exc) from None
     except Problem as problem:
         refused = StreamRefused(
             status=problem.status_code, title=problem.title, detail=problem.detail, field=problem.field
@@ -163,6 +168,7 @@ async def _open(websocket: WebSocket) -> Following:
         if wanted.request_id is not None:
             return await open_request(svc, feed, caller, str(wanted.request_id), wanted.after)
         assert wanted.course_id is not None
+        caller.require("registrar", "service")
         return await open_course(svc, feed, caller, wanted.course_id, wanted.after)
     except OUTAGES:
         raise Unavailable("a server live status needs is unreachable; retry shortly") from None

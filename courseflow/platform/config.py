@@ -17,7 +17,8 @@ LOCAL_REDIS_PORT = 56379
 # Both ranges sit below Linux's ephemeral ports (32768 up), so no outgoing connection can take one meanwhile.
 LOCAL_REDIS_CLUSTER_PORT = 17001
 LOCAL_POSTGRES_REPLICA_PORT = 55433
-# The role and Redis user the application connects to the local servers as; also the name of its database.
+# The role and Redis user the application connects to the local servers as, also its database: the name
+# courseflow_local.credentials gives them when it creates them.
 LOCAL_APP_USER = "courseflow"
 
 

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import msgspec
 
-from courseflow.platform.config import LOCAL_APP_USER
-
 FILE_NAME = "credentials.json"
 # The superuser of the local PostgreSQL cluster, and Redis's built-in user, which courseflow_local makes the admin.
 POSTGRES_ADMIN_USER = "postgres"
 REDIS_ADMIN_USER = "default"
 # The role and Redis user the application connects as; also the name of its PostgreSQL database.
-APP_USER = LOCAL_APP_USER
+APP_USER = "courseflow"
 # The role a streaming replica of the local PostgreSQL connects as: replication only, no database rights.
 REPLICATION_USER = "courseflow_replication"
 
