@@ -83,7 +83,11 @@ def _subscribe(
 ) -> Subscription:
     """A subscription held to the viewer's share of streams, ending when the viewer's token does."""
     settings = svc.settings
-    most = settings.live_streams_per_student if viewer.role == "student" else settings.live_streams_per_privileged
+    most = (
+        settings.limits.live_streams_per_student
+        if viewer.role == "student"
+        else settings.limits.live_streams_per_privileged
+    )
     owner = f"{viewer.role}:{viewer.sub}"
     return feed.subscribe(request_id, course_id, owner=owner, most=most, until=viewer.valid_until)
 

@@ -105,6 +105,19 @@ def test_no_module_imports_a_layer_above_it() -> None:
     assert [line for root, path in modules() for line in upward(root, path)] == []
 
 
+def test_every_allowed_upward_import_is_still_made() -> None:
+    # Once the import is gone its entry goes too, so the list cannot hide a new one of the same pair.
+    made = {(imp.module, imp.imported) for root, path in modules() for imp in imports(root, path)}
+    stale = [
+        pair
+        for pair in sorted(ALLOWED)
+        if not any(
+            module == pair[0] and (target == pair[1] or target.startswith(pair[1] + ".")) for module, target in made
+        )
+    ]
+    assert stale == []
+
+
 def test_every_module_of_ours_sits_in_a_layer() -> None:
     # A module outside LAYERS would pass the check above unseen: place every new folder or top-level module.
     unplaced = [module_name(root, path) for root, path in modules() if layer(module_name(root, path)) is None]
