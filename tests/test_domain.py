@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from courseflow.domain import CourseState, Holding, Pending, StreamId, change_capacity, change_window, decide, release
+from courseflow.errors import InvalidWindow
 from courseflow.events import (
     CapacityChanged,
     EnrollmentDropped,
@@ -188,7 +189,7 @@ def test_window_changes() -> None:
     events, after = change_window(state, opens, closes)
     assert events == [RegistrationWindowChanged(course_id=1, opens_at=opens, closes_at=closes)]
     assert change_window(after, opens, closes) == ([], after)
-    with pytest.raises(ValueError, match="after opens_at"):
+    with pytest.raises(InvalidWindow, match="after opens_at"):
         change_window(state, closes, opens)
 
 

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check
 from courseflow.decisions import partitions
+from courseflow.errors import DomainError
 from courseflow.eventstore import priorities, store
 from courseflow.http import (
     courses,
@@ -47,7 +48,15 @@ from courseflow.http.express import Express
 from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
-from courseflow.http.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
+from courseflow.http.problems import (
+    MethodNotAllowed,
+    NotFound,
+    Problem,
+    ShuttingDown,
+    Unavailable,
+    from_domain,
+    respond,
+)
 from courseflow.intake import queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
@@ -58,8 +67,8 @@ log = logging.getLogger("courseflow.api")
 
 
 async def problem(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    return respond(exc)
+    assert isinstance(exc, Problem | DomainError)
+    return respond(exc if isinstance(exc, Problem) else from_domain(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -218,6 +227,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers={
             Problem: problem,
+            DomainError: problem,
             HTTPException: http_error,
             **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
             **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),
