@@ -17,8 +17,8 @@ from courseflow.events import (
     EnrollmentDropped,
     EnrollmentGranted,
     EnrollmentRejected,
-    EnrollmentRequested,
     Event,
+    QueuedRequest,
     RegistrationWindowChanged,
     RequestDeadLettered,
     Waitlisted,
@@ -61,7 +61,7 @@ STATUS_AFTER: dict[type[Event], RequestStatus] = {
 class Pending(msgspec.Struct, frozen=True, gc=False):
     """An accepted request waiting for a decision, with its place in arrival order (never in a cycle: untracked)."""
 
-    request: EnrollmentRequested
+    request: QueuedRequest
     arrival: StreamId
 
 

@@ -27,6 +27,8 @@ class CourseCreated(CourseEvent, frozen=True, kw_only=True, tag=True):
 
 
 class EnrollmentRequested(CourseEvent, frozen=True, kw_only=True, tag=True):
+    """A request's own event, recorded beside its decision before sql/007; `decode_log` folds it into that."""
+
     request_id: str
     student_id: int
     idempotency_key: str
@@ -134,7 +136,24 @@ _DECISION_TYPES = ("EnrollmentGranted", "Waitlisted", "EnrollmentRejected")
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
-_request_decoder = msgspec.json.Decoder(EnrollmentRequested)
+
+
+class QueuedRequest(msgspec.Struct, frozen=True, kw_only=True, tag="EnrollmentRequested", tag_field="type", gc=False):
+    """An accepted request as the request stream and the priority sets hold it, until its decision records it.
+
+    Its JSON is what intake's scripts splice the granted priority into (`"priority":0,` then `requested_at`):
+    the field order is part of the format, and entries queued by earlier releases read the same.
+    """
+
+    course_id: int
+    request_id: str
+    student_id: int
+    idempotency_key: str
+    priority: int
+    requested_at: datetime
+
+
+_request_decoder = msgspec.json.Decoder(QueuedRequest)
 
 
 def encode(event: Event) -> bytes:
@@ -182,7 +201,11 @@ def upcast(data: dict[str, Any], request: Event | None) -> Event:
     return upcast_event
 
 
-def decode_request(data: bytes | str) -> EnrollmentRequested:
+def encode_request(request: QueuedRequest) -> bytes:
+    return _encoder.encode(request)
+
+
+def decode_request(data: bytes | str) -> QueuedRequest:
     """Decode a request stream entry; raises msgspec.ValidationError for anything else."""
     return _request_decoder.decode(data)
 

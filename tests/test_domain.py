@@ -15,7 +15,7 @@ from courseflow.events import (
     EnrollmentDropped,
     EnrollmentGranted,
     EnrollmentRejected,
-    EnrollmentRequested,
+    QueuedRequest,
     RegistrationWindowChanged,
     Waitlisted,
     WaitlistLeft,
@@ -26,7 +26,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def pending(student: int, priority: int = 0, arrival: int = 0, course: int = 1) -> Pending:
-    request = EnrollmentRequested(
+    request = QueuedRequest(
         course_id=course,
         request_id=f"r-{student}-{arrival}",
         student_id=student,

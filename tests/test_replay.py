@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from courseflow import events
 from courseflow.domain import CourseState, Pending, StreamId, decide
-from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested
+from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, QueuedRequest
 from courseflow.eventstore import store
 from courseflow.eventstore.eventlog import EventLog
 from courseflow.platform.config import Settings
@@ -144,7 +144,8 @@ def test_decisions_recorded_before_they_carried_their_request_project_as_those_a
         return {"type": kind, "course_id": 1, "request_id": request(n).request_id, "student_id": n, **fields}
 
     # The new way: the decision alone, carrying its request; the course has one seat left by then.
-    (carried,), _ = decide(CourseState(course_id=1, capacity=2, seats_taken=1), [Pending(request(3), StreamId(9, 0))])
+    queued = QueuedRequest(**msgspec.structs.asdict(request(3)))
+    (carried,), _ = decide(CourseState(course_id=1, capacity=2, seats_taken=1), [Pending(queued, StreamId(9, 0))])
     assert isinstance(carried, EnrollmentGranted)
     logged: list[bytes] = [
         events.encode(request(1)),
