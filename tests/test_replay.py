@@ -14,7 +14,7 @@ from courseflow import events
 from courseflow.domain import CourseState, Pending, StreamId, decide
 from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, QueuedRequest
 from courseflow.eventstore import store
-from courseflow.eventstore.eventlog import EventLog
+from courseflow.eventstore.eventlog import START, EventLog
 from courseflow.platform.config import Settings
 from projections import PROJECTIONS
 from projections.projector import Projector
@@ -172,6 +172,11 @@ def test_decisions_recorded_before_they_carried_their_request_project_as_those_a
     assert db.execute("SELECT student_id, arrival_ms FROM waitlist_entries").fetchall() == [(2, 8)]
     assert db.execute("SELECT seats_taken, waitlist_length FROM course_seats").fetchone() == (2, 1)
     assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    with db.cursor() as cur:  # a page of one event at a time never cuts a pair, nor shows the request alone
+        log, after, paged = EventLog(cur), START, list[str]()
+        while page := log.read(after, 1, stream=store.course_stream(1)):
+            paged, after = paged + [type(r.event).__name__ for r in page], page[-1].checkpoint
+    assert paged == ["CourseCreated", "EnrollmentGranted", "EnrollmentGranted", "Waitlisted"]
     history = client.get("/api/v1/courses/1/events").json()["events"]
     # A registrar reads each request whole, carried by its decision, the old ones too.
     assert [e["data"].get("idempotency_key") for e in history] == [None, "k1", "k3", "k2"]

@@ -109,20 +109,26 @@ class EventLog:
             where.append("data ? 'student_id' AND (data ->> 'student_id')::bigint = %(student)s")
         if request_id is not None:
             where.append("data ->> 'request_id' = %(request)s")
-        # One row more than asked: a request recorded beside its decision (before sql/007) is read with it.
-        rows = self._cur.execute(
+        params = _after(after) | {"stream": stream, "student": student_id, "request": request_id}
+        statement = (
             "SELECT position, txid::text, stream, stream_version, recorded_at, data::text FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY {_LOG_ORDER} LIMIT %(limit)s",
-            _after(after) | {"limit": limit + 1, "stream": stream, "student": student_id, "request": request_id},
-        ).fetchall()
-        decoded = events.decode_log([row[5] for row in rows])
-        # The extra row counts only as the second of such a pair: the two are one event.
-        kept = limit + 1 if len(rows) > limit and limit > 0 and decoded[limit - 1] is None else limit
-        return [
-            Recorded(pos, int(tx), s, v, at, event)
-            for (pos, tx, s, v, at, _), event in zip(rows[:kept], decoded[:kept], strict=True)
-            if event is not None
-        ]
+            f" WHERE {' AND '.join(where)} ORDER BY {_LOG_ORDER} LIMIT %(limit)s"
+        )
+        # A request recorded beside its decision (before sql/007) is one event with it: read a row beyond the
+        # last, so a pair is never cut, and more rows while pairs leave the page short.
+        fetch = limit + 1
+        while True:
+            rows = self._cur.execute(statement, params | {"limit": fetch}).fetchall()
+            more = len(rows) == fetch
+            decoded = events.decode_log([row[5] for row in rows])
+            page = [
+                Recorded(pos, int(tx), s, v, at, event)
+                for (pos, tx, s, v, at, _), event in zip(rows[: fetch - 1 if more else fetch], decoded, strict=False)
+                if event is not None
+            ][:limit]
+            if len(page) == limit or not more:
+                return page
+            fetch += limit - len(page) + 1
 
     def follow(self, after: Checkpoint, limit: int) -> Tail:
         """The next events of the whole log, for a follower that then waits for more.
