@@ -144,17 +144,16 @@ def evolve(state: CourseState | RequestState | Tally, event: Event) -> CourseSta
     if isinstance(state, RequestState):
         return _evolve_request(state, event)
     if isinstance(state, Tally):
-        counts = _TALLIED.get(type(event), ())
-        return msgspec.structs.replace(state, **{c: getattr(state, c) + 1 for c in counts}) if counts else state
+        counts = _TALLIED.get(type(event))
+        return state if counts is None else msgspec.structs.replace(state, **{c: getattr(state, c) + 1 for c in counts})
     if not isinstance(event, CourseEvent) or event.course_id != state.course_id:
         return state
     replace = msgspec.structs.replace
+    if (change := _SEAT_CHANGES.get(type(event))) is not None:  # the common case first: decisions
+        return replace(
+            state, seats_taken=state.seats_taken + change[0], waitlist_length=state.waitlist_length + change[1]
+        )
     match event:
-        case EnrollmentGranted() | WaitlistPromoted() | EnrollmentDropped() | Waitlisted() | WaitlistLeft():
-            seats, waitlist = _SEAT_CHANGES[type(event)]
-            return replace(
-                state, seats_taken=state.seats_taken + seats, waitlist_length=state.waitlist_length + waitlist
-            )
         case CapacityChanged():
             return replace(state, capacity=event.capacity)
         case RegistrationWindowChanged():
