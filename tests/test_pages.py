@@ -238,8 +238,8 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     expect(_request_status(page, "102")).to_have_text("Pending: number 1 in the queue")
 
     # A dead letter shows on the board, counted, with its reason one link away.
-    keys = Keys(pipeline.stream_prefix, pipeline.partitions)
-    with redis.Redis.from_url(pipeline.redis_url) as client:
+    keys = Keys(pipeline.queue.prefix, pipeline.queue.partitions)
+    with redis.Redis.from_url(pipeline.redis.url) as client:
         client.xadd(keys.partition(0).dead_letters, {"reason": "undecodable", queue.REQUEST_FIELD: b"\xff{not json"})
     expect(board.locator("#dead-count")).to_have_text("1", timeout=10_000)
     board.get_by_role("link", name="see their reasons").click()

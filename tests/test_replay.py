@@ -53,10 +53,10 @@ def test_rebuild_equals_the_live_read_models_table_by_table(
     random_workload(client, db, seed=5)
     live = snapshot(db)
     assert all(live.values()), "the workload must leave rows in every read model"
-    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
     with db.cursor() as cur:
         end = EventLog(cur).end()
-    assert rebuild(settings.database_url) == end
+    assert rebuild(settings.postgres.url) == end
     assert snapshot(db) == live
 
 
@@ -64,9 +64,9 @@ def test_differences_finds_a_tampered_read_model(client: TestClient, db: Conn, s
     create_course(client, 1, 3)
     wait_projected(db)
     db.execute("UPDATE course_seats SET seats_taken = 2")
-    assert differences(settings.database_url)["course_seats"] == 2
-    rebuild(settings.database_url, ["course_seats"])
-    assert differences(settings.database_url, ["course_seats"]) == {"course_seats": 0}
+    assert differences(settings.postgres.url)["course_seats"] == 2
+    rebuild(settings.postgres.url, ["course_seats"])
+    assert differences(settings.postgres.url, ["course_seats"]) == {"course_seats": 0}
 
 
 def test_rebuild_while_serving(client: TestClient, db: Conn, settings: Settings, start_workers: StartWorkers) -> None:
@@ -86,13 +86,13 @@ def test_rebuild_while_serving(client: TestClient, db: Conn, settings: Settings,
     flow.start()
     try:
         wait_until(lambda: sent >= 50, what="enrollments to flow")
-        rebuild(settings.database_url)
-        rebuild(settings.database_url, ["waitlists"])
+        rebuild(settings.postgres.url)
+        rebuild(settings.postgres.url, ["waitlists"])
     finally:
         stop.set()
         flow.join()
     wait_decided(db, sent)
-    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
     seats = db.execute("SELECT seats_taken, waitlist_length FROM course_seats").fetchone()
     assert seats == (min(50, sent), max(0, sent - 50))
 
@@ -103,7 +103,7 @@ def test_no_event_is_skipped_by_a_running_projector(settings: Settings, db: Conn
 
     def write(writer: int) -> None:
         rng = random.Random(writer)
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
             for n in range(each):
                 course_id = writer * 1000 + n + 1
                 with conn.transaction(), conn.cursor() as cur:
@@ -171,7 +171,7 @@ def test_decisions_recorded_before_they_carried_their_request_project_as_those_a
     assert counters == (3, 2, 1)
     assert db.execute("SELECT student_id, arrival_ms FROM waitlist_entries").fetchall() == [(2, 8)]
     assert db.execute("SELECT seats_taken, waitlist_length FROM course_seats").fetchone() == (2, 1)
-    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
     with db.cursor() as cur:  # a page of one event at a time never cuts a pair, nor shows the request alone
         log, after, paged = EventLog(cur), START, list[str]()
         while page := log.read(after, 1, stream=store.course_stream(1)):

@@ -17,7 +17,7 @@ from tests.helpers import Conn, wait_until
 
 
 def test_migrate_is_recorded_and_safe_to_run_twice(settings: Settings, db: Conn) -> None:
-    assert migrations.migrate(settings.database_url) == []
+    assert migrations.migrate(settings.postgres.url) == []
     versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == sorted(int(p.name[:3]) for p in migrations.migration_files())
     assert migrations.pending_migrations(db) == []
@@ -108,7 +108,7 @@ def test_entries_dead_lettered_at_the_same_time_are_each_recorded_once(settings:
         except BaseException as exc:
             failures.append(exc)
 
-    with psycopg.connect(settings.database_url) as first, psycopg.connect(settings.database_url) as second:
+    with psycopg.connect(settings.postgres.url) as first, psycopg.connect(settings.postgres.url) as second:
         with first.transaction():  # held open around the first dead-lettering
             dead_letter(first, "1-0")
             other = threading.Thread(target=dead_letter, args=(second, "2-0"))

@@ -171,7 +171,9 @@ def test_a_read_and_a_round_hold_a_bounded_share_of_any_backlog(
     total = 40 * len(courses)
     for n in range(total):
         enroll(client, n + 1, courses[n % len(courses)], priority=n // len(courses))
-    worker = Worker(msgspec.structs.replace(settings, batch_size=32), "w-1")
+    worker = Worker(
+        msgspec.structs.replace(settings, worker=msgspec.structs.replace(settings.worker, batch_size=32)), "w-1"
+    )
     try:
         assert len(worker.lease()) == DEFAULT_PARTITIONS  # alone: it reads every partition
         assert worker.step() == 32

@@ -82,8 +82,8 @@ async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> li
 
 
 def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
-    keys = Keys(settings.stream_prefix, settings.partitions)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    keys = Keys(settings.queue.prefix, settings.queue.partitions)
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         partitions.verify(conn, keys.partitions)  # another count would look in the wrong streams
     if action == "list":
         letters = asyncio.run(_every(settings, keys))

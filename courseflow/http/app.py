@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
     svc = Services(settings)
-    feed = live.log_feed(svc, settings.database_url)
+    feed = live.log_feed(svc, settings.postgres.url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -183,9 +183,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         _drain_on_signals(state, feed.close)
         await feed.start()
         loop = asyncio.get_running_loop()
-        background = [loop.create_task(_keep_priorities_applied(svc, settings.priority_sync_s))]
+        background = [loop.create_task(_keep_priorities_applied(svc, settings.queue.priority_sync_s))]
         if svc.replica is not None:
-            background.append(loop.create_task(svc.bound_replica_lag(settings.replica_max_lag_ms / 2000)))
+            background.append(loop.create_task(svc.bound_replica_lag(settings.postgres.replica_max_lag_ms / 2000)))
         try:
             yield
         finally:

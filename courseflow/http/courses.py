@@ -217,7 +217,7 @@ async def metrics(request: Request) -> Response:
     svc = services(request)
     accept = request.headers.get("accept", "")
     if scrape.wants_text(accept):
-        pipeline = await scrape.read_pipeline(svc, svc.settings.metrics_top_courses)
+        pipeline = await scrape.read_pipeline(svc, svc.settings.metrics.top_courses)
         body, content_type = await run_in_threadpool(scrape.render, pipeline, accept)
         return Response(body, media_type=content_type)
     course_id = query(request, MetricsQuery).course_id
