@@ -18,6 +18,7 @@ import redis
 from psycopg_pool import PoolTimeout
 
 from courseflow.domain import STATUS_AFTER
+from courseflow.errors import UnknownCourse
 from courseflow.events import (
     Decision,
     EnrollmentDropped,
@@ -49,7 +50,6 @@ from projections.messages import (
     StatusSnapshot,
     StillPending,
 )
-from projections.refusals import Unknown
 from projections.serving import Sources, Viewer
 from projections.status import EnrollmentStatus
 
@@ -104,7 +104,7 @@ async def _resumable(svc: Sources, feed: Feed, after: int | None) -> Checkpoint 
 
 
 async def open_request(svc: Sources, feed: Feed, viewer: Viewer, request_id: str, after: int | None) -> Following:
-    """Subscribe first, then check the viewer may follow the request (another student's is Unknown)."""
+    """Subscribe first, then check the viewer may follow the request (another student's is UnknownRequest)."""
     resume = await _resumable(svc, feed, after)
     sub = _subscribe(svc, feed, viewer, request_id=request_id)
     try:
@@ -189,7 +189,7 @@ async def open_course(svc: Sources, feed: Feed, viewer: Viewer, course_id: int, 
     try:
         counts = (await _counts(svc, [course_id])).get(course_id)
         if counts is None:
-            raise Unknown(f"no course {course_id}", "course_id")
+            raise UnknownCourse(course_id)
     except BaseException:
         sub.leave()
         raise

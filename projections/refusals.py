@@ -1,28 +1,17 @@
-"""What the read side refuses, and why: `courseflow.http` answers each as problem details."""
+"""What the live feed refuses, and why: `courseflow.http` answers each as problem details, like every domain error."""
 
 from __future__ import annotations
 
-
-class Refused(Exception):
-    """The read side cannot answer; `field` names the input at fault, when one is."""
-
-    def __init__(self, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.field = field
+from courseflow.errors import DomainError
 
 
-class Unknown(Refused):
-    """No such request or course, or one the viewer may not see: both are answered alike."""
-
-
-class TooManyStreams(Refused):
+class TooManyStreams(DomainError):
     """The viewer holds as many live streams as they may."""
 
 
-class FeedClosing(Refused):
+class FeedClosing(DomainError):
     """This process is shutting down: its live streams end and it opens none."""
 
 
-class FeedNotReady(Refused):
+class FeedNotReady(DomainError):
     """This process's feed has not reached the event log yet."""

@@ -17,9 +17,9 @@ import msgspec
 from msgspec import Meta
 
 from courseflow.domain import RequestStatus
+from courseflow.errors import UnknownRequest
 from courseflow.eventstore import store
 from projections import queries
-from projections.refusals import Unknown
 from projections.serving import Sources, Viewer
 
 RequestId = Annotated[
@@ -71,7 +71,7 @@ async def owned(svc: Sources, viewer: Viewer, request_id: str) -> EnrollmentStat
     """The request if the viewer may follow it. Another student's is answered as if it did not exist."""
     found = await current(svc, request_id)
     if found is None or not viewer.may_act_for(found.student_id):
-        raise Unknown(f"no request {request_id}", "request_id")
+        raise UnknownRequest(request_id)
     return found
 
 

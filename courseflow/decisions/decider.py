@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from courseflow.domain import STATUS_AFTER, StreamId, decide
-from courseflow.events import EnrollmentRequested, decode_request
+from courseflow.events import QueuedRequest, decode_request
 from courseflow.eventstore import store
 from courseflow.intake import queue
 from courseflow.intake.queue import REQUEST_FIELD
@@ -26,7 +26,7 @@ class Accepted(msgspec.Struct, frozen=True):
     partition: int
     entry_id: bytes
     fields: dict[bytes, bytes]
-    request: EnrollmentRequested
+    request: QueuedRequest
     member: bytes
 
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +11,8 @@ import psycopg
 from psycopg.rows import TupleRow, dict_row
 
 from courseflow import events
-from courseflow.domain import STATUS_AFTER, CourseState, Holding, Pending, RequestStatus
-from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered
+from courseflow.domain import PENDING, CourseState, Holding, Pending, RequestStatus, evolve
+from courseflow.events import CourseCreated, Decision, Event, RequestDeadLettered
 
 # Every append wakes the log's followers (the projector, each API process's live feed) at its COMMIT.
 NOTIFY_CHANNEL = "courseflow_events"
@@ -243,11 +243,12 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
         for decision in d.decisions:
             item = by_id[decision.request_id]
             req = item.request
-            reason = decision.reason if isinstance(decision, EnrollmentRejected) else "\\N"
+            outcome = evolve(PENDING, decision)
+            reason = "\\N" if outcome.reason is None else outcome.reason
             lines.append(
                 f"{copy_text(req.request_id)}\t{req.course_id}\t{req.student_id}\t{copy_text(req.idempotency_key)}"
                 f"\t{req.priority}\t{item.arrival.ms}\t{item.arrival.seq}\t{req.requested_at.isoformat()}"
-                f"\t{STATUS_AFTER[type(decision)]}\t{reason}\n"
+                f"\t{outcome.status}\t{reason}\n"
             )
     with cur.copy(
         "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
@@ -287,7 +288,9 @@ def decision_latency_ms(conn: Conn, recent: int = 1000) -> tuple[float, float, f
     return p50, p95, p99
 
 
-def record_changes(cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: dict[str, str]) -> int:
+def record_changes(
+    cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: Mapping[str, RequestStatus]
+) -> int:
     """Append lifecycle events (drops, promotions, capacity and window changes) and apply their statuses."""
     stream = course_stream(course.state.course_id)
     (version,) = append(cur, [Appended(stream, course.version, changes, [b"{}"] * len(changes))])

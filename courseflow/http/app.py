@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from courseflow.errors import DomainError
 from courseflow.eventstore import partition_count, priorities, store
 from courseflow.http import (
     courses,
@@ -51,27 +52,21 @@ from courseflow.http.problems import (
     Problem,
     ShuttingDown,
     Unavailable,
+    from_domain,
     respond,
 )
-from courseflow.http.refusals import refusal
 from courseflow.intake import accepted, queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
 from courseflow.platform.config import Settings
 from projections import live
-from projections.refusals import Refused
 
 log = logging.getLogger("courseflow.api")
 
 
 async def problem(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    return respond(exc)
-
-
-async def read_refused(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Refused)
-    return respond(refusal(exc))
+    assert isinstance(exc, Problem | DomainError)
+    return respond(exc if isinstance(exc, Problem) else from_domain(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -230,7 +225,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers={
             Problem: problem,
-            Refused: read_refused,
+            DomainError: problem,
             HTTPException: http_error,
             **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
             **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),

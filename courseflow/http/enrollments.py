@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
+from courseflow.errors import UnknownRequest
 from courseflow.eventstore import store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
@@ -178,7 +179,7 @@ async def release(request: Request) -> Response:
         await status.owned(svc, caller, request_id)
     try:
         new_status, promoted = await svc.db(lifecycle.release, request_id)
-    except lifecycle.NotFound:
+    except UnknownRequest:
         if await svc.intake.pending_position(request_id) is not None:
             raise NotDecided(
                 "the request is still pending: it can be released once decided (when its course opens, if it has not)",

@@ -21,19 +21,18 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from courseflow.errors import DomainError
 from courseflow.http import history
 from courseflow.http.common import JSON, services
 from courseflow.http.gate import BEARER_SUBPROTOCOL, principal
 from courseflow.http.operations import operation, path_params, plain_digits, query
 from courseflow.http.payloads import MAX_ID, CoursePath, Id, Page, Params, RequestPath
-from courseflow.http.problems import InvalidInput, Problem, Unavailable
-from courseflow.http.refusals import refusal
+from courseflow.http.problems import InvalidInput, Problem, Unavailable, from_domain
 from courseflow.http.views import EventPage
 from projections import status
 from projections.feed import Feed
 from projections.live import OUTAGES, Following, open_course, open_request
 from projections.messages import CourseMessage, Message, Reconnect, RequestMessage, StreamRefused
-from projections.refusals import Refused
 
 PING_S = 15
 # A client that takes longer than this to accept one message is gone.
@@ -142,8 +141,8 @@ async def follow(websocket: WebSocket) -> None:
     try:
         try:
             following = await _open(websocket)
-        except Refused as exc:
-            raise refusal(exc) from None
+        except DomainError as exc:
+            raise from_domain(exc) from None
     except Problem as problem:
         refused = StreamRefused(
             status=problem.status_code, title=problem.title, detail=problem.detail, field=problem.field

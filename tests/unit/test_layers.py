@@ -15,7 +15,7 @@ SOURCES = ((ROOT, ROOT / "courseflow"), (ROOT, ROOT / "projections"), (ROOT / "d
 # Lowest first. A module may import its own layer and those below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("courseflow.platform", "courseflow.sql"),
-    ("courseflow.domain", "courseflow.events", "courseflow.fairness"),
+    ("courseflow.domain", "courseflow.events", "courseflow.errors", "courseflow.fairness"),
     ("courseflow.eventstore",),
     ("courseflow.intake",),
     ("courseflow.decisions",),
@@ -31,9 +31,6 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
         # The intake takes the caller and the rate-limit window as plain values once they are moved down.
         ("courseflow.intake.accept", "courseflow.http.auth"),
         ("courseflow.intake.accept", "courseflow.http.limits"),
-        # The lifecycle takes a window of plain values and raises domain errors that http maps.
-        ("courseflow.decisions.lifecycle", "courseflow.http.payloads"),
-        ("courseflow.decisions.lifecycle", "courseflow.http.problems"),
         # The local servers' saved passwords, read (imported lazily) when no URL is given.
         ("courseflow.platform.config", "courseflow_local"),
     }
