@@ -15,7 +15,7 @@ from projections.base import Projection, Recorded
 _COLUMNS = Tally.__struct_fields__
 
 
-class Counters(Projection):
+class RequestCounters(Projection):
     name = "counters"
     tables = ("enrollment_counters",)
 

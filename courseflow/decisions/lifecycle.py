@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
 from msgspec import UNSET, UnsetType
 
 from courseflow import domain
@@ -16,7 +17,14 @@ from courseflow.eventstore import store
 Bound = datetime | UnsetType | None
 
 
-def release(conn: store.Conn, request_id: str) -> tuple[RequestStatus, list[str]]:
+class ReleaseOutcome(msgspec.Struct, frozen=True):
+    """A request after its release, and the waitlisted requests promoted into the seat it gave back."""
+
+    status: RequestStatus
+    promoted: list[str]
+
+
+def release(conn: store.Conn, request_id: str) -> ReleaseOutcome:
     """Drop a granted seat (promoting the waitlist head) or leave the waitlist.
 
     Returns the request's status afterwards and the promoted request ids. Asking again once released
@@ -26,16 +34,17 @@ def release(conn: store.Conn, request_id: str) -> tuple[RequestStatus, list[str]
         found = store.holding(cur, request_id)
         if found is None:
             raise UnknownRequest(request_id)
-        course = store.lock_courses(cur, [found[0]])[found[0]]
-        _, status, held = store.holding(cur, request_id) or found  # again, now under the course lock
+        course = store.lock_courses(cur, [found.course_id])[found.course_id]
+        found = store.holding(cur, request_id) or found  # again, now under the course lock
+        held = found.holding
         if held is None:
-            if status == "rejected":
+            if found.status == "rejected":
                 raise NothingToRelease(f"request {request_id} was rejected: it holds nothing to release", "request_id")
-            return status, []
+            return ReleaseOutcome(found.status, [])
         head = store.waitlist_head(cur, course.state.course_id, course.state.seats_free + 1)
         changes, after = domain.release(course.state, held, head)
         statuses = _commit(cur, course, after, changes)
-        return statuses[request_id], _promoted(changes)
+        return ReleaseOutcome(statuses[request_id], _promoted(changes))
 
 
 def update_course(

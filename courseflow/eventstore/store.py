@@ -204,8 +204,16 @@ def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
     return [Holding(request_id=rid, student_id=sid, status="waitlisted") for rid, sid in cur.fetchall()]
 
 
-def holding(cur: Cursor, request_id: str) -> tuple[int, RequestStatus, Holding | None] | None:
-    """(course id, status, holding) of a decided request, or None when it is not decided (yet)."""
+class DecidedRequest(msgspec.Struct, frozen=True):
+    """A decided request as the write model has it: `holding` is None unless it holds a seat or a place."""
+
+    course_id: int
+    status: RequestStatus
+    holding: Holding | None
+
+
+def holding(cur: Cursor, request_id: str) -> DecidedRequest | None:
+    """A decided request's course, status and holding, or None when it is not decided (yet)."""
     cur.execute("SELECT course_id, status, student_id FROM enrollment_requests WHERE request_id = %s", (request_id,))
     row = cur.fetchone()
     if row is None:
@@ -216,7 +224,7 @@ def holding(cur: Cursor, request_id: str) -> tuple[int, RequestStatus, Holding |
         if status in ("granted", "waitlisted")
         else None
     )
-    return course_id, status, held
+    return DecidedRequest(course_id, status, held)
 
 
 class Decided(msgspec.Struct, frozen=True):

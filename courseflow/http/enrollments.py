@@ -178,7 +178,7 @@ async def release(request: Request) -> Response:
         # Ownership first, under the same answer as an unknown id.
         await status.owned(svc, caller, request_id)
     try:
-        new_status, promoted = await svc.db(lifecycle.release, request_id)
+        released = await svc.db(lifecycle.release, request_id)
     except UnknownRequest:
         if await svc.intake.pending_position(request_id) is not None:
             raise NotDecided(
@@ -187,4 +187,8 @@ async def release(request: Request) -> Response:
             ) from None
         raise NotFound(f"no request {request_id}", "request_id") from None
     # Who was promoted is another student's business: privileged callers only.
-    return JSON(Released(request_id=request_id, status=new_status, promoted=promoted if caller.privileged else None))
+    return JSON(
+        Released(
+            request_id=request_id, status=released.status, promoted=released.promoted if caller.privileged else None
+        )
+    )

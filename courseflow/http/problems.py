@@ -131,7 +131,7 @@ class NotDecided(Conflict):
     title = "Not decided yet"
 
 
-class NothingToRelease(Conflict):
+class ReleaseRefused(Conflict):
     code = "nothing_to_release"
     title = "Nothing to release"
 
@@ -191,7 +191,7 @@ def from_domain(error: DomainError) -> Problem:
         case errors.UnknownCourse() | errors.UnknownRequest():
             return NotFound(error.detail, error.field)
         case errors.NothingToRelease():
-            return NothingToRelease(error.detail, error.field)
+            return ReleaseRefused(error.detail, error.field)
         case errors.InvalidWindow():
             return InvalidInput(error.field or "body", error.detail)
         case TooManyStreams():
