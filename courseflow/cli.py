@@ -18,10 +18,10 @@ import psycopg
 import redis
 from redis.exceptions import RedisClusterException
 
-from courseflow.decisions import deadletters, partitions
-from courseflow.decisions.partitions import PartitionCountMismatch
-from courseflow.eventstore import migrations, store
+from courseflow.decisions import deadletters
+from courseflow.eventstore import migrations, partition_count, store
 from courseflow.eventstore.eventlog import START, EventLog
+from courseflow.eventstore.partition_count import PartitionCountMismatch
 from courseflow.platform import logs, tracing
 from courseflow.platform.config import Settings
 from courseflow.platform.supervisor import Supervisor
@@ -269,7 +269,7 @@ def _refuse_another_partition_count(settings: Settings) -> None:
     """Raises PartitionCountMismatch up front; a database not reachable yet is left to the component's own retries."""
     try:
         with psycopg.connect(settings.postgres.url, autocommit=True, connect_timeout=5) as conn:
-            partitions.verify(conn, settings.queue.partitions)
+            partition_count.verify(conn, settings.queue.partitions)
     except psycopg.OperationalError:
         pass
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from courseflow.domain import CourseState, Pending, StreamId, decide
-from courseflow.events import EnrollmentRequested, RequestDeadLettered
+from courseflow.events import QueuedRequest, RequestDeadLettered
 from courseflow.eventstore import migrations, store
 from courseflow.eventstore.eventlog import START, EventLog
 from courseflow.platform.config import Settings
@@ -54,7 +54,7 @@ def test_decisions_keep_every_character_of_what_they_record(db: Conn) -> None:
     """COPY's text format gives backslash, tab and line breaks a meaning of their own: they arrive as sent."""
     awkward = 'a\\b\tc\nd\re "q" \\N'
     assert store.create_course(db, 1, awkward, 1, None, None)
-    request = EnrollmentRequested(
+    request = QueuedRequest(
         course_id=1,
         request_id="00000000-0000-4000-8000-000000000001",
         student_id=3,

@@ -15,9 +15,9 @@ import redis
 import structlog
 
 from courseflow.decisions import partitions
-from courseflow.decisions.decider import Accepted, Decider, Outcome, Undecodable
+from courseflow.decisions.decider import Decider, Delivered, Outcome, Undecodable
 from courseflow.events import RequestDeadLettered
-from courseflow.eventstore import store
+from courseflow.eventstore import partition_count, store
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
 from courseflow.platform import redis_clients, tracing
@@ -94,7 +94,7 @@ class Worker:
             try:
                 if not recovered:
                     # PostgreSQL first: redelivering while it is down would only use up delivery counts.
-                    partitions.verify(self.pg, self.keys.partitions)
+                    partition_count.verify(self.pg, self.keys.partitions)
                     queue.ensure_groups(self.redis, self.keys)
                     self.held, self._next_lease = (), 0.0  # lease again: every partition then recovers its own
                     recovered = True
@@ -275,7 +275,7 @@ class Worker:
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, partition: int) -> None:
         """Record the entry as dead-lettered (an event), then move it to its partition's dead-letter stream."""
         try:
-            item: Accepted | None = Accepted.decode(partition, entry_id, fields)
+            item: Delivered | None = Delivered.decode(partition, entry_id, fields)
         except Undecodable:
             item = None
         request = None if item is None else item.request
@@ -298,7 +298,7 @@ class Worker:
 
     def process_all(self, read: dict[int, list[Entry]]) -> None:
         """Decide entries read from several partitions in one go: one transaction round for all their courses."""
-        by_course: dict[int, list[Accepted]] = defaultdict(list)
+        by_course: dict[int, list[Delivered]] = defaultdict(list)
         gone: dict[int, list[bytes]] = defaultdict(list)
         for partition, entries in read.items():
             for entry_id, fields in entries:
@@ -306,7 +306,7 @@ class Worker:
                     gone[partition].append(entry_id)  # deleted from the stream: nothing left to decide
                     continue
                 try:
-                    item = Accepted.decode(partition, entry_id, fields)
+                    item = Delivered.decode(partition, entry_id, fields)
                 except Undecodable as exc:
                     self.dead_letter(entry_id, fields, str(exc), partition)
                     continue
@@ -328,7 +328,7 @@ class Worker:
                 with structlog.contextvars.bound_contextvars(**_ids(r.request_id, r.course_id, r.student_id)):
                     log.debug("%s: decided %s", self.name, r.request_id)
 
-    def _decide_traced(self, by_course: dict[int, list[Accepted]], partitions_read: list[int]) -> Outcome:
+    def _decide_traced(self, by_course: dict[int, list[Delivered]], partitions_read: list[int]) -> Outcome:
         """`_decide_each` inside the batch's CONSUMER span, linked to each entry's send span (see tracing)."""
         if tracing.tracer() is None:
             return self._decide_each(by_course)
@@ -345,7 +345,7 @@ class Worker:
         with tracing.consuming(f"process {streams}", producers, attributes):
             return self._decide_each(by_course)
 
-    def _decide_each(self, by_course: dict[int, list[Accepted]]) -> Outcome:
+    def _decide_each(self, by_course: dict[int, list[Delivered]]) -> Outcome:
         """Decide the batch; if its data makes that fail, course by course, so one bad course does not
         hold up the others. Entries that still fail stay unacknowledged: redelivered, and dead-lettered
         after too many deliveries."""

@@ -25,9 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import check
-from courseflow.decisions import partitions
-from courseflow.eventstore import priorities, store
+from courseflow.errors import DomainError
+from courseflow.eventstore import partition_count, priorities, store
 from courseflow.http import (
     courses,
     dead_letters,
@@ -47,8 +46,16 @@ from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
 from courseflow.http.payloads import BodyLimit
-from courseflow.http.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
-from courseflow.intake import queue
+from courseflow.http.problems import (
+    MethodNotAllowed,
+    NotFound,
+    Problem,
+    ShuttingDown,
+    Unavailable,
+    from_domain,
+    respond,
+)
+from courseflow.intake import accepted, queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
 from courseflow.platform.config import Settings
@@ -58,8 +65,8 @@ log = logging.getLogger("courseflow.api")
 
 
 async def problem(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    return respond(exc)
+    assert isinstance(exc, Problem | DomainError)
+    return respond(exc if isinstance(exc, Problem) else from_domain(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -205,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers={
             Problem: problem,
+            DomainError: problem,
             HTTPException: http_error,
             **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
             **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),
@@ -252,10 +260,10 @@ def create_served_app() -> Starlette:
 def _prepare_queue(svc: Services) -> None:
     """Intake knows every course and granted priority, and the consumer groups exist before any worker runs."""
     with svc.pool.connection() as conn:
-        partitions.verify(conn, svc.keys.partitions)
+        partition_count.verify(conn, svc.keys.partitions)
         svc.register_courses(store.course_ids(conn))
         svc.grant_priorities(priorities.granted(conn))
-        check.start_counting_accepted(conn, svc.redis_sync, svc.keys)
+        accepted.start_counting(conn, svc.redis_sync, svc.keys)
     queue.ensure_groups(svc.redis_sync, svc.keys)
 
 

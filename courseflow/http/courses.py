@@ -159,10 +159,9 @@ async def update(request: Request) -> Response:
         raise InvalidInput("body", "must set at least one of capacity, opens_at, closes_at")
     window = payloads.window(patch.opens_at, patch.closes_at)
     svc = services(request)
-    try:
-        state, promoted = await svc.db(lifecycle.update_course, course_id, patch.capacity, window)
-    except lifecycle.NotFound:
-        raise NotFound(f"no course {course_id}", "course_id") from None
+    state, promoted = await svc.db(
+        lifecycle.update_course, course_id, patch.capacity, window.opens_at, window.closes_at
+    )
     view = CourseChanged(
         course_id=course_id,
         capacity=state.capacity,
