@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from courseflow import check
 from courseflow.http.app import create_app
 from courseflow.http.auth import DEVELOPER
+from courseflow.intake import accepted
 from courseflow.intake.accept import key_owner
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
@@ -268,7 +269,11 @@ def test_a_course_created_while_redis_is_down_works_once_it_is_back(
     settings: Settings, client: TestClient, db: Conn
 ) -> None:
     body = {"course_id": 4, "capacity": 2}
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as down:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
+        )
+    ) as down:
         assert down.post("/api/v1/courses", json=body).status_code == 201
         assert down.get("/api/v1/courses/4").status_code == 200
         assert down.post("/enroll", json={"student_id": 1, "course_id": 4, "idempotency_key": "k"}).status_code == 503
@@ -316,7 +321,11 @@ def test_redis_killed_between_the_two_steps_of_a_course_creation(
     settings: Settings, db: Conn, private_redis: PrivateRedis
 ) -> None:
     """PostgreSQL has committed the course; Redis dies before intake learns it: it works once Redis is back."""
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=private_redis.url))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=private_redis.url))
+        )
+    ) as client:
         svc = client.app.state.services  # type: ignore[attr-defined]
         register = svc.register_courses
 
@@ -358,7 +367,11 @@ def _idempotency_key(owner: str, key: str) -> str:
 
 
 def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: redis.Redis, projector: object) -> None:
-    with TestClient(create_app(msgspec.structs.replace(settings, idempotency_ttl_s=1))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, queue=msgspec.structs.replace(settings.queue, idempotency_ttl_s=1))
+        )
+    ) as client:
         create_course(client, 1, 5)
         first = enroll(client, 1, 1, key="once")
         assert enroll(client, 1, 1, key="once")["request_id"] == first["request_id"]  # inside the window
@@ -390,8 +403,8 @@ def test_a_lost_accepted_count_starts_again_from_every_known_request_in_its_part
         enroll(client, student, 1)  # pending, with the decided one: 3 in course 1's partition
     enroll(client, 4, 2)
     rds.delete(*(p.accepted for p in keys.all()))  # e.g. Redis restored from an older snapshot
-    with redis.Redis.from_url(settings.redis_url) as fresh:
-        check.start_counting_accepted(db, fresh, keys)
+    with redis.Redis.from_url(settings.redis.url) as fresh:
+        accepted.start_counting(db, fresh, keys)
     wait_decided(db, 4)
     assert int(rds.get(keys.of_course(1).accepted) or 0) == 3
     assert int(rds.get(keys.of_course(2).accepted) or 0) == 1

@@ -12,9 +12,11 @@ import redis
 import redis.asyncio as aioredis
 
 from courseflow import events
+from courseflow.errors import IdempotencyKeyReused, UnknownCourse
 from courseflow.http.auth import DEVELOPER
 from courseflow.intake import queue
-from courseflow.intake.accept import Accepted, Intake, KeyReused, UnknownCourse, key_owner, new_request_id
+from courseflow.intake.accept import Accepted, Intake, key_owner, new_request_id
+from courseflow.platform import redis_clients
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
 from tests.conftest import Servers
@@ -32,11 +34,11 @@ def reads_processed(rds: redis.Redis) -> int:
 
 
 async def crowd(settings: Settings, size: int) -> list[Accepted]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis.url)
     try:
         keys = Keys(partitions=DEFAULT_PARTITIONS)
         intake = Intake(client, keys)
-        with redis.Redis.from_url(settings.redis_url) as sync:
+        with redis.Redis.from_url(settings.redis.url) as sync:
             queue.register_courses(sync, keys, [1])
         owner = DEVELOPER.role, DEVELOPER.sub
         return await asyncio.gather(
@@ -77,13 +79,13 @@ def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: 
     assert keys.of_course(1) != keys.of_course(2)
 
     async def attempts() -> list[str]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             intake = Intake(client, keys)
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1, 2])
             first = await intake.accept(OWNER, 7, 1, "same-key", None)
-            with pytest.raises(KeyReused) as reused:
+            with pytest.raises(IdempotencyKeyReused) as reused:
                 await intake.accept(OWNER, 7, 2, "same-key", None)
             return [first.request_id, reused.value.request_id]
         finally:
@@ -102,10 +104,10 @@ def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
     rds.set(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000001 1:")
 
     async def retries() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             intake = Intake(client, keys)
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             return [await intake.accept(OWNER, 7, 1, "k", None) for _ in range(2)]
         finally:
@@ -125,7 +127,9 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
     from courseflow.http.app import create_app
 
     body = {"student_id": 7, "course_id": 1, "idempotency_key": "durable"}
-    waiting = msgspec.structs.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=50)
+    waiting = msgspec.structs.replace(
+        settings, redis=msgspec.structs.replace(settings.redis, wait_replicas=1, wait_timeout_ms=50)
+    )
     with TestClient(create_app(waiting)) as client:
         assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
         for _ in range(2):  # this Redis has no replica: never confirmed
@@ -142,10 +146,10 @@ def test_idempotency_keys_of_different_callers_never_meet_whatever_their_charact
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def both() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             intake = Intake(client, keys)
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [2])
             return [
                 await intake.accept(key_owner("service", "x:1", 902), 902, 2, "k", None),
@@ -165,9 +169,9 @@ def test_the_request_a_known_key_names_is_queued_under_that_id(settings: Setting
     rds.set(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000002 1:")
 
     async def attempt() -> Accepted:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             return await Intake(client, keys).accept(OWNER, 7, 1, "k", None)
         finally:
@@ -185,7 +189,7 @@ def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(settings: Sett
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def attempt() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             with pytest.raises(UnknownCourse):
                 await Intake(client, keys).accept(OWNER, 7, 1, "k", None)
@@ -203,9 +207,9 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def around_a_kill() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_clients.connect_async(settings)
         try:
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             intake = Intake(client, keys)
             first = await intake.accept(OWNER, 7, 1, "a", None)
@@ -213,7 +217,7 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
                 assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the intake's held connection too
             return [first, await intake.accept(key_owner(DEVELOPER.role, DEVELOPER.sub, 8), 8, 1, "b", None)]
         finally:
-            await client.aclose()
+            await redis_clients.aclose(client)
 
     assert [a.outcome for a in asyncio.run(around_a_kill())] == ["queued", "queued"]
     assert rds.xlen(KEYS.requests) == 2
@@ -229,8 +233,8 @@ def test_request_ids_are_random_version_4_uuids() -> None:
 
 
 def test_the_redis_requirement_admits_only_clients_with_what_the_held_connection_uses() -> None:
-    """`coalesce.Line` takes a connection with `get_connection()` (a command name was required before 5.3) and
-    checks it with `ensure_connection` (absent before 5.1): older clients would fail every enrollment."""
+    """The client factory and the coalescer are written against redis-py 5.3 and later: older releases are
+    refused at install time, not met at the first enrollment."""
     from importlib.metadata import version
 
     admitted = required_versions("redis")

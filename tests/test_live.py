@@ -29,10 +29,10 @@ from websockets.typing import Subprotocol
 from courseflow.events import CapacityChanged
 from courseflow.eventstore import store
 from courseflow.eventstore.eventlog import Checkpoint, Recorded, Tail
-from courseflow.http.problems import ShuttingDown
 from courseflow.platform.config import Settings
 from projections.feed import APPLICATION_NAME, Ended, Feed
 from projections.projector import Projector
+from projections.refusals import FeedClosing
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.helpers import wait_until
 from tests.trust import SECRET, bearer, secured
@@ -426,7 +426,7 @@ def test_a_subscriber_that_falls_behind_is_ended_while_the_others_keep_receiving
         assert await asyncio.wait_for(fast.next(), 5) == Ended("shutdown")
         assert await asyncio.wait_for(elsewhere.next(), 5) == Ended("shutdown")
         assert feed.subscriptions() == []
-        with pytest.raises(ShuttingDown):
+        with pytest.raises(FeedClosing):
             feed.subscribe(course_id=1)
 
     asyncio.run(scenario())

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from courseflow.eventstore import store
 from courseflow.platform import logs
-from courseflow.platform.config import Settings
+from courseflow.platform.config import LogsSettings, Settings
 from tests.conftest import Servers, serving_api
 from tests.helpers import wait_until
 from tests.trust import SECRET, bearer, secured
@@ -66,7 +66,7 @@ def test_a_stdlib_record_is_one_json_line_with_the_bound_context(stream: io.Stri
 
 
 def test_structlog_loggers_and_settings_share_the_renderer(stream: io.StringIO) -> None:
-    logs.configure(Settings(log_format="json", log_level="WARNING"), stream)
+    logs.configure(Settings(logs=LogsSettings(format="json", level="WARNING")), stream)
     structlog.get_logger("courseflow.native").warning("seat granted", course_id=7)
     logging.getLogger("courseflow.test").info("below the level")
     (line,) = lines(stream.getvalue())
@@ -119,7 +119,7 @@ def test_console_format_is_for_people_and_bad_values_are_refused(stream: io.Stri
 def test_the_api_process_logs_json_with_access_fields_and_no_secret(
     servers: Servers, settings: Settings, tmp_path: Path
 ) -> None:
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         store.create_course(conn, 1, "Logged course", 10, None, None)
     student = bearer(secured(settings), "student", 7)
     token = student["Authorization"].removeprefix("Bearer ")
@@ -148,7 +148,7 @@ def test_the_api_process_logs_json_with_access_fields_and_no_secret(
 def test_a_worker_logs_each_decided_request_with_its_ids_at_debug(
     servers: Servers, settings: Settings, tmp_path: Path
 ) -> None:
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         store.create_course(conn, 1, "Logged course", 10, None, None)
     with serving_api(servers, tmp_path, LOG_FORMAT="json") as base:
         body = {"course_id": 1, "student_id": 7, "idempotency_key": "logs-2"}

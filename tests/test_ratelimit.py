@@ -24,12 +24,24 @@ from tests.test_cli import server_env
 from tests.trust import SECRET, bearer, secured
 
 
+def limited(settings: Settings, **limits: str) -> Settings:
+    """`settings` with these rate limits (fields of the limits section) changed."""
+    return msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, **limits))
+
+
 def _enroll(client: TestClient | httpx.Client, headers: dict[str, str], n: int) -> httpx.Response:
     return client.post("/api/v1/enrollments", json={"course_id": 1, "idempotency_key": f"k{n}"}, headers=headers)
 
 
 def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) -> None:
-    configured = secured(settings, rate_limit_student_writes="3 per 30 seconds", rate_limit_student_reads="5/minute")
+    configured = secured(
+        msgspec.structs.replace(
+            settings,
+            limits=msgspec.structs.replace(
+                settings.limits, student_writes="3 per 30 seconds", student_reads="5/minute"
+            ),
+        )
+    )
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         assert (
@@ -58,7 +70,7 @@ def test_enrollments_count_against_the_callers_write_limit_at_the_gate_refused_b
     settings: Settings, rds: redis.Redis
 ) -> None:
     """Enrollments are counted where every other request is, in the caller's own counter."""
-    configured = secured(settings, rate_limit_student_writes="4 per 60 seconds")
+    configured = secured(limited(settings, student_writes="4 per 60 seconds"))
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         assert (
@@ -69,13 +81,13 @@ def test_enrollments_count_against_the_callers_write_limit_at_the_gate_refused_b
         bad = client.post("/api/v1/enrollments", json={"course_id": "x"}, headers=student)
         assert bad.status_code == 422  # refused requests count too
         assert [_enroll(client, student, n).status_code for n in range(2, 4)] == [202, 429]
-    counter = Keys(settings.stream_prefix).rate_limit("student:1", "student-writes:4/60s")
+    counter = Keys(settings.queue.prefix).rate_limit("student:1", "student-writes:4/60s")
     assert int(rds.hget(counter, "current") or 0) + int(rds.hget(counter, "previous") or 0) == 4
 
 
 def test_a_refused_hit_counts_on_no_limit_and_says_when_to_come_back(settings: Settings, rds: redis.Redis) -> None:
     """All of a policy's limits are taken together, or none; Retry-After is when the sliding window admits one."""
-    configured = secured(settings, rate_limit_registrar="2 per 10 seconds;50 per hour")
+    configured = secured(limited(settings, registrar="2 per 10 seconds;50 per hour"))
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         answers = [client.get("/api/v1/courses/1", headers=registrar) for _ in range(3)]
@@ -83,7 +95,7 @@ def test_a_refused_hit_counts_on_no_limit_and_says_when_to_come_back(settings: S
     assert answers[-1].headers["RateLimit"].startswith('"registrar-1";r=0;t=')
     # Until the next window, then until the previous one's two hits have faded to one: at most two windows.
     assert 1 <= int(answers[-1].headers["Retry-After"]) <= 20
-    keys = Keys(settings.stream_prefix)
+    keys = Keys(settings.queue.prefix)
     for limit in ("registrar:2/10s", "registrar:50/3600s"):
         counter = keys.rate_limit("registrar:registrar", limit)
         assert int(rds.hget(counter, "current") or 0) + int(rds.hget(counter, "previous") or 0) == 2, limit
@@ -98,7 +110,9 @@ def test_each_limit_of_a_policy_has_its_own_name_in_the_headers() -> None:
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:
-    configured = msgspec.structs.replace(settings, rate_limit_registrar="2 per 30 seconds")
+    configured = msgspec.structs.replace(
+        settings, limits=msgspec.structs.replace(settings.limits, registrar="2 per 30 seconds")
+    )
     with (
         TestClient(create_app(configured), client=("192.0.2.1", 5000)) as one,
         TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
@@ -109,7 +123,9 @@ def test_development_mode_limits_each_client_address(settings: Settings) -> None
 
 
 def test_refused_tokens_and_probes_are_limited_per_address(settings: Settings) -> None:
-    configured = secured(settings, rate_limit_anonymous="3 per 30 seconds")
+    configured = secured(
+        msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, anonymous="3 per 30 seconds"))
+    )
     with (
         TestClient(create_app(configured), client=("192.0.2.1", 5000)) as guesser,
         TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
@@ -124,14 +140,16 @@ def test_refused_tokens_and_probes_are_limited_per_address(settings: Settings) -
 
 def test_limits_fail_open_while_redis_is_down(settings: Settings) -> None:
     """Reads are answered from PostgreSQL; only intake needs Redis, and says so with a 503."""
-    down = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:9/0")
+    down = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url="redis://127.0.0.1:9/0"))
     with TestClient(create_app(down)) as client:
         assert client.get("/api/v1/courses/1").status_code == 404
         assert client.post("/enroll", json={"student_id": 1, "course_id": 1, "idempotency_key": "k"}).status_code == 503
 
 
 def test_off_means_unlimited(settings: Settings) -> None:
-    configured = secured(settings, rate_limit_student_reads="off")
+    configured = secured(
+        msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, student_reads="off"))
+    )
     with TestClient(create_app(configured)) as client:
         student = bearer(configured, "student", 1)
         assert {client.get("/api/v1/students/1/enrollments", headers=student).status_code for _ in range(60)} == {200}

@@ -36,23 +36,35 @@ def test_ready_names_each_failing_dependency(settings: Settings, servers: Server
         ready = client.get("/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         assert ready.json()["auth"] == "off"
-        with redis.Redis.from_url(settings.redis_url) as rds:
+        with redis.Redis.from_url(settings.redis.url) as rds:
             assert [g["name"] for g in rds.xinfo_groups(KEYS.requests)] == [GROUP.encode()]
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
+        )
+    ) as client:
         down = client.get("/ready").json()
         assert down["failing"] == ["redis"] and down["checks"]["redis"].startswith("unreachable")
     # The application's role may not create databases: the admin does.
     with psycopg.connect(servers.admin_database_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS courseflow_unmigrated")
         conn.execute("CREATE DATABASE courseflow_unmigrated")
-    unmigrated = settings.database_url.rsplit("/", 1)[0] + "/courseflow_unmigrated"
-    with TestClient(create_app(msgspec.structs.replace(settings, database_url=unmigrated))) as client:
+    unmigrated = settings.postgres.url.rsplit("/", 1)[0] + "/courseflow_unmigrated"
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, postgres=msgspec.structs.replace(settings.postgres, url=unmigrated))
+        )
+    ) as client:
         body = client.get("/ready").json()
         assert body["failing"] == ["migrations"] and "001_event_store" in body["checks"]["migrations"]
 
 
 def test_intake_answers_503_with_retry_after_while_redis_is_down(settings: Settings) -> None:
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
+        )
+    ) as client:
         response = client.post("/enroll", json={"student_id": 1, "course_id": 1, "idempotency_key": "k"})
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
@@ -91,7 +103,12 @@ def test_an_entry_that_keeps_failing_is_dead_lettered(
     # Two consumers read it and die without deciding it; the third delivery is one too many.
     assert _entries(rds.xreadgroup(GROUP, "ghost-1", {KEYS.requests: ">"}, count=1))
     rds.xclaim(KEYS.requests, GROUP, "ghost-2", 0, [stream_entries(rds, KEYS.requests)[0][0]])
-    worker = Worker(msgspec.structs.replace(settings, max_deliveries=2, claim_idle_ms=0), "survivor")
+    worker = Worker(
+        msgspec.structs.replace(
+            settings, worker=msgspec.structs.replace(settings.worker, max_deliveries=2, claim_idle_ms=0)
+        ),
+        "survivor",
+    )
     worker.reclaim()
     worker.close()
     (reason,) = [f[b"reason"].decode() for _, f in stream_entries(rds, KEYS.dead_letters)]

@@ -25,9 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import check
-from courseflow.decisions import partitions
-from courseflow.eventstore import priorities, store
+from courseflow.errors import DomainError
+from courseflow.eventstore import partition_count, priorities, store
 from courseflow.http import (
     courses,
     dead_letters,
@@ -43,12 +42,20 @@ from courseflow.http import (
 )
 from courseflow.http.auth import warn_if_open
 from courseflow.http.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
-from courseflow.http.express import Express
 from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
-from courseflow.http.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
-from courseflow.intake import queue
+from courseflow.http.payloads import BodyLimit
+from courseflow.http.problems import (
+    MethodNotAllowed,
+    NotFound,
+    Problem,
+    ShuttingDown,
+    Unavailable,
+    from_domain,
+    respond,
+)
+from courseflow.intake import accepted, queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
 from courseflow.platform.config import Settings
@@ -58,8 +65,8 @@ log = logging.getLogger("courseflow.api")
 
 
 async def problem(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    return respond(exc)
+    assert isinstance(exc, Problem | DomainError)
+    return respond(exc if isinstance(exc, Problem) else from_domain(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -139,24 +146,11 @@ async def contract(request: Request) -> Response:
     return Response(state.openapi, media_type="application/json")
 
 
-class CourseFlow(Starlette):
-    """The API: enrollments take the fast lane (see `express`), everything else routing and the middleware."""
-
-    express: Express | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        express = self.express
-        if express is not None and express.serves(scope):
-            await express(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
     svc = Services(settings)
-    feed = live.log_feed(svc, settings.database_url)
+    feed = live.log_feed(svc, settings.postgres.url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,9 +168,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         _drain_on_signals(state, feed.close)
         await feed.start()
         loop = asyncio.get_running_loop()
-        background = [loop.create_task(_keep_priorities_applied(svc, settings.priority_sync_s))]
+        background = [loop.create_task(_keep_priorities_applied(svc, settings.queue.priority_sync_s))]
         if svc.replica is not None:
-            background.append(loop.create_task(svc.bound_replica_lag(settings.replica_max_lag_ms / 2000)))
+            background.append(loop.create_task(svc.bound_replica_lag(settings.postgres.replica_max_lag_ms / 2000)))
         try:
             yield
         finally:
@@ -186,7 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await feed.stop()
             await svc.close()
 
-    app = CourseFlow(
+    app = Starlette(
         routes=[
             # The seed's path, kept as an alias of POST /api/v1/enrollments.
             Route("/enroll", enrollments.enroll, methods=["POST"], name="enroll_seed"),
@@ -218,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers={
             Problem: problem,
+            DomainError: problem,
             HTTPException: http_error,
             **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
             **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),
@@ -227,7 +222,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # `/x/` is not `/x`: no redirect built from the client's Host header.
     app.router.redirect_slashes = False
-    # Outermost first: the trace span; draining answers before anything else; then the gate; then routing.
+    # Every request, enrollments included, passes this one stack. Outermost first: the trace span; timing;
+    # draining answers before anything else; then the gate (every rate limit); then the body limit; then routing.
     enrolling = frozenset(
         route.path for route in app.routes if isinstance(route, Route) and route.endpoint is enrollments.enroll
     )
@@ -236,6 +232,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         for route in app.routes
         if isinstance(route, Route) and (declared_as := declared(route.endpoint)) and declared_as.public
     )
+    app.add_middleware(BodyLimit)
     app.add_middleware(
         Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, enrollment_paths=enrolling
     )
@@ -244,15 +241,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(Instruments, routes=app.routes)
     # Outside even draining: every answer, refusals included, gets its span (a no-op with tracing off).
     app.add_middleware(tracing.Traced)
-    # The same gate, draining state and exception mapping as the stack's, around the same endpoint.
-    app.express = Express(
-        app,
-        enrollments.enroll,
-        enrolling,
-        Gate(app, authenticator=svc.authenticator, limiter=svc.limiter, public=public, enrollment_paths=enrolling),
-        state,
-        app.exception_handlers,
-    )
     app.state.shutdown = state
     app.state.feed = feed
     return app
@@ -268,10 +256,10 @@ def create_served_app() -> Starlette:
 def _prepare_queue(svc: Services) -> None:
     """Intake knows every course and granted priority, and the consumer groups exist before any worker runs."""
     with svc.pool.connection() as conn:
-        partitions.verify(conn, svc.keys.partitions)
+        partition_count.verify(conn, svc.keys.partitions)
         svc.register_courses(store.course_ids(conn))
         svc.grant_priorities(priorities.granted(conn))
-        check.start_counting_accepted(conn, svc.redis_sync, svc.keys)
+        accepted.start_counting(conn, svc.redis_sync, svc.keys)
     queue.ensure_groups(svc.redis_sync, svc.keys)
 
 

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
+from courseflow.errors import IdempotencyKeyReused, UnknownCourse, UnknownRequest
 from courseflow.eventstore import store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
@@ -16,14 +17,13 @@ from courseflow.http.operations import operation, path_params
 from courseflow.http.payloads import Enrollment, RequestPath
 from courseflow.http.problems import (
     Forbidden,
-    IdempotencyConflict,
     InvalidInput,
     NotDecided,
     NotFound,
     Problem,
 )
 from courseflow.http.views import EnrollmentStatus, Queued, Released
-from courseflow.intake.accept import KeyReused, UnknownCourse, key_owner
+from courseflow.intake.accept import key_owner
 from courseflow.platform.metrics import REQUESTS_ACCEPTED, REQUESTS_REFUSED, REQUESTS_REPLAYED
 from projections import status
 
@@ -63,16 +63,12 @@ async def enroll(request: Request) -> Response:
     except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here
         REQUESTS_REFUSED.labels("unavailable").inc()
         raise
-    except UnknownCourse:
+    except UnknownCourse:  # answered 404 by the app's mapping of domain errors; counted here
         REQUESTS_REFUSED.labels("unknown_course").inc()
-        raise NotFound(f"no course {body.course_id}", "course_id") from None
-    except KeyReused as reused:
+        raise
+    except IdempotencyKeyReused:  # answered 409
         REQUESTS_REFUSED.labels("idempotency_conflict").inc()
-        raise IdempotencyConflict(
-            "this idempotency_key was already used by this student with a different body",
-            "idempotency_key",
-            request_id=reused.request_id,
-        ) from None
+        raise
     structlog.contextvars.bind_contextvars(request_id=accepted.request_id)
     counted_as = REQUESTS_ACCEPTED if accepted.outcome == "queued" else REQUESTS_REPLAYED
     if accepted.queue_position is not None:
@@ -158,8 +154,8 @@ async def release(request: Request) -> Response:
         # Ownership first, under the same answer as an unknown id.
         await status.owned(svc, caller, request_id)
     try:
-        new_status, promoted = await svc.db(lifecycle.release, request_id)
-    except lifecycle.NotFound:
+        released = await svc.db(lifecycle.release, request_id)
+    except UnknownRequest:
         if await svc.intake.pending_position(request_id) is not None:
             raise NotDecided(
                 "the request is still pending: it can be released once decided (when its course opens, if it has not)",
@@ -167,4 +163,8 @@ async def release(request: Request) -> Response:
             ) from None
         raise NotFound(f"no request {request_id}", "request_id") from None
     # Who was promoted is another student's business: privileged callers only.
-    return JSON(Released(request_id=request_id, status=new_status, promoted=promoted if caller.privileged else None))
+    return JSON(
+        Released(
+            request_id=request_id, status=released.status, promoted=released.promoted if caller.privileged else None
+        )
+    )

@@ -74,15 +74,15 @@ class Limiter:
     def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         # A student's reads and writes are limited apart; every other caller has one policy for both.
         self._student = {
-            False: Policy("student-reads", settings.rate_limit_student_reads),
-            True: Policy("student-writes", settings.rate_limit_student_writes),
+            False: Policy("student-reads", settings.limits.student_reads),
+            True: Policy("student-writes", settings.limits.student_writes),
         }
         self._others = {
-            "registrar": Policy("registrar", settings.rate_limit_registrar),
-            "service": Policy("service", settings.rate_limit_service),
-            "anonymous": Policy("anonymous", settings.rate_limit_anonymous),
+            "registrar": Policy("registrar", settings.limits.registrar),
+            "service": Policy("service", settings.limits.service),
+            "anonymous": Policy("anonymous", settings.limits.anonymous),
         }
-        self._keys = Keys(settings.stream_prefix)
+        self._keys = Keys(settings.queue.prefix)
         # Every request hits the limiter: concurrent hits share round trips.
         self._functions = AsyncFunctions(client)
         self._storage_down_logged = 0.0

@@ -10,7 +10,8 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from courseflow import events
-from courseflow.events import EnrollmentRequested
+from courseflow.errors import IdempotencyKeyReused, UnknownCourse
+from courseflow.events import QueuedRequest
 from courseflow.intake.queue import parse_member
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NO_REPLICAS, Replicas
@@ -43,22 +44,6 @@ def key_owner(role: str, sub: str, student_id: int) -> str:
     caller) for one student. So a student and the integration acting for them never collide on a key, nor two
     integrations."""
     return str(student_id) if role == "student" and sub == str(student_id) else f"{role}:{sub}:{student_id}"
-
-
-class UnknownCourse(LookupError):
-    """Intake knows no such course (its registration in Redis, which PostgreSQL may still have)."""
-
-    def __init__(self, course_id: int) -> None:
-        super().__init__(f"no course {course_id}")
-        self.course_id = course_id
-
-
-class KeyReused(Exception):
-    """The idempotency key names an earlier request with another body."""
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__(f"the idempotency key names request {request_id}, which has another body")
-        self.request_id = request_id
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -116,7 +101,7 @@ class Intake:
         does nothing for a request id queued before. A retry after a failure between them queues the request
         the key names, never a second one.
 
-        Raises KeyReused for a key used before with another body, UnknownCourse, and NotReplicated when
+        Raises IdempotencyKeyReused for a key used before with another body, UnknownCourse, and NotReplicated when
         REDIS_WAIT_REPLICAS replicas did not confirm it in time: it may be queued, but a failover could still
         lose it, so the caller hears 503 and retries with the same idempotency key.
         """
@@ -125,8 +110,8 @@ class Intake:
         claim = await self._functions(ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl))
         request_id = claim.request_id
         if claim.fingerprint != fingerprint:
-            raise KeyReused(request_id)
-        request = EnrollmentRequested(
+            raise IdempotencyKeyReused(request_id)
+        request = QueuedRequest(
             course_id=course_id,
             request_id=request_id,
             student_id=student_id,
@@ -134,7 +119,7 @@ class Intake:
             priority=0,
             requested_at=datetime.now(UTC),
         )
-        head, tail = around_priority(events.encode(request))
+        head, tail = around_priority(events.encode_request(request))
         k = self._of_course(course_id)
         # The PRODUCER span: its context goes into the entry for the worker.
         with tracing.span(k.span_name, SpanKind.PRODUCER) as span:
@@ -177,12 +162,12 @@ class Intake:
         # A known key whose request was never queued (its first attempt failed in between) is queued now.
         return Accepted(queued.outcome, request_id, queued.queue_position)
 
-    async def pending_position(self, request_id: str) -> tuple[EnrollmentRequested, int] | None:
+    async def pending_position(self, request_id: str) -> tuple[QueuedRequest, int] | None:
         """The pending request and its 1-based queue position, or None if it is not pending."""
         found = await self.pending_positions([request_id])
         return found.get(request_id)
 
-    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[EnrollmentRequested, int]]:
+    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[QueuedRequest, int]]:
         """Those of these requests still pending, with their queue positions: two round trips however many
         requests and partitions (a request id does not say its partition: every partition's index is asked)."""
         if not request_ids:

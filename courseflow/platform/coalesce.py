@@ -1,24 +1,26 @@
 """Concurrent Redis calls share round trips: one pipeline carries all that arrived meanwhile.
 
 While one pipeline is in flight the next calls queue up; when it returns they all go in the next
-one. A lone call costs one round trip as before; a crowd costs one per batch, and the per-command
-work of the client (connection checkout, packing, parsing) is paid once per batch.
+one. A lone call costs one round trip; a crowd costs one per batch (one per master on a cluster,
+where redis-py's cluster pipeline routes each command by its keys), and the per-command work of
+the client (connection checkout, parsing) is paid once per batch. A command that fails fails
+only its own caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
-import hiredis
 import msgspec
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.connection import Connection
 from redis.typing import EncodableT, KeyT
+
+from courseflow.platform import redis_clients
+from courseflow.platform.redis_clients import AsyncRedis
 
 Call = TypeVar("Call")
 
@@ -65,71 +67,6 @@ class _Batches(Generic[Call]):
         raise NotImplementedError
 
 
-def packed(command: tuple[EncodableT, ...]) -> bytes:
-    """One command in the Redis protocol, packed by hiredis (redis[hiredis]): a fifth of redis-py's cost."""
-    return hiredis.pack_command(command)  # type: ignore[arg-type,no-any-return]
-
-
-class Line:
-    """One connection of a plain client's pool, held by one coalescer, whose batches go one at a time: checking
-    a connection out of the pool for each batch, and redis-py's pipeline, cost more than the batch's commands.
-
-    A connection the server closed while idle is opened again before use, as the pool does for those it hands
-    out, and a batch that meets a close not seen yet is sent once more on a new connection: had the server run
-    it already, idempotency keys make the second run a replay (a rate-limit hit in it counts twice)."""
-
-    def __init__(self, client: aioredis.Redis | None, owns_client: bool = False) -> None:
-        self._client = client
-        self._owns_client = owns_client
-        self._connection: Connection | None = None
-
-    async def exchange(self, commands: bytes, count: int) -> list[Any]:
-        """Send packed commands, read their `count` replies; a reply that is an error is returned, not raised."""
-        assert self._client is not None, "a cluster client has no single connection"
-        pool = self._client.connection_pool
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = cast(Connection, await pool.get_connection())  # type: ignore[no-untyped-call]
-            return await _exchange(connection, commands, count)
-        # As the pool checks a connection it hands out: one the server closed meanwhile is opened again.
-        await pool.ensure_connection(connection)
-        try:
-            return await _exchange(connection, commands, count)
-        except redis.ConnectionError:
-            # Closed before this batch, though the close was not seen yet: once more, on a new connection.
-            return await _exchange(connection, commands, count)
-
-    async def aclose(self) -> None:
-        if self._client is None:
-            return
-        if self._connection is not None:
-            await self._client.connection_pool.release(self._connection)
-            self._connection = None
-        if self._owns_client:
-            await self._client.aclose()
-
-
-async def _exchange(connection: Connection, commands: bytes, count: int) -> list[Any]:
-    try:
-        await connection.send_packed_command(commands, check_health=False)
-        replies: list[Any] = []
-        # One time limit for the batch's replies, not one per reply (which costs more than reading it).
-        async with asyncio.timeout(connection.socket_timeout):
-            for _ in range(count):
-                try:
-                    replies.append(await connection.read_response(timeout=math.inf))
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-        return replies
-    except TimeoutError:
-        await connection.disconnect()
-        raise redis.TimeoutError(f"no reply from Redis within {connection.socket_timeout} s") from None
-    except BaseException:
-        # Replies left unread would answer the next batch's commands; the next send connects again.
-        await connection.disconnect()
-        raise
-
-
 # A command, and the key that routes it on a cluster.
 RoutedCall = tuple[KeyT, tuple[EncodableT, ...]]
 
@@ -151,41 +88,50 @@ class NotReplicated(redis.RedisError):
 
 class CoalescedCalls(_Batches[RoutedCall]):
     """Commands (function calls), each still atomic on its own, sent in batches; with `replicas`, each batch ends
-    with a WAIT on every connection it wrote to."""
+    with a WAIT on every connection it wrote to. The command goes through `execute_command`, which redis-py's
+    cluster pipeline routes by its keys."""
 
-    def __init__(self, client: aioredis.Redis | AsyncRedisCluster, replicas: Replicas = NO_REPLICAS):
+    def __init__(self, client: AsyncRedis, replicas: Replicas = NO_REPLICAS) -> None:
         super().__init__()
         self._client = client
         self._replicas = replicas
-        # A single Redis's batches go over one connection of the client's pool, held by these calls.
-        self._line = Line(client if isinstance(client, aioredis.Redis) else None)
-        self._masters: dict[str, Line] = {}
+        self._masters: dict[str, aioredis.Redis] = {}
 
     async def __call__(self, route: KeyT, command: tuple[EncodableT, ...]) -> Any:
         return await self._submit((route, command))
 
     async def _send(self, calls: list[RoutedCall]) -> list[Any]:
         if self._replicas.count == 0:
-            if isinstance(self._client, AsyncRedisCluster):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for _, command in calls:
-                        pipe.execute_command(*command)
-                    return await pipe.execute(raise_on_error=False)
-            return await self._line.exchange(self._packed(calls), len(calls))
-        return await self._replicated(calls)
+            return await self._pipelined(self._client, calls)
+        if isinstance(self._client, AsyncRedisCluster):
+            return await self._replicated_on_cluster(self._client, calls)
+        return await self._replicated(self._client, calls)
 
-    def _packed(self, calls: list[RoutedCall]) -> bytes:
-        return b"".join([packed(command) for _, command in calls])
+    async def _pipelined(self, client: AsyncRedis, calls: list[RoutedCall], *tail: EncodableT) -> list[Any]:
+        """One round trip (one per master on a cluster) for the batch, plus `tail`, one command after it."""
+        async with client.pipeline(transaction=False) as pipe:
+            for _, command in calls:
+                pipe.execute_command(*command)
+            if tail:
+                pipe.execute_command(*tail)
+            return await pipe.execute(raise_on_error=False)
 
-    async def _replicated(self, calls: list[RoutedCall]) -> list[Any]:
-        """WAIT counts the replicas that have what its own connection wrote, so calls and their WAIT share a
-        connection: the client's on a single Redis; on a cluster, a plain one to the master of each call's slot,
-        without the cluster client's retries and redirections, which would send the WAIT elsewhere. A call that
-        meets a moved slot or a dead master is NotReplicated (503: the client retries with its idempotency
-        key) and the slot map is read again."""
-        if not isinstance(self._client, AsyncRedisCluster):
-            return await self._on_one_connection(self._line, calls)
-        cluster = self._client
+    async def _replicated(self, client: aioredis.Redis, calls: list[RoutedCall]) -> list[Any]:
+        """WAIT counts the replicas that have what its own connection wrote: one pipeline keeps the calls and
+        their WAIT on one connection."""
+        *replies, confirmed = await self._pipelined(
+            client, calls, "WAIT", self._replicas.count, self._replicas.timeout_ms
+        )
+        if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:
+            return replies
+        short = NotReplicated(f"fewer than {self._replicas.count} replicas confirmed the write in time")
+        return [reply if isinstance(reply, Exception) else short for reply in replies]
+
+    async def _replicated_on_cluster(self, cluster: AsyncRedisCluster, calls: list[RoutedCall]) -> list[Any]:
+        """On a cluster, each call's batch goes to a plain client of the master of its slot, without the cluster
+        client's retries and redirections, which would send the WAIT elsewhere. A call that meets a moved slot
+        or a dead master is NotReplicated (503: the client retries with its idempotency key) and the slot map
+        is read again."""
         await cluster.initialize()
         replies: list[Any] = [NotReplicated("no master serves the slot")] * len(calls)
         by_node: dict[str, tuple[Any, list[int]]] = {}
@@ -196,7 +142,7 @@ class CoalescedCalls(_Batches[RoutedCall]):
 
         async def on_node(host: str, port: int, indexes: list[int]) -> None:
             try:
-                got = await self._on_one_connection(self._master(host, port), [calls[i] for i in indexes])
+                got = await self._replicated(self._master(cluster, host, port), [calls[i] for i in indexes])
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 got = [NotReplicated(f"the master at {host}:{port} is unreachable: {exc}")] * len(indexes)
             for i, reply in zip(indexes, got, strict=True):
@@ -207,29 +153,15 @@ class CoalescedCalls(_Batches[RoutedCall]):
             await cluster.nodes_manager.initialize()  # a failover may have moved slots: read the map again
         return replies
 
-    async def _on_one_connection(self, line: Line, calls: list[RoutedCall]) -> list[Any]:
-        wait = packed((b"WAIT", self._replicas.count, self._replicas.timeout_ms))
-        *replies, confirmed = await line.exchange(self._packed(calls) + wait, len(calls) + 1)
-        if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:
-            return replies
-        short = NotReplicated(f"fewer than {self._replicas.count} replicas confirmed the write in time")
-        return [reply if isinstance(reply, Exception) else short for reply in replies]
-
-    def _master(self, host: str, port: int) -> Line:
-        """A line to one cluster master, with the cluster client's credentials, kept for reuse."""
+    def _master(self, cluster: AsyncRedisCluster, host: str, port: int) -> aioredis.Redis:
         name = f"{host}:{port}"
         if name not in self._masters:
-            assert isinstance(self._client, AsyncRedisCluster)
-            kwargs = self._client.get_connection_kwargs()
-            username, password = kwargs.get("username"), kwargs.get("password")
-            master = aioredis.Redis(host=host, port=port, username=username, password=password)
-            self._masters[name] = Line(master, owns_client=True)
+            self._masters[name] = redis_clients.connect_master(cluster, host, port)
         return self._masters[name]
 
     async def aclose(self) -> None:
-        await self._line.aclose()
-        for line in self._masters.values():
-            await line.aclose()
+        for master in self._masters.values():
+            await redis_clients.aclose(master)
         self._masters.clear()
 
 

@@ -116,7 +116,7 @@ def sql_order(db: psycopg.Connection[tuple[Any, ...]], ranks: list[fairness.Rank
 
 
 def test_python_redis_and_sql_order_requests_alike(settings: Settings, rds: redis.Redis) -> None:
-    with psycopg.connect(settings.database_url, autocommit=True) as db:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as db:
 
         @given(ranks=_ranks)
         @hypothesis.settings(max_examples=40, deadline=None)
