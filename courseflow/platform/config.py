@@ -269,25 +269,10 @@ def _completed(settings: Settings, given: Mapping[str, str]) -> Settings:
     if redis_url is None and ("REDIS_HOST" in given or "REDIS_PORT" in given):
         redis_url = f"redis://{rds.host}:{rds.port}/0"
     database_url = given.get("DATABASE_URL")
-    saved = None
-    if not (database_url and redis_url):
-        try:
-            # The local servers' tooling (devtools/): absent from a production install, which sets both URLs.
-            from courseflow_local import credentials
-        except ImportError:
-            raise SystemExit(
-                "configuration error: set DATABASE_URL and REDIS_URL (or install the local servers: make install)"
-            ) from None
-        try:
-            # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
-            saved = credentials.load(local.data_dir)
-        except credentials.CredentialsError as exc:
-            raise SystemExit(f"configuration error: {exc}") from None
     external = bool(database_url or redis_url)
-    if not database_url:
-        database_url = local_database_url(local.postgres_port, saved.postgres_app_password if saved else None)
-    if not redis_url:
-        redis_url = local_redis_url(local.redis_port, saved.redis_app_password if saved else None)
+    # Without a URL, the local servers' (their passwords are added by the commands that know where they are kept).
+    database_url = database_url or local_database_url(local.postgres_port)
+    redis_url = redis_url or local_redis_url(local.redis_port)
     replace = msgspec.structs.replace
     return replace(
         settings,

@@ -31,8 +31,6 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
         # The intake takes the caller and the rate-limit window as plain values once they are moved down.
         ("courseflow.intake.accept", "courseflow.http.auth"),
         ("courseflow.intake.accept", "courseflow.http.limits"),
-        # The local servers' saved passwords, read (imported lazily) when no URL is given.
-        ("courseflow.platform.config", "courseflow_local"),
     }
 )
 
