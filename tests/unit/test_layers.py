@@ -26,13 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 # Upward imports still to remove, each by moving what it needs downwards: this list only shrinks, to empty.
-ALLOWED: frozenset[tuple[str, str]] = frozenset(
-    {
-        # The intake takes the caller and the rate-limit window as plain values once they are moved down.
-        ("courseflow.intake.accept", "courseflow.http.auth"),
-        ("courseflow.intake.accept", "courseflow.http.limits"),
-    }
-)
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 class Import(msgspec.Struct, frozen=True):
