@@ -25,7 +25,7 @@ from tests.helpers import (
     wait_projected,
     wait_until,
 )
-from tests.test_cli import courseflow, server_env
+from tests.integration.test_cli import courseflow, server_env
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 

@@ -24,7 +24,7 @@ from courseflow.http.limits import Policy
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
 from tests.helpers import wait_until
-from tests.test_cli import server_env
+from tests.integration.test_cli import server_env
 from tests.trust import SECRET, bearer, secured
 
 
