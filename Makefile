@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := redis-server wrk postgresql postgresql-contrib chromium
 
-.PHONY: install system-packages run test lint format services-up services-down bench clean
+.PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster lint format services-up services-down bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -41,8 +41,25 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 run: install
 	$(BIN)/courseflow run
 
+# Every tier, with the coverage of courseflow and projections (subprocesses included) printed and gated.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
+
+# No server at all: seconds, for every edit.
+test-unit: install
+	$(BIN)/pytest tests/unit -q
+
+test-integration: install
+	$(BIN)/pytest tests/integration tests/test_*.py -q
+
+test-browser: install
+	$(BIN)/pytest tests/browser -q
+
+test-fault: install
+	$(BIN)/pytest tests/fault -q
+
+test-cluster: install
+	$(BIN)/pytest tests/cluster -q
 
 lint: install
 	$(BIN)/ruff check .
