@@ -12,7 +12,6 @@ from pathlib import Path
 import courseflow_local as services
 import httpx2 as httpx
 import msgspec
-import pytest
 import redis.asyncio as aioredis
 from limits import parse
 from limits.aio.storage import RedisStorage
@@ -20,7 +19,6 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.testclient import TestClient
 
 from courseflow.http.app import create_app
-from courseflow.http.limits import Policy
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
 from tests.helpers import wait_until
@@ -87,14 +85,6 @@ def test_enrollments_count_under_the_librarys_own_keys(settings: Settings) -> No
             await pool.disconnect()
 
     assert asyncio.run(remaining()) == 2
-
-
-def test_each_limit_of_a_policy_has_its_own_name_in_the_headers() -> None:
-    policy = Policy("student-writes", "10/second;100/minute")
-    assert policy.header == '"student-writes-1";q=10;w=1, "student-writes-2";q=100;w=60'
-    assert Policy("registrar", "off").items == []
-    with pytest.raises(SystemExit, match="RATE_LIMIT_REGISTRAR"):
-        Policy("registrar", "lots")
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:
