@@ -159,13 +159,6 @@ def test_waitlisted_then_promoted_live_and_a_resume_gets_exactly_what_was_missed
                     second,
                 )
             await http.delete(f"/api/v1/enrollments/{second}")
-            for bad in (b"x", b"\xb3", b"-1", b"9" * 5000):
-                headers = [(b"Accept", b"text/event-stream"), (b"Last-Event-ID", bad)]
-                unreadable = await http.get(f"/api/v1/enrollments/{third}/events", headers=headers)
-                assert (unreadable.status_code, unreadable.json()["field"]) == (400, "Last-Event-ID"), bad[:8]
-            # An id past the end of the log (a log restored from a backup) starts afresh, never silently.
-            async with sse(http, f"/api/v1/enrollments/{third}/events", **{"Last-Event-ID": "999999999"}) as fresh:
-                assert (await fresh.next()).type == "status"
             resumed = {"Last-Event-ID": str(waitlisted.id)}
             async with sse(http, f"/api/v1/enrollments/{third}/events", **resumed) as thirds:
                 missed = await thirds.next()
@@ -180,6 +173,33 @@ def test_waitlisted_then_promoted_live_and_a_resume_gets_exactly_what_was_missed
                 ("WaitlistPromoted", missed.id),
                 ("EnrollmentDropped", dropped.id),
             ]
+
+    asyncio.run(scenario())
+
+
+def test_a_last_event_id_that_is_no_position_is_a_400_naming_it(api_server: str, projector: Projector) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            request_id = await enroll(http, 1, 1)
+            for bad in (b"x", b"\xb3", b"-1", b"9" * 5000):
+                headers = [(b"Accept", b"text/event-stream"), (b"Last-Event-ID", bad)]
+                unreadable = await http.get(f"/api/v1/enrollments/{request_id}/events", headers=headers)
+                assert (unreadable.status_code, unreadable.json()["field"]) == (400, "Last-Event-ID"), bad[:8]
+
+    asyncio.run(scenario())
+
+
+def test_a_last_event_id_past_the_end_of_the_log_starts_afresh(api_server: str, projector: Projector) -> None:
+    """A log restored from a backup: the stream starts again from the status, never silently."""
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            request_id = await enroll(http, 1, 1)
+            past = {"Last-Event-ID": "999999999"}
+            async with sse(http, f"/api/v1/enrollments/{request_id}/events", **past) as fresh:
+                assert (await fresh.next()).type == "status"
 
     asyncio.run(scenario())
 
@@ -241,7 +261,7 @@ def test_a_registrar_follows_a_course_its_events_and_counts(
     asyncio.run(scenario())
 
 
-def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
+def test_a_websocket_pushes_the_same_messages_as_the_event_stream(
     api_server: str, start_workers: StartWorkers, projector: Projector
 ) -> None:
     start_workers()
@@ -264,6 +284,23 @@ def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
             assert [m.type for m in pushed] == ["status", "waitlisted", "promoted"]
             assert framed == [m.data for m in pushed]
             assert all(f["type"] == m.type and f["id"] == m.id for f, m in zip(framed, pushed, strict=True))
+
+    asyncio.run(scenario())
+
+
+def test_a_websocket_replays_a_courses_log_from_a_position_then_its_counts(
+    api_server: str, start_workers: StartWorkers, projector: Projector
+) -> None:
+    start_workers()
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            _, second = [await enroll(http, s, 1) for s in (1, 2)]
+            async with sse(http, f"/api/v1/enrollments/{second}/events") as stream:
+                await stream.next()
+                await open_now(http, 1)
+                await stream.until("waitlisted")
             history = (await http.get("/api/v1/courses/1/events")).json()["events"]
             # As a browser would send its token (auth is off here): the subprotocol is chosen, or browsers hang up.
             offered = [Subprotocol("bearer"), Subprotocol("a.token")]
@@ -275,17 +312,23 @@ def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
             # The course's whole log from position 0, then its counts as of the last.
             assert [f["event"] for f in replayed[:-1]] == history
             assert (replayed[-1]["type"], replayed[-1]["id"]) == ("counts", history[-1]["position"])
-            for query, field in (
-                ("request_id=nope", "request_id"),
-                ("after=3", "request_id"),
-                ("course_id=0", "course_id"),
-            ):
-                async with connect(ws_url(api_server, query), proxy=None, open_timeout=10) as ws:
-                    refused = await frame(ws)
-                    assert (refused["type"], refused["status"], refused["field"]) == ("error", 422, field)
-                    with pytest.raises(ConnectionClosed) as closed:
-                        await asyncio.wait_for(ws.recv(), 10)
-                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+    asyncio.run(scenario())
+
+
+def test_a_websocket_with_a_bad_query_gets_a_422_naming_the_field_then_a_1008_close(api_server: str) -> None:
+    async def scenario() -> None:
+        for query, field in (
+            ("request_id=nope", "request_id"),
+            ("after=3", "request_id"),
+            ("course_id=0", "course_id"),
+        ):
+            async with connect(ws_url(api_server, query), proxy=None, open_timeout=10) as ws:
+                refused = await frame(ws)
+                assert (refused["type"], refused["status"], refused["field"]) == ("error", 422, field)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
     asyncio.run(scenario())
 
