@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := redis-server wrk postgresql postgresql-contrib chromium
 
-.PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster lint format services-up services-down bench clean
+.PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster lint format services-up services-down bench bench-ab clean
 
 install: system-packages $(VENV)/.installed
 
@@ -78,6 +78,12 @@ services-down: install
 
 bench: install
 	$(BIN)/python -m tests.bench
+
+# The intake and decision rows of commit BASE and of the working tree, run alternately on the same servers.
+ROUNDS ?= 2
+bench-ab: install
+	@test -n "$(BASE)" || { echo "usage: make bench-ab BASE=<commit> [ROUNDS=2]"; exit 2; }
+	$(BIN)/python -m tests.bench --ab $(BASE) --rounds $(ROUNDS)
 
 # Also removes the /var/tmp fallback cluster that `services up` may have used (see devtools/courseflow_local/postgres.py).
 clean:

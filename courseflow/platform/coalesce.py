@@ -1,8 +1,10 @@
 """Concurrent Redis calls share round trips: one pipeline carries all that arrived meanwhile.
 
 While one pipeline is in flight the next calls queue up; when it returns they all go in the next
-one. A lone call costs one round trip as before; a crowd costs one per batch, and the per-command
-work of the client (connection checkout, packing, parsing) is paid once per batch.
+one. A lone call costs one round trip; a crowd costs one per batch (one per master on a cluster,
+where redis-py's cluster pipeline routes each command by its keys), and the per-command work of
+the client (connection checkout, parsing) is paid once per batch. A command that fails fails
+only its own caller.
 """
 
 from __future__ import annotations
@@ -10,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
-import math
-from collections.abc import Sequence
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
-import hiredis
 import msgspec
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
+
+from courseflow.platform import redis_clients
+from courseflow.platform.redis_clients import AsyncRedis
 
 Call = TypeVar("Call")
 
@@ -68,71 +70,6 @@ class _Batches(Generic[Call]):
         raise NotImplementedError
 
 
-def packed(command: tuple[EncodableT, ...]) -> bytes:
-    """One command in the Redis protocol, packed by hiredis (redis[hiredis]): a fifth of redis-py's cost."""
-    return hiredis.pack_command(command)  # type: ignore[arg-type,no-any-return]
-
-
-class Line:
-    """One connection of a plain client's pool, held by one coalescer, whose batches go one at a time: checking
-    a connection out of the pool for each batch, and redis-py's pipeline, cost more than the batch's commands.
-
-    A connection the server closed while idle is opened again before use, as the pool does for those it hands
-    out, and a batch that meets a close not seen yet is sent once more on a new connection: had the server run
-    it already, idempotency keys make the second run a replay (a rate-limit hit in it counts twice)."""
-
-    def __init__(self, client: aioredis.Redis | None, owns_client: bool = False) -> None:
-        self._client = client
-        self._owns_client = owns_client
-        self._connection: Connection | None = None
-
-    async def exchange(self, commands: bytes, count: int) -> list[Any]:
-        """Send packed commands, read their `count` replies; a reply that is an error is returned, not raised."""
-        assert self._client is not None, "a cluster client has no single connection"
-        pool = self._client.connection_pool
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = cast(Connection, await pool.get_connection())  # type: ignore[no-untyped-call]
-            return await _exchange(connection, commands, count)
-        # As the pool checks a connection it hands out: one the server closed meanwhile is opened again.
-        await pool.ensure_connection(connection)
-        try:
-            return await _exchange(connection, commands, count)
-        except redis.ConnectionError:
-            # Closed before this batch, though the close was not seen yet: once more, on a new connection.
-            return await _exchange(connection, commands, count)
-
-    async def aclose(self) -> None:
-        if self._client is None:
-            return
-        if self._connection is not None:
-            await self._client.connection_pool.release(self._connection)
-            self._connection = None
-        if self._owns_client:
-            await self._client.aclose()
-
-
-async def _exchange(connection: Connection, commands: bytes, count: int) -> list[Any]:
-    try:
-        await connection.send_packed_command(commands, check_health=False)
-        replies: list[Any] = []
-        # One time limit for the batch's replies, not one per reply (which costs more than reading it).
-        async with asyncio.timeout(connection.socket_timeout):
-            for _ in range(count):
-                try:
-                    replies.append(await connection.read_response(timeout=math.inf))
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-        return replies
-    except TimeoutError:
-        await connection.disconnect()
-        raise redis.TimeoutError(f"no reply from Redis within {connection.socket_timeout} s") from None
-    except BaseException:
-        # Replies left unread would answer the next batch's commands; the next send connects again.
-        await connection.disconnect()
-        raise
-
-
 ScriptCall = tuple[Sequence[KeyT], Sequence[EncodableT]]
 
 
@@ -151,57 +88,73 @@ class NotReplicated(redis.RedisError):
     """The writes were made on the master, but fewer replicas than required confirmed them in time."""
 
 
-class CoalescedScript(_Batches[ScriptCall]):
-    """Calls of one Lua script, each still atomic on its own, sent in batches; with `replicas`, each batch ends
-    with a WAIT on every connection it wrote to. EVALSHA goes through `execute_command`: redis-py's cluster
-    pipeline refuses its script helpers, yet routes a plain EVALSHA by its keys."""
+class _CoalescedCalls(_Batches[ScriptCall]):
+    """Calls of one server-side program (a script or a function), each still atomic on its own, sent in
+    batches; with `replicas`, each batch ends with a WAIT on every connection it wrote to. The command goes
+    through `execute_command`: redis-py's cluster pipeline refuses its script helpers, yet routes a plain
+    EVALSHA or FCALL by its keys."""
 
-    def __init__(self, client: aioredis.Redis | AsyncRedisCluster, script: str, replicas: Replicas = NO_REPLICAS):
+    def __init__(self, client: AsyncRedis, replicas: Replicas) -> None:
         super().__init__()
         self._client = client
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._sha_bytes = self._sha.encode()
         self._replicas = replicas
-        # A single Redis's batches go over one connection of the client's pool, held by this script.
-        self._line = Line(client if isinstance(client, aioredis.Redis) else None)
-        self._masters: dict[str, Line] = {}
+        self._masters: dict[str, aioredis.Redis] = {}
 
     async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
         return await self._submit((keys, args))
 
+    def _command(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> tuple[EncodableT | KeyT, ...]:
+        raise NotImplementedError
+
+    def _is_lost(self, reply: object) -> bool:
+        """Whether `reply` says the server lost the program (a restart), so the call did not run."""
+        raise NotImplementedError
+
+    async def _restore(self) -> None:
+        raise NotImplementedError
+
     async def _send(self, calls: list[ScriptCall]) -> list[Any]:
-        replies = await self._pipeline(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        replies = await self._run(calls)
+        missing = [i for i, reply in enumerate(replies) if self._is_lost(reply)]
         if missing:
-            # A restarted Redis has an empty script cache and those calls did not run: load, send them again.
-            await self._client.script_load(self._script)
-            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
+            # A restarted Redis has lost what it had loaded and those calls did not run: load, send them again.
+            await self._restore()
+            for i, reply in zip(missing, await self._run([calls[i] for i in missing]), strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+    async def _run(self, calls: list[ScriptCall]) -> list[Any]:
         if self._replicas.count == 0:
-            if isinstance(self._client, AsyncRedisCluster):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
-                    return await pipe.execute(raise_on_error=False)
-            return await self._line.exchange(self._packed(calls), len(calls))
-        return await self._replicated(calls)
+            return await self._pipelined(self._client, calls)
+        if isinstance(self._client, AsyncRedisCluster):
+            return await self._replicated_on_cluster(self._client, calls)
+        return await self._replicated(self._client, calls)
 
-    def _packed(self, calls: list[ScriptCall]) -> bytes:
-        return b"".join([packed((b"EVALSHA", self._sha_bytes, len(keys), *keys, *args)) for keys, args in calls])
+    async def _pipelined(self, client: AsyncRedis, calls: list[ScriptCall], *tail: EncodableT) -> list[Any]:
+        """One round trip (one per master on a cluster) for the batch, plus `tail`, one command after it."""
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.execute_command(*self._command(keys, args))
+            if tail:
+                pipe.execute_command(*tail)
+            return await pipe.execute(raise_on_error=False)
 
-    async def _replicated(self, calls: list[ScriptCall]) -> list[Any]:
-        """WAIT counts the replicas that have what its own connection wrote, so scripts and their WAIT share a
-        connection: the client's on a single Redis; on a cluster, a plain one to the master of each call's slot,
-        without the cluster client's retries and redirections, which would send the WAIT elsewhere. A call that
-        meets a moved slot or a dead master is NotReplicated (503: the client retries with its idempotency
-        key) and the slot map is read again."""
-        if not isinstance(self._client, AsyncRedisCluster):
-            return await self._on_one_connection(self._line, calls)
-        cluster = self._client
+    async def _replicated(self, client: aioredis.Redis, calls: list[ScriptCall]) -> list[Any]:
+        """WAIT counts the replicas that have what its own connection wrote: one pipeline keeps the scripts and
+        their WAIT on one connection."""
+        *replies, confirmed = await self._pipelined(
+            client, calls, "WAIT", self._replicas.count, self._replicas.timeout_ms
+        )
+        if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:
+            return replies
+        short = NotReplicated(f"fewer than {self._replicas.count} replicas confirmed the write in time")
+        return [reply if isinstance(reply, Exception) else short for reply in replies]
+
+    async def _replicated_on_cluster(self, cluster: AsyncRedisCluster, calls: list[ScriptCall]) -> list[Any]:
+        """On a cluster, each call's batch goes to a plain client of the master of its slot, without the cluster
+        client's retries and redirections, which would send the WAIT elsewhere. A call that meets a moved slot
+        or a dead master is NotReplicated (503: the client retries with its idempotency key) and the slot map
+        is read again."""
         await cluster.initialize()
         replies: list[Any] = [NotReplicated("no master serves the slot")] * len(calls)
         by_node: dict[str, tuple[Any, list[int]]] = {}
@@ -213,7 +166,7 @@ class CoalescedScript(_Batches[ScriptCall]):
 
         async def on_node(host: str, port: int, indexes: list[int]) -> None:
             try:
-                got = await self._on_one_connection(self._master(host, port), [calls[i] for i in indexes])
+                got = await self._replicated(self._master(cluster, host, port), [calls[i] for i in indexes])
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 got = [NotReplicated(f"the master at {host}:{port} is unreachable: {exc}")] * len(indexes)
             for i, reply in zip(indexes, got, strict=True):
@@ -224,30 +177,59 @@ class CoalescedScript(_Batches[ScriptCall]):
             await cluster.nodes_manager.initialize()  # a failover may have moved slots: read the map again
         return replies
 
-    async def _on_one_connection(self, line: Line, calls: list[ScriptCall]) -> list[Any]:
-        wait = packed((b"WAIT", self._replicas.count, self._replicas.timeout_ms))
-        *replies, confirmed = await line.exchange(self._packed(calls) + wait, len(calls) + 1)
-        if not isinstance(confirmed, Exception) and int(confirmed) >= self._replicas.count:
-            return replies
-        short = NotReplicated(f"fewer than {self._replicas.count} replicas confirmed the write in time")
-        return [reply if isinstance(reply, Exception) else short for reply in replies]
-
-    def _master(self, host: str, port: int) -> Line:
-        """A line to one cluster master, with the cluster client's credentials, kept for reuse."""
+    def _master(self, cluster: AsyncRedisCluster, host: str, port: int) -> aioredis.Redis:
         name = f"{host}:{port}"
         if name not in self._masters:
-            assert isinstance(self._client, AsyncRedisCluster)
-            kwargs = self._client.get_connection_kwargs()
-            username, password = kwargs.get("username"), kwargs.get("password")
-            master = aioredis.Redis(host=host, port=port, username=username, password=password)
-            self._masters[name] = Line(master, owns_client=True)
+            self._masters[name] = redis_clients.connect_master(cluster, host, port)
         return self._masters[name]
 
     async def aclose(self) -> None:
-        await self._line.aclose()
-        for line in self._masters.values():
-            await line.aclose()
+        for master in self._masters.values():
+            await redis_clients.aclose(master)
         self._masters.clear()
+
+
+class CoalescedScript(_CoalescedCalls):
+    """Calls of one Lua script (EVALSHA), batched; a script a restarted Redis lost is loaded again."""
+
+    def __init__(self, client: AsyncRedis, script: str, replicas: Replicas = NO_REPLICAS) -> None:
+        super().__init__(client, replicas)
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+
+    def _command(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> tuple[EncodableT | KeyT, ...]:
+        return ("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    def _is_lost(self, reply: object) -> bool:
+        return isinstance(reply, NoScriptError)
+
+    async def _restore(self) -> None:
+        await self._client.script_load(self._script)
+
+
+class CoalescedFunction(_CoalescedCalls):
+    """Calls of one function of a Redis Functions library (FCALL by name), batched as scripts are; `restore`
+    loads the library again when a restarted Redis lost it."""
+
+    def __init__(
+        self,
+        client: AsyncRedis,
+        name: str,
+        restore: Callable[[], Awaitable[object]],
+        replicas: Replicas = NO_REPLICAS,
+    ) -> None:
+        super().__init__(client, replicas)
+        self._name = name
+        self._restore_library = restore
+
+    def _command(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> tuple[EncodableT | KeyT, ...]:
+        return ("FCALL", self._name, len(keys), *keys, *args)
+
+    def _is_lost(self, reply: object) -> bool:
+        return isinstance(reply, redis.ResponseError) and str(reply).startswith("Function not found")
+
+    async def _restore(self) -> None:
+        await self._restore_library()
 
 
 # What a cluster master answers for a slot it does not serve (any more, or not yet).

@@ -1,8 +1,9 @@
-"""`python -m tests.bench [--quick]`: start servers, measure, print one table, save it as JSON, clean up."""
+"""`python -m tests.bench [--quick] [--ab BASE]`: start servers, measure, print one table, save it as JSON, clean up."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from tests.bench import crowd, limits, report, throughput
+from tests.bench import ab, crowd, limits, report, sides, throughput
 from tests.bench.procs import BenchError
 from tests.bench.report import Row, Target
 from tests.bench.stack import Stack
@@ -136,6 +137,34 @@ def memory(stack: Stack, worker_idle_kb: int) -> list[Row]:
     ]
 
 
+def compare(base_commit: str, plan: Plan, rounds: int) -> int:
+    """The intake and decision rows for `base_commit` and for the working tree, alternately, in one run."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started_at, started = datetime.now(UTC), time.monotonic()
+    say = _progress(started)
+    info, code = report.machine(), report.code_version()
+    sizes = ab.Sizes(plan.intake_s, plan.warmup_s, plan.backlog)
+    new = msgspec.structs.replace(sides.WORKING_TREE, database="courseflow_new")
+    try:
+        with sides.checkout(base_commit) as base:
+            for side in (base, new):
+                sides.check_imports(side, os.environ | side.env())
+            with Stack.started() as stack:
+                say(f"servers up in {stack.data_dir}; {base.label} checked out in {base.root}")
+                results = ab.compare(stack, base, new, sizes, rounds, say)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    duration = time.monotonic() - started
+    print(report.header(f"A/B {plan.mode}, {rounds} rounds", started_at, info))
+    print(ab.table(results, base, new))
+    parameters = msgspec.structs.asdict(sizes) | {"rounds": rounds, "workers": WORKERS, "plan": plan.mode}
+    setup = {"machine": info, "code": code, "base": base.label, "parameters": parameters}
+    path = ab.save(started_at, duration, setup, results)
+    print(f"\nfinished in {duration:.0f} s; written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller samples: the whole table in about 2 minutes")
@@ -145,8 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         default="opens-at",
         help="how the flash crowd's registration opens: its courses' opens_at (default), or workers started after it",
     )
+    parser.add_argument(
+        "--ab",
+        metavar="BASE",
+        help="compare the intake and decision rows of commit BASE and of the working tree, run alternately",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --ab: runs of each row per side (at least 2)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.ab is not None:
+        if args.rounds < 2:
+            parser.error("--rounds must be at least 2: one run per side gives no spread")
+        return compare(args.ab, plan, args.rounds)
     # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the servers and their data dir are still removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started_at, started = datetime.now(UTC), time.monotonic()

@@ -51,7 +51,7 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(lines[0].split(b" ", 2)[1])
 
 
-def _requests(port: int, courses: Sequence[int], tag: str, total: int) -> list[bytes]:
+def _requests(port: int, courses: Sequence[int], tag: str, total: int, mixed: bool = True) -> list[bytes]:
     """Every request of the run, encoded before the clock starts: the pacer then only sends and reads."""
     return [
         _request(
@@ -61,7 +61,7 @@ def _requests(port: int, courses: Sequence[int], tag: str, total: int) -> list[b
                     "student_id": n + 1,
                     "course_id": courses[n % len(courses)],
                     "idempotency_key": f"{tag}-{n}",
-                    "priority": priority(n, len(courses)),
+                    "priority": priority(n, len(courses)) if mixed else 0,
                 }
             ),
         )
@@ -125,3 +125,25 @@ def paced_enroll(
     """POST /enroll to 127.0.0.1:`port` at `rate` requests/s for `seconds`, unique bodies, over `connections`."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_run(port, courses, tag, rate, seconds, connections))
+
+
+async def _burst(port: int, courses: Sequence[int], tag: str, count: int, connections: int, mixed: bool) -> None:
+    requests = _requests(port, courses, tag, count, mixed)
+
+    async def connection(first: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in range(first, count, connections):
+                if (status := await _exchange(reader, writer, requests[n])) != 202:
+                    raise BenchError(f"backlog request {n} was answered {status}, not 202")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(i) for i in range(connections)))
+
+
+def burst(port: int, courses: Sequence[int], tag: str, count: int, connections: int, mixed: bool = True) -> None:
+    """POST /enroll `count` times, as fast as the API answers, each request accepted: a backlog filled through
+    the HTTP API alone, so that any version of the code can be given the same one."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_burst(port, courses, tag, count, connections, mixed))

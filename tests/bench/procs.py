@@ -64,12 +64,12 @@ def status_kb(pid: int, field: str) -> int | None:
 class Child:
     """One benchmark subprocess in its own session, so Ctrl-C reaches only the benchmark, which stops it."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path = ROOT) -> None:
         self.name = name
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                list(argv), env=dict(env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         # Peak RSS per process of this child's tree, read just before it is stopped.
         self.peak_kb: dict[int, int] = {}

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import courseflow_local as services
 import msgspec
@@ -30,8 +31,9 @@ from courseflow.eventstore import migrations
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
 from tests.bench import cpu
-from tests.bench.procs import BenchError, Child, status_kb, wait_until
+from tests.bench.procs import ROOT, BenchError, Child, status_kb, wait_until
 from tests.bench.report import RESULTS
+from tests.bench.sides import WORKING_TREE, Side
 
 START_TIMEOUT_S = 60.0
 
@@ -97,6 +99,9 @@ class Stack:
     def __init__(self, data_dir: Path, local: services.LocalServers) -> None:
         self.data_dir = data_dir
         self.database_url = local.database_url
+        self._own_database_url = local.database_url
+        # Whose code the API, workers and projector run, on which database (see `use`).
+        self.side = WORKING_TREE
         self.redis_url = local.redis_url
         # Recreating the database and flushing Redis between runs are the admin's to do, not the application's.
         self.admin_database_url = local.admin_database_url
@@ -138,7 +143,25 @@ class Stack:
         # Development mode unless a row turns authentication on; its crowds come from one address: no limit.
         base = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
         base |= {"RATE_LIMIT_REGISTRAR": "off", "RATE_LIMIT_ANONYMOUS": "off"}
-        return os.environ | base | extra
+        return os.environ | base | self.side.env() | extra
+
+    def use(self, side: Side) -> None:
+        """Run `side`'s code from now on, on a database of its own: the next `reset` creates it and migrates it
+        with that code. Only while no API or worker runs. Redis is shared: `reset` empties it too.
+        """
+        self.side = side
+        if side.database is None:
+            self.database_url = self._own_database_url
+        else:
+            parts = urlsplit(self._own_database_url)
+            self.database_url = urlunsplit(parts._replace(path=f"/{side.database}"))
+
+    def _migrate(self) -> None:
+        """`courseflow migrate` of the side's own code: each version brings its own migrations."""
+        argv = [sys.executable, "-m", "courseflow", "migrate"]
+        done = subprocess.run(argv, env=self.env(), cwd=self.side.root, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"{self.side.label}: courseflow migrate failed:\n{done.stdout}{done.stderr}")
 
     def cluster_env(self) -> dict[str, str]:
         """What makes a process use the local Redis Cluster (started on first use): its nodes, and the
@@ -152,9 +175,9 @@ class Stack:
             "REDIS_URL": f"redis://{credentials}@{host}:{port}/0",
         }
 
-    def _spawn(self, role: str, argv: list[str], env: Mapping[str, str], name: str) -> Child:
+    def _spawn(self, role: str, argv: list[str], env: Mapping[str, str], name: str, cwd: Path) -> Child:
         self._started += 1
-        child = Child(name, argv, env, self.data_dir / f"{self._started:02d}-{name}.log")
+        child = Child(name, argv, env, self.data_dir / f"{self._started:02d}-{name}.log", cwd)
         self.live.setdefault(role, []).append(child)
         return child
 
@@ -176,7 +199,8 @@ class Stack:
         port = services.free_port()
         env = self.env(SERVER_HOST="127.0.0.1", SERVER_PORT=str(port), API_PROCESSES=str(processes), **extra)
         argv = [sys.executable, "-m", module, *(["api"] if module == "courseflow" else [])]
-        child = self._spawn(role, argv, env, role)
+        # The side's own tree as working directory: Python puts it first on the import path.
+        child = self._spawn(role, argv, env, role, self.side.root if module == "courseflow" else ROOT)
         try:
             # uvicorn logs this once per serving process (all are up, not just the first), but a single
             # process binds its port only afterwards: it must accept a connection too.
@@ -207,8 +231,9 @@ class Stack:
         # Leases that outlast the pause while the backlog is filled (see throughput.decisions): a worker stopped
         # that long is dead to the others, who would take its partitions over in the measured run.
         env = self.env(BLOCK_MS="100", LEASE_MS="600000", CLAIM_IDLE_MS="1200000", **extra)
-        children = [self._spawn("worker", [*argv, name], env, name) for name in names]
-        projector = self._spawn("projector", [sys.executable, "-m", "courseflow", "projector"], env, "projector")
+        root = self.side.root
+        children = [self._spawn("worker", [*argv, name], env, name, root) for name in names]
+        projector = self._spawn("projector", [sys.executable, "-m", "courseflow", "projector"], env, "projector", root)
         try:
             yield children
             for child in [*children, projector]:
@@ -240,7 +265,7 @@ class Stack:
         with psycopg.connect(self.admin_database_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
             admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, owner))
-        migrations.migrate(self.database_url)
+        self._migrate()
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.redis.flushdb()
         if self.cluster is not None:

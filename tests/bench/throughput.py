@@ -11,7 +11,7 @@ import msgspec
 
 from courseflow.http import auth
 from courseflow.platform.config import Settings
-from tests.bench import backlog, limits, locks, pgbench, visibility, wrk
+from tests.bench import backlog, limits, locks, pacer, pgbench, visibility, wrk
 from tests.bench.report import Row, Target
 from tests.bench.stack import Stack
 
@@ -30,23 +30,29 @@ def _ms(us: int) -> str:
     return f"{us / 1000:.1f}"
 
 
-def intake(stack: Stack, processes: int, seconds: float, warmup_s: float) -> Row:
-    """POST /enroll with unique bodies, no worker running: CourseFlow, then the bare endpoint, same uvicorn setup."""
+def _enroll(stack: Stack, url: str, tag: str, seconds: float, warmup_s: float) -> tuple[wrk.WrkRun, dict[str, float]]:
     courses = list(INTAKE_COURSES)
+    if warmup_s > 0:  # first connections, lazy imports, the pools filling up
+        wrk.enroll(url, courses, f"{tag}-warmup", warmup_s, WRK_THREADS, WRK_CONNECTIONS)
+    with stack.cpu_window() as usage:
+        run = wrk.enroll(url, courses, tag, seconds, WRK_THREADS, WRK_CONNECTIONS)
+    return run, usage
 
-    def measure(url: str, tag: str) -> tuple[wrk.WrkRun, dict[str, float]]:
-        if warmup_s > 0:  # first connections, lazy imports, the pools filling up
-            wrk.enroll(url, courses, f"{tag}-warmup", warmup_s, WRK_THREADS, WRK_CONNECTIONS)
-        with stack.cpu_window() as usage:
-            run = wrk.enroll(url, courses, tag, seconds, WRK_THREADS, WRK_CONNECTIONS)
-        return run, usage
 
-    with stack.bare(processes) as bare:
-        ceiling, ceiling_cpu = measure(bare.url, "bare")
+def intake_run(stack: Stack, processes: int, seconds: float, warmup_s: float) -> tuple[wrk.WrkRun, dict[str, float]]:
+    """CourseFlow's POST /enroll alone, on a fresh database and Redis, no worker running."""
     stack.reset()
     with stack.api(processes) as api:
         api.create_courses(INTAKE_COURSES)
-        run, usage = measure(api.url, "intake")
+        return _enroll(stack, api.url, "intake", seconds, warmup_s)
+
+
+def intake(stack: Stack, processes: int, seconds: float, warmup_s: float) -> Row:
+    """POST /enroll with unique bodies, no worker running: CourseFlow, then the bare endpoint, same uvicorn setup."""
+    courses = list(INTAKE_COURSES)
+    with stack.bare(processes) as bare:
+        ceiling, ceiling_cpu = _enroll(stack, bare.url, "bare", seconds, warmup_s)
+    run, usage = intake_run(stack, processes, seconds, warmup_s)
     plural = "es" if processes > 1 else ""
     return Row(
         name=f"intake, {processes} API process{plural}",
@@ -146,22 +152,38 @@ def naive(stack: Stack, course_counts: list[int], seconds: int) -> Naive:
     return Naive(tps, PGBENCH_CLIENTS)
 
 
-def decisions(
+class Drain(msgspec.Struct, frozen=True):
+    """A pre-filled backlog decided: how long until committed, and until visible through the API."""
+
+    decided: int
+    visible_s: float
+    committed_s: float
+    seen: visibility.Visible
+    fill_rate: float
+    cpu_cores: dict[str, float]
+    lock_waits: locks.LockWaits
+
+    @property
+    def rate(self) -> float:
+        return self.decided / self.visible_s
+
+
+def drain(
     stack: Stack,
     courses: Mapping[int, int],
     workers: int,
     count: int,
-    ref: Naive,
-    server: limits.ServerLimits,
     mixed: bool = True,
     cluster: bool = False,
-) -> Row:
+    through_api: bool = False,
+) -> Drain:
     """Time `workers` workers deciding a pre-filled backlog of `count` requests, on the single Redis or on the
     local Redis Cluster, until users see every decision through the API (the projector runs beside them).
 
     The workers start first and are paused (SIGSTOP) once they hold their partitions, while the backlog is
     filled; the clock starts when they are resumed, so interpreter start-up is not counted.
-    `mixed=False` gives every request priority 0: arrival order alone.
+    `mixed=False` gives every request priority 0: arrival order alone. `through_api`: the backlog is sent to
+    the API (the same for any version of the code) instead of put into Redis with this tree's Intake.
     """
     stack.reset()
     redis_env = stack.cluster_env() if cluster else {}
@@ -174,7 +196,10 @@ def decisions(
             for child in children:
                 child.pause()
             filled = time.monotonic()
-            backlog.fill(stack.env(**redis_env), list(courses), count, "backlog", mixed)
+            if through_api:
+                pacer.burst(api.port, list(courses), "backlog", count, WRK_CONNECTIONS, mixed)
+            else:
+                backlog.fill(stack.env(**redis_env), list(courses), count, "backlog", mixed)
             fill_rate = count / (time.monotonic() - filled)
             with stack.cpu_window() as usage, locks.sampled(stack.database_url) as waits:
                 resumed = time.time()
@@ -183,12 +208,26 @@ def decisions(
                 stack.wait_decided(timeout, count)
                 committed = time.time() - resumed
                 seen = visibility.wait_visible(stack, api, timeout)
-    visible = seen.epoch - resumed
-    decided = stack.decided()
+    return Drain(stack.decided(), seen.epoch - resumed, committed, seen, fill_rate, usage, waits)
+
+
+def decisions(
+    stack: Stack,
+    courses: Mapping[int, int],
+    workers: int,
+    count: int,
+    ref: Naive,
+    server: limits.ServerLimits,
+    mixed: bool = True,
+    cluster: bool = False,
+) -> Row:
+    """The decisions row of `drain`, against pgbench's naive decisions on as many courses."""
+    run = drain(stack, courses, workers, count, mixed, cluster)
+    visible, decided, committed, waits = run.visible_s, run.decided, run.committed_s, run.lock_waits
     label = "hot course" if len(courses) == 1 else f"{len(courses)} courses"
     plural = "s" if workers > 1 else ""
     mix = f"priorities {'/'.join(map(str, backlog.PRIORITY_MIX))} per course" if mixed else "all priority 0"
-    rate = decided / visible
+    rate = run.rate
     return Row(
         name=(
             f"decisions, {label}, {workers} worker{plural}{'' if mixed else ', all priority 0'}"
@@ -212,9 +251,9 @@ def decisions(
             "visible_per_s": rate,
             "committed_seconds": committed,
             "committed_per_s": decided / committed,
-            "visible": msgspec.structs.asdict(seen),
-            "fill_rate": fill_rate,
-            "cpu_cores": usage,
+            "visible": msgspec.structs.asdict(run.seen),
+            "fill_rate": run.fill_rate,
+            "cpu_cores": run.cpu_cores,
             "lock_waits": msgspec.structs.asdict(waits),
         },
     )

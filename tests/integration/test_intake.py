@@ -15,6 +15,7 @@ from courseflow.http.auth import DEVELOPER, Principal
 from courseflow.http.limits import Limiter, subject
 from courseflow.intake import queue
 from courseflow.intake.accept import Accepted, Intake, key_owner
+from courseflow.platform import redis_clients
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
 from tests.conftest import Servers
@@ -236,7 +237,7 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def around_a_kill() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_clients.connect_async(settings)
         try:
             with redis.Redis.from_url(settings.redis_url) as sync:
                 queue.register_courses(sync, keys, [1])
@@ -246,15 +247,15 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
                 assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the intake's held connection too
             return [first, await intake.accept(DEVELOPER, 8, 1, "b", None)]
         finally:
-            await client.aclose()
+            await redis_clients.aclose(client)
 
     assert [a.outcome for a in asyncio.run(around_a_kill())] == ["queued", "queued"]
     assert rds.xlen(KEYS.requests) == 2
 
 
 def test_the_redis_requirement_admits_only_clients_with_what_the_held_connection_uses() -> None:
-    """`coalesce.Line` takes a connection with `get_connection()` (a command name was required before 5.3) and
-    checks it with `ensure_connection` (absent before 5.1): older clients would fail every enrollment."""
+    """The client factory and the coalescer are written against redis-py 5.3 and later: older releases are
+    refused at install time, not met at the first enrollment."""
     from importlib.metadata import version
 
     admitted = required_versions("redis")
