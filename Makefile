@@ -90,5 +90,5 @@ clean:
 	-@if [ -x $(BIN)/courseflow ]; then $(BIN)/courseflow services down; fi
 	-@target=$$(readlink .courseflow/postgres 2>/dev/null); \
 	case "$$target" in /var/tmp/courseflow-*/postgres) rm -rf "$${target%/postgres}";; esac
-	rm -rf $(VENV) .courseflow .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .courseflow .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
