@@ -24,9 +24,9 @@ class Finding(msgspec.Struct, frozen=True):
 
 
 def run(settings: Settings) -> list[Finding]:
-    keys = Keys(settings.stream_prefix, settings.partitions)
+    keys = Keys(settings.queue.prefix, settings.queue.partitions)
     with (
-        psycopg.connect(settings.database_url, autocommit=True) as db,
+        psycopg.connect(settings.postgres.url, autocommit=True) as db,
         redis_clients.connect(settings) as rds,
     ):
         partitions.verify(db, keys.partitions)  # another count would read the wrong keys and report nonsense
@@ -173,7 +173,7 @@ def _transaction_ids_in_the_past(db: psycopg.Connection[tuple[object, ...]]) -> 
 
 
 def _read_models_equal_replay(settings: Settings) -> Finding:
-    diff = {table: n for table, n in differences(settings.database_url).items() if n}
+    diff = {table: n for table, n in differences(settings.postgres.url).items() if n}
     detail = ", ".join(f"{table}: {n} rows differ" for table, n in diff.items()) or "all read models match"
     return Finding("read models = replay of the events", not diff, detail)
 

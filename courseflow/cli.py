@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         match args.command:
             case "services":
                 return _services(
-                    settings, args.action, args.data_dir or settings.data_dir, args.redis_cluster, args.replica
+                    settings, args.action, args.data_dir or settings.local.data_dir, args.redis_cluster, args.replica
                 )
             case "migrate":
-                for name in migrations.migrate(settings.database_url, partitions=settings.partitions):
+                for name in migrations.migrate(settings.postgres.url, partitions=settings.queue.partitions):
                     print(f"applied {name}")
                 return 0
             case "api":
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 _serve_metrics(settings, args.metrics_port)
                 return _projector(settings)
             case "rebuild":
-                print(f"rebuilt up to position {rebuild_read_models(settings.database_url, args.projection).position}")
+                print(f"rebuilt up to position {rebuild_read_models(settings.postgres.url, args.projection).position}")
                 return 0
             case "history":
                 return _history(settings, args.course, args.student)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             case "dlq":
                 return deadletters.command(settings, args.action, args.entry_ids)
             case "run":
-                return _run(settings, demo=not args.no_demo, workers=args.workers or settings.workers)
+                return _run(settings, demo=not args.no_demo, workers=args.workers or settings.worker.count)
     except _ERRORS + _local_server_errors() as exc:
         print(f"courseflow {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -172,15 +172,15 @@ def _local_server_errors() -> tuple[type[Exception], ...]:
 def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool, replica: bool) -> int:
     services = _local_servers()
     if action == "up":
-        replica_port = settings.postgres_replica_port if replica else None
-        servers = services.up(data_dir, settings.postgres_port, settings.redis_port, replica_port)
+        replica_port = settings.local.postgres_replica_port if replica else None
+        servers = services.up(data_dir, settings.local.postgres_port, settings.local.redis_port, replica_port)
         # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
         if servers.replica_database_url is not None:
             print(f"export DATABASE_REPLICA_URL={servers.replica_database_url}")
         if redis_cluster:
-            cluster = services.up_cluster(data_dir, settings.redis_cluster_port)
+            cluster = services.up_cluster(data_dir, settings.local.redis_cluster_port)
             # Addresses only: the cluster's users and passwords are the standalone Redis's.
             print(f"export REDIS_CLUSTER_NODES={cluster.nodes_setting}")
         print(f"passwords (application and admin) are kept in {servers.credentials_file}", file=sys.stderr)
@@ -196,7 +196,7 @@ def _token(settings: Settings, student: int | None, registrar: bool, sub: str | 
     # Imported here: the signing stack (PyJWT, cryptography) costs every worker ~8 MB of resident memory.
     from courseflow.http import auth, payloads
 
-    if not settings.auth_jwt_secret and not settings.auth_jwt_public_key_file:
+    if not settings.auth.jwt_secret and not settings.auth.jwt_public_key_file:
         print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
         return 2
     if student is not None and not payloads.is_id(str(student)):
@@ -221,12 +221,12 @@ def _api(settings: Settings) -> int:
     uvicorn.run(
         "courseflow.http.app:create_served_app",
         factory=True,
-        host=settings.server_host,
-        port=settings.server_port,
-        workers=settings.api_processes if settings.api_processes > 1 else None,
+        host=settings.http.host,
+        port=settings.http.port,
+        workers=settings.http.processes if settings.http.processes > 1 else None,
         # uvicorn's loggers (access log included) propagate to our root handler; LOG_LEVEL sets their level.
         log_config=logs.uvicorn_config(settings),
-        access_log=settings.access_log,
+        access_log=settings.http.access_log,
         # X-Forwarded-For is anyone's to write: trusted only when FORWARDED_ALLOW_IPS names the proxy.
         proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
     )
@@ -268,8 +268,8 @@ def _workers(settings: Settings, name: str, processes: int, metrics_port: int | 
 def _refuse_another_partition_count(settings: Settings) -> None:
     """Raises PartitionCountMismatch up front; a database not reachable yet is left to the component's own retries."""
     try:
-        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
-            partitions.verify(conn, settings.partitions)
+        with psycopg.connect(settings.postgres.url, autocommit=True, connect_timeout=5) as conn:
+            partitions.verify(conn, settings.queue.partitions)
     except psycopg.OperationalError:
         pass
 
@@ -286,7 +286,7 @@ def _projector(settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     tracing.configure("courseflow-projector")
     log.info("projector starting")
-    Projector(settings.database_url, stop=stop).run()
+    Projector(settings.postgres.url, stop=stop).run()
     log.info("projector stopped")
     return 0
 
@@ -304,13 +304,13 @@ def _serve_metrics(settings: Settings, port: int | None, multiprocess_dir: str |
         if multiprocess_dir is not None:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, multiprocess_dir)  # type: ignore[no-untyped-call]
-        start_http_server(port, addr=settings.metrics_host, registry=registry)
-        log.info("Prometheus series on http://%s:%d/metrics", settings.metrics_host, port)
+        start_http_server(port, addr=settings.metrics.host, registry=registry)
+        log.info("Prometheus series on http://%s:%d/metrics", settings.metrics.host, port)
 
 
 def _fresh_metrics_dir(settings: Settings, env: dict[str, str]) -> Path:
     """Where the children write their series for the API's /metrics to add up; emptied of an earlier run's."""
-    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "prometheus")
+    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.local.data_dir / "prometheus")
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):  # only prometheus-client's own files: the directory may be the operator's
         stale.unlink()
@@ -320,7 +320,7 @@ def _fresh_metrics_dir(settings: Settings, env: dict[str, str]) -> Path:
 def _history(settings: Settings, course_id: int | None, student_id: int | None) -> int:
     stream = None if course_id is None else store.course_stream(course_id)
     after = START
-    with psycopg.connect(settings.database_url, autocommit=True) as conn, conn.cursor() as cur:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn, conn.cursor() as cur:
         while page := EventLog(cur).read(after, 1000, stream=stream, student_id=student_id):
             for r in page:
                 data = msgspec.json.encode(msgspec.to_builtins(r.event)).decode()
@@ -332,17 +332,17 @@ def _history(settings: Settings, course_id: int | None, student_id: int | None) 
 def _run(settings: Settings, demo: bool, workers: int) -> int:
     env = dict(os.environ)
     started_servers = False
-    if not settings.external_servers:
+    if not settings.local.external_servers:
         services = _local_servers()
-        running = services.status(settings.data_dir)
+        running = services.status(settings.local.data_dir)
         started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
-        servers = services.up(settings.data_dir, settings.postgres_port, settings.redis_port)
+        servers = services.up(settings.local.data_dir, settings.local.postgres_port, settings.local.redis_port)
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         settings = Settings.from_env(env)
     try:
-        migrations.migrate(settings.database_url, partitions=settings.partitions)
+        migrations.migrate(settings.postgres.url, partitions=settings.queue.partitions)
         if demo:
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
                 if store.create_course(conn, 1, "Demo course", 10, None, None):
                     log.info("created demo course 1 (capacity 10)")
         command = [sys.executable, "-m", "courseflow"]
@@ -353,11 +353,11 @@ def _run(settings: Settings, demo: bool, workers: int) -> int:
         for n in range(1, workers + 1):
             supervisor.add(f"worker-{n}", [*command, "worker", "--name", f"worker-{n}"])
         supervisor.add("projector", [*command, "projector"])
-        base = f"http://{settings.server_host}:{settings.server_port}"
+        base = f"http://{settings.http.host}:{settings.http.port}"
         print(f"CourseFlow is serving on {base} (API reference: {base}/docs; Ctrl-C stops it)")
         return supervisor.run()
     finally:
         if started_servers:
             services = _local_servers()
             # Servers this command started stop with it; ones that were already up keep running.
-            services.down(settings.data_dir, only=("postgres", "redis"))
+            services.down(settings.local.data_dir, only=("postgres", "redis"))

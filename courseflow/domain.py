@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import msgspec
 
+from courseflow.errors import InvalidWindow
 from courseflow.events import (
     CapacityChanged,
+    CourseCreated,
+    CourseEvent,
     Decision,
     EnrollmentDropped,
     EnrollmentGranted,
     EnrollmentRejected,
-    EnrollmentRequested,
     Event,
+    QueuedRequest,
     RegistrationWindowChanged,
     RequestDeadLettered,
     Waitlisted,
@@ -58,7 +61,7 @@ STATUS_AFTER: dict[type[Event], RequestStatus] = {
 class Pending(msgspec.Struct, frozen=True, gc=False):
     """An accepted request waiting for a decision, with its place in arrival order (never in a cycle: untracked)."""
 
-    request: EnrollmentRequested
+    request: QueuedRequest
     arrival: StreamId
 
 
@@ -94,6 +97,103 @@ def fairness_key(pending: Pending) -> tuple[int, StreamId]:
     return (-pending.request.priority, pending.arrival)
 
 
+class RequestState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Where one request stands, and why when it was rejected or set aside."""
+
+    status: RequestStatus = "pending"
+    reason: str | None = None
+
+
+PENDING = RequestState()
+
+
+class Tally(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """How many requests a course saw, and what became of them."""
+
+    requested: int = 0
+    granted: int = 0
+    waitlisted: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    left_waitlist: int = 0
+    promoted: int = 0
+
+
+# The count each event adds to; a decision also counts its request, which it carries.
+_TALLIED: dict[type[Event], tuple[str, ...]] = {
+    EnrollmentGranted: ("requested", "granted"),
+    Waitlisted: ("requested", "waitlisted"),
+    EnrollmentRejected: ("requested", "rejected"),
+    EnrollmentDropped: ("dropped",),
+    WaitlistLeft: ("left_waitlist",),
+    WaitlistPromoted: ("promoted",),
+}
+
+
+@overload
+def evolve(state: CourseState, event: Event) -> CourseState: ...
+@overload
+def evolve(state: RequestState, event: Event) -> RequestState: ...
+@overload
+def evolve(state: Tally, event: Event) -> Tally: ...
+def evolve(state: CourseState | RequestState | Tally, event: Event) -> CourseState | RequestState | Tally:
+    """What an event does: the one rule the decisions, the write model, the read models and replay all apply.
+
+    Events about another course, or that change nothing in `state`, return it as it is.
+    """
+    if isinstance(state, RequestState):
+        return _evolve_request(state, event)
+    if isinstance(state, Tally):
+        counts = _TALLIED.get(type(event))
+        return state if counts is None else msgspec.structs.replace(state, **{c: getattr(state, c) + 1 for c in counts})
+    if not isinstance(event, CourseEvent) or event.course_id != state.course_id:
+        return state
+    replace = msgspec.structs.replace
+    if (change := _SEAT_CHANGES.get(type(event))) is not None:  # the common case first: decisions
+        return replace(
+            state, seats_taken=state.seats_taken + change[0], waitlist_length=state.waitlist_length + change[1]
+        )
+    match event:
+        case CapacityChanged():
+            return replace(state, capacity=event.capacity)
+        case RegistrationWindowChanged():
+            return replace(state, opens_at=event.opens_at, closes_at=event.closes_at)
+        case CourseCreated():
+            return CourseState(
+                course_id=event.course_id, capacity=event.capacity, opens_at=event.opens_at, closes_at=event.closes_at
+            )
+    return state
+
+
+def evolve_all(state: CourseState, changes: Iterable[Event]) -> CourseState:
+    for event in changes:
+        state = evolve(state, event)
+    return state
+
+
+def created(event: CourseCreated) -> CourseState:
+    """A course as its CourseCreated event starts it."""
+    return evolve(CourseState(course_id=event.course_id, capacity=event.capacity), event)
+
+
+# (seats taken, waitlist length) each event adds.
+_SEAT_CHANGES: dict[type[Event], tuple[int, int]] = {
+    EnrollmentGranted: (1, 0),
+    Waitlisted: (0, 1),
+    WaitlistPromoted: (1, -1),
+    EnrollmentDropped: (-1, 0),
+    WaitlistLeft: (0, -1),
+}
+
+
+def _evolve_request(state: RequestState, event: Event) -> RequestState:
+    status = STATUS_AFTER.get(type(event))
+    if status is None:
+        return state
+    reason = event.reason if isinstance(event, EnrollmentRejected | RequestDeadLettered) else None
+    return RequestState(status=status, reason=reason)
+
+
 def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decision], CourseState]:
     """Decide every pending request of one open course, strictly in priority-then-arrival order.
 
@@ -101,25 +201,25 @@ def decide(course: CourseState, pending: Iterable[Pending]) -> tuple[list[Decisi
     course is open yet is the caller's question (`CourseState.is_open`): before it opens nothing is decided.
     """
     decisions: list[Decision] = []
-    seats, waitlist, holders = course.seats_taken, course.waitlist_length, set(course.holders)
+    state, holders = course, set(course.holders)
     for item in sorted(pending, key=fairness_key):
         req = item.request
         if req.course_id != course.course_id:
             raise ValueError(f"request {req.request_id} is for course {req.course_id}, not {course.course_id}")
+        decision: Decision
         if course.closes_at is not None and req.requested_at >= course.closes_at:
-            decisions.append(_reject(item, "closed"))
+            decision = _reject(item, "closed")
         elif req.student_id in holders:
-            decisions.append(_reject(item, "duplicate"))
-        elif seats < course.capacity:
+            decision = _reject(item, "duplicate")
+        elif state.seats_free > 0:
             holders.add(req.student_id)
-            seats += 1
-            decisions.append(EnrollmentGranted(**_request_fields(item), priority=req.priority))
+            decision = EnrollmentGranted(**_request_fields(item), priority=req.priority)
         else:
             holders.add(req.student_id)
-            waitlist += 1
-            decisions.append(Waitlisted(**_request_fields(item), priority=req.priority))
-    after = msgspec.structs.replace(course, seats_taken=seats, waitlist_length=waitlist, holders=frozenset(holders))
-    return decisions, after
+            decision = Waitlisted(**_request_fields(item), priority=req.priority)
+        decisions.append(decision)
+        state = evolve(state, decision)
+    return decisions, msgspec.structs.replace(state, holders=frozenset(holders))
 
 
 def promote(course: CourseState, waitlist_head: Sequence[Holding]) -> tuple[list[Event], CourseState]:
@@ -129,10 +229,7 @@ def promote(course: CourseState, waitlist_head: Sequence[Holding]) -> tuple[list
         WaitlistPromoted(course_id=course.course_id, request_id=h.request_id, student_id=h.student_id)
         for h in waitlist_head[:count]
     ]
-    after = msgspec.structs.replace(
-        course, seats_taken=course.seats_taken + count, waitlist_length=course.waitlist_length - count
-    )
-    return events, after
+    return events, evolve_all(course, events)
 
 
 def release(course: CourseState, holding: Holding, waitlist_head: Sequence[Holding]) -> tuple[list[Event], CourseState]:
@@ -141,11 +238,10 @@ def release(course: CourseState, holding: Holding, waitlist_head: Sequence[Holdi
         freed: Event = EnrollmentDropped(
             course_id=course.course_id, request_id=holding.request_id, student_id=holding.student_id
         )
-        after = msgspec.structs.replace(course, seats_taken=course.seats_taken - 1)
-        promoted, after = promote(after, waitlist_head)
+        promoted, after = promote(evolve(course, freed), waitlist_head)
         return [freed, *promoted], after
     left = WaitlistLeft(course_id=course.course_id, request_id=holding.request_id, student_id=holding.student_id)
-    return [left], msgspec.structs.replace(course, waitlist_length=course.waitlist_length - 1)
+    return [left], evolve(course, left)
 
 
 def change_capacity(
@@ -157,7 +253,7 @@ def change_capacity(
     if capacity == course.capacity:
         return [], course
     changed = CapacityChanged(course_id=course.course_id, capacity=capacity, previous=course.capacity)
-    promoted, after = promote(msgspec.structs.replace(course, capacity=capacity), waitlist_head)
+    promoted, after = promote(evolve(course, changed), waitlist_head)
     return [changed, *promoted], after
 
 
@@ -165,11 +261,11 @@ def change_window(
     course: CourseState, opens_at: datetime | None, closes_at: datetime | None
 ) -> tuple[list[Event], CourseState]:
     if opens_at is not None and closes_at is not None and closes_at <= opens_at:
-        raise ValueError("closes_at must be after opens_at")
+        raise InvalidWindow("must be after opens_at", "closes_at")
     if (opens_at, closes_at) == (course.opens_at, course.closes_at):
         return [], course
     changed = RegistrationWindowChanged(course_id=course.course_id, opens_at=opens_at, closes_at=closes_at)
-    return [changed], msgspec.structs.replace(course, opens_at=opens_at, closes_at=closes_at)
+    return [changed], evolve(course, changed)
 
 
 def _request_fields(item: Pending) -> dict[str, Any]:

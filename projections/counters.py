@@ -4,36 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import msgspec
 from psycopg import sql
 
-from courseflow.events import (
-    CourseCreated,
-    CourseEvent,
-    EnrollmentDropped,
-    EnrollmentGranted,
-    EnrollmentRejected,
-    EnrollmentRequested,
-    RequestDecision,
-    Waitlisted,
-    WaitlistLeft,
-    WaitlistPromoted,
-)
+from courseflow.domain import Tally, evolve
+from courseflow.events import CourseCreated, CourseEvent
 from courseflow.eventstore.store import Cursor
 from projections.base import Projection, Recorded
 
-_COUNTER: dict[type, str] = {
-    EnrollmentRequested: "requested",
-    EnrollmentGranted: "granted",
-    Waitlisted: "waitlisted",
-    EnrollmentRejected: "rejected",
-    EnrollmentDropped: "dropped",
-    WaitlistLeft: "left_waitlist",
-    WaitlistPromoted: "promoted",
-}
-_COLUMNS = tuple(dict.fromkeys(_COUNTER.values()))
+_COLUMNS = Tally.__struct_fields__
 
 
-class Counters(Projection):
+class RequestCounters(Projection):
     name = "counters"
     tables = ("enrollment_counters",)
 
@@ -41,32 +23,36 @@ class Counters(Projection):
         self.apply_all(cur, [recorded], table)
 
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
-        """Counts fold into one UPDATE per run of events; a new course's row is inserted in between."""
+        """Each course's tally of the run of events (`domain.evolve` from zero) is added in one UPDATE; a new
+        course's row is inserted in between."""
         t = table["enrollment_counters"]
-        counts: dict[int, dict[str, int]] = {}
+        tallies: dict[int, Tally] = {}
         for recorded in batch:
             e = recorded.event
             if isinstance(e, CourseCreated):
-                self._add(cur, t, counts)
-                counts = {}
+                self._add(cur, t, tallies)
+                tallies = {}
                 self.run(cur, "INSERT INTO {table} (course_id) VALUES (%(c)s)", t, {"c": e.course_id})
-            elif (column := _COUNTER.get(type(e))) is not None and isinstance(e, CourseEvent):
-                per_course = counts.setdefault(e.course_id, dict.fromkeys(_COLUMNS, 0))
-                per_course[column] += 1
-                if isinstance(e, RequestDecision) and e.carries_request:
-                    per_course["requested"] += 1  # no EnrollmentRequested precedes it (sql/007)
-        self._add(cur, t, counts)
+            elif isinstance(e, CourseEvent):
+                tally = tallies.get(e.course_id, _ZERO)
+                if (after := evolve(tally, e)) is not tally:
+                    tallies[e.course_id] = after
+        self._add(cur, t, tallies)
 
-    def _add(self, cur: Cursor, table: sql.Identifier, counts: Mapping[int, Mapping[str, int]]) -> None:
-        if not counts:
+    def _add(self, cur: Cursor, table: sql.Identifier, tallies: Mapping[int, Tally]) -> None:
+        if not tallies:
             return
         columns = sql.SQL(", ").join(sql.SQL("{c} = t.{c} + u.{c}").format(c=sql.Identifier(c)) for c in _COLUMNS)
         names = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
         arrays = sql.SQL(", ").join(sql.SQL("%s::int[]") for _ in _COLUMNS)
+        rows = [msgspec.structs.astuple(tally) for tally in tallies.values()]
         cur.execute(
             sql.SQL(
                 "UPDATE {table} t SET {columns} FROM unnest(%s::bigint[], {arrays}) AS u(course_id, {names})"
                 " WHERE t.course_id = u.course_id"
             ).format(table=table, columns=columns, arrays=arrays, names=names),
-            [list(counts), *([c[col] for c in counts.values()] for col in _COLUMNS)],
+            [list(tallies), *(list(column) for column in zip(*rows, strict=True))],
         )
+
+
+_ZERO = Tally()

@@ -8,11 +8,9 @@ from typing import Any
 
 from psycopg import sql
 
-from courseflow.domain import STATUS_AFTER
+from courseflow.domain import PENDING, RequestState, evolve
 from courseflow.events import (
     EnrollmentDropped,
-    EnrollmentRejected,
-    EnrollmentRequested,
     RequestDeadLettered,
     RequestDecision,
     WaitlistLeft,
@@ -21,7 +19,6 @@ from courseflow.events import (
 from courseflow.eventstore.store import Cursor
 from projections.base import Projection, Recorded, recordset
 
-_CHANGES = (RequestDecision, WaitlistPromoted, EnrollmentDropped, WaitlistLeft)
 _COLUMNS = {
     "request_id": "uuid",
     "course_id": "bigint",
@@ -61,27 +58,21 @@ class Enrollments(Projection):
         self.apply_all(cur, [recorded], table)
 
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
-        """A request and its later changes in the batch become one new row; changes to older rows fold into one
-        per request. One UPDATE, then one INSERT, for the whole batch."""
+        """A request's first event (its decision, or its dead-lettering) and its later changes in the batch become
+        one new row; changes to older rows fold into one per request. Status and reason are `domain.evolve`'s.
+        One UPDATE, then one INSERT, for the whole batch."""
         new: dict[str, dict[str, Any]] = {}
         changed: dict[str, dict[str, Any]] = {}
         for recorded in batch:
             e, now = recorded.event, recorded.recorded_at
-            if isinstance(e, EnrollmentRequested):
-                new[e.request_id] = _row(e, e.priority, e.requested_at, "pending", None, None, now)
-            elif isinstance(e, RequestDeadLettered) and e.request_id is not None:
-                new[e.request_id] = _row(e, e.priority, e.requested_at, "dead_lettered", e.reason, None, now)
-            elif isinstance(e, RequestDecision) and e.carries_request:
-                # The decision carries its request (sql/007): the request's first event is its decision.
-                reason = e.reason if isinstance(e, EnrollmentRejected) else None
-                new[e.request_id] = _row(e, e.priority, e.requested_at, STATUS_AFTER[type(e)], reason, now, now)
-            elif isinstance(e, _CHANGES):
-                status, reason = STATUS_AFTER[type(e)], e.reason if isinstance(e, EnrollmentRejected) else None
-                decided = now if isinstance(e, RequestDecision) else None
+            if isinstance(e, RequestDeadLettered) and e.request_id is not None:
+                new[e.request_id] = _row(e, e.course_id, e.priority, e.requested_at, evolve(PENDING, e), None, now)
+            elif isinstance(e, RequestDecision):
+                new[e.request_id] = _row(e, e.course_id, e.priority, e.requested_at, evolve(PENDING, e), now, now)
+            elif isinstance(e, EnrollmentDropped | WaitlistLeft | WaitlistPromoted):
+                after = evolve(PENDING, e)
                 row = new.get(e.request_id) or changed.setdefault(e.request_id, {"request_id": e.request_id})
-                row.update({"status": status, "reason": reason, "updated_at": now})
-                if decided is not None:
-                    row["decided_at"] = decided
+                row.update({"status": after.status, "reason": after.reason, "updated_at": now})
         t = table["enrollments"]
         if changed:
             cur.execute(sql.SQL(_UPDATE).format(table=t), [recordset(list(changed.values()))])
@@ -90,22 +81,22 @@ class Enrollments(Projection):
 
 
 def _row(
-    e: EnrollmentRequested | RequestDeadLettered | RequestDecision,
+    e: RequestDeadLettered | RequestDecision,
+    course_id: int | None,
     priority: int | None,
     requested_at: datetime | None,
-    status: str,
-    reason: str | None,
+    state: RequestState,
     decided: datetime | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """The row a request starts with: pending, set aside undecided, or decided."""
+    """The row a request starts with: set aside undecided, or decided."""
     return {
         "request_id": e.request_id,
-        "course_id": e.course_id,
+        "course_id": course_id,
         "student_id": e.student_id,
         "priority": priority,
-        "status": status,
-        "reason": reason,
+        "status": state.status,
+        "reason": state.reason,
         "requested_at": requested_at,
         "decided_at": decided,
         "updated_at": now,

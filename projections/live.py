@@ -85,7 +85,11 @@ def _subscribe(
 ) -> Subscription:
     """A subscription held to the caller's share of streams, ending when the caller's token does."""
     settings = svc.settings
-    most = settings.live_streams_per_student if caller.role == "student" else settings.live_streams_per_privileged
+    most = (
+        settings.limits.live_streams_per_student
+        if caller.role == "student"
+        else settings.limits.live_streams_per_privileged
+    )
     owner = f"{caller.role}:{caller.sub}"
     return feed.subscribe(request_id, course_id, owner=owner, most=most, until=caller.valid_until)
 

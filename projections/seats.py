@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from psycopg import sql
 
-from courseflow.events import (
-    CapacityChanged,
-    CourseCreated,
-    CourseEvent,
-    EnrollmentDropped,
-    EnrollmentGranted,
-    RegistrationWindowChanged,
-    Waitlisted,
-    WaitlistLeft,
-    WaitlistPromoted,
-)
+from courseflow.domain import CourseState, created, evolve
+from courseflow.events import CourseCreated, CourseEvent
 from courseflow.eventstore.store import Cursor
-from projections.base import Projection, Recorded
+from projections.base import Projection, Recorded, recordset
 
-# (seats taken, waitlist length) changes per event type.
-_DELTAS: dict[type, tuple[int, int]] = {
-    EnrollmentGranted: (1, 0),
-    Waitlisted: (0, 1),
-    WaitlistPromoted: (1, -1),
-    EnrollmentDropped: (-1, 0),
-    WaitlistLeft: (0, -1),
-}
+_ROW = (
+    "course_id bigint, capacity integer, seats_taken integer, waitlist_length integer,"
+    " opens_at timestamptz, closes_at timestamptz"
+)
+_INSERT = (
+    "INSERT INTO {table} (course_id, title, capacity, seats_taken, waitlist_length, opens_at, closes_at)"
+    " SELECT course_id, title, capacity, seats_taken, waitlist_length, opens_at, closes_at"
+    f" FROM json_to_recordset(%s::json) AS u({_ROW}, title text)"
+)
+_UPDATE = (
+    "UPDATE {table} t SET capacity = u.capacity, seats_taken = u.seats_taken, waitlist_length = u.waitlist_length,"
+    f" opens_at = u.opens_at, closes_at = u.closes_at FROM json_to_recordset(%s::json) AS u({_ROW})"
+    " WHERE t.course_id = u.course_id"
+)
 
 
 class CourseSeats(Projection):
@@ -37,54 +35,52 @@ class CourseSeats(Projection):
     def apply(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
         self.apply_all(cur, [recorded], table)
 
-    def _apply_one(self, cur: Cursor, recorded: Recorded, table: Mapping[str, sql.Identifier]) -> None:
-        t, e = table["course_seats"], recorded.event
-        match e:
-            case CourseCreated():
-                self.run(
-                    cur,
-                    "INSERT INTO {table} (course_id, title, capacity, opens_at, closes_at)"
-                    " VALUES (%(c)s, %(title)s, %(cap)s, %(o)s, %(x)s)",
-                    t,
-                    {"c": e.course_id, "title": e.title, "cap": e.capacity, "o": e.opens_at, "x": e.closes_at},
-                )
-            case CapacityChanged():
-                self.run(
-                    cur,
-                    "UPDATE {table} SET capacity = %(cap)s WHERE course_id = %(c)s",
-                    t,
-                    {"c": e.course_id, "cap": e.capacity},
-                )
-            case RegistrationWindowChanged():
-                self.run(
-                    cur,
-                    "UPDATE {table} SET opens_at = %(o)s, closes_at = %(x)s WHERE course_id = %(c)s",
-                    t,
-                    {"c": e.course_id, "o": e.opens_at, "x": e.closes_at},
-                )
-
     def apply_all(self, cur: Cursor, batch: Sequence[Recorded], table: Mapping[str, sql.Identifier]) -> None:
-        """Seat and waitlist changes fold into one UPDATE per batch, after the other events, applied one by one:
-        a course is created before its first decision, and its capacity and window are columns the counts
-        never touch."""
-        deltas: dict[int, tuple[int, int]] = {}
+        """The batch's courses as they stand, `domain.evolve`d through the batch in Python, then written back:
+        one SELECT, one INSERT (new courses) and one UPDATE per batch."""
+        t = table["course_seats"]
+        touched = {r.event.course_id for r in batch if isinstance(r.event, CourseEvent)}
+        if not touched:
+            return
+        before = self._read(cur, t, touched)
+        states = dict(before)
+        titles: dict[int, str] = {}
         for recorded in batch:
             e = recorded.event
-            if (delta := _DELTAS.get(type(e))) is not None and isinstance(e, CourseEvent):
-                s, w = deltas.get(e.course_id, (0, 0))
-                deltas[e.course_id] = (s + delta[0], w + delta[1])
-            elif isinstance(e, CourseCreated | CapacityChanged | RegistrationWindowChanged):
-                self._apply_one(cur, recorded, table)
-        self._add(cur, table["course_seats"], deltas)
+            if isinstance(e, CourseCreated):
+                states[e.course_id], titles[e.course_id] = created(e), e.title
+            elif isinstance(e, CourseEvent) and (state := states.get(e.course_id)) is not None:
+                states[e.course_id] = evolve(state, e)
+        new = [_row(s) | {"title": titles[c]} for c, s in states.items() if c in titles and c not in before]
+        changed = [_row(s) for c, s in states.items() if c in before and s != before[c]]
+        if changed:
+            cur.execute(sql.SQL(_UPDATE).format(table=t), [recordset(changed)])
+        if new:
+            cur.execute(sql.SQL(_INSERT).format(table=t), [recordset(new)])
 
-    def _add(self, cur: Cursor, table: sql.Identifier, deltas: Mapping[int, tuple[int, int]]) -> None:
-        if not deltas:
-            return
-        self.run(
-            cur,
-            "UPDATE {table} t SET seats_taken = t.seats_taken + u.s, waitlist_length = t.waitlist_length + u.w"
-            " FROM unnest(%(c)s::bigint[], %(s)s::int[], %(w)s::int[]) AS u(course_id, s, w)"
-            " WHERE t.course_id = u.course_id",
-            table,
-            {"c": list(deltas), "s": [d[0] for d in deltas.values()], "w": [d[1] for d in deltas.values()]},
+    @staticmethod
+    def _read(cur: Cursor, table: sql.Identifier, course_ids: set[int]) -> dict[int, CourseState]:
+        cur.execute(
+            sql.SQL(
+                "SELECT course_id, capacity, seats_taken, waitlist_length, opens_at, closes_at FROM {table}"
+                " WHERE course_id = ANY(%s)"
+            ).format(table=table),
+            [list(course_ids)],
         )
+        return {
+            c: CourseState(
+                course_id=c, capacity=cap, seats_taken=s, waitlist_length=w, opens_at=opens_at, closes_at=closes_at
+            )
+            for c, cap, s, w, opens_at, closes_at in cur.fetchall()
+        }
+
+
+def _row(state: CourseState) -> dict[str, Any]:
+    return {
+        "course_id": state.course_id,
+        "capacity": state.capacity,
+        "seats_taken": state.seats_taken,
+        "waitlist_length": state.waitlist_length,
+        "opens_at": state.opens_at,
+        "closes_at": state.closes_at,
+    }

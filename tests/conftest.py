@@ -27,7 +27,7 @@ from starlette.testclient import TestClient
 from courseflow.decisions.worker import Worker
 from courseflow.eventstore import migrations
 from courseflow.http.app import create_app
-from courseflow.platform.config import Settings
+from courseflow.platform.config import LocalSettings, PostgresSettings, RedisSettings, Settings, WorkerSettings
 from projections.projector import Projector
 from tests.helpers import wait_until
 
@@ -201,31 +201,29 @@ def settings(servers: Servers) -> Settings:
     """Settings for one test, on emptied servers; short timeouts keep the suite quick."""
     reset(servers)
     return Settings(
-        database_url=servers.database_url,
-        redis_url=servers.redis_url,
-        external_servers=True,
-        block_ms=100,
-        batch_size=50,
-        claim_idle_ms=60_000,
+        postgres=PostgresSettings(url=servers.database_url),
+        redis=RedisSettings(url=servers.redis_url),
+        local=LocalSettings(external_servers=True),
+        worker=WorkerSettings(block_ms=100, batch_size=50, claim_idle_ms=60_000),
     )
 
 
 @pytest.fixture
 def db(settings: Settings) -> Iterator[psycopg.Connection[psycopg.rows.TupleRow]]:
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
 def rds(settings: Settings) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(settings.redis_url) as client:
+    with redis.Redis.from_url(settings.redis.url) as client:
         yield client
 
 
 @pytest.fixture
 def projector(settings: Settings) -> Iterator[Projector]:
     """The projector, following the event log in a thread for the length of the test."""
-    running = Projector(settings.database_url)
+    running = Projector(settings.postgres.url)
     thread = threading.Thread(target=running.run, kwargs={"idle_wait_s": 0.2}, name="projector", daemon=True)
     thread.start()
     yield running
@@ -249,7 +247,7 @@ def start_workers(settings: Settings) -> Iterator[StartWorkers]:
     running: list[tuple[Worker, threading.Thread]] = []
 
     def start(count: int = 1, **overrides: object) -> list[Worker]:
-        configured = msgspec.structs.replace(settings, **overrides)
+        configured = msgspec.structs.replace(settings, worker=msgspec.structs.replace(settings.worker, **overrides))
         workers = []
         for _ in range(count):
             worker = Worker(configured, f"test-worker-{len(running) + 1}")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
@@ -67,7 +68,11 @@ def _answer(response: Any) -> tuple[object, ...]:
 
 
 def test_both_lanes_answer_every_enrollment_alike(settings: Settings, servers: Servers) -> None:
-    configured = secured(settings, rate_limit_student_writes="3 per 60 seconds")
+    configured = secured(
+        msgspec.structs.replace(
+            settings, limits=msgspec.structs.replace(settings.limits, student_writes="3 per 60 seconds")
+        )
+    )
     answers: dict[bool, list[tuple[object, ...]]] = {}
     for fast in (True, False):
         reset(servers)

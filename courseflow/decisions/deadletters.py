@@ -25,7 +25,7 @@ from courseflow.platform.keys import Keys, PartitionKeys
 from courseflow.platform.redis_clients import AsyncRedis, SyncRedis
 
 
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+class DeadLetterEntry(msgspec.Struct, frozen=True, kw_only=True):
     """A dead letter as read. It may hold anything (that is why it is here): what it does not say is None."""
 
     id: str
@@ -39,9 +39,9 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     request: str = ""
 
 
-def read(partition: int, entry_id: bytes, fields: Mapping[bytes, bytes]) -> DeadLetter:
+def read(partition: int, entry_id: bytes, fields: Mapping[bytes, bytes]) -> DeadLetterEntry:
     raw = fields.get(queue.REQUEST_FIELD, b"")
-    letter = DeadLetter(
+    letter = DeadLetterEntry(
         id=queue.qualified(partition, entry_id),
         reason=fields.get(b"reason", b"").decode(errors="replace"),
         dead_lettered_at=_at(StreamId.parse(entry_id)),
@@ -63,7 +63,7 @@ def _at(entry: StreamId) -> datetime | None:
         return None
 
 
-async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> list[DeadLetter]:
+async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> list[DeadLetterEntry]:
     """The newest `limit` dead letters (all without one) across every partition, newest first.
 
     One XREVRANGE per partition, all in one pipeline: a cluster sends each to the node of its partition's slot."""
@@ -82,8 +82,8 @@ async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> li
 
 
 def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
-    keys = Keys(settings.stream_prefix, settings.partitions)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    keys = Keys(settings.queue.prefix, settings.queue.partitions)
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         partitions.verify(conn, keys.partitions)  # another count would look in the wrong streams
     if action == "list":
         letters = asyncio.run(_every(settings, keys))
@@ -111,7 +111,7 @@ def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
         return 1 if failed else 0
 
 
-async def _every(settings: Settings, keys: Keys) -> list[DeadLetter]:
+async def _every(settings: Settings, keys: Keys) -> list[DeadLetterEntry]:
     client = redis_clients.connect_async(settings, max_connections=2)
     try:
         return await newest(client, keys)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from courseflow.domain import STATUS_AFTER, StreamId, decide
-from courseflow.events import EnrollmentRequested, decode_request
+from courseflow.events import QueuedRequest, decode_request
 from courseflow.eventstore import store
 from courseflow.intake import queue
 from courseflow.intake.queue import REQUEST_FIELD
@@ -20,17 +20,17 @@ from courseflow.platform.metrics import ACCEPT_TO_DECISION, DECISION_BATCH_SIZE,
 from courseflow.platform.redis_clients import SyncRedis
 
 
-class Accepted(msgspec.Struct, frozen=True):
+class Delivered(msgspec.Struct, frozen=True):
     """A stream entry read by a worker, decoded."""
 
     partition: int
     entry_id: bytes
     fields: dict[bytes, bytes]
-    request: EnrollmentRequested
+    request: QueuedRequest
     member: bytes
 
     @classmethod
-    def decode(cls, partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Accepted:
+    def decode(cls, partition: int, entry_id: bytes, fields: dict[bytes, bytes]) -> Delivered:
         """Raises Undecodable with the reason when the entry is not a request that can be decided."""
         payload = fields.get(REQUEST_FIELD)
         if payload is None:
@@ -77,7 +77,7 @@ class Decider:
     def __init__(self, client: SyncRedis, keys: Keys, name: str, limit: int) -> None:
         self.redis, self.keys, self.name, self.limit = client, keys, name, limit
 
-    def decide_batch(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> Outcome:
+    def decide_batch(self, pg: store.Conn, by_course: dict[int, list[Delivered]]) -> Outcome:
         """Decide everything pending in each course up to the last request of the batch, in rounds of at
         most `limit` decisions in all, each round one transaction over all the batch's courses. Returns which of
         the batch's requests are decided or deferred, and the unknown courses."""
@@ -94,7 +94,7 @@ class Decider:
             remaining = {cid: items for cid, items in remaining.items() if cid in incomplete}
         return outcome
 
-    def _round(self, pg: store.Conn, by_course: dict[int, list[Accepted]]) -> tuple[Outcome, set[int]]:
+    def _round(self, pg: store.Conn, by_course: dict[int, list[Delivered]]) -> tuple[Outcome, set[int]]:
         outcome = Outcome()
         now = datetime.now(UTC)
         began = time.perf_counter()

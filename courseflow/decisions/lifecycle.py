@@ -2,78 +2,92 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import msgspec
 from msgspec import UNSET, UnsetType
 
 from courseflow import domain
-from courseflow.domain import CourseState, RequestStatus
-from courseflow.events import EnrollmentDropped, Event, WaitlistPromoted
+from courseflow.domain import PENDING, CourseState, RequestStatus
+from courseflow.errors import InvalidWindow, NothingToRelease, UnknownCourse, UnknownRequest
+from courseflow.events import EnrollmentDropped, Event, WaitlistLeft, WaitlistPromoted
 from courseflow.eventstore import store
-from courseflow.http.payloads import Window
-from courseflow.http.problems import InvalidInput, NothingToRelease
+
+# A bound left as it is.
+Bound = datetime | UnsetType | None
 
 
-class NotFound(Exception):
-    """No such course, or no decided request with this id (it may still be pending)."""
+class ReleaseOutcome(msgspec.Struct, frozen=True):
+    """A request after its release, and the waitlisted requests promoted into the seat it gave back."""
+
+    status: RequestStatus
+    promoted: list[str]
 
 
-def release(conn: store.Conn, request_id: str) -> tuple[RequestStatus, list[str]]:
+def release(conn: store.Conn, request_id: str) -> ReleaseOutcome:
     """Drop a granted seat (promoting the waitlist head) or leave the waitlist.
 
     Returns the request's status afterwards and the promoted request ids. Asking again once released
-    is answered with the same status and no change.
+    is answered with the same status and no change. Raises UnknownRequest for a request not decided (yet).
     """
     with conn.transaction(), conn.cursor() as cur:
         found = store.holding(cur, request_id)
         if found is None:
-            raise NotFound(request_id)
-        course = store.lock_courses(cur, [found[0]])[found[0]]
-        _, status, held = store.holding(cur, request_id) or found  # again, now under the course lock
+            raise UnknownRequest(request_id)
+        course = store.lock_courses(cur, [found.course_id])[found.course_id]
+        found = store.holding(cur, request_id) or found  # again, now under the course lock
+        held = found.holding
         if held is None:
-            if status == "rejected":
+            if found.status == "rejected":
                 raise NothingToRelease(f"request {request_id} was rejected: it holds nothing to release", "request_id")
-            return status, []
+            return ReleaseOutcome(found.status, [])
         head = store.waitlist_head(cur, course.state.course_id, course.state.seats_free + 1)
         changes, after = domain.release(course.state, held, head)
-        new_status: RequestStatus = "dropped" if isinstance(changes[0], EnrollmentDropped) else "left"
-        _commit(cur, course, after, changes, {request_id: new_status})
-        return new_status, _promoted(changes)
+        statuses = _commit(cur, course, after, changes)
+        return ReleaseOutcome(statuses[request_id], _promoted(changes))
 
 
 def update_course(
-    conn: store.Conn, course_id: int, capacity: int | UnsetType, window: Window
+    conn: store.Conn, course_id: int, capacity: int | UnsetType, opens_at: Bound = UNSET, closes_at: Bound = UNSET
 ) -> tuple[CourseState, list[str]]:
     """Change capacity and/or the registration window; returns the new state and the promoted request ids."""
     with conn.transaction(), conn.cursor() as cur:
         course = store.lock_courses(cur, [course_id]).get(course_id)
         if course is None:
-            raise NotFound(str(course_id))
+            raise UnknownCourse(course_id)
         state, changes = course.state, list[Event]()
-        if window.opens_at is not UNSET or window.closes_at is not UNSET:
-            opens_at = state.opens_at if isinstance(window.opens_at, UnsetType) else window.opens_at
-            closes_at = state.closes_at if isinstance(window.closes_at, UnsetType) else window.closes_at
+        if opens_at is not UNSET or closes_at is not UNSET:
+            opens = state.opens_at if isinstance(opens_at, UnsetType) else opens_at
+            closes = state.closes_at if isinstance(closes_at, UnsetType) else closes_at
             try:
-                changed, state = domain.change_window(state, opens_at, closes_at)
-            except ValueError as exc:
+                changed, state = domain.change_window(state, opens, closes)
+            except InvalidWindow as exc:
                 # Name the bound the caller sent: with both sent, the closing one.
-                if isinstance(window.closes_at, UnsetType):
-                    raise InvalidInput("opens_at", "must be before closes_at") from exc
-                raise InvalidInput("closes_at", "must be after opens_at") from exc
+                if isinstance(closes_at, UnsetType):
+                    raise InvalidWindow("must be before closes_at", "opens_at") from exc
+                raise
             changes += changed
         if not isinstance(capacity, UnsetType):
             head = store.waitlist_head(cur, course_id, capacity - state.seats_taken)
             changed, state = domain.change_capacity(state, capacity, head)
             changes += changed
         if changes:
-            _commit(cur, course, state, changes, {})
+            _commit(cur, course, state, changes)
         return state, _promoted(changes)
 
 
 def _commit(
-    cur: store.Cursor, course: store.LockedCourse, after: CourseState, changes: list[Event], status: dict[str, str]
-) -> None:
-    status |= {request_id: "granted" for request_id in _promoted(changes)}
-    version = store.record_changes(cur, course, changes, status)
+    cur: store.Cursor, course: store.LockedCourse, after: CourseState, changes: list[Event]
+) -> dict[str, RequestStatus]:
+    """Record the changes, with each changed request's status as `domain.evolve` gives it; returns those."""
+    statuses = {
+        e.request_id: domain.evolve(PENDING, e).status
+        for e in changes
+        if isinstance(e, EnrollmentDropped | WaitlistLeft | WaitlistPromoted)
+    }
+    version = store.record_changes(cur, course, changes, statuses)
     store.save_course(cur, after, version)
+    return statuses
 
 
 def _promoted(changes: list[Event]) -> list[str]:

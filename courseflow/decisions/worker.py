@@ -15,7 +15,7 @@ import redis
 import structlog
 
 from courseflow.decisions import partitions
-from courseflow.decisions.decider import Accepted, Decider, Outcome, Undecodable
+from courseflow.decisions.decider import Decider, Delivered, Outcome, Undecodable
 from courseflow.events import RequestDeadLettered
 from courseflow.eventstore import store
 from courseflow.intake import queue
@@ -46,15 +46,17 @@ class Worker:
     def __init__(self, settings: Settings, name: str, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.name = name
-        self.keys = Keys(settings.stream_prefix, settings.partitions)
+        self.keys = Keys(settings.queue.prefix, settings.queue.partitions)
         self.stop = stop or threading.Event()
         # The blocking read's BLOCK stays well below the socket timeout (redis-py #2807).
-        self.redis = redis_clients.connect(settings, max_connections=4, socket_timeout=settings.block_ms / 1000 + 10)
+        self.redis = redis_clients.connect(
+            settings, max_connections=4, socket_timeout=settings.worker.block_ms / 1000 + 10
+        )
         self._cluster = redis_clients.is_cluster(self.redis)
         self._pg: psycopg.Connection[psycopg.rows.TupleRow] | None = None
         # A large backlog is decided in rounds of at most this many requests per transaction (all its courses
         # together), so what a worker holds in memory does not grow with the backlog.
-        self.decider = Decider(self.redis, self.keys, name, limit=settings.batch_size * ROUND_BATCHES)
+        self.decider = Decider(self.redis, self.keys, name, limit=settings.worker.batch_size * ROUND_BATCHES)
         # The partitions this worker leases, and when to renew the leases.
         self.held: tuple[int, ...] = ()
         self._next_lease = 0.0
@@ -64,7 +66,7 @@ class Worker:
         if self._pg is None or self._pg.closed:
             # Named, so that pg_stat_activity tells the workers (and what each waits for) apart.
             self._pg = psycopg.connect(
-                self.settings.database_url, autocommit=True, application_name=f"{APPLICATION_NAME} {self.name}"
+                self.settings.postgres.url, autocommit=True, application_name=f"{APPLICATION_NAME} {self.name}"
             )
         return self._pg
 
@@ -99,8 +101,8 @@ class Worker:
                 if time.monotonic() >= next_claim:
                     self.lease()
                     self.reclaim()
-                    next_claim = time.monotonic() + self.settings.claim_idle_ms / 2000
-                self.step(block_ms=self.settings.block_ms)
+                    next_claim = time.monotonic() + self.settings.worker.claim_idle_ms / 2000
+                self.step(block_ms=self.settings.worker.block_ms)
                 backoff.reset()
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -132,8 +134,8 @@ class Worker:
         """
         if time.monotonic() < self._next_lease:
             return self.held
-        shares = partitions.balance(self.pg, self.name, self.settings.lease_ms / 1000)
-        self._next_lease = time.monotonic() + min(self.settings.lease_ms / 3000, LEASE_ROUND_S)
+        shares = partitions.balance(self.pg, self.name, self.settings.worker.lease_ms / 1000)
+        self._next_lease = time.monotonic() + min(self.settings.worker.lease_ms / 3000, LEASE_ROUND_S)
         # New to this process, whether just taken or still leased to its name (a restart under the same name).
         new = sorted(set(shares.held) - set(self.held))
         if new or shares.released:
@@ -173,7 +175,7 @@ class Worker:
             return {}
         streams = {self.keys.partition(p).requests: p for p in self.held}
         read: dict[int, list[Entry]] = {}
-        wanted, budget = list(streams), self.settings.batch_size
+        wanted, budget = list(streams), self.settings.worker.batch_size
         while wanted and budget > 0:
             if read:
                 wanted = wanted[:budget]  # what is left of the batch, at least one entry from each stream read
@@ -216,7 +218,7 @@ class Worker:
             keys = self.keys.partition(p)
             cursor = "0"
             while entries := _entries(
-                self.redis.xreadgroup(GROUP, self.name, {keys.requests: cursor}, count=self.settings.batch_size)
+                self.redis.xreadgroup(GROUP, self.name, {keys.requests: cursor}, count=self.settings.worker.batch_size)
             ):
                 self.process_redelivered(entries, p)
                 cursor = entries[-1][0].decode()
@@ -235,9 +237,9 @@ class Worker:
                 keys.requests,
                 GROUP,
                 self.name,
-                min_idle_time=self.settings.claim_idle_ms,
+                min_idle_time=self.settings.worker.claim_idle_ms,
                 start_id=cursor,
-                count=self.settings.batch_size,
+                count=self.settings.worker.batch_size,
             )
             if claimed:
                 log.info("%s: reclaimed %d idle entries of partition %d", self.name, len(claimed), keys.partition)
@@ -263,8 +265,8 @@ class Worker:
         )
         fresh = []
         for entry_id, fields in entries:
-            if int(deliveries.get(entry_id, 0)) > self.settings.max_deliveries:
-                reason = f"not decided after {self.settings.max_deliveries} deliveries"
+            if int(deliveries.get(entry_id, 0)) > self.settings.worker.max_deliveries:
+                reason = f"not decided after {self.settings.worker.max_deliveries} deliveries"
                 self.dead_letter(entry_id, fields, reason, partition)
             else:
                 fresh.append((entry_id, fields))
@@ -273,7 +275,7 @@ class Worker:
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, partition: int) -> None:
         """Record the entry as dead-lettered (an event), then move it to its partition's dead-letter stream."""
         try:
-            item: Accepted | None = Accepted.decode(partition, entry_id, fields)
+            item: Delivered | None = Delivered.decode(partition, entry_id, fields)
         except Undecodable:
             item = None
         request = None if item is None else item.request
@@ -296,7 +298,7 @@ class Worker:
 
     def process_all(self, read: dict[int, list[Entry]]) -> None:
         """Decide entries read from several partitions in one go: one transaction round for all their courses."""
-        by_course: dict[int, list[Accepted]] = defaultdict(list)
+        by_course: dict[int, list[Delivered]] = defaultdict(list)
         gone: dict[int, list[bytes]] = defaultdict(list)
         for partition, entries in read.items():
             for entry_id, fields in entries:
@@ -304,7 +306,7 @@ class Worker:
                     gone[partition].append(entry_id)  # deleted from the stream: nothing left to decide
                     continue
                 try:
-                    item = Accepted.decode(partition, entry_id, fields)
+                    item = Delivered.decode(partition, entry_id, fields)
                 except Undecodable as exc:
                     self.dead_letter(entry_id, fields, str(exc), partition)
                     continue
@@ -326,7 +328,7 @@ class Worker:
                 with structlog.contextvars.bound_contextvars(**_ids(r.request_id, r.course_id, r.student_id)):
                     log.debug("%s: decided %s", self.name, r.request_id)
 
-    def _decide_traced(self, by_course: dict[int, list[Accepted]], partitions_read: list[int]) -> Outcome:
+    def _decide_traced(self, by_course: dict[int, list[Delivered]], partitions_read: list[int]) -> Outcome:
         """`_decide_each` inside the batch's CONSUMER span, linked to each entry's send span (see tracing)."""
         if tracing.tracer() is None:
             return self._decide_each(by_course)
@@ -343,7 +345,7 @@ class Worker:
         with tracing.consuming(f"process {streams}", producers, attributes):
             return self._decide_each(by_course)
 
-    def _decide_each(self, by_course: dict[int, list[Accepted]]) -> Outcome:
+    def _decide_each(self, by_course: dict[int, list[Delivered]]) -> Outcome:
         """Decide the batch; if its data makes that fail, course by course, so one bad course does not
         hold up the others. Entries that still fail stay unacknowledged: redelivered, and dead-lettered
         after too many deliveries."""

@@ -109,12 +109,26 @@ class EventLog:
             where.append("data ? 'student_id' AND (data ->> 'student_id')::bigint = %(student)s")
         if request_id is not None:
             where.append("data ->> 'request_id' = %(request)s")
-        self._cur.execute(
+        params = _after(after) | {"stream": stream, "student": student_id, "request": request_id}
+        statement = (
             "SELECT position, txid::text, stream, stream_version, recorded_at, data::text FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY {_LOG_ORDER} LIMIT %(limit)s",
-            _after(after) | {"limit": limit, "stream": stream, "student": student_id, "request": request_id},
+            f" WHERE {' AND '.join(where)} ORDER BY {_LOG_ORDER} LIMIT %(limit)s"
         )
-        return [Recorded(pos, int(tx), s, v, at, events.decode(data)) for pos, tx, s, v, at, data in self._cur]
+        # A request recorded beside its decision (before sql/007) is one event with it: read a row beyond the
+        # last, so a pair is never cut, and more rows while pairs leave the page short.
+        fetch = limit + 1
+        while True:
+            rows = self._cur.execute(statement, params | {"limit": fetch}).fetchall()
+            more = len(rows) == fetch
+            decoded = events.decode_log([row[5] for row in rows])
+            page = [
+                Recorded(pos, int(tx), s, v, at, event)
+                for (pos, tx, s, v, at, _), event in zip(rows[: fetch - 1 if more else fetch], decoded, strict=False)
+                if event is not None
+            ][:limit]
+            if len(page) == limit or not more:
+                return page
+            fetch += limit - len(page) + 1
 
     def follow(self, after: Checkpoint, limit: int) -> Tail:
         """The next events of the whole log, for a follower that then waits for more.

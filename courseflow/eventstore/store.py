@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +11,8 @@ import psycopg
 from psycopg.rows import TupleRow, dict_row
 
 from courseflow import events
-from courseflow.domain import STATUS_AFTER, CourseState, Holding, Pending, RequestStatus
-from courseflow.events import CourseCreated, Decision, EnrollmentRejected, Event, RequestDeadLettered
+from courseflow.domain import PENDING, CourseState, Holding, Pending, RequestStatus, evolve
+from courseflow.events import CourseCreated, Decision, Event, RequestDeadLettered
 
 # Every append wakes the log's followers (the projector, each API process's live feed) at its COMMIT.
 NOTIFY_CHANNEL = "courseflow_events"
@@ -204,8 +204,16 @@ def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
     return [Holding(request_id=rid, student_id=sid, status="waitlisted") for rid, sid in cur.fetchall()]
 
 
-def holding(cur: Cursor, request_id: str) -> tuple[int, RequestStatus, Holding | None] | None:
-    """(course id, status, holding) of a decided request, or None when it is not decided (yet)."""
+class DecidedRequest(msgspec.Struct, frozen=True):
+    """A decided request as the write model has it: `holding` is None unless it holds a seat or a place."""
+
+    course_id: int
+    status: RequestStatus
+    holding: Holding | None
+
+
+def holding(cur: Cursor, request_id: str) -> DecidedRequest | None:
+    """A decided request's course, status and holding, or None when it is not decided (yet)."""
     cur.execute("SELECT course_id, status, student_id FROM enrollment_requests WHERE request_id = %s", (request_id,))
     row = cur.fetchone()
     if row is None:
@@ -216,7 +224,7 @@ def holding(cur: Cursor, request_id: str) -> tuple[int, RequestStatus, Holding |
         if status in ("granted", "waitlisted")
         else None
     )
-    return course_id, status, held
+    return DecidedRequest(course_id, status, held)
 
 
 class Decided(msgspec.Struct, frozen=True):
@@ -243,11 +251,12 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
         for decision in d.decisions:
             item = by_id[decision.request_id]
             req = item.request
-            reason = decision.reason if isinstance(decision, EnrollmentRejected) else "\\N"
+            outcome = evolve(PENDING, decision)
+            reason = "\\N" if outcome.reason is None else outcome.reason
             lines.append(
                 f"{copy_text(req.request_id)}\t{req.course_id}\t{req.student_id}\t{copy_text(req.idempotency_key)}"
                 f"\t{req.priority}\t{item.arrival.ms}\t{item.arrival.seq}\t{req.requested_at.isoformat()}"
-                f"\t{STATUS_AFTER[type(decision)]}\t{reason}\n"
+                f"\t{outcome.status}\t{reason}\n"
             )
     with cur.copy(
         "COPY enrollment_requests (request_id, course_id, student_id, idempotency_key, priority, arrival_ms,"
@@ -287,7 +296,9 @@ def decision_latency_ms(conn: Conn, recent: int = 1000) -> tuple[float, float, f
     return p50, p95, p99
 
 
-def record_changes(cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: dict[str, str]) -> int:
+def record_changes(
+    cur: Cursor, course: LockedCourse, changes: Sequence[Event], status: Mapping[str, RequestStatus]
+) -> int:
     """Append lifecycle events (drops, promotions, capacity and window changes) and apply their statuses."""
     stream = course_stream(course.state.course_id)
     (version,) = append(cur, [Appended(stream, course.version, changes, [b"{}"] * len(changes))])

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow import check
 from courseflow.decisions import partitions
+from courseflow.errors import DomainError
 from courseflow.eventstore import priorities, store
 from courseflow.http import (
     courses,
@@ -47,7 +48,15 @@ from courseflow.http.express import Express
 from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
-from courseflow.http.problems import MethodNotAllowed, NotFound, Problem, ShuttingDown, Unavailable, respond
+from courseflow.http.problems import (
+    MethodNotAllowed,
+    NotFound,
+    Problem,
+    ShuttingDown,
+    Unavailable,
+    from_domain,
+    respond,
+)
 from courseflow.intake import queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
@@ -58,8 +67,8 @@ log = logging.getLogger("courseflow.api")
 
 
 async def problem(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    return respond(exc)
+    assert isinstance(exc, Problem | DomainError)
+    return respond(exc if isinstance(exc, Problem) else from_domain(exc))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -156,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
     svc = Services(settings)
-    feed = live.log_feed(svc, settings.database_url)
+    feed = live.log_feed(svc, settings.postgres.url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,9 +183,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         _drain_on_signals(state, feed.close)
         await feed.start()
         loop = asyncio.get_running_loop()
-        background = [loop.create_task(_keep_priorities_applied(svc, settings.priority_sync_s))]
+        background = [loop.create_task(_keep_priorities_applied(svc, settings.queue.priority_sync_s))]
         if svc.replica is not None:
-            background.append(loop.create_task(svc.bound_replica_lag(settings.replica_max_lag_ms / 2000)))
+            background.append(loop.create_task(svc.bound_replica_lag(settings.postgres.replica_max_lag_ms / 2000)))
         try:
             yield
         finally:
@@ -218,6 +227,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         exception_handlers={
             Problem: problem,
+            DomainError: problem,
             HTTPException: http_error,
             **dict.fromkeys(QUEUE_UNREACHABLE, unavailable("the request queue (Redis)")),
             **dict.fromkeys(DATABASE_UNREACHABLE, unavailable("the database (PostgreSQL)")),

@@ -80,9 +80,9 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self.algorithm, self._key = _verification_key(settings)
-        self._audience = settings.auth_jwt_audience
-        self._issuer = settings.auth_jwt_issuer
-        self._leeway = settings.auth_leeway_s
+        self._audience = settings.auth.jwt_audience
+        self._issuer = settings.auth.jwt_issuer
+        self._leeway = settings.auth.leeway_s
         # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
         self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
         self._jwt = jwt.PyJWT()
@@ -201,17 +201,17 @@ def _plain(text: str) -> str:
 
 def _verification_key(settings: Settings) -> tuple[str, str | RSAPublicKey | None]:
     """The algorithm is pinned to the kind of key: HS256 for a secret, RS256 for a public key; never `none`."""
-    if settings.auth_jwt_secret and settings.auth_jwt_public_key_file:
+    if settings.auth.jwt_secret and settings.auth.jwt_public_key_file:
         raise SystemExit("configuration error: set AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE, not both")
-    if settings.auth_jwt_secret:
-        if len(settings.auth_jwt_secret.encode()) < MIN_SECRET_BYTES:
+    if settings.auth.jwt_secret:
+        if len(settings.auth.jwt_secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(
                 f"configuration error: AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
                 " (e.g. `openssl rand -hex 32`)"
             )
-        return "HS256", settings.auth_jwt_secret
-    if settings.auth_jwt_public_key_file:
-        key = load_pem_public_key(_read(settings.auth_jwt_public_key_file, "AUTH_JWT_PUBLIC_KEY_FILE"))
+        return "HS256", settings.auth.jwt_secret
+    if settings.auth.jwt_public_key_file:
+        key = load_pem_public_key(_read(settings.auth.jwt_public_key_file, "AUTH_JWT_PUBLIC_KEY_FILE"))
         if not isinstance(key, RSAPublicKey):
             raise SystemExit("configuration error: AUTH_JWT_PUBLIC_KEY_FILE must hold an RSA public key (PEM)")
         return "RS256", key
@@ -232,8 +232,8 @@ def issue(settings: Settings, role: Role, sub: str, ttl_s: int) -> str:
     if algorithm == "HS256":
         assert isinstance(key, str)
         signing_key = key
-    elif settings.auth_jwt_private_key_file:
-        private = load_pem_private_key(_read(settings.auth_jwt_private_key_file, "AUTH_JWT_PRIVATE_KEY_FILE"), None)
+    elif settings.auth.jwt_private_key_file:
+        private = load_pem_private_key(_read(settings.auth.jwt_private_key_file, "AUTH_JWT_PRIVATE_KEY_FILE"), None)
         if not isinstance(private, RSAPrivateKey):
             raise SystemExit("configuration error: AUTH_JWT_PRIVATE_KEY_FILE must hold an RSA private key (PEM)")
         signing_key, algorithm = private, "RS256"
@@ -242,10 +242,10 @@ def issue(settings: Settings, role: Role, sub: str, ttl_s: int) -> str:
             "cannot sign: set AUTH_JWT_SECRET, or AUTH_JWT_PRIVATE_KEY_FILE beside AUTH_JWT_PUBLIC_KEY_FILE"
         )
     now = int(time.time())
-    claims: dict[str, object] = {"sub": sub, "role": role, "aud": settings.auth_jwt_audience, "iat": now}
+    claims: dict[str, object] = {"sub": sub, "role": role, "aud": settings.auth.jwt_audience, "iat": now}
     claims["exp"] = now + ttl_s
-    if settings.auth_jwt_issuer:
-        claims["iss"] = settings.auth_jwt_issuer
+    if settings.auth.jwt_issuer:
+        claims["iss"] = settings.auth.jwt_issuer
     return jwt.encode(claims, signing_key, algorithm=algorithm)
 
 

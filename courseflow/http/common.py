@@ -67,13 +67,13 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.stream_prefix, settings.partitions)
+        self.keys = Keys(settings.queue.prefix, settings.queue.partitions)
         self.redis = redis_clients.connect_async(settings, max_connections=64)
         # For the rare Redis work done in the thread pool (registering courses, applying grants, readiness).
         self.redis_sync = redis_clients.connect(settings, max_connections=8)
         # PostgreSQL work is short and synchronous, run in the thread pool: one store module serves API and workers.
         self.pool = ConnectionPool(
-            settings.database_url,
+            settings.postgres.url,
             min_size=1,
             max_size=8,
             kwargs={"autocommit": True},
@@ -85,13 +85,13 @@ class Services:
         # Reads that may come from a streaming replica go through `read`; see courseflow.http.replica.
         self.replica = (
             None
-            if settings.database_replica_url is None
+            if settings.postgres.replica_url is None
             else ReadReplica(
-                settings.database_replica_url, self.redis, self.keys.replica_horizon, settings.replica_wait_ms
+                settings.postgres.replica_url, self.redis, self.keys.replica_horizon, settings.postgres.replica_wait_ms
             )
         )
-        replicas = Replicas(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
-        self.intake = Intake(self.redis, self.keys, settings.idempotency_ttl_s, replicas)
+        replicas = Replicas(settings.redis.wait_replicas, settings.redis.wait_timeout_ms)
+        self.intake = Intake(self.redis, self.keys, settings.queue.idempotency_ttl_s, replicas)
         self.authenticator = Authenticator(settings)
         self.limiter = Limiter(settings, self.redis)
 

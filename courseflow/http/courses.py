@@ -159,10 +159,9 @@ async def update(request: Request) -> Response:
         raise InvalidInput("body", "must set at least one of capacity, opens_at, closes_at")
     window = payloads.window(patch.opens_at, patch.closes_at)
     svc = services(request)
-    try:
-        state, promoted = await svc.db(lifecycle.update_course, course_id, patch.capacity, window)
-    except lifecycle.NotFound:
-        raise NotFound(f"no course {course_id}", "course_id") from None
+    state, promoted = await svc.db(
+        lifecycle.update_course, course_id, patch.capacity, window.opens_at, window.closes_at
+    )
     view = CourseChanged(
         course_id=course_id,
         capacity=state.capacity,
@@ -218,7 +217,7 @@ async def metrics(request: Request) -> Response:
     svc = services(request)
     accept = request.headers.get("accept", "")
     if scrape.wants_text(accept):
-        pipeline = await scrape.read_pipeline(svc, svc.settings.metrics_top_courses)
+        pipeline = await scrape.read_pipeline(svc, svc.settings.metrics.top_courses)
         body, content_type = await run_in_threadpool(scrape.render, pipeline, accept)
         return Response(body, media_type=content_type)
     course_id = query(request, MetricsQuery).course_id

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
+from courseflow.errors import UnknownRequest
 from courseflow.eventstore import store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
@@ -177,8 +178,8 @@ async def release(request: Request) -> Response:
         # Ownership first, under the same answer as an unknown id.
         await status.owned(svc, caller, request_id)
     try:
-        new_status, promoted = await svc.db(lifecycle.release, request_id)
-    except lifecycle.NotFound:
+        released = await svc.db(lifecycle.release, request_id)
+    except UnknownRequest:
         if await svc.intake.pending_position(request_id) is not None:
             raise NotDecided(
                 "the request is still pending: it can be released once decided (when its course opens, if it has not)",
@@ -186,4 +187,8 @@ async def release(request: Request) -> Response:
             ) from None
         raise NotFound(f"no request {request_id}", "request_id") from None
     # Who was promoted is another student's business: privileged callers only.
-    return JSON(Released(request_id=request_id, status=new_status, promoted=promoted if caller.privileged else None))
+    return JSON(
+        Released(
+            request_id=request_id, status=released.status, promoted=released.promoted if caller.privileged else None
+        )
+    )

@@ -92,18 +92,18 @@ class Limiter:
     def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         # A student's reads and writes are limited apart; every other caller has one policy for both.
         self._student = {
-            False: Policy("student-reads", settings.rate_limit_student_reads),
-            True: Policy("student-writes", settings.rate_limit_student_writes),
+            False: Policy("student-reads", settings.limits.student_reads),
+            True: Policy("student-writes", settings.limits.student_writes),
         }
         self._others = {
-            "registrar": Policy("registrar", settings.rate_limit_registrar),
-            "service": Policy("service", settings.rate_limit_service),
-            "anonymous": Policy("anonymous", settings.rate_limit_anonymous),
+            "registrar": Policy("registrar", settings.limits.registrar),
+            "service": Policy("service", settings.limits.service),
+            "anonymous": Policy("anonymous", settings.limits.anonymous),
         }
         # The library's storage, with the API's client in place of its own: no extra connections, the same
         # credentials, and the cluster client when there is one (see Keys.rate_limits).
         self._storage = RedisStorage(
-            "async+redis://", implementation="redispy", key_prefix=Keys(settings.stream_prefix).rate_limits
+            "async+redis://", implementation="redispy", key_prefix=Keys(settings.queue.prefix).rate_limits
         )
         self._bridge = self._storage.bridge
         assert isinstance(self._bridge, RedispyBridge)

@@ -14,6 +14,9 @@ import msgspec
 from msgspec import Meta
 from starlette.responses import Response
 
+from courseflow import errors
+from courseflow.errors import DomainError
+
 TYPE_PREFIX = "urn:courseflow:problem:"
 Location = Literal["body", "query", "path", "header"]
 
@@ -127,7 +130,7 @@ class NotDecided(Conflict):
     title = "Not decided yet"
 
 
-class NothingToRelease(Conflict):
+class ReleaseRefused(Conflict):
     code = "nothing_to_release"
     title = "Nothing to release"
 
@@ -179,6 +182,18 @@ def details(problem: Problem) -> ProblemDetails:
         errors=problem.errors,
         request_id=problem.request_id,
     )
+
+
+def from_domain(error: DomainError) -> Problem:
+    """The one mapping of the rules' refusals to what the client is told."""
+    match error:
+        case errors.UnknownCourse() | errors.UnknownRequest():
+            return NotFound(error.detail, error.field)
+        case errors.NothingToRelease():
+            return ReleaseRefused(error.detail, error.field)
+        case errors.InvalidWindow():
+            return InvalidInput(error.field or "body", error.detail)
+    return Conflict(error.detail, error.field)
 
 
 def respond(problem: Problem) -> Response:

@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.typing import EncodableT, KeyT
 
 from courseflow import events
-from courseflow.events import EnrollmentRequested
+from courseflow.events import QueuedRequest
 from courseflow.http.auth import Principal
 from courseflow.http.limits import ACQUIRE_WINDOW_LUA, Window
 from courseflow.intake.queue import ENQUEUE_LUA, parse_member
@@ -277,7 +277,7 @@ class Intake:
                 request_id = claimed[1].decode()
                 if claimed[2].decode() != fingerprint:
                     return Accepted("conflict", request_id)
-        request = EnrollmentRequested(
+        request = QueuedRequest(
             course_id=course_id,
             request_id=request_id,
             student_id=student_id,
@@ -285,7 +285,7 @@ class Intake:
             priority=0,
             requested_at=datetime.now(UTC),
         )
-        payload = events.encode(request)
+        payload = events.encode_request(request)
         k = self._of_course(course_id)
         # The PRODUCER span: its context goes into the entry for the worker.
         with tracing.span(k.span_name, SpanKind.PRODUCER) as span:
@@ -333,12 +333,12 @@ class Intake:
         # A known key whose request was never queued (its first attempt failed in between) is queued now.
         return Accepted(outcome.decode(), request_id, int(rest[0]) if rest else None)
 
-    async def pending_position(self, request_id: str) -> tuple[EnrollmentRequested, int] | None:
+    async def pending_position(self, request_id: str) -> tuple[QueuedRequest, int] | None:
         """The pending request and its 1-based queue position, or None if it is not pending."""
         found = await self.pending_positions([request_id])
         return found.get(request_id)
 
-    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[EnrollmentRequested, int]]:
+    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[QueuedRequest, int]]:
         """Those of these requests still pending, with their queue positions: two round trips however many
         requests and partitions (a request id does not say its partition: every partition's index is asked)."""
         if not request_ids:

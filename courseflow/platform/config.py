@@ -1,11 +1,18 @@
-"""Settings read once from the environment into a frozen struct."""
+"""Settings read once from the environment into frozen sections, one per part of the system.
+
+Each field's default and bounds are written once, on its type; `VARIABLES` names the environment variable
+behind each field, and `Settings.from_env` converts them all in one call.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -18,6 +25,7 @@ LOCAL_REDIS_PORT = 56379
 # Both ranges sit below Linux's ephemeral ports (32768 up), so no outgoing connection can take one meanwhile.
 LOCAL_REDIS_CLUSTER_PORT = 17001
 LOCAL_POSTGRES_REPLICA_PORT = 55433
+DEFAULT_PARTITIONS = 16
 
 
 def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
@@ -32,207 +40,287 @@ def local_redis_url(port: int = LOCAL_REDIS_PORT, password: str | None = None) -
     return f"redis://{user}127.0.0.1:{port}/0"
 
 
-DEFAULT_PARTITIONS = 16
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+# host:port with a port of 1 to 65535: what REDIS_CLUSTER_NODES lists, comma-separated.
+Node = Annotated[
+    str, msgspec.Meta(pattern=r"^\S+:(?:[1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])$")
+]
+# Shown masked by every section's repr: settings end up in tracebacks and test reports.
+SECRET_FIELDS: Final = frozenset({"jwt_secret"})
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
-# Default rate limits per principal. A student's writes allow a small burst, then about 10 a second.
-RATE_LIMIT_STUDENT_WRITES = "20 per 2 seconds"
-RATE_LIMIT_STUDENT_READS = "50 per second"
-RATE_LIMIT_REGISTRAR = "1000 per second"
-RATE_LIMIT_SERVICE = "5000 per second"
-# Per client address: the public probes, and every request whose token is refused.
-RATE_LIMIT_ANONYMOUS = "100 per second"
+
+class SettingsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    def __repr__(self) -> str:
+        shown = {name: _redacted(name, getattr(self, name)) for name in self.__struct_fields__}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    database_url: str = local_database_url()
-    redis_url: str = local_redis_url()
-    # A streaming replica the API reads from (see courseflow.http.replica); None: every read goes to database_url.
-    database_replica_url: str | None = None
-    # True when the URLs came from the environment, so `courseflow run` must not start servers.
-    external_servers: bool = False
-    data_dir: Path = Path(".courseflow")
-    postgres_port: int = LOCAL_POSTGRES_PORT
-    redis_port: int = LOCAL_REDIS_PORT
-    redis_cluster_port: int = LOCAL_REDIS_CLUSTER_PORT
-    postgres_replica_port: int = LOCAL_POSTGRES_REPLICA_PORT
-    server_host: str = "127.0.0.1"
-    server_port: int = 8000
-    api_processes: int = 1
-    workers: int = 2
-    # Stream entries a worker reads at once, across all its partitions: with ROUND_BATCHES (courseflow.worker), what
-    # bounds a worker's memory however deep the backlog.
-    batch_size: int = 2000
-    # XREADGROUP BLOCK stays well below the socket timeout (redis-py #2807).
-    block_ms: int = 1000
-    # A pending entry idle this long belongs to a consumer presumed dead and is reclaimed.
-    claim_idle_ms: int = 15000
-    max_deliveries: int = 5
-    # A replay inside this window answers the same request; after it the key is forgotten (bounded state).
-    idempotency_ttl_s: int = 86_400
-    # How often each API process re-applies recent priority grants to intake (see api._keep_priorities_applied).
-    priority_sync_s: float = 5.0
-    stream_prefix: str = "courseflow"
-    # The request queue's partitions: fixed when the deployment is first migrated (see courseflow.partitions).
-    partitions: int = DEFAULT_PARTITIONS
-    # host:port of some Redis Cluster nodes: every component then uses the cluster client (REDIS_URL gives the user).
-    redis_cluster_nodes: tuple[str, ...] = ()
-    # Intake answers 202 only once this many replicas have the request (WAIT): it survives a master's failover.
-    redis_wait_replicas: int = 0
-    redis_wait_timeout_ms: int = 1000
-    # A dead worker's partitions go to the others once its leases, renewed every third of this (or every second),
-    # run out.
-    lease_ms: int = 5000
-    # Authentication: HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
-    auth_jwt_secret: str | None = None
-    auth_jwt_public_key_file: Path | None = None
-    # Only `courseflow token` signs, and only with RS256 deployments that keep a private key at hand.
-    auth_jwt_private_key_file: Path | None = None
-    auth_jwt_audience: str = "courseflow"
-    auth_jwt_issuer: str | None = None
-    auth_leeway_s: int = 30
-    # Rate limits per principal, in the `limits` notation ("20/2 seconds", "10/second;100/minute"), or "off".
-    rate_limit_student_writes: str = RATE_LIMIT_STUDENT_WRITES
-    rate_limit_student_reads: str = RATE_LIMIT_STUDENT_READS
-    rate_limit_registrar: str = RATE_LIMIT_REGISTRAR
-    rate_limit_service: str = RATE_LIMIT_SERVICE
-    rate_limit_anonymous: str = RATE_LIMIT_ANONYMOUS
-    # How long a read waits for the replica to replay what the API has already written or shown, before the
-    # primary answers it instead.
-    replica_wait_ms: int = 100
-    # The replica answers only once it has replayed what the primary had this long ago (more behind: the primary).
-    replica_max_lag_ms: int = 1000
-    # Live streams (SSE and WebSocket) one student may hold open at once on one API process; registrars and
-    # services (and development mode's one caller) may hold `live_streams_per_privileged`.
-    live_streams_per_student: int = 10
-    live_streams_per_privileged: int = 10_000
-    # LOG_FORMAT: "json" or "console"; None picks console on a terminal, JSON otherwise (see courseflow.logs).
-    log_format: str | None = None
-    log_level: str = "INFO"
+class HttpSettings(SettingsSection, frozen=True):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    processes: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     # One line per HTTP request: off by default, as it costs the intake path a log record per request.
     access_log: bool = False
-    # /metrics exports per-course gauges for this many courses only (deepest queue, then most seats taken).
-    metrics_top_courses: int = 20
-    # Where `worker --metrics-port` and `projector --metrics-port` listen; loopback unless a scraper is elsewhere.
-    metrics_host: str = "127.0.0.1"
 
-    def __repr__(self) -> str:
-        # Settings end up in tracebacks and test reports: never with the key or the servers' passwords.
-        shown = {name: _redacted(name, getattr(self, name)) for name in self.__struct_fields__}
-        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+class PostgresSettings(SettingsSection, frozen=True):
+    url: str = local_database_url()
+    # A streaming replica the API reads from (see courseflow.http.replica); None: every read goes to `url`.
+    replica_url: str | None = None
+    # How long a read waits for the replica to replay what the API has already written or shown, before the
+    # primary answers it instead.
+    replica_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 100
+    # The replica answers only once it has replayed what the primary had this long ago (more behind: the primary).
+    replica_max_lag_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 1000
+
+
+class RedisSettings(SettingsSection, frozen=True):
+    url: str = local_redis_url()
+    # The seed's way to name Redis: when either is set and REDIS_URL is not, `url` is redis://host:port/0.
+    host: str = "127.0.0.1"
+    port: Port = 6379
+    # host:port of some Redis Cluster nodes: every component then uses the cluster client (`url` gives the user).
+    cluster_nodes: tuple[Node, ...] = ()
+    # Intake answers 202 only once this many replicas have the request (WAIT): it survives a master's failover.
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
+    wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
+
+
+class QueueSettings(SettingsSection, frozen=True):
+    """The request queue in Redis: its key names, partitions and remembered idempotency keys."""
+
+    prefix: Annotated[str, msgspec.Meta(min_length=1)] = "courseflow"
+    # Fixed when the deployment is first migrated (see courseflow.decisions.partitions).
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = DEFAULT_PARTITIONS
+    # A replay inside this window answers the same request; after it the key is forgotten (bounded state).
+    idempotency_ttl_s: Count = 86_400
+    # How often each API process re-applies recent priority grants to intake (see http.app).
+    priority_sync_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+
+class WorkerSettings(SettingsSection, frozen=True):
+    # Workers `courseflow run` starts.
+    count: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
+    # Stream entries a worker reads at once, across all its partitions: with ROUND_BATCHES (decisions.worker),
+    # what bounds a worker's memory however deep the backlog.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
+    # XREADGROUP BLOCK stays well below the socket timeout (redis-py #2807); 0 would block for good.
+    block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
+    # A pending entry idle this long belongs to a consumer presumed dead and is reclaimed.
+    claim_idle_ms: Count = 15000
+    max_deliveries: Positive = 5
+    # A dead worker's partitions go to the others once its leases, renewed every third of this (or every second),
+    # run out.
+    lease_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 5000
+
+
+class AuthSettings(SettingsSection, frozen=True):
+    # HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
+    jwt_secret: str | None = None
+    jwt_public_key_file: Path | None = None
+    # Only `courseflow token` signs, and only with RS256 deployments that keep a private key at hand.
+    jwt_private_key_file: Path | None = None
+    jwt_audience: Annotated[str, msgspec.Meta(min_length=1)] = "courseflow"
+    jwt_issuer: str | None = None
+    leeway_s: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 30
+
+
+class LimitsSettings(SettingsSection, frozen=True):
+    """Rate limits per principal, in the `limits` notation ("20/2 seconds", "10/second;100/minute") or "off",
+    and the live streams one caller may hold open."""
+
+    # A student's writes allow a small burst, then about 10 a second.
+    student_writes: str = "20 per 2 seconds"
+    student_reads: str = "50 per second"
+    registrar: str = "1000 per second"
+    service: str = "5000 per second"
+    # Per client address: the public probes, and every request whose token is refused.
+    anonymous: str = "100 per second"
+    # Per API process; registrars and services (and development mode's one caller) may hold the privileged count.
+    live_streams_per_student: Positive = 10
+    live_streams_per_privileged: Positive = 10_000
+
+
+class LogsSettings(SettingsSection, frozen=True):
+    # None picks console on a terminal, JSON otherwise (see courseflow.platform.logs).
+    format: Literal["json", "console"] | None = None
+    level: str = "INFO"
+
+
+class MetricsSettings(SettingsSection, frozen=True):
+    # /metrics exports per-course gauges for this many courses only (deepest queue, then most seats taken).
+    top_courses: Count = 20
+    # Where `worker --metrics-port` and `projector --metrics-port` listen; loopback unless a scraper is elsewhere.
+    host: str = "127.0.0.1"
+
+
+class LocalSettings(SettingsSection, frozen=True):
+    """The local servers of `courseflow services` (development and tests)."""
+
+    data_dir: Path = Path(".courseflow")
+    postgres_port: Port = LOCAL_POSTGRES_PORT
+    redis_port: Port = LOCAL_REDIS_PORT
+    # Six nodes take this port and the next five; their cluster bus ports are 10000 higher.
+    redis_cluster_port: Annotated[int, msgspec.Meta(ge=1, le=55530)] = LOCAL_REDIS_CLUSTER_PORT
+    postgres_replica_port: Port = LOCAL_POSTGRES_REPLICA_PORT
+    # True when the URLs came from the environment, so `courseflow run` must not start servers.
+    external_servers: bool = False
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    http: HttpSettings = HttpSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
+    worker: WorkerSettings = WorkerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    logs: LogsSettings = LogsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    local: LocalSettings = LocalSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        pg_port = _int(env, "COURSEFLOW_POSTGRES_PORT", LOCAL_POSTGRES_PORT)
-        redis_port = _int(env, "COURSEFLOW_REDIS_PORT", LOCAL_REDIS_PORT)
-        database_url = env.get("DATABASE_URL")
-        redis_url = env.get("REDIS_URL")
-        if not redis_url and ("REDIS_HOST" in env or "REDIS_PORT" in env):
-            redis_url = f"redis://{env.get('REDIS_HOST', '127.0.0.1')}:{_int(env, 'REDIS_PORT', 6379)}/0"
-        data_dir = Path(env.get("COURSEFLOW_DATA_DIR", ".courseflow"))
+        given = {name: raw for name in VARIABLES if (raw := env.get(name, "").strip())}
+        sections: dict[str, dict[str, Any]] = {}
+        for name, raw in given.items():
+            section, field = VARIABLES[name]
+            sections.setdefault(section, {})[field] = _prepared(_field_type(section, field), raw)
         try:
-            # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
-            local = None if database_url and redis_url else credentials.load(data_dir)
-        except credentials.CredentialsError as exc:
-            raise SystemExit(f"configuration error: {exc}") from None
-        lease_ms = _bounded(env, "LEASE_MS", 5000, 100, 3_600_000)
-        claim_idle_ms = _int(env, "CLAIM_IDLE_MS", 15000)
-        if lease_ms >= claim_idle_ms:
-            # A dead worker's entries are reclaimed by whoever takes its partitions: its lease must run out first.
-            raise SystemExit(
-                f"configuration error: LEASE_MS ({lease_ms}) must be below CLAIM_IDLE_MS ({claim_idle_ms})"
-            )
-        return cls(
-            database_url=database_url or local_database_url(pg_port, local.postgres_app_password if local else None),
-            redis_url=redis_url or local_redis_url(redis_port, local.redis_app_password if local else None),
-            database_replica_url=env.get("DATABASE_REPLICA_URL") or None,
-            external_servers=bool(database_url or redis_url),
-            data_dir=data_dir,
-            postgres_port=pg_port,
-            redis_port=redis_port,
-            redis_cluster_port=_int(env, "COURSEFLOW_REDIS_CLUSTER_PORT", LOCAL_REDIS_CLUSTER_PORT),
-            postgres_replica_port=_int(env, "COURSEFLOW_POSTGRES_REPLICA_PORT", LOCAL_POSTGRES_REPLICA_PORT),
-            server_host=env.get("SERVER_HOST", "127.0.0.1"),
-            server_port=_int(env, "SERVER_PORT", 8000),
-            api_processes=_int(env, "API_PROCESSES", 1),
-            workers=_int(env, "WORKERS", 2),
-            batch_size=_bounded(env, "BATCH_SIZE", 2000, 1, 100_000),
-            block_ms=_int(env, "BLOCK_MS", 1000),
-            claim_idle_ms=claim_idle_ms,
-            max_deliveries=_int(env, "MAX_DELIVERIES", 5),
-            idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL", 86_400),
-            replica_wait_ms=_int(env, "REPLICA_WAIT_MS", 100),
-            replica_max_lag_ms=_int(env, "REPLICA_MAX_LAG_MS", 1000),
-            stream_prefix=env.get("COURSEFLOW_STREAM_PREFIX", "courseflow"),
-            partitions=_bounded(env, "PARTITIONS", DEFAULT_PARTITIONS, 1, 1024),
-            redis_cluster_nodes=_nodes(env, "REDIS_CLUSTER_NODES"),
-            redis_wait_replicas=_bounded(env, "REDIS_WAIT_REPLICAS", 0, 0, 16),
-            redis_wait_timeout_ms=_bounded(env, "REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
-            lease_ms=lease_ms,
-            auth_jwt_secret=env.get("AUTH_JWT_SECRET") or None,
-            auth_jwt_public_key_file=_path(env, "AUTH_JWT_PUBLIC_KEY_FILE"),
-            auth_jwt_private_key_file=_path(env, "AUTH_JWT_PRIVATE_KEY_FILE"),
-            auth_jwt_audience=env.get("AUTH_JWT_AUDIENCE") or "courseflow",
-            auth_jwt_issuer=env.get("AUTH_JWT_ISSUER") or None,
-            auth_leeway_s=_int(env, "AUTH_LEEWAY", 30),
-            rate_limit_student_writes=env.get("RATE_LIMIT_STUDENT_WRITES") or RATE_LIMIT_STUDENT_WRITES,
-            rate_limit_student_reads=env.get("RATE_LIMIT_STUDENT_READS") or RATE_LIMIT_STUDENT_READS,
-            rate_limit_registrar=env.get("RATE_LIMIT_REGISTRAR") or RATE_LIMIT_REGISTRAR,
-            rate_limit_service=env.get("RATE_LIMIT_SERVICE") or RATE_LIMIT_SERVICE,
-            rate_limit_anonymous=env.get("RATE_LIMIT_ANONYMOUS") or RATE_LIMIT_ANONYMOUS,
-            live_streams_per_student=_int(env, "LIVE_STREAMS_PER_STUDENT", 10),
-            live_streams_per_privileged=_int(env, "LIVE_STREAMS_PER_PRIVILEGED", 10_000),
-            log_format=env.get("LOG_FORMAT") or None,
-            log_level=env.get("LOG_LEVEL") or "INFO",
-            access_log=_switch(env, "ACCESS_LOG", False),
-            metrics_top_courses=_int(env, "METRICS_TOP_COURSES", 20),
-            metrics_host=env.get("METRICS_HOST") or "127.0.0.1",
+            settings = msgspec.convert(sections, cls, strict=False, dec_hook=_decode)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(_culprit(given) or f"configuration error: {exc}") from None
+        return _completed(settings, given)
+
+
+# Every environment variable read, and the section and field it sets; the README's configuration table lists
+# exactly these (tests/test_config.py holds it to them).
+VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
+    "SERVER_HOST": ("http", "host"),
+    "SERVER_PORT": ("http", "port"),
+    "API_PROCESSES": ("http", "processes"),
+    "ACCESS_LOG": ("http", "access_log"),
+    "DATABASE_URL": ("postgres", "url"),
+    "DATABASE_REPLICA_URL": ("postgres", "replica_url"),
+    "REPLICA_WAIT_MS": ("postgres", "replica_wait_ms"),
+    "REPLICA_MAX_LAG_MS": ("postgres", "replica_max_lag_ms"),
+    "REDIS_URL": ("redis", "url"),
+    "REDIS_HOST": ("redis", "host"),
+    "REDIS_PORT": ("redis", "port"),
+    "REDIS_CLUSTER_NODES": ("redis", "cluster_nodes"),
+    "REDIS_WAIT_REPLICAS": ("redis", "wait_replicas"),
+    "REDIS_WAIT_TIMEOUT_MS": ("redis", "wait_timeout_ms"),
+    "COURSEFLOW_STREAM_PREFIX": ("queue", "prefix"),
+    "PARTITIONS": ("queue", "partitions"),
+    "IDEMPOTENCY_TTL": ("queue", "idempotency_ttl_s"),
+    "WORKERS": ("worker", "count"),
+    "BATCH_SIZE": ("worker", "batch_size"),
+    "BLOCK_MS": ("worker", "block_ms"),
+    "CLAIM_IDLE_MS": ("worker", "claim_idle_ms"),
+    "MAX_DELIVERIES": ("worker", "max_deliveries"),
+    "LEASE_MS": ("worker", "lease_ms"),
+    "AUTH_JWT_SECRET": ("auth", "jwt_secret"),
+    "AUTH_JWT_PUBLIC_KEY_FILE": ("auth", "jwt_public_key_file"),
+    "AUTH_JWT_PRIVATE_KEY_FILE": ("auth", "jwt_private_key_file"),
+    "AUTH_JWT_AUDIENCE": ("auth", "jwt_audience"),
+    "AUTH_JWT_ISSUER": ("auth", "jwt_issuer"),
+    "AUTH_LEEWAY": ("auth", "leeway_s"),
+    "RATE_LIMIT_STUDENT_WRITES": ("limits", "student_writes"),
+    "RATE_LIMIT_STUDENT_READS": ("limits", "student_reads"),
+    "RATE_LIMIT_REGISTRAR": ("limits", "registrar"),
+    "RATE_LIMIT_SERVICE": ("limits", "service"),
+    "RATE_LIMIT_ANONYMOUS": ("limits", "anonymous"),
+    "LIVE_STREAMS_PER_STUDENT": ("limits", "live_streams_per_student"),
+    "LIVE_STREAMS_PER_PRIVILEGED": ("limits", "live_streams_per_privileged"),
+    "LOG_FORMAT": ("logs", "format"),
+    "LOG_LEVEL": ("logs", "level"),
+    "METRICS_TOP_COURSES": ("metrics", "top_courses"),
+    "METRICS_HOST": ("metrics", "host"),
+    "COURSEFLOW_DATA_DIR": ("local", "data_dir"),
+    "COURSEFLOW_POSTGRES_PORT": ("local", "postgres_port"),
+    "COURSEFLOW_REDIS_PORT": ("local", "redis_port"),
+    "COURSEFLOW_REDIS_CLUSTER_PORT": ("local", "redis_cluster_port"),
+    "COURSEFLOW_POSTGRES_REPLICA_PORT": ("local", "postgres_replica_port"),
+}
+_SWITCH: Final = {"on": "true", "off": "false"}
+
+
+def default(variable: str) -> object:
+    """What the setting behind `variable` is when the environment leaves it out."""
+    section, field = VARIABLES[variable]
+    return getattr(getattr(Settings(), section), field)
+
+
+def _completed(settings: Settings, given: Mapping[str, str]) -> Settings:
+    """Fill in what depends on other settings: the local servers' URLs, and the seed's REDIS_HOST/REDIS_PORT."""
+    pg, rds, local, worker = settings.postgres, settings.redis, settings.local, settings.worker
+    if worker.lease_ms >= worker.claim_idle_ms:
+        # A dead worker's entries are reclaimed by whoever takes its partitions: its lease must run out first.
+        raise SystemExit(
+            f"configuration error: LEASE_MS ({worker.lease_ms}) must be below CLAIM_IDLE_MS ({worker.claim_idle_ms})"
         )
+    redis_url: str | None = given.get("REDIS_URL")
+    if redis_url is None and ("REDIS_HOST" in given or "REDIS_PORT" in given):
+        redis_url = f"redis://{rds.host}:{rds.port}/0"
+    database_url = given.get("DATABASE_URL")
+    try:
+        # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
+        saved = None if database_url and redis_url else credentials.load(local.data_dir)
+    except credentials.CredentialsError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    external = bool(database_url or redis_url)
+    if not database_url:
+        database_url = local_database_url(local.postgres_port, saved.postgres_app_password if saved else None)
+    if not redis_url:
+        redis_url = local_redis_url(local.redis_port, saved.redis_app_password if saved else None)
+    replace = msgspec.structs.replace
+    return replace(
+        settings,
+        postgres=replace(pg, url=database_url),
+        redis=replace(rds, url=redis_url),
+        local=replace(local, external_servers=external),
+    )
+
+
+@functools.cache
+def _field_type(section: str, field: str) -> Any:
+    section_type = typing.get_type_hints(Settings)[section]
+    return typing.get_type_hints(section_type, include_extras=True)[field]
+
+
+def _prepared(kind: Any, raw: str) -> object:
+    """The environment's text in the shape conversion takes: lists split on commas, switches as on/off too."""
+    if typing.get_origin(kind) is tuple:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is bool:
+        return _SWITCH.get(raw.lower(), raw)
+    return raw
+
+
+def _decode(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError
+
+
+def _culprit(given: Mapping[str, str]) -> str | None:
+    """The first variable whose value its field refuses, named in the message (the conversion names the field)."""
+    for name, raw in given.items():
+        kind = _field_type(*VARIABLES[name])
+        try:
+            msgspec.convert(_prepared(kind, raw), kind, strict=False, dec_hook=_decode)
+        except msgspec.ValidationError as exc:
+            return f"configuration error: {name}={raw!r} is refused: {exc}"
+    return None
 
 
 def _redacted(name: str, value: object) -> object:
-    if name == "auth_jwt_secret" and value:
+    if name in SECRET_FIELDS and value:
         return "***"
-    if name in ("database_url", "database_replica_url", "redis_url") and isinstance(value, str):
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value)
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
     return value
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name)
-    return Path(raw) if raw else None
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"configuration error: {name} must be an integer, got {raw!r}") from None
-
-
-def _bounded(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = _int(env, name, default)
-    if not low <= value <= high:
-        raise SystemExit(f"configuration error: {name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _nodes(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    nodes = tuple(node.strip() for node in (env.get(name) or "").split(",") if node.strip())
-    for node in nodes:
-        host, _, port = node.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SystemExit(f"configuration error: {name} must be host:port,host:port,..., got {node!r}")
-    return nodes
-
-
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("on", "off", "true", "false", "1", "0"):
-        raise SystemExit(f"configuration error: {name} must be on or off, got {raw!r}")
-    return raw in ("on", "true", "1")

@@ -42,8 +42,9 @@ _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 def choose(source: Settings | Mapping[str, str], stderr: TextIO | None = None) -> tuple[str, int]:
     """The format and level asked for: LOG_FORMAT and LOG_LEVEL, else JSON unless stderr is a terminal."""
+    fmt: str | None
     if isinstance(source, Settings):
-        fmt, level_name = source.log_format, source.log_level
+        fmt, level_name = source.logs.format, source.logs.level
     else:
         fmt, level_name = source.get("LOG_FORMAT") or None, source.get("LOG_LEVEL") or "INFO"
     if fmt is None:

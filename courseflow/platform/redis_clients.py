@@ -71,7 +71,7 @@ def cluster_options(url: str) -> dict[str, Any]:
 
 
 def _nodes(settings: Settings) -> list[tuple[str, int]]:
-    return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in settings.redis_cluster_nodes)]
+    return [(host, int(port)) for host, _, port in (node.rpartition(":") for node in settings.redis.cluster_nodes)]
 
 
 def _backoff() -> ExponentialWithJitterBackoff:
@@ -83,8 +83,8 @@ def connect(settings: Settings, max_connections: int = 8, socket_timeout: float 
 
     `max_connections` and `socket_timeout` win over REDIS_URL's: they size the process's pool and keep a
     blocking read's BLOCK below the socket timeout (redis-py #2807)."""
-    if settings.redis_cluster_nodes:
-        options = cluster_options(settings.redis_url)
+    if settings.redis.cluster_nodes:
+        options = cluster_options(settings.redis.url)
         if socket_timeout is not None:
             options["socket_timeout"] = socket_timeout
         return RedisCluster(
@@ -93,7 +93,7 @@ def connect(settings: Settings, max_connections: int = 8, socket_timeout: float 
             retry=Retry(_backoff(), _CLUSTER_RETRIES),
             **options,
         )
-    options = url_options(settings.redis_url) | {"max_connections": max_connections}
+    options = url_options(settings.redis.url) | {"max_connections": max_connections}
     if socket_timeout is not None:
         options["socket_timeout"] = socket_timeout
     options.setdefault("timeout", _POOL_WAIT_S)
@@ -105,9 +105,9 @@ def connect(settings: Settings, max_connections: int = 8, socket_timeout: float 
 
 def connect_async(settings: Settings, max_connections: int = 64) -> AsyncRedis:
     """The API's client. Its socket timeout leaves room for a WAIT of REDIS_WAIT_TIMEOUT_MS (REDIS_WAIT_REPLICAS)."""
-    wait_s = settings.redis_wait_timeout_ms / 1000 if settings.redis_wait_replicas else 0.0
-    if settings.redis_cluster_nodes:
-        options = cluster_options(settings.redis_url)
+    wait_s = settings.redis.wait_timeout_ms / 1000 if settings.redis.wait_replicas else 0.0
+    if settings.redis.cluster_nodes:
+        options = cluster_options(settings.redis.url)
         options["socket_timeout"] = (options["socket_timeout"] or 0.0) + wait_s
         return AsyncRedisCluster(
             startup_nodes=[AsyncClusterNode(host, port) for host, port in _nodes(settings)],
@@ -115,7 +115,7 @@ def connect_async(settings: Settings, max_connections: int = 64) -> AsyncRedis:
             retry=AsyncRetry(_backoff(), _CLUSTER_RETRIES),
             **options,
         )
-    options = url_options(settings.redis_url, for_async=True) | {"max_connections": max_connections}
+    options = url_options(settings.redis.url, for_async=True) | {"max_connections": max_connections}
     options["socket_timeout"] = (options["socket_timeout"] or 0.0) + wait_s
     options.setdefault("timeout", _POOL_WAIT_S)
     options.setdefault("retry", _RECONNECT_ONCE_ASYNC)

@@ -31,7 +31,7 @@ CONCURRENCY = 128
 async def _fill(env: Mapping[str, str], courses: Sequence[int], count: int, tag: str, mixed: bool) -> None:
     settings = Settings.from_env(env)
     client = redis_clients.connect_async(settings, max_connections=CONCURRENCY)
-    intake = Intake(client, Keys(settings.stream_prefix, settings.partitions), settings.idempotency_ttl_s)
+    intake = Intake(client, Keys(settings.queue.prefix, settings.queue.partitions), settings.queue.idempotency_ttl_s)
 
     async def accept_every(start: int) -> None:
         for n in range(start, count, CONCURRENCY):

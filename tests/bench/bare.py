@@ -32,9 +32,9 @@ def main() -> None:
     # Same call as courseflow.cli._api, with the app swapped.
     uvicorn.run(
         "tests.bench.bare:app",
-        host=settings.server_host,
-        port=settings.server_port,
-        workers=settings.api_processes if settings.api_processes > 1 else None,
+        host=settings.http.host,
+        port=settings.http.port,
+        workers=settings.http.processes if settings.http.processes > 1 else None,
         access_log=False,
         log_level="info",
     )

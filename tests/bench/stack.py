@@ -106,7 +106,7 @@ class Stack:
         # Recreating the database and flushing Redis between runs are the admin's to do, not the application's.
         self.admin_database_url = local.admin_database_url
         configured = Settings.from_env()
-        self.keys = Keys(configured.stream_prefix, configured.partitions)
+        self.keys = Keys(configured.queue.prefix, configured.queue.partitions)
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.redis = redis.Redis.from_url(local.admin_redis_url)
         # Largest VmHWM (kB) of any single process, per role: "api", "bare", "worker".

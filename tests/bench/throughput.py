@@ -16,7 +16,7 @@ from tests.bench.report import Row, Target
 from tests.bench.stack import Stack
 
 # The shipped default (WORKERS), used wherever one number of workers is measured.
-WORKERS = Settings().workers
+WORKERS = Settings().worker.count
 WRK_THREADS = 2
 WRK_CONNECTIONS = 32
 PGBENCH_CLIENTS = 8
@@ -88,7 +88,9 @@ def intake_authenticated(stack: Stack, seconds: float, warmup_s: float) -> Row:
     make single runs swing by more than the cost being measured.
     """
     courses = list(INTAKE_COURSES)
-    settings = msgspec.structs.replace(Settings(), auth_jwt_secret=BENCH_SECRET)
+    settings = msgspec.structs.replace(
+        Settings(), auth=msgspec.structs.replace(Settings().auth, jwt_secret=BENCH_SECRET)
+    )
     # Warm-up and measurement use different students: the measured run verifies each of its tokens once.
     warmup_tokens = stack.data_dir / "warmup-tokens.txt"
     tokens = stack.data_dir / "student-tokens.txt"

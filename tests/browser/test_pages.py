@@ -238,8 +238,8 @@ def test_development_mode_signs_in_by_student_id_and_opens_the_board(
     expect(_request_status(page, "102")).to_have_text("Pending: number 1 in the queue")
 
     # A dead letter shows on the board, counted, with its reason one link away.
-    keys = Keys(pipeline.stream_prefix, pipeline.partitions)
-    with redis.Redis.from_url(pipeline.redis_url) as client:
+    keys = Keys(pipeline.queue.prefix, pipeline.queue.partitions)
+    with redis.Redis.from_url(pipeline.redis.url) as client:
         client.xadd(keys.partition(0).dead_letters, {"reason": "undecodable", queue.REQUEST_FIELD: b"\xff{not json"})
     expect(board.locator("#dead-count")).to_have_text("1", timeout=10_000)
     board.get_by_role("link", name="see their reasons").click()
@@ -260,10 +260,17 @@ def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: 
     _sign_in(board, "Token", _token("student", "3"))
     expect(board.get_by_role("alert").filter(has_text="the board needs a registrar's")).to_be_visible()
     _sign_in(board, "Token", _token("registrar", "registrar"))
+    # The form's limits are the API's, from /openapi.json: a capacity's range, a title's length, no title needed.
     _create_course(board, "101", "Networks", "many")
-    expect(board.get_by_role("status").filter(has_text="Capacity must be a whole number from 0 up.")).to_be_visible()
+    capacity_range = "Capacity must be a whole number from 0 to 1,000,000."
+    expect(board.get_by_role("status").filter(has_text=capacity_range)).to_be_visible()
     expect(board.locator("#new-capacity")).to_have_attribute("aria-invalid", "true")
     expect(board.locator("#new-capacity")).to_be_focused()
+    expect(board.locator("#new-title")).to_have_attribute("maxlength", "200")
+    expect(board.locator("#new-capacity")).to_have_attribute("required", "")
+    expect(board.locator("#new-title")).not_to_have_attribute("required", "")
+    _create_course(board, "102", "", "3")
+    expect(board.get_by_text("Created Course 102")).to_be_visible()
     _create_course(board, "101", "Networks", "3")
     expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
     _create_course(board, "101", "Networks again", "3")

@@ -10,7 +10,7 @@ import courseflow_local as services
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from courseflow.platform.config import Settings
+from courseflow.platform.config import LocalSettings, PostgresSettings, RedisSettings, Settings, WorkerSettings
 from tests.conftest import Servers, reset_database, serving_api
 
 
@@ -45,13 +45,10 @@ def settings(servers: Servers, redis_cluster: services.LocalCluster) -> Settings
     reset_cluster(servers, redis_cluster)
     env = cluster_env(redis_cluster)
     return Settings(
-        database_url=servers.database_url,
-        redis_url=env["REDIS_URL"],
-        redis_cluster_nodes=tuple(env["REDIS_CLUSTER_NODES"].split(",")),
-        external_servers=True,
-        block_ms=100,
-        batch_size=50,
-        claim_idle_ms=60_000,
+        postgres=PostgresSettings(url=servers.database_url),
+        redis=RedisSettings(url=env["REDIS_URL"], cluster_nodes=tuple(env["REDIS_CLUSTER_NODES"].split(","))),
+        local=LocalSettings(external_servers=True),
+        worker=WorkerSettings(block_ms=100, batch_size=50, claim_idle_ms=60_000),
     )
 
 

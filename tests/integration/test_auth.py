@@ -133,7 +133,7 @@ def test_two_authorization_headers_are_refused(secure: tuple[TestClient, Setting
 
 
 def test_a_remembered_token_still_expires(settings: Settings) -> None:
-    configured = secured(settings, auth_leeway_s=0)
+    configured = secured(settings, leeway_s=0)
     with TestClient(create_app(configured)) as client:
         headers = bearer(configured, "registrar", ttl_s=1)
         assert client.get("/api/v1/courses/1", headers=headers).status_code == 404  # verified, remembered
@@ -157,7 +157,7 @@ def test_a_valid_token_passes_and_probes_need_none(secure: tuple[TestClient, Set
 
 
 def test_issuer_is_checked_when_configured(settings: Settings) -> None:
-    configured = secured(settings, auth_jwt_issuer="https://sis.example.edu")
+    configured = secured(settings, jwt_issuer="https://sis.example.edu")
     with TestClient(create_app(configured)) as client:
         assert client.get("/api/v1/courses/1", headers=bearer(configured, "registrar")).status_code == 404
         foreign = _token(_claims(role="registrar", sub="r", iss="https://elsewhere.example"))
@@ -182,7 +182,9 @@ def rsa_keys(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_rs256_with_a_public_key_and_the_algorithm_pinned(settings: Settings, rsa_keys: tuple[Path, Path]) -> None:
     private, public = rsa_keys
-    configured = msgspec.structs.replace(settings, auth_jwt_public_key_file=public, auth_jwt_private_key_file=private)
+    configured = msgspec.structs.replace(
+        settings, auth=msgspec.structs.replace(settings.auth, jwt_public_key_file=public, jwt_private_key_file=private)
+    )
     with TestClient(create_app(configured)) as client:
         good = bearer(configured, "registrar")
         assert jwt.get_unverified_header(good["Authorization"].split()[1])["alg"] == "RS256"
@@ -206,17 +208,27 @@ def _forge_hs256_with(public_pem: bytes) -> str:
 
 def test_misconfigured_keys_stop_the_start(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="at least 32 bytes"):
-        create_app(msgspec.structs.replace(settings, auth_jwt_secret="short"))
+        create_app(msgspec.structs.replace(settings, auth=msgspec.structs.replace(settings.auth, jwt_secret="short")))
     with pytest.raises(SystemExit, match="not both"):
-        create_app(msgspec.structs.replace(settings, auth_jwt_secret=SECRET, auth_jwt_public_key_file=tmp_path))
+        create_app(
+            msgspec.structs.replace(
+                settings, auth=msgspec.structs.replace(settings.auth, jwt_secret=SECRET, jwt_public_key_file=tmp_path)
+            )
+        )
     with pytest.raises(SystemExit, match="cannot read"):
-        create_app(msgspec.structs.replace(settings, auth_jwt_public_key_file=tmp_path / "missing.pem"))
+        create_app(
+            msgspec.structs.replace(
+                settings, auth=msgspec.structs.replace(settings.auth, jwt_public_key_file=tmp_path / "missing.pem")
+            )
+        )
 
 
 def test_an_asymmetric_key_given_as_the_secret_stops_the_start(settings: Settings, rsa_keys: tuple[Path, Path]) -> None:
     public_pem = rsa_keys[1].read_text()
     with pytest.raises(SystemExit, match="cannot be an HMAC secret"):
-        create_app(msgspec.structs.replace(settings, auth_jwt_secret=public_pem))
+        create_app(
+            msgspec.structs.replace(settings, auth=msgspec.structs.replace(settings.auth, jwt_secret=public_pem))
+        )
 
 
 def test_the_secret_is_checked_once_not_for_every_token(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

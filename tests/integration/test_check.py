@@ -82,7 +82,11 @@ def _idempotency_key(owner: str, key: str) -> str:
 
 
 def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: redis.Redis, projector: object) -> None:
-    with TestClient(create_app(msgspec.structs.replace(settings, idempotency_ttl_s=1))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, queue=msgspec.structs.replace(settings.queue, idempotency_ttl_s=1))
+        )
+    ) as client:
         create_course(client, 1, 5)
         first = enroll(client, 1, 1, key="once")
         assert enroll(client, 1, 1, key="once")["request_id"] == first["request_id"]  # inside the window
@@ -114,7 +118,7 @@ def test_a_lost_accepted_count_starts_again_from_every_known_request_in_its_part
         enroll(client, student, 1)  # pending, with the decided one: 3 in course 1's partition
     enroll(client, 4, 2)
     rds.delete(*(p.accepted for p in keys.all()))  # e.g. Redis restored from an older snapshot
-    with redis.Redis.from_url(settings.redis_url) as fresh:
+    with redis.Redis.from_url(settings.redis.url) as fresh:
         check.start_counting_accepted(db, fresh, keys)
     wait_decided(db, 4)
     assert int(rds.get(keys.of_course(1).accepted) or 0) == 3

@@ -23,7 +23,7 @@ def courseflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 
 def server_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return os.environ | {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, **extra}
+    return os.environ | {"DATABASE_URL": settings.postgres.url, "REDIS_URL": settings.redis.url, **extra}
 
 
 def test_migrate_twice_applies_nothing_new(settings: Settings) -> None:

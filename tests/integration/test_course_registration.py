@@ -25,7 +25,11 @@ def test_a_course_created_while_redis_is_down_works_once_it_is_back(
     settings: Settings, client: TestClient, db: Conn
 ) -> None:
     body = {"course_id": 4, "capacity": 2}
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as down:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
+        )
+    ) as down:
         assert down.post("/api/v1/courses", json=body).status_code == 201
         assert down.get("/api/v1/courses/4").status_code == 200
         assert down.post("/enroll", json={"student_id": 1, "course_id": 4, "idempotency_key": "k"}).status_code == 503
@@ -73,7 +77,11 @@ def test_redis_killed_between_the_two_steps_of_a_course_creation(
     settings: Settings, db: Conn, private_redis: PrivateRedis
 ) -> None:
     """PostgreSQL has committed the course; Redis dies before intake learns it: it works once Redis is back."""
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=private_redis.url))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=private_redis.url))
+        )
+    ) as client:
         svc = client.app.state.services  # type: ignore[attr-defined]
         register = svc.register_courses
 

@@ -35,7 +35,12 @@ def _dead_lettered(client: TestClient, rds: redis.Redis, settings: Settings) -> 
     # Two consumers read it and die without deciding it; the third delivery is one too many.
     assert _entries(rds.xreadgroup(GROUP, "ghost-1", {KEYS.requests: ">"}, count=1))
     rds.xclaim(KEYS.requests, GROUP, "ghost-2", 0, [stream_entries(rds, KEYS.requests)[0][0]])
-    worker = Worker(msgspec.structs.replace(settings, max_deliveries=2, claim_idle_ms=0), "survivor")
+    worker = Worker(
+        msgspec.structs.replace(
+            settings, worker=msgspec.structs.replace(settings.worker, max_deliveries=2, claim_idle_ms=0)
+        ),
+        "survivor",
+    )
     worker.reclaim()
     worker.close()
     return request_id

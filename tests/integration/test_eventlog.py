@@ -60,12 +60,12 @@ def test_an_event_committed_late_is_read_by_no_reader_until_it_can_no_longer_be_
     settings: Settings, db: Conn
 ) -> None:
     """Transaction A appends and stays open; B appends after it and commits. Nobody may read B before A."""
-    projector = Projector(settings.database_url)  # stepped by hand
+    projector = Projector(settings.postgres.url)  # stepped by hand
     # B's append must not wait for A's COMMIT (no global append lock): a wait fails it rather than hanging.
     impatient = "-c lock_timeout=5s"
     with (
-        psycopg.connect(settings.database_url) as first,
-        psycopg.connect(settings.database_url, options=impatient) as second,
+        psycopg.connect(settings.postgres.url) as first,
+        psycopg.connect(settings.postgres.url, options=impatient) as second,
     ):
         _create(first, 1)
         _create(second, 2)
@@ -97,7 +97,7 @@ def test_the_log_is_read_in_transaction_order_and_paged_by_event_id(client: Test
             requested_at=now,
         )
 
-    with psycopg.connect(settings.database_url) as early, psycopg.connect(settings.database_url) as late:
+    with psycopg.connect(settings.postgres.url) as early, psycopg.connect(settings.postgres.url) as late:
         early.execute("SELECT pg_current_xact_id()")  # its transaction id is taken now, before the other's
         _append(late, store.course_stream(1), 1, requested(1))
         late.commit()
@@ -154,12 +154,12 @@ class CountingSteps(Projector):
 
 def test_the_projector_looks_again_when_an_older_transaction_ends_without_a_notify(settings: Settings) -> None:
     # Its idle wait is far longer than the deadline below: only looking again soon delivers in time.
-    projector = CountingSteps(settings.database_url)
+    projector = CountingSteps(settings.postgres.url)
     thread = threading.Thread(target=projector.run, kwargs={"idle_wait_s": 120}, daemon=True)
     thread.start()
     try:
-        with psycopg.connect(settings.database_url, autocommit=True) as db:
-            with psycopg.connect(settings.database_url) as older, psycopg.connect(settings.database_url) as writer:
+        with psycopg.connect(settings.postgres.url, autocommit=True) as db:
+            with psycopg.connect(settings.postgres.url) as older, psycopg.connect(settings.postgres.url) as writer:
                 _transaction_id_only(older)
                 _create(writer, 1)
                 writer.commit()
@@ -169,7 +169,7 @@ def test_the_projector_looks_again_when_an_older_transaction_ends_without_a_noti
             wait_until(lambda: _projected(db) == [1], timeout=10, what="the course to be projected")
     finally:
         projector.stop.set()
-        with psycopg.connect(settings.database_url, autocommit=True) as db:
+        with psycopg.connect(settings.postgres.url, autocommit=True) as db:
             db.execute("SELECT pg_notify(%s, '')", (store.NOTIFY_CHANNEL,))  # it waits for one to see the stop
         thread.join(timeout=30)
     assert not thread.is_alive()
@@ -180,7 +180,7 @@ def test_the_live_feed_delivers_a_late_commit_in_log_order_and_looks_again_witho
 ) -> None:
     started = [0]
     finished: list[tuple[int, Tail]] = []  # (which read, what it found), each numbered when it began
-    with psycopg.connect(settings.database_url, autocommit=True) as reader:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as reader:
         one_at_a_time = threading.Lock()
 
         def follow(after: Checkpoint, limit: int) -> Tail:
@@ -200,12 +200,12 @@ def test_the_live_feed_delivers_a_late_commit_in_log_order_and_looks_again_witho
 
         async def scenario() -> None:
             # Its idle wait is far longer than the deadlines below: only a NOTIFY or looking again soon delivers.
-            feed = Feed(settings.database_url, read, idle_s=120)
+            feed = Feed(settings.postgres.url, read, idle_s=120)
             await feed.start()
             try:
                 assert await feed.started() == START
                 course_1, course_2 = feed.subscribe(course_id=1), feed.subscribe(course_id=2)
-                with psycopg.connect(settings.database_url) as first, psycopg.connect(settings.database_url) as second:
+                with psycopg.connect(settings.postgres.url) as first, psycopg.connect(settings.postgres.url) as second:
                     _create(first, 1)
                     _create(second, 2)
                     second.commit()
@@ -215,7 +215,7 @@ def test_the_live_feed_delivers_a_late_commit_in_log_order_and_looks_again_witho
                 got = [await asyncio.wait_for(sub.next(), 10) for sub in (course_1, course_2)]
                 assert [r.position for r in got if isinstance(r, Recorded)] == [1, 2]
                 # An older transaction that appends nothing, so sends no NOTIFY, holds the next event back.
-                with psycopg.connect(settings.database_url) as older, psycopg.connect(settings.database_url) as w:
+                with psycopg.connect(settings.postgres.url) as older, psycopg.connect(settings.postgres.url) as w:
                     _transaction_id_only(older)
                     _append(w, store.course_stream(1), 2, CourseCreated(course_id=1, title="again", capacity=1))
                     w.commit()
@@ -241,23 +241,23 @@ def test_the_live_feed_reads_no_event_while_nobody_follows_and_every_one_once_so
     settings: Settings,
 ) -> None:
     limits: list[int] = []
-    with psycopg.connect(settings.database_url, autocommit=True) as reader:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as reader:
 
         async def read(after: Checkpoint, limit: int) -> Tail:
             limits.append(limit)
             return await asyncio.to_thread(history.follow, reader, after, limit)
 
         async def scenario() -> None:
-            feed = Feed(settings.database_url, read, idle_s=120)
+            feed = Feed(settings.postgres.url, read, idle_s=120)
             await feed.start()
             try:
                 assert await feed.started() == START
-                with psycopg.connect(settings.database_url) as writer:
+                with psycopg.connect(settings.postgres.url) as writer:
                     _create(writer, 1)
                 await _until(lambda: feed.position is not None and feed.position.position == 1, "the feed at the end")
                 assert set(limits) == {0}  # nobody follows anything: no event was read
                 sub = feed.subscribe(course_id=2)
-                with psycopg.connect(settings.database_url) as writer:
+                with psycopg.connect(settings.postgres.url) as writer:
                     _create(writer, 2)
                 got = await asyncio.wait_for(sub.next(), 10)
                 assert isinstance(got, Recorded) and got.position == 2
@@ -296,8 +296,8 @@ def test_events_from_before_the_migration_come_first_and_old_checkpoints_keep_th
 
 def _fresh_database(servers: Servers, settings: Settings, name: str) -> str:
     """An empty database owned by the application's user; returns its URL."""
-    owner = conninfo_to_dict(settings.database_url)["user"]
+    owner = conninfo_to_dict(settings.postgres.url)["user"]
     with psycopg.connect(servers.admin_database_url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.execute(f'CREATE DATABASE {name} OWNER "{owner}"')
-    return settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    return settings.postgres.url.rsplit("/", 1)[0] + f"/{name}"

@@ -24,12 +24,16 @@ def test_ready_at_once_with_no_worker_run_the_api_creating_the_consumer_group(se
         ready = client.get("/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         assert ready.json()["auth"] == "off"
-        with redis.Redis.from_url(settings.redis_url) as rds:
+        with redis.Redis.from_url(settings.redis.url) as rds:
             assert [g["name"] for g in rds.xinfo_groups(KEYS.requests)] == [GROUP.encode()]
 
 
 def test_not_ready_names_an_unreachable_redis(settings: Settings) -> None:
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
+        )
+    ) as client:
         down = client.get("/ready")
         assert down.status_code == 503
         assert down.json()["failing"] == ["redis"] and down.json()["checks"]["redis"].startswith("unreachable")
@@ -40,7 +44,11 @@ def test_not_ready_names_a_database_without_the_migrations(settings: Settings, s
     with psycopg.connect(servers.admin_database_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS courseflow_unmigrated")
         conn.execute("CREATE DATABASE courseflow_unmigrated")
-    unmigrated = settings.database_url.rsplit("/", 1)[0] + "/courseflow_unmigrated"
-    with TestClient(create_app(msgspec.structs.replace(settings, database_url=unmigrated))) as client:
+    unmigrated = settings.postgres.url.rsplit("/", 1)[0] + "/courseflow_unmigrated"
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, postgres=msgspec.structs.replace(settings.postgres, url=unmigrated))
+        )
+    ) as client:
         body = client.get("/ready").json()
         assert body["failing"] == ["migrations"] and "001_event_store" in body["checks"]["migrations"]

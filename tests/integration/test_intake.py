@@ -36,13 +36,13 @@ def reads_processed(rds: redis.Redis) -> int:
 
 
 async def crowd(settings: Settings, size: int, one_step: bool, flush_scripts_first: bool = False) -> list[Accepted]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis.url)
     try:
         if flush_scripts_first:
             await client.script_flush()
         keys = Keys(partitions=DEFAULT_PARTITIONS)
         intake = Intake(client, keys, one_step=one_step)
-        with redis.Redis.from_url(settings.redis_url) as sync:
+        with redis.Redis.from_url(settings.redis.url) as sync:
             queue.register_courses(sync, keys, [1])
         return await asyncio.gather(*(intake.accept(DEVELOPER, s, 1, f"k{s}", s % 100) for s in range(1, size + 1)))
     finally:
@@ -77,10 +77,10 @@ def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(
     assert keys.of_course(1) != keys.of_course(2)
 
     async def attempts() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             intake = Intake(client, keys, one_step=one_step)
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1, 2])
             first = await intake.accept(DEVELOPER, 7, 1, "same-key", None)
             return [first, await intake.accept(DEVELOPER, 7, 2, "same-key", None)]
@@ -102,10 +102,10 @@ def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
     rds.set(keys.of_idempotency(owner, "k").idempotency(owner, "k"), "00000000-0000-4000-8000-000000000001 1:")
 
     async def retries() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             intake = Intake(client, keys, one_step=one_step)
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             return [await intake.accept(DEVELOPER, 7, 1, "k", None) for _ in range(2)]
         finally:
@@ -125,7 +125,9 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
     from courseflow.http.app import create_app
 
     body = {"student_id": 7, "course_id": 1, "idempotency_key": "durable"}
-    waiting = msgspec.structs.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=50)
+    waiting = msgspec.structs.replace(
+        settings, redis=msgspec.structs.replace(settings.redis, wait_replicas=1, wait_timeout_ms=50)
+    )
     with TestClient(create_app(waiting)) as client:
         assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
         for _ in range(2):  # this Redis has no replica: never confirmed
@@ -144,10 +146,10 @@ def test_idempotency_keys_of_different_callers_never_meet_whatever_their_charact
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def both() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             intake = Intake(client, keys, one_step=one_step)
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [2])
             return [
                 await intake.accept(Principal(role="service", sub="x:1"), 902, 2, "k", None),
@@ -170,9 +172,9 @@ def test_the_request_a_known_key_names_is_queued_under_that_id(
     rds.set(keys.of_idempotency(owner, "k").idempotency(owner, "k"), "00000000-0000-4000-8000-000000000002 1:")
 
     async def attempt() -> Accepted:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             return await Intake(client, keys, one_step=one_step).accept(DEVELOPER, 7, 1, "k", None)
         finally:
@@ -192,7 +194,7 @@ def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(
     keys = Keys(partitions=DEFAULT_PARTITIONS)
 
     async def attempt() -> Accepted:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             return await Intake(client, keys, one_step=one_step).accept(DEVELOPER, 7, 1, "k", None)
         finally:
@@ -207,14 +209,16 @@ def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(
 def test_one_step_intake_takes_the_rate_limit_first_and_a_refused_request_takes_nothing_else(
     settings: Settings, rds: redis.Redis
 ) -> None:
-    limited = msgspec.structs.replace(settings, rate_limit_student_writes="2 per 60 seconds")
+    limited = msgspec.structs.replace(
+        settings, limits=msgspec.structs.replace(settings.limits, student_writes="2 per 60 seconds")
+    )
     keys = Keys(partitions=DEFAULT_PARTITIONS)
     student = Principal(role="student", sub="7")
 
     async def attempts() -> list[Accepted]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             intake, limiter = Intake(client, keys), Limiter(limited, client)
             assert intake.takes_rate_limits
@@ -239,7 +243,7 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
     async def around_a_kill() -> list[Accepted]:
         client = redis_clients.connect_async(settings)
         try:
-            with redis.Redis.from_url(settings.redis_url) as sync:
+            with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             intake = Intake(client, keys, one_step=one_step)
             first = await intake.accept(DEVELOPER, 7, 1, "a", None)

@@ -41,7 +41,7 @@ class Registrar:
         self.settings, self.client, self.db = settings, client, db
         self.worker = Worker(settings, "invariants")
         queue.ensure_groups(self.worker.redis, self.worker.keys)
-        self.projector = Projector(settings.database_url)
+        self.projector = Projector(settings.postgres.url)
         self.requests: list[str] = []
         self.keys = 0
         # Seats may stay above capacity only after capacity was lowered under them, never grow there.
@@ -113,14 +113,14 @@ class Registrar:
             " GROUP BY course_id, student_id HAVING count(*) > 1) AS twice"
         ).fetchone()
         assert both == (0,), "a student holds two places in one course"
-        assert set(differences(self.settings.database_url).values()) == {0}, "read models differ from a replay"
+        assert set(differences(self.settings.postgres.url).values()) == {0}, "read models differ from a replay"
 
 
 @pytest.fixture
 def registrar_factory(servers: Servers, settings: Settings) -> Iterator[Any]:
     def make() -> Iterator[Registrar]:
         reset(servers)
-        with TestClient(create_app(settings)) as client, psycopg.connect(settings.database_url, autocommit=True) as db:
+        with TestClient(create_app(settings)) as client, psycopg.connect(settings.postgres.url, autocommit=True) as db:
             for course_id in COURSES:
                 assert client.post("/api/v1/courses", json={"course_id": course_id, "capacity": 2}).status_code == 201
             registrar = Registrar(settings, client, db)

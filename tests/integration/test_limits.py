@@ -31,7 +31,14 @@ def _enroll(client: TestClient | httpx.Client, headers: dict[str, str], n: int) 
 
 
 def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) -> None:
-    configured = secured(settings, rate_limit_student_writes="3 per 30 seconds", rate_limit_student_reads="5/minute")
+    configured = secured(
+        msgspec.structs.replace(
+            settings,
+            limits=msgspec.structs.replace(
+                settings.limits, student_writes="3 per 30 seconds", student_reads="5/minute"
+            ),
+        )
+    )
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         assert (
@@ -57,7 +64,11 @@ def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) ->
 
 def test_enrollments_count_under_the_librarys_own_keys(settings: Settings) -> None:
     """Enrollments count against the same `limits` counters as every other request."""
-    configured = secured(settings, rate_limit_student_writes="5 per 60 seconds")
+    configured = secured(
+        msgspec.structs.replace(
+            settings, limits=msgspec.structs.replace(settings.limits, student_writes="5 per 60 seconds")
+        )
+    )
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         assert (
@@ -69,12 +80,12 @@ def test_enrollments_count_under_the_librarys_own_keys(settings: Settings) -> No
         assert bad.status_code == 422  # refused requests count too
 
     async def remaining() -> int:
-        pool = aioredis.ConnectionPool.from_url(settings.redis_url)
+        pool = aioredis.ConnectionPool.from_url(settings.redis.url)
         try:
             storage = RedisStorage(
                 "async+redis://",
                 implementation="redispy",
-                key_prefix=Keys(settings.stream_prefix).rate_limits,
+                key_prefix=Keys(settings.queue.prefix).rate_limits,
                 connection_pool=pool,  # type: ignore[arg-type]
             )
             stats = await SlidingWindowCounterRateLimiter(storage).get_window_stats(
@@ -88,7 +99,9 @@ def test_enrollments_count_under_the_librarys_own_keys(settings: Settings) -> No
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:
-    configured = msgspec.structs.replace(settings, rate_limit_registrar="2 per 30 seconds")
+    configured = msgspec.structs.replace(
+        settings, limits=msgspec.structs.replace(settings.limits, registrar="2 per 30 seconds")
+    )
     with (
         TestClient(create_app(configured), client=("192.0.2.1", 5000)) as one,
         TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
@@ -99,7 +112,9 @@ def test_development_mode_limits_each_client_address(settings: Settings) -> None
 
 
 def test_refused_tokens_and_probes_are_limited_per_address(settings: Settings) -> None:
-    configured = secured(settings, rate_limit_anonymous="3 per 30 seconds")
+    configured = secured(
+        msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, anonymous="3 per 30 seconds"))
+    )
     with (
         TestClient(create_app(configured), client=("192.0.2.1", 5000)) as guesser,
         TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
@@ -114,14 +129,16 @@ def test_refused_tokens_and_probes_are_limited_per_address(settings: Settings) -
 
 def test_limits_fail_open_while_redis_is_down(settings: Settings) -> None:
     """Reads are answered from PostgreSQL; only intake needs Redis, and says so with a 503."""
-    down = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:9/0")
+    down = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url="redis://127.0.0.1:9/0"))
     with TestClient(create_app(down)) as client:
         assert client.get("/api/v1/courses/1").status_code == 404
         assert client.post("/enroll", json={"student_id": 1, "course_id": 1, "idempotency_key": "k"}).status_code == 503
 
 
 def test_off_means_unlimited(settings: Settings) -> None:
-    configured = secured(settings, rate_limit_student_reads="off")
+    configured = secured(
+        msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, student_reads="off"))
+    )
     with TestClient(create_app(configured)) as client:
         student = bearer(configured, "student", 1)
         assert {client.get("/api/v1/students/1/enrollments", headers=student).status_code for _ in range(60)} == {200}

@@ -256,7 +256,7 @@ def test_services_up_prints_the_application_credentials(open_data_dir: Path) -> 
     assert str(credentials.path(open_data_dir)) in printed.stderr
     # With no URL configured, every other command finds the same servers through the data dir.
     local = Settings.from_env(env)
-    assert (local.database_url, local.redis_url) == (servers.database_url, servers.redis_url)
+    assert (local.postgres.url, local.redis.url) == (servers.database_url, servers.redis_url)
     migrate = courseflow("migrate", env=env)
     assert migrate.returncode == 0, migrate.stderr
     assert "applied 001_event_store" in migrate.stdout

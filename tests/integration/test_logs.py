@@ -22,7 +22,7 @@ from tests.unit.test_logs import FORGED, REQUIRED, lines
 def test_the_api_process_logs_json_with_access_fields_and_no_secret(
     servers: Servers, settings: Settings, tmp_path: Path
 ) -> None:
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         store.create_course(conn, 1, "Logged course", 10, None, None)
     student = bearer(secured(settings), "student", 7)
     token = student["Authorization"].removeprefix("Bearer ")
@@ -51,7 +51,7 @@ def test_the_api_process_logs_json_with_access_fields_and_no_secret(
 def test_a_worker_logs_each_decided_request_with_its_ids_at_debug(
     servers: Servers, settings: Settings, tmp_path: Path
 ) -> None:
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
         store.create_course(conn, 1, "Logged course", 10, None, None)
     with serving_api(servers, tmp_path, LOG_FORMAT="json") as base:
         body = {"course_id": 1, "student_id": 7, "idempotency_key": "logs-2"}

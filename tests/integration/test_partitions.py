@@ -69,7 +69,9 @@ def test_a_dead_workers_partition_and_entries_are_taken_over_within_the_claim_ti
     client: TestClient, db: Conn, rds: redis.Redis, settings: Settings
 ) -> None:
     create_course(client, 1, 5)
-    fast = msgspec.structs.replace(settings, lease_ms=300, claim_idle_ms=500)
+    fast = msgspec.structs.replace(
+        settings, worker=msgspec.structs.replace(settings.worker, lease_ms=300, claim_idle_ms=500)
+    )
     doomed = Worker(fast, "doomed")
     doomed.lease()
     assert len(doomed.held) == DEFAULT_PARTITIONS

@@ -101,19 +101,23 @@ def test_bad_priorities_are_422(api: TestClient, configured: Settings, path: str
 
 def test_a_grant_made_while_redis_is_down_reaches_intake_once_it_is_back(configured: Settings, db: Conn) -> None:
     registrar = bearer(configured, "registrar")
-    resyncing = msgspec.structs.replace(configured, priority_sync_s=0.05)
+    resyncing = msgspec.structs.replace(
+        configured, queue=msgspec.structs.replace(configured.queue, priority_sync_s=0.05)
+    )
     with TestClient(create_app(resyncing)) as api:
         assert api.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}, headers=registrar).status_code == 201
         _grant(api, configured, 5, 40)
-        down = msgspec.structs.replace(configured, redis_url=CLOSED_PORT_REDIS)
+        down = msgspec.structs.replace(
+            configured, redis=msgspec.structs.replace(configured.redis, url=CLOSED_PORT_REDIS)
+        )
         with TestClient(create_app(down)) as cut_off:
             response = cut_off.put("/api/v1/students/5/priority", json={"priority": 90}, headers=registrar)
             assert response.status_code == 503 and "recorded" in response.json()["detail"]
         assert priorities.of(db, 5) == 90  # the record has it; intake gets it from the running processes' sync
-        with redis.Redis.from_url(configured.redis_url) as rds:
+        with redis.Redis.from_url(configured.redis.url) as rds:
             wait_until(lambda: rds.hget(KEYS.priorities, "5") == b"90", timeout=10, what="the grant to reach intake")
         assert _enroll(api, configured, 5)["queue_position"] == 1
         # An older grant never overwrites a newer one, however late it is applied.
         api.app.state.services.grant_priorities([(5, 40, 1)])  # type: ignore[attr-defined]
-        with redis.Redis.from_url(configured.redis_url) as rds:
+        with redis.Redis.from_url(configured.redis.url) as rds:
             assert rds.hget(KEYS.priorities, "5") == b"90"

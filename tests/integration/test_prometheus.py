@@ -121,7 +121,7 @@ def test_latency_percentiles_once_requests_are_decided(
 
 
 def test_refusals_at_the_gate_are_counted_by_route_template(settings: Settings) -> None:
-    secured = msgspec.structs.replace(settings, auth_jwt_secret="s" * 32)
+    secured = msgspec.structs.replace(settings, auth=msgspec.structs.replace(settings.auth, jwt_secret="s" * 32))
     with TestClient(create_app(secured)) as client:
         before = scrape(client)
         assert client.get("/api/v1/enrollments/8a4c1b7e-2f1c-4a8e-9a39-0a2a9f8d6c11").status_code == 401
@@ -137,8 +137,8 @@ def test_the_api_shows_the_workers_series_in_multiprocess_mode(
     shared = tmp_path / "prometheus"
     shared.mkdir()
     env: Mapping[str, str] = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.postgres.url,
+        "REDIS_URL": settings.redis.url,
         "PROMETHEUS_MULTIPROC_DIR": str(shared),
         "BLOCK_MS": "100",
     }
@@ -180,8 +180,8 @@ def test_courseflow_run_shares_one_fresh_metrics_directory(settings: Settings, t
     port = services.free_port()
     base = f"http://127.0.0.1:{port}"
     env = os.environ | {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.postgres.url,
+        "REDIS_URL": settings.redis.url,
         "SERVER_PORT": str(port),
         "COURSEFLOW_DATA_DIR": str(tmp_path),
         "BLOCK_MS": "100",
@@ -213,7 +213,9 @@ def test_courseflow_run_shares_one_fresh_metrics_directory(settings: Settings, t
 
 
 def test_refused_enrollments_are_counted_by_reason(settings: Settings) -> None:
-    limited = msgspec.structs.replace(settings, rate_limit_registrar="2 per minute", rate_limit_anonymous="off")
+    limited = msgspec.structs.replace(
+        settings, limits=msgspec.structs.replace(settings.limits, registrar="2 per minute", anonymous="off")
+    )
     with TestClient(create_app(limited)) as client:  # development mode: every caller is a registrar
         before = scrape(client)
         body = {"course_id": 404, "student_id": 1, "idempotency_key": "k"}
@@ -225,7 +227,9 @@ def test_refused_enrollments_are_counted_by_reason(settings: Settings) -> None:
 
 
 def test_a_refusal_is_counted_once_by_the_answer_it_gets(settings: Settings) -> None:
-    limited = msgspec.structs.replace(settings, rate_limit_registrar="1 per minute", rate_limit_anonymous="off")
+    limited = msgspec.structs.replace(
+        settings, limits=msgspec.structs.replace(settings.limits, registrar="1 per minute", anonymous="off")
+    )
     with TestClient(create_app(limited)) as client:
         before = scrape(client)
         invalid = {"course_id": 0, "student_id": 1, "idempotency_key": "k"}

@@ -168,7 +168,7 @@ def test_registrars_read_the_dead_letters_newest_first_garbage_included(
     assert _problem(client.get("/api/v1/dead-letters?limit=0", headers=registrar), 422)["field"] == "limit"
 
     # `courseflow dlq list` reads them the same way: the same ids, in the same order.
-    cluster = {"REDIS_CLUSTER_NODES": ",".join(settings.redis_cluster_nodes)} if settings.redis_cluster_nodes else {}
+    cluster = {"REDIS_CLUSTER_NODES": ",".join(settings.redis.cluster_nodes)} if settings.redis.cluster_nodes else {}
     listed = courseflow("dlq", "list", env=server_env(settings, **cluster))
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()

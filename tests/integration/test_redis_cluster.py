@@ -142,7 +142,7 @@ def test_up_again_leaves_the_running_cluster_alone(redis_cluster: Cluster) -> No
     shown = courseflow("services", "status", "--data-dir", str(redis_cluster.data_dir), env=env)
     assert f"redis-cluster: running on {redis_cluster.nodes_setting} (ok)" in shown.stdout.splitlines()
     assert redis_cluster.app_password not in shown.stdout and redis_cluster.admin_password not in shown.stdout
-    assert Settings.from_env(env).redis_cluster_port == int(env["COURSEFLOW_REDIS_CLUSTER_PORT"])
+    assert Settings.from_env(env).local.redis_cluster_port == int(env["COURSEFLOW_REDIS_CLUSTER_PORT"])
 
 
 def test_down_stops_every_node_and_up_brings_the_data_back(redis_cluster: Cluster) -> None:

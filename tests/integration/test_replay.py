@@ -6,13 +6,15 @@ import random
 import threading
 from datetime import UTC, datetime
 
+import msgspec
 import psycopg
 from starlette.testclient import TestClient
 
+from courseflow import events
 from courseflow.domain import CourseState, Pending, StreamId, decide
-from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, Event, Waitlisted
+from courseflow.events import CourseCreated, EnrollmentGranted, EnrollmentRequested, QueuedRequest
 from courseflow.eventstore import store
-from courseflow.eventstore.eventlog import EventLog
+from courseflow.eventstore.eventlog import START, EventLog
 from courseflow.platform.config import Settings
 from projections import PROJECTIONS
 from projections.projector import Projector
@@ -51,10 +53,10 @@ def test_rebuild_equals_the_live_read_models_table_by_table(
     random_workload(client, db, seed=5)
     live = snapshot(db)
     assert all(live.values()), "the workload must leave rows in every read model"
-    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
     with db.cursor() as cur:
         end = EventLog(cur).end()
-    assert rebuild(settings.database_url) == end
+    assert rebuild(settings.postgres.url) == end
     assert snapshot(db) == live
 
 
@@ -62,9 +64,9 @@ def test_differences_finds_a_tampered_read_model(client: TestClient, db: Conn, s
     create_course(client, 1, 3)
     wait_projected(db)
     db.execute("UPDATE course_seats SET seats_taken = 2")
-    assert differences(settings.database_url)["course_seats"] == 2
-    rebuild(settings.database_url, ["course_seats"])
-    assert differences(settings.database_url, ["course_seats"]) == {"course_seats": 0}
+    assert differences(settings.postgres.url)["course_seats"] == 2
+    rebuild(settings.postgres.url, ["course_seats"])
+    assert differences(settings.postgres.url, ["course_seats"]) == {"course_seats": 0}
 
 
 def test_rebuild_while_serving(client: TestClient, db: Conn, settings: Settings, start_workers: StartWorkers) -> None:
@@ -84,13 +86,13 @@ def test_rebuild_while_serving(client: TestClient, db: Conn, settings: Settings,
     flow.start()
     try:
         wait_until(lambda: sent >= 50, what="enrollments to flow")
-        rebuild(settings.database_url)
-        rebuild(settings.database_url, ["waitlists"])
+        rebuild(settings.postgres.url)
+        rebuild(settings.postgres.url, ["waitlists"])
     finally:
         stop.set()
         flow.join()
     wait_decided(db, sent)
-    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
     seats = db.execute("SELECT seats_taken, waitlist_length FROM course_seats").fetchone()
     assert seats == (min(50, sent), max(0, sent - 50))
 
@@ -101,7 +103,7 @@ def test_no_event_is_skipped_by_a_running_projector(settings: Settings, db: Conn
 
     def write(writer: int) -> None:
         rng = random.Random(writer)
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
             for n in range(each):
                 course_id = writer * 1000 + n + 1
                 with conn.transaction(), conn.cursor() as cur:
@@ -137,19 +139,28 @@ def test_decisions_recorded_before_they_carried_their_request_project_as_those_a
             requested_at=asked,
         )
 
-    old_grant, old_wait = request(1), request(2)
+    def decision(kind: str, n: int, **fields: object) -> dict[str, object]:
+        """A decision as recorded before sql/007: its request's fields were in the event before it."""
+        return {"type": kind, "course_id": 1, "request_id": request(n).request_id, "student_id": n, **fields}
+
     # The new way: the decision alone, carrying its request; the course has one seat left by then.
-    (carried,), _ = decide(CourseState(course_id=1, capacity=2, seats_taken=1), [Pending(request(3), StreamId(9, 0))])
-    assert isinstance(carried, EnrollmentGranted) and carried.carries_request
-    logged: list[Event] = [
-        old_grant,
-        EnrollmentGranted(course_id=1, request_id=old_grant.request_id, student_id=1, priority=1),
-        carried,
-        old_wait,  # the old way again, after a new one: replay reads each the way it was written
-        Waitlisted(course_id=1, request_id=old_wait.request_id, student_id=2, priority=2, arrival="8-0"),
+    queued = QueuedRequest(**msgspec.structs.asdict(request(3)))
+    (carried,), _ = decide(CourseState(course_id=1, capacity=2, seats_taken=1), [Pending(queued, StreamId(9, 0))])
+    assert isinstance(carried, EnrollmentGranted)
+    logged: list[bytes] = [
+        events.encode(request(1)),
+        msgspec.json.encode(decision("EnrollmentGranted", 1, priority=1)),
+        events.encode(carried),
+        events.encode(request(2)),  # the old way again, after a new one: replay reads each the way it was written
+        msgspec.json.encode(decision("Waitlisted", 2, priority=2, arrival="8-0")),
     ]
     with db.transaction(), db.cursor() as cur:
-        store.append(cur, [store.Appended(store.course_stream(1), 1, logged, [b"{}"] * len(logged))])
+        for version, data in enumerate(logged, start=2):
+            cur.execute(
+                "INSERT INTO events (stream, stream_version, type, data) VALUES (%s, %s, %s, %s)",
+                (store.course_stream(1), version, msgspec.json.decode(data)["type"], data.decode()),
+            )
+        cur.execute("UPDATE courses SET seats_taken = 2, waitlist_length = 1, version = 6 WHERE course_id = 1")
     wait_projected(db)
 
     rows = db.execute(
@@ -160,6 +171,12 @@ def test_decisions_recorded_before_they_carried_their_request_project_as_those_a
     assert counters == (3, 2, 1)
     assert db.execute("SELECT student_id, arrival_ms FROM waitlist_entries").fetchall() == [(2, 8)]
     assert db.execute("SELECT seats_taken, waitlist_length FROM course_seats").fetchone() == (2, 1)
-    assert differences(settings.database_url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
+    with db.cursor() as cur:  # a page of one event at a time never cuts a pair, nor shows the request alone
+        log, after, paged = EventLog(cur), START, list[str]()
+        while page := log.read(after, 1, stream=store.course_stream(1)):
+            paged, after = paged + [type(r.event).__name__ for r in page], page[-1].checkpoint
+    assert paged == ["CourseCreated", "EnrollmentGranted", "EnrollmentGranted", "Waitlisted"]
     history = client.get("/api/v1/courses/1/events").json()["events"]
-    assert history[3]["data"]["idempotency_key"] == "k3"  # a registrar reads the carried request whole
+    # A registrar reads each request whole, carried by its decision, the old ones too.
+    assert [e["data"].get("idempotency_key") for e in history] == [None, "k1", "k3", "k2"]

@@ -152,7 +152,7 @@ def test_a_read_right_after_a_change_never_goes_back_in_time(
         start_workers()
         wait_until(lambda: decided_count(db) == 2, what="two decisions")
         # Projected once, then no more: the read models stay behind every change below, as after a burst.
-        Projector(settings.database_url).catch_up(db)
+        Projector(settings.postgres.url).catch_up(db)
         assert (_status(http, holder), _status(other, waiting)) == ("granted", "waitlisted")
         _caught_up(replica, db)
         with _paused(replica) as behind:
@@ -205,7 +205,11 @@ def test_a_request_decided_while_the_replica_lags_is_never_unknown(
 
         async def current() -> EnrollmentStatus | None:
             # A process that has shown nothing since the replica paused: only the primary knows the decision.
-            svc = Services(msgspec.structs.replace(settings, database_replica_url=replica.database_url))
+            svc = Services(
+                msgspec.structs.replace(
+                    settings, postgres=msgspec.structs.replace(settings.postgres, replica_url=replica.database_url)
+                )
+            )
             svc.pool.open()
             assert svc.replica is not None
             svc.replica.pool.open()
@@ -236,7 +240,7 @@ def test_a_replica_further_behind_than_the_bound_is_skipped(
         with _paused(replica):
             assert http.get("/api/v1/metrics?course_id=1").status_code == 404  # not projected anywhere yet
             # The projector's writes wake no API process: only the lag bound moves reads off the paused replica.
-            Projector(settings.database_url).catch_up(db)
+            Projector(settings.postgres.url).catch_up(db)
             wait_until(
                 lambda: http.get("/api/v1/metrics?course_id=1").json().get("seats_taken") == 1,
                 timeout=10,
@@ -246,7 +250,7 @@ def test_a_replica_further_behind_than_the_bound_is_skipped(
 
 def test_the_horizon_one_api_process_raises_is_the_one_every_other_reads(settings: Settings, replica: Replica) -> None:
     async def share() -> None:
-        async with aioredis.Redis.from_url(settings.redis_url) as shared:
+        async with aioredis.Redis.from_url(settings.redis.url) as shared:
             one, other = (ReadReplica(replica.database_url, shared, Keys().replica_horizon, 0) for _ in range(2))
             assert (await one.horizon(), await other.horizon()) == (0, 0)
             await one.shown(5_000)
@@ -314,6 +318,6 @@ def test_a_credentials_file_from_before_replicas_gains_the_replication_password(
 def test_the_replica_url_is_not_shown_with_its_password() -> None:
     url = "postgresql://courseflow:s3cret@replica.example:5432/courseflow"
     configured = Settings.from_env({"DATABASE_URL": url, "REDIS_URL": "redis://x/0", "DATABASE_REPLICA_URL": url})
-    assert configured.database_replica_url == url
+    assert configured.postgres.replica_url == url
     assert "s3cret" not in repr(configured)
-    assert Settings.from_env({"DATABASE_URL": url, "REDIS_URL": "redis://x/0"}).database_replica_url is None
+    assert Settings.from_env({"DATABASE_URL": url, "REDIS_URL": "redis://x/0"}).postgres.replica_url is None

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from courseflow.domain import CourseState, Pending, StreamId, decide
-from courseflow.events import EnrollmentRequested, RequestDeadLettered
+from courseflow.events import QueuedRequest, RequestDeadLettered
 from courseflow.eventstore import migrations, store
 from courseflow.eventstore.eventlog import START, EventLog
 from courseflow.platform.config import Settings
@@ -17,7 +17,7 @@ from tests.helpers import Conn, wait_until
 
 
 def test_migrate_is_recorded_and_safe_to_run_twice(settings: Settings, db: Conn) -> None:
-    assert migrations.migrate(settings.database_url) == []
+    assert migrations.migrate(settings.postgres.url) == []
     versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == sorted(int(p.name[:3]) for p in migrations.migration_files())
     assert migrations.pending_migrations(db) == []
@@ -54,7 +54,7 @@ def test_decisions_keep_every_character_of_what_they_record(db: Conn) -> None:
     """COPY's text format gives backslash, tab and line breaks a meaning of their own: they arrive as sent."""
     awkward = 'a\\b\tc\nd\re "q" \\N'
     assert store.create_course(db, 1, awkward, 1, None, None)
-    request = EnrollmentRequested(
+    request = QueuedRequest(
         course_id=1,
         request_id="00000000-0000-4000-8000-000000000001",
         student_id=3,
@@ -108,7 +108,7 @@ def test_entries_dead_lettered_at_the_same_time_are_each_recorded_once(settings:
         except BaseException as exc:
             failures.append(exc)
 
-    with psycopg.connect(settings.database_url) as first, psycopg.connect(settings.database_url) as second:
+    with psycopg.connect(settings.postgres.url) as first, psycopg.connect(settings.postgres.url) as second:
         with first.transaction():  # held open around the first dead-lettering
             dead_letter(first, "1-0")
             other = threading.Thread(target=dead_letter, args=(second, "2-0"))

@@ -16,7 +16,11 @@ from tests.helpers import (
 
 
 def test_intake_answers_503_with_retry_after_while_redis_is_down(settings: Settings) -> None:
-    with TestClient(create_app(msgspec.structs.replace(settings, redis_url=CLOSED_PORT_REDIS))) as client:
+    with TestClient(
+        create_app(
+            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
+        )
+    ) as client:
         response = client.post("/enroll", json={"student_id": 1, "course_id": 1, "idempotency_key": "k"})
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
@@ -90,7 +91,9 @@ def test_an_unchanged_file_answers_304(secured_client: TestClient, path: str) ->
 
 def test_the_pages_take_no_rate_limit_their_api_calls_do(settings: Settings) -> None:
     """A campus behind one address loads the pages at once: the files are free, the API calls are counted."""
-    strict = secured(settings, rate_limit_anonymous="2 per minute")
+    strict = secured(
+        msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, anonymous="2 per minute"))
+    )
     with TestClient(create_app(strict)) as client:
         for _ in range(5):
             for path in ("/", "/board", "/static/api.js", "/static/style.css"):

@@ -7,7 +7,7 @@ import redis
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
-from courseflow.decisions.decider import Accepted
+from courseflow.decisions.decider import Delivered
 from courseflow.decisions.worker import Worker, _entries
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
@@ -44,7 +44,7 @@ def test_redelivery_after_commit_adds_nothing(
     crashing = Worker(settings, "w-1")
     queue.ensure_group(crashing.redis, KEYS)
     entries = _entries(crashing.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=10))
-    by_course = {1: [Accepted.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
+    by_course = {1: [Delivered.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
     crashing.decider._round(crashing.pg, by_course)  # committed, but never settled: the process "died" here
     crashing.close()
     assert decided_count(db) == 2
@@ -140,7 +140,7 @@ def test_a_backlog_is_decided_best_first_in_rounds_as_full_as_the_limit(
         worker.decider.limit = 3
         queue.ensure_group(worker.redis, KEYS)
         entries = _entries(worker.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=1))
-        by_course = {1: [Accepted.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
+        by_course = {1: [Delivered.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
         outcome = worker.decider.decide_batch(worker.pg, by_course)
     finally:
         worker.close()
@@ -171,7 +171,9 @@ def test_a_read_and_a_round_hold_a_bounded_share_of_any_backlog(
     total = 40 * len(courses)
     for n in range(total):
         enroll(client, n + 1, courses[n % len(courses)], priority=n // len(courses))
-    worker = Worker(msgspec.structs.replace(settings, batch_size=32), "w-1")
+    worker = Worker(
+        msgspec.structs.replace(settings, worker=msgspec.structs.replace(settings.worker, batch_size=32)), "w-1"
+    )
     try:
         assert len(worker.lease()) == DEFAULT_PARTITIONS  # alone: it reads every partition
         assert worker.step() == 32

@@ -9,12 +9,13 @@ import msgspec
 import pytest
 
 from courseflow.domain import CourseState, Holding, Pending, StreamId, change_capacity, change_window, decide, release
+from courseflow.errors import InvalidWindow
 from courseflow.events import (
     CapacityChanged,
     EnrollmentDropped,
     EnrollmentGranted,
     EnrollmentRejected,
-    EnrollmentRequested,
+    QueuedRequest,
     RegistrationWindowChanged,
     Waitlisted,
     WaitlistLeft,
@@ -25,7 +26,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def pending(student: int, priority: int = 0, arrival: int = 0, course: int = 1) -> Pending:
-    request = EnrollmentRequested(
+    request = QueuedRequest(
         course_id=course,
         request_id=f"r-{student}-{arrival}",
         student_id=student,
@@ -188,7 +189,7 @@ def test_window_changes() -> None:
     events, after = change_window(state, opens, closes)
     assert events == [RegistrationWindowChanged(course_id=1, opens_at=opens, closes_at=closes)]
     assert change_window(after, opens, closes) == ([], after)
-    with pytest.raises(ValueError, match="after opens_at"):
+    with pytest.raises(InvalidWindow, match="after opens_at"):
         change_window(state, closes, opens)
 
 

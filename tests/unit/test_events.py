@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,6 +21,10 @@ from courseflow.events import (
     WaitlistPromoted,
 )
 
+ASKED = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+# What a decision carries of its request.
+CARRIED: dict[str, Any] = {"idempotency_key": "k", "requested_at": ASKED}
+
 
 @pytest.mark.parametrize(
     "event",
@@ -33,14 +38,14 @@ from courseflow.events import (
             priority=3,
             requested_at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
         ),
-        Waitlisted(course_id=1, request_id="r", student_id=2, priority=0, arrival="1700000000000-3"),
+        Waitlisted(**CARRIED, course_id=1, request_id="r", student_id=2, priority=0, arrival="1700000000000-3"),
         CourseCreated(course_id=2, title="T", capacity=1, opens_at=datetime(2026, 9, 1, tzinfo=UTC), closes_at=None),
         WaitlistPromoted(course_id=1, request_id="r", student_id=2),
         EnrollmentDropped(course_id=1, request_id="r", student_id=2),
         WaitlistLeft(course_id=1, request_id="r", student_id=2),
         CapacityChanged(course_id=1, capacity=5, previous=3),
         RegistrationWindowChanged(course_id=1, opens_at=None, closes_at=datetime(2026, 9, 2, tzinfo=UTC)),
-        EnrollmentRejected(course_id=1, request_id="r", student_id=2, reason="duplicate"),
+        EnrollmentRejected(**CARRIED, course_id=1, request_id="r", student_id=2, priority=0, reason="duplicate"),
     ],
 )
 def test_round_trip_keeps_type_and_fields(event: events.Event) -> None:

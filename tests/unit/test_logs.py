@@ -13,7 +13,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from courseflow.platform import logs
-from courseflow.platform.config import Settings
+from courseflow.platform.config import LogsSettings, Settings
 
 REQUIRED = ("timestamp", "level", "logger", "message")
 
@@ -57,7 +57,7 @@ def test_a_stdlib_record_is_one_json_line_with_the_bound_context(stream: io.Stri
 
 
 def test_structlog_loggers_and_settings_share_the_renderer(stream: io.StringIO) -> None:
-    logs.configure(Settings(log_format="json", log_level="WARNING"), stream)
+    logs.configure(Settings(logs=LogsSettings(format="json", level="WARNING")), stream)
     structlog.get_logger("courseflow.native").warning("seat granted", course_id=7)
     logging.getLogger("courseflow.test").info("below the level")
     (line,) = lines(stream.getvalue())

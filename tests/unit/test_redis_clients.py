@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from courseflow.platform import redis_clients
-from courseflow.platform.config import Settings
+from courseflow.platform.config import RedisSettings, Settings
 
 # Nothing listens here: building a client must not connect.
 URL = (
@@ -30,11 +30,11 @@ KEPT = {
 
 
 def single() -> Settings:
-    return Settings(redis_url=URL)
+    return Settings(redis=RedisSettings(url=URL))
 
 
 def cluster() -> Settings:
-    return Settings(redis_url=URL, redis_cluster_nodes=("127.0.0.1:1", "127.0.0.1:2"))
+    return Settings(redis=RedisSettings(url=URL, cluster_nodes=("127.0.0.1:1", "127.0.0.1:2")))
 
 
 def subset(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def test_a_blocking_reads_socket_timeout_wins_over_the_urls() -> None:
 
 
 def test_an_async_single_server_client_keeps_them_and_leaves_room_for_wait() -> None:
-    settings = Settings(redis_url=URL, redis_wait_replicas=1, redis_wait_timeout_ms=4000)
+    settings = Settings(redis=RedisSettings(url=URL, wait_replicas=1, wait_timeout_ms=4000))
     client = redis_clients.connect_async(settings)
     assert isinstance(client, aioredis.Redis)
     pool = client.connection_pool

@@ -2,7 +2,7 @@
 // minutes as sparklines; dead letters and their reasons; create a course, change its capacity and window.
 
 import { Api, ApiError, explain } from "./api.js";
-import { LABELS, mistake, refuse } from "./course-form.js";
+import { describe, LABELS, limits, mistake, refuse } from "./course-form.js";
 import { CourseTable } from "./course-table.js";
 import { courseName, fromLocalInput, toLocalInput, wholeNumber } from "./format.js";
 import { $, begin, notice, show, signInAgain } from "./page.js";
@@ -155,6 +155,7 @@ function clip(text, most = 300) {
 
 const CREATE_FIELDS = { course_id: "new-id", title: "new-title", capacity: "new-capacity", opens_at: "new-opens", closes_at: "new-closes" };
 const EDIT_FIELDS = { capacity: "edit-capacity", opens_at: "edit-opens", closes_at: "edit-closes" };
+limits("NewCourse").then((schema) => describe(schema, CREATE_FIELDS));
 $("create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const result = $("create-result");
@@ -169,7 +170,7 @@ $("create-form").addEventListener("submit", async (event) => {
   if (opens) body.opens_at = opens;
   if (closes) body.closes_at = closes;
   result.className = "error";
-  const wrong = mistake(body);
+  const wrong = mistake(await limits("NewCourse"), body);
   if (wrong) {
     refuse(result, CREATE_FIELDS, ...wrong);
     return;
@@ -217,7 +218,7 @@ $("edit-form").addEventListener("submit", async (event) => {
   const opens = fromLocalInput($("edit-opens").value);
   const closes = fromLocalInput($("edit-closes").value);
   for (const id of Object.values(EDIT_FIELDS)) $(id).removeAttribute("aria-invalid");
-  const wrong = mistake({ capacity, opens_at: opens, closes_at: closes });
+  const wrong = mistake(await limits("CoursePatch"), { capacity, opens_at: opens, closes_at: closes });
   if (wrong) {
     refuse($("edit-error"), EDIT_FIELDS, ...wrong);
     show("edit-error");

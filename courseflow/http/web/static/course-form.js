@@ -1,21 +1,63 @@
-// The board's course forms (create, change): their checks, said in the forms' own words.
+// The board's course forms (create, change): their checks, said in the forms' own words. The limits are the
+// API's own, read from its OpenAPI document: stating them again here is how they drifted before.
 
 import { $ } from "./page.js";
 
 export const LABELS = { course_id: "Course ID", title: "Title", capacity: "Capacity", opens_at: "Opens at", closes_at: "Closes at" };
-const MOST_TITLE = 200;
 
-// The form's own checks, in the form's words, before anything is sent (the server checks again, and its answers
-// are put in the same words).
-export function mistake(values) {
-  const whole = (value, least) => Number.isSafeInteger(value) && value >= least;
-  if ("course_id" in values && !whole(values.course_id, 1)) return ["course_id", "Course ID must be a whole number from 1 up."];
-  if ("title" in values && (!values.title || values.title.length > MOST_TITLE)) {
-    return ["title", `Give the course a title of up to ${MOST_TITLE} characters.`];
+let documented = null;
+
+// The body schemas of /openapi.json by name (NewCourse, CoursePatch), read once. Without them the forms check
+// nothing themselves: the server checks every field anyway, and its answers are put in the forms' words.
+export async function limits(name) {
+  documented ??= fetch("/openapi.json")
+    .then((response) => (response.ok ? response.json() : null))
+    .then((document) => document?.components?.schemas ?? {})
+    .catch(() => ({}));
+  return (await documented)[name] ?? { properties: {}, required: [] };
+}
+
+// Marks the form's inputs as the schema says: required ones, and the longest text each takes.
+export function describe(schema, fields) {
+  for (const [field, id] of Object.entries(fields)) {
+    const rule = ruleOf(schema, field);
+    if (!rule) continue;
+    $(id).required = (schema.required ?? []).includes(field);
+    if (rule.maxLength !== undefined) $(id).maxLength = rule.maxLength;
   }
-  if ("capacity" in values && !whole(values.capacity, 0)) return ["capacity", "Capacity must be a whole number from 0 up."];
+}
+
+// The form's own checks, before anything is sent.
+export function mistake(schema, values) {
+  for (const [field, value] of Object.entries(values)) {
+    const rule = ruleOf(schema, field);
+    const wrong = rule && broken(rule, field, value, (schema.required ?? []).includes(field));
+    if (wrong) return [field, wrong];
+  }
   if (values.opens_at && values.closes_at && Date.parse(values.closes_at) <= Date.parse(values.opens_at)) {
     return ["closes_at", "Closes at must be after Opens at."];
+  }
+  return null;
+}
+
+// A nullable field's rule is its non-null alternative.
+function ruleOf(schema, field) {
+  const rule = schema.properties?.[field];
+  return rule?.anyOf ? rule.anyOf.find((option) => option.type !== "null") : rule;
+}
+
+function broken(rule, field, value, required) {
+  const label = LABELS[field] ?? field;
+  if (value === undefined || value === null || value === "") return required ? `Give the course a ${label}.` : null;
+  if (rule.type === "integer") {
+    const least = rule.minimum ?? Number.MIN_SAFE_INTEGER;
+    const most = Math.min(rule.maximum ?? Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+    if (Number.isSafeInteger(value) && value >= least && value <= most) return null;
+    const range = most === Number.MAX_SAFE_INTEGER ? `from ${least} up` : `from ${least} to ${most.toLocaleString("en-US")}`;
+    return `${label} must be a whole number ${range}.`;
+  }
+  if (rule.type === "string" && rule.maxLength !== undefined && value.length > rule.maxLength) {
+    return `${label} takes up to ${rule.maxLength} characters.`;
   }
   return null;
 }

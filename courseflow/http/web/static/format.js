@@ -59,7 +59,8 @@ export function toLocalInput(iso) {
 }
 
 export function courseName(course, id) {
-  return course ? `${course.course_id} · ${course.title}` : `Course ${id}`;
+  if (!course) return `Course ${id}`;
+  return course.title ? `${course.course_id} · ${course.title}` : `Course ${course.course_id}`;
 }
 
 // A whole number typed into a field, as a number when the page can hold it exactly (JavaScript numbers are exact
