@@ -50,7 +50,7 @@ test-unit: install
 	$(BIN)/pytest tests/unit -q
 
 test-integration: install
-	$(BIN)/pytest tests/integration tests/test_*.py -q
+	$(BIN)/pytest -m integration -q
 
 test-browser: install
 	$(BIN)/pytest tests/browser -q
