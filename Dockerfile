@@ -13,6 +13,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md ./
 COPY courseflow courseflow
 COPY projections projections
+# The migrations ship inside the wheel (package courseflow.sql): an installed copy finds them itself.
+COPY sql sql
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir dist . \
     && /opt/venv/bin/pip install --no-deps dist/*.whl
 
@@ -22,13 +24,10 @@ RUN groupadd --system --gid 10001 courseflow \
         --shell /usr/sbin/nologin courseflow
 # Owned by root and read-only to the application: it cannot rewrite its own code or migrations.
 COPY --from=build /opt/venv /opt/venv
-COPY sql /opt/courseflow/sql
-# The migrations are not inside the wheel: COURSEFLOW_SQL_DIR says where they are.
 # SERVER_HOST: inside a container the API must listen beyond loopback to be reachable at all.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    COURSEFLOW_SQL_DIR=/opt/courseflow/sql \
     SERVER_HOST=0.0.0.0
 WORKDIR /home/courseflow
 USER 10001:10001

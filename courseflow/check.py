@@ -8,7 +8,7 @@ from typing import cast
 import msgspec
 import psycopg
 
-from courseflow.decisions import partitions
+from courseflow.eventstore import partition_count
 from courseflow.eventstore.store import DECISIONS
 from courseflow.platform import redis_clients
 from courseflow.platform.config import Settings
@@ -29,7 +29,7 @@ def run(settings: Settings) -> list[Finding]:
         psycopg.connect(settings.postgres.url, autocommit=True) as db,
         redis_clients.connect(settings) as rds,
     ):
-        partitions.verify(db, keys.partitions)  # another count would read the wrong keys and report nonsense
+        partition_count.verify(db, keys.partitions)  # another count would read the wrong keys and report nonsense
         return [
             _accepted_requests_accounted_for(db, rds, keys),
             _one_decision_each(db),
@@ -72,24 +72,6 @@ def _accounted(
         )
     }
     return pending, decided, dead
-
-
-def start_counting_accepted(db: psycopg.Connection[tuple[object, ...]], rds: SyncRedis, keys: Keys) -> None:
-    """Give intake's count of accepted requests a starting point where it has none (a first start, or Redis
-    restored without it): every request known so far, each counted in its course's partition. Should intake
-    count meanwhile, its count wins: that can only make the check miss a loss, never report a false one."""
-    if all(rds.exists(p.accepted) for p in keys.all()):
-        return
-    # A request pending and decided at once (settled a moment later) counts once: a set per partition.
-    known = {p.accepted: {k.decode() for k in cast(list[bytes], rds.hkeys(p.pending_index))} for p in keys.all()}
-    for course_id, request_id in db.execute(
-        "SELECT course_id, request_id::text FROM enrollment_requests"
-        " UNION SELECT (data ->> 'course_id')::bigint, data ->> 'request_id' FROM events"
-        " WHERE type = 'RequestDeadLettered' AND data ? 'request_id' AND data ? 'course_id'"
-    ):
-        known[keys.of_course(int(cast(int, course_id))).accepted].add(str(request_id))
-    for key, ids in known.items():
-        rds.set(key, len(ids), nx=True)
 
 
 def _accepted_ids(rds: SyncRedis, keys: Keys) -> Iterator[str]:

@@ -18,10 +18,10 @@ import psycopg
 import redis
 from redis.exceptions import RedisClusterException
 
-from courseflow.decisions import deadletters, partitions
-from courseflow.decisions.partitions import PartitionCountMismatch
-from courseflow.eventstore import migrations, store
+from courseflow.decisions import deadletters
+from courseflow.eventstore import migrations, partition_count, store
 from courseflow.eventstore.eventlog import START, EventLog
+from courseflow.eventstore.partition_count import PartitionCountMismatch
 from courseflow.platform import logs, tracing
 from courseflow.platform.config import Settings
 from courseflow.platform.supervisor import Supervisor
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, help="number of workers (default: WORKERS or 2)")
 
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    settings = _with_local_passwords(Settings.from_env())
     # Before anything logs: one renderer for our records and every library's (see courseflow.logs).
     logs.configure(settings)
     try:
@@ -159,6 +159,22 @@ def _local_servers() -> ModuleType:
             " in production set DATABASE_URL and REDIS_URL"
         ) from None
     return courseflow_local
+
+
+def _with_local_passwords(settings: Settings) -> Settings:
+    """Where no URL is given, the local servers': with the passwords they were made with, for this process and the
+    API, workers and projector it starts (they read their settings from the environment)."""
+    if settings.local.external_servers:
+        return settings
+    try:
+        import courseflow_local
+    except ModuleNotFoundError:
+        return settings  # `courseflow run` and `services` say what is missing; other commands fail to connect
+    completed = courseflow_local.with_saved_passwords(settings)
+    if completed is not settings:
+        os.environ.setdefault("DATABASE_URL", completed.postgres.url)
+        os.environ.setdefault("REDIS_URL", completed.redis.url)
+    return completed
 
 
 def _local_server_errors() -> tuple[type[Exception], ...]:
@@ -269,7 +285,7 @@ def _refuse_another_partition_count(settings: Settings) -> None:
     """Raises PartitionCountMismatch up front; a database not reachable yet is left to the component's own retries."""
     try:
         with psycopg.connect(settings.postgres.url, autocommit=True, connect_timeout=5) as conn:
-            partitions.verify(conn, settings.queue.partitions)
+            partition_count.verify(conn, settings.queue.partitions)
     except psycopg.OperationalError:
         pass
 

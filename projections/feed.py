@@ -24,8 +24,8 @@ from psycopg_pool import PoolTimeout
 
 from courseflow.eventstore import store
 from courseflow.eventstore.eventlog import START, Checkpoint, Recorded, Tail
-from courseflow.http.problems import RateLimited, ShuttingDown, Unavailable
 from courseflow.platform.backoff import Backoff
+from projections.refusals import FeedClosing, FeedNotReady, TooManyStreams
 
 log = logging.getLogger("courseflow.feed")
 
@@ -161,15 +161,12 @@ class Feed:
     ) -> Subscription:
         """Register before reading any status or backfill, so an event committed meanwhile is buffered, not lost.
 
-        `owner` holds at most `most` subscriptions at once (429 beyond); each ends at `until` (epoch seconds).
+        `owner` holds at most `most` subscriptions at once (TooManyStreams beyond); each ends at `until` (epoch s).
         """
         if self.closing:
-            raise ShuttingDown("this server is shutting down; reconnect to another")
+            raise FeedClosing("this server is shutting down; reconnect to another")
         if most is not None and self._held[owner] >= most:
-            raise RateLimited(
-                f"at most {most} live streams at once per caller: close one before opening another",
-                headers={"Retry-After": "5"},
-            )
+            raise TooManyStreams(f"at most {most} live streams at once per caller: close one before opening another")
         self._loop = self._loop or asyncio.get_running_loop()
         sub = Subscription(self.unsubscribe, self._buffer, request_id, course_id, owner)
         self._held[owner] += 1
@@ -210,11 +207,11 @@ class Feed:
             self.position = max(self.position or START, batch[-1].checkpoint)
 
     async def started(self, timeout_s: float = 5.0) -> Checkpoint:
-        """The place in the log dispatched so far, once the listener has reached the log (503 if it cannot)."""
+        """The place in the log dispatched so far, once the listener has reached the log (FeedNotReady if it cannot)."""
         try:
             await asyncio.wait_for(self._started.wait(), timeout_s)
         except TimeoutError:
-            raise Unavailable("live status is not connected to the database yet; retry shortly") from None
+            raise FeedNotReady("live status is not connected to the database yet; retry shortly") from None
         assert self.position is not None
         return self.position
 

@@ -18,6 +18,7 @@ import redis
 from psycopg_pool import PoolTimeout
 
 from courseflow.domain import STATUS_AFTER
+from courseflow.errors import UnknownCourse
 from courseflow.events import (
     Decision,
     EnrollmentDropped,
@@ -31,12 +32,7 @@ from courseflow.events import (
 )
 from courseflow.eventstore import store
 from courseflow.eventstore.eventlog import START, Checkpoint, Recorded, Tail
-from courseflow.http import history
-from courseflow.http.auth import Principal
-from courseflow.http.common import Services
-from courseflow.http.problems import NotFound
-from courseflow.http.views import EnrollmentStatus
-from projections import status
+from projections import status, timeline
 from projections.feed import BATCH, Ended, Feed, Refresh, Subscription
 from projections.messages import (
     CourseCounts,
@@ -54,6 +50,8 @@ from projections.messages import (
     StatusSnapshot,
     StillPending,
 )
+from projections.serving import Sources, Viewer
+from projections.status import EnrollmentStatus
 
 PLACES_EVERY_S = 1.0
 COUNTS_EVERY_S = 2.0
@@ -81,36 +79,36 @@ class Following:
 
 
 def _subscribe(
-    svc: Services, feed: Feed, caller: Principal, request_id: str | None = None, course_id: int | None = None
+    svc: Sources, feed: Feed, viewer: Viewer, request_id: str | None = None, course_id: int | None = None
 ) -> Subscription:
-    """A subscription held to the caller's share of streams, ending when the caller's token does."""
+    """A subscription held to the viewer's share of streams, ending when the viewer's token does."""
     settings = svc.settings
     most = (
         settings.limits.live_streams_per_student
-        if caller.role == "student"
+        if viewer.role == "student"
         else settings.limits.live_streams_per_privileged
     )
-    owner = f"{caller.role}:{caller.sub}"
-    return feed.subscribe(request_id, course_id, owner=owner, most=most, until=caller.valid_until)
+    owner = f"{viewer.role}:{viewer.sub}"
+    return feed.subscribe(request_id, course_id, owner=owner, most=most, until=viewer.valid_until)
 
 
-async def _resumable(svc: Services, feed: Feed, after: int | None) -> Checkpoint | None:
+async def _resumable(svc: Sources, feed: Feed, after: int | None) -> Checkpoint | None:
     """Where to resume after an event id. An id past the end of the log (restored from a backup) or past what this
     process has dispatched (another process a moment ahead) starts afresh from the current state instead: a
     resumed stream must never wait silently."""
     dispatched = await feed.started()
     if after is None:
         return None
-    resume = await svc.db(history.checkpoint_after, after)
+    resume = await svc.db(timeline.checkpoint_after, after)
     return None if resume is None or resume > dispatched else resume
 
 
-async def open_request(svc: Services, feed: Feed, caller: Principal, request_id: str, after: int | None) -> Following:
-    """Subscribe first, then check the caller may follow the request (another student's is 404)."""
+async def open_request(svc: Sources, feed: Feed, viewer: Viewer, request_id: str, after: int | None) -> Following:
+    """Subscribe first, then check the viewer may follow the request (another student's is UnknownRequest)."""
     resume = await _resumable(svc, feed, after)
-    sub = _subscribe(svc, feed, caller, request_id=request_id)
+    sub = _subscribe(svc, feed, viewer, request_id=request_id)
     try:
-        found = await status.owned(svc, caller, request_id)
+        found = await status.owned(svc, viewer, request_id)
     except BaseException:
         sub.leave()
         raise
@@ -118,11 +116,11 @@ async def open_request(svc: Services, feed: Feed, caller: Principal, request_id:
 
 
 async def _request_messages(
-    svc: Services, sub: Subscription, now: EnrollmentStatus, after: Checkpoint | None
+    svc: Sources, sub: Subscription, now: EnrollmentStatus, after: Checkpoint | None
 ) -> AsyncGenerator[Message, None]:
     try:
         start = START if after is None else after
-        logged = await svc.db(history.read, start, BATCH, student_id=now.student_id, request_id=now.request_id)
+        logged = await svc.db(timeline.read, start, BATCH, student_id=now.student_id, request_id=now.request_id)
         changes = [r for r in logged if type(r.event) in _MESSAGE]
         sub.position = max(start, logged[-1].checkpoint if logged else START)
         if after is None:
@@ -163,7 +161,7 @@ def _watch_place(sub: Subscription, now: EnrollmentStatus) -> None:
     sub.refreshed = now.queue_position if place == "queue" else now.waitlist_position
 
 
-async def _after(svc: Services, now: EnrollmentStatus, recorded: Recorded) -> EnrollmentStatus:
+async def _after(svc: Sources, now: EnrollmentStatus, recorded: Recorded) -> EnrollmentStatus:
     """The request after one of its events; a waitlist place is the live one, from the write model."""
     event = recorded.event
     new = STATUS_AFTER[type(event)]
@@ -181,27 +179,27 @@ async def _after(svc: Services, now: EnrollmentStatus, recorded: Recorded) -> En
     )
 
 
-async def open_course(svc: Services, feed: Feed, caller: Principal, course_id: int, after: int | None) -> Following:
-    """Registrars and services only (403); subscribed before the counts and any backfill are read."""
-    caller.require("registrar", "service")
+async def open_course(svc: Sources, feed: Feed, viewer: Viewer, course_id: int, after: int | None) -> Following:
+    """For registrars and services (the caller checks the role); subscribed before the counts and any backfill
+    are read."""
     resume = await _resumable(svc, feed, after)
-    sub = _subscribe(svc, feed, caller, course_id=course_id)
+    sub = _subscribe(svc, feed, viewer, course_id=course_id)
     # Everything up to here was dispatched before the subscription; everything after reaches it.
     start = feed.position or START
     try:
         counts = (await _counts(svc, [course_id])).get(course_id)
         if counts is None:
-            raise NotFound(f"no course {course_id}", "course_id")
+            raise UnknownCourse(course_id)
     except BaseException:
         sub.leave()
         raise
-    return Following(sub, _course_messages(svc, sub, caller, counts, start if resume is None else resume, resume))
+    return Following(sub, _course_messages(svc, sub, viewer, counts, start if resume is None else resume, resume))
 
 
 async def _course_messages(
-    svc: Services,
+    svc: Sources,
     sub: Subscription,
-    caller: Principal,
+    viewer: Viewer,
     counts: CourseCounts,
     start: Checkpoint,
     after: Checkpoint | None,
@@ -209,10 +207,10 @@ async def _course_messages(
     sub.position = start
     try:
         while after is not None:
-            logged = await svc.db(history.read, sub.position, BATCH, stream=sub.stream)
+            logged = await svc.db(timeline.read, sub.position, BATCH, stream=sub.stream)
             for recorded in logged:
                 sub.position = recorded.checkpoint
-                yield LoggedEvent(id=recorded.position, event=history.present(recorded, caller))
+                yield LoggedEvent(id=recorded.position, event=timeline.present(recorded, viewer))
             if len(logged) < BATCH:
                 break
         yield msgspec.structs.replace(counts, id=sub.position.position)
@@ -226,12 +224,12 @@ async def _course_messages(
                     yield msgspec.structs.replace(item.value, id=sub.position.position)
             elif item.checkpoint > sub.position:
                 sub.position = item.checkpoint
-                yield LoggedEvent(id=item.position, event=history.present(item, caller))
+                yield LoggedEvent(id=item.position, event=timeline.present(item, viewer))
     except OUTAGES:
         yield Reconnect(id=sub.position.position, reason="unavailable")
 
 
-async def _counts(svc: Services, course_ids: list[int]) -> dict[int, CourseCounts]:
+async def _counts(svc: Sources, course_ids: list[int]) -> dict[int, CourseCounts]:
     # The write model: current the moment a decision commits, where the read model trails it.
     rows = await svc.db(store.courses, course_ids)
     depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
@@ -248,7 +246,7 @@ async def _counts(svc: Services, course_ids: list[int]) -> dict[int, CourseCount
     }
 
 
-async def _refresh_places(feed: Feed, svc: Services) -> None:
+async def _refresh_places(feed: Feed, svc: Sources) -> None:
     """Every follower's queue or waitlist place, in one Redis and one PostgreSQL round trip or two, however many
     there are; a message only where a place changed."""
     watched = [sub for sub in feed.subscriptions() if sub.place is not None and sub.request_id is not None]
@@ -263,11 +261,11 @@ async def _refresh_places(feed: Feed, svc: Services) -> None:
             sub.offer(Refresh(place))
 
 
-async def _queue_places(svc: Services, request_ids: list[str]) -> dict[str, int]:
+async def _queue_places(svc: Sources, request_ids: list[str]) -> dict[str, int]:
     return {rid: place for rid, (_, place) in (await svc.intake.pending_positions(request_ids)).items()}
 
 
-async def _refresh_counts(feed: Feed, svc: Services) -> None:
+async def _refresh_counts(feed: Feed, svc: Sources) -> None:
     """Every followed course's counts, for all its followers at once, on every beat: a board draws its rates
     from the series, so a beat with nothing new is news too."""
     following = [sub for sub in feed.subscriptions() if sub.course_id is not None]
@@ -280,12 +278,12 @@ async def _refresh_counts(feed: Feed, svc: Services) -> None:
             sub.offer(Refresh(now))
 
 
-def log_feed(svc: Services, database_url: str) -> Feed:
+def log_feed(svc: Sources, database_url: str) -> Feed:
     """This process's feed with its two timers; the app starts it in its lifespan and stops it on shutdown."""
 
     async def read_log(after: Checkpoint, limit: int) -> Tail:
         # Most reads (every few seconds, idle) find nothing: only events shown move the replica horizon.
-        tail = await svc.upkeep(history.follow, after, limit)
+        tail = await svc.upkeep(timeline.follow, after, limit)
         if tail.events:
             await svc.shown_now()
         return tail

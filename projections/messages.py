@@ -10,10 +10,12 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from courseflow.http.payloads import MAX_ID
-from courseflow.http.views import EnrollmentStatus, RecordedEvent
+from projections.status import EnrollmentStatus
+from projections.timeline import MAX_POSITION, RecordedEvent
 
-LogPosition = Annotated[int, Meta(ge=0, le=MAX_ID, description="The log position this is current to; resume after it")]
+LogPosition = Annotated[
+    int, Meta(ge=0, le=MAX_POSITION, description="The log position this is current to; resume after it")
+]
 
 
 class StatusMessage(EnrollmentStatus, frozen=True, kw_only=True, tag_field="type"):

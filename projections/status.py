@@ -10,19 +10,43 @@ moment ago: the primary's write model has it, even when the replica has not repl
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
+from courseflow.domain import RequestStatus
+from courseflow.errors import UnknownRequest
 from courseflow.eventstore import store
-from courseflow.http.auth import Principal
-from courseflow.http.common import Services
-from courseflow.http.problems import NotFound
-from courseflow.http.views import EnrollmentStatus
 from projections import queries
+from projections.serving import Sources, Viewer
+
+RequestId = Annotated[
+    str, Meta(description="The request's id (a UUID)", examples=["0b7f0f0e-6a77-4c6b-9a43-1a2f3c4d5e6f"])
+]
+Position = Annotated[int, Meta(ge=1, description="1-based place in line")]
 
 
-async def current(svc: Services, request_id: str) -> EnrollmentStatus | None:
+class EnrollmentStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One request as it stands now: pending in the queue, or decided and what happened to it since."""
+
+    request_id: RequestId
+    course_id: int
+    student_id: int
+    priority: int
+    status: RequestStatus
+    requested_at: datetime
+    # While pending: the place among the course's pending requests.
+    queue_position: Position | None = None
+    # While waitlisted: the live place on the waitlist.
+    waitlist_position: Position | None = None
+    # Why it was rejected ("duplicate", "closed") or dead-lettered.
+    reason: str | None = None
+    decided_at: datetime | None = None
+
+
+async def current(svc: Sources, request_id: str) -> EnrollmentStatus | None:
     """The request as it stands, or None when no such request exists."""
     recorded = await svc.read(_recorded, request_id)
     if recorded is not None and recorded["status"] != "pending":
@@ -43,11 +67,11 @@ async def current(svc: Services, request_id: str) -> EnrollmentStatus | None:
     return None if decided is None else from_row(decided)
 
 
-async def owned(svc: Services, caller: Principal, request_id: str) -> EnrollmentStatus:
-    """The request if the caller may follow it. Another student's is answered as if it did not exist."""
+async def owned(svc: Sources, viewer: Viewer, request_id: str) -> EnrollmentStatus:
+    """The request if the viewer may follow it. Another student's is answered as if it did not exist."""
     found = await current(svc, request_id)
-    if found is None or not caller.may_act_for(found.student_id):
-        raise NotFound(f"no request {request_id}", "request_id")
+    if found is None or not viewer.may_act_for(found.student_id):
+        raise UnknownRequest(request_id)
     return found
 
 

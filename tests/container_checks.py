@@ -78,7 +78,7 @@ def dockerfile_problems(dockerfile: str, dockerignore: str) -> list[str]:
         problems.append(f"ENTRYPOINT {entrypoints[-1:]}: the image's entrypoint is `courseflow`")
     for command in [words(i.arguments) for i in last if i.keyword == "CMD"][-1:]:
         problems += _command_problems("CMD", command)
-    problems += _migrations_problems(last)
+    problems += _migrations_problems(found)
     return problems + _context_problems(found, DockerIgnore(dockerignore))
 
 
@@ -89,11 +89,21 @@ def _declared(arguments: str) -> list[str]:
     return [token.partition("=")[0] for token in tokens]
 
 
-def _migrations_problems(last: list[containers.Instruction]) -> list[str]:
-    env = dict(token.partition("=")[::2] for i in last if i.keyword == "ENV" for token in shlex.split(i.arguments))
-    copied = [i.arguments.split() for i in last if i.keyword == "COPY" and i.arguments.split()[0] == "sql"]
-    if not copied or env.get("COURSEFLOW_SQL_DIR") != copied[-1][-1]:
-        return ["the migrations are not where COURSEFLOW_SQL_DIR says: `courseflow migrate` would find none"]
+def _migrations_problems(found: list[containers.Instruction]) -> list[str]:
+    """The wheel carries the migrations: `sql/` must be in place where it is built, before it is built."""
+    built = [i for i in found if i.keyword == "RUN" and "pip wheel" in i.arguments]
+    if not built:
+        return ["no stage builds the wheel (`pip wheel`)"]
+    copied = [
+        i
+        for i in found
+        if i.keyword == "COPY"
+        and i.stage == built[0].stage
+        and found.index(i) < found.index(built[0])
+        and containers.flags(i.arguments)[1].split()[0] == "sql"
+    ]
+    if not copied:
+        return ["the wheel is built without sql/: `courseflow migrate` would find no migrations"]
     return []
 
 

@@ -16,8 +16,8 @@ import psycopg
 import redis
 
 from courseflow import events
-from courseflow.decisions import partitions
 from courseflow.domain import StreamId
+from courseflow.eventstore import partition_count
 from courseflow.intake import queue
 from courseflow.platform import redis_clients
 from courseflow.platform.config import Settings
@@ -84,7 +84,7 @@ async def newest(client: AsyncRedis, keys: Keys, limit: int | None = None) -> li
 def command(settings: Settings, action: str, entry_ids: list[str]) -> int:
     keys = Keys(settings.queue.prefix, settings.queue.partitions)
     with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
-        partitions.verify(conn, keys.partitions)  # another count would look in the wrong streams
+        partition_count.verify(conn, keys.partitions)  # another count would look in the wrong streams
     if action == "list":
         letters = asyncio.run(_every(settings, keys))
         for letter in letters:

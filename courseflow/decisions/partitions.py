@@ -1,4 +1,4 @@
-"""Partitions of the request queue: how many a deployment has, and which worker decides which.
+"""Partitions of the request queue: which worker decides which (how many there are: eventstore.partition_count).
 
 A worker holds a lease on each partition it reads, renews it while alive and gives partitions up
 when more workers join, so the partitions stay shared out evenly among the live workers; a dead
@@ -9,48 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from courseflow.eventstore.partition_count import recorded_count
 from courseflow.eventstore.store import Conn
-
-
-class PartitionCountMismatch(Exception):
-    """PARTITIONS differs from the count the deployment was created with."""
-
-
-def record(conn: Conn, partitions: int) -> int:
-    """Record the partition count at the deployment's first migrate, and a lease row for each partition;
-    refuses a different count later. Returns the recorded count."""
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO queue_partitions (partitions) VALUES (%s) ON CONFLICT (singleton) DO NOTHING", (partitions,)
-        )
-        recorded = recorded_count(conn)
-        if recorded != partitions:
-            raise PartitionCountMismatch(mismatch(partitions, recorded))
-        conn.execute(
-            "INSERT INTO partition_leases (partition) SELECT generate_series(0, %s - 1) ON CONFLICT DO NOTHING",
-            (partitions,),
-        )
-    return partitions
-
-
-def recorded_count(conn: Conn) -> int | None:
-    row = conn.execute("SELECT partitions FROM queue_partitions").fetchone()
-    return None if row is None else int(row[0])
-
-
-def verify(conn: Conn, partitions: int) -> None:
-    """Refuse to run with a partition count other than the deployment's: requests would go to partitions
-    nobody reads, and status look-ups would miss them."""
-    recorded = recorded_count(conn)
-    if recorded is not None and recorded != partitions:
-        raise PartitionCountMismatch(mismatch(partitions, recorded))
-
-
-def mismatch(configured: int, recorded: int | None) -> str:
-    return (
-        f"PARTITIONS is {configured}, but this deployment was created with {recorded} partitions;"
-        f" set PARTITIONS={recorded} (the count is fixed once requests have been queued)"
-    )
 
 
 class Shares(msgspec.Struct, frozen=True):

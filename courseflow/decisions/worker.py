@@ -17,7 +17,7 @@ import structlog
 from courseflow.decisions import partitions
 from courseflow.decisions.decider import Decider, Delivered, Outcome, Undecodable
 from courseflow.events import RequestDeadLettered
-from courseflow.eventstore import store
+from courseflow.eventstore import partition_count, store
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
 from courseflow.platform import redis_clients, tracing
@@ -94,7 +94,7 @@ class Worker:
             try:
                 if not recovered:
                     # PostgreSQL first: redelivering while it is down would only use up delivery counts.
-                    partitions.verify(self.pg, self.keys.partitions)
+                    partition_count.verify(self.pg, self.keys.partitions)
                     queue.ensure_groups(self.redis, self.keys)
                     self.held, self._next_lease = (), 0.0  # lease again: every partition then recovers its own
                     recovered = True

@@ -7,7 +7,7 @@ from importlib.resources.abc import Traversable
 
 import psycopg
 
-from courseflow.decisions import partitions as queue_partitions
+from courseflow.eventstore import partition_count
 from courseflow.eventstore.store import Conn
 from courseflow.platform.config import DEFAULT_PARTITIONS
 
@@ -43,7 +43,7 @@ def migrate(database_url: str, sql_dir: Traversable = SQL_DIR, partitions: int =
             applied.append(_stem(path))
         # (From the migration that made the table on: an older set of files has no partitions to record.)
         if conn.execute("SELECT to_regclass('queue_partitions') IS NOT NULL").fetchone() == (True,):
-            queue_partitions.record(conn, partitions)
+            partition_count.record(conn, partitions)
     return applied
 
 

@@ -25,10 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow import check
-from courseflow.decisions import partitions
 from courseflow.errors import DomainError
-from courseflow.eventstore import priorities, store
+from courseflow.eventstore import partition_count, priorities, store
 from courseflow.http import (
     courses,
     dead_letters,
@@ -44,10 +42,10 @@ from courseflow.http import (
 )
 from courseflow.http.auth import warn_if_open
 from courseflow.http.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
-from courseflow.http.express import Express
 from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
+from courseflow.http.payloads import BodyLimit
 from courseflow.http.problems import (
     MethodNotAllowed,
     NotFound,
@@ -57,7 +55,7 @@ from courseflow.http.problems import (
     from_domain,
     respond,
 )
-from courseflow.intake import queue
+from courseflow.intake import accepted, queue
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NotReplicated
 from courseflow.platform.config import Settings
@@ -148,19 +146,6 @@ async def contract(request: Request) -> Response:
     return Response(state.openapi, media_type="application/json")
 
 
-class CourseFlow(Starlette):
-    """The API: enrollments take the fast lane (see `express`), everything else routing and the middleware."""
-
-    express: Express | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        express = self.express
-        if express is not None and express.serves(scope):
-            await express(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     state = {"draining": False}
@@ -195,7 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await feed.stop()
             await svc.close()
 
-    app = CourseFlow(
+    app = Starlette(
         routes=[
             # The seed's path, kept as an alias of POST /api/v1/enrollments.
             Route("/enroll", enrollments.enroll, methods=["POST"], name="enroll_seed"),
@@ -237,7 +222,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # `/x/` is not `/x`: no redirect built from the client's Host header.
     app.router.redirect_slashes = False
-    # Outermost first: the trace span; draining answers before anything else; then the gate; then routing.
+    # Every request, enrollments included, passes this one stack. Outermost first: the trace span; timing;
+    # draining answers before anything else; then the gate; then the body limit; then routing.
     # Enrollments take their rate limit inside the intake script (one round trip): the gate leaves them be.
     at_intake = frozenset(
         (method, route.path)
@@ -250,6 +236,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         for route in app.routes
         if isinstance(route, Route) and (declared_as := declared(route.endpoint)) and declared_as.public
     )
+    app.add_middleware(BodyLimit)
     app.add_middleware(
         Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake
     )
@@ -258,15 +245,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(Instruments, routes=app.routes)
     # Outside even draining: every answer, refusals included, gets its span (a no-op with tracing off).
     app.add_middleware(tracing.Traced)
-    # The same gate, draining state and exception mapping as the stack's, around the same endpoint.
-    app.express = Express(
-        app,
-        enrollments.enroll,
-        frozenset(path for _, path in at_intake),
-        Gate(app, authenticator=svc.authenticator, limiter=svc.limiter, public=public, counted_at_intake=at_intake),
-        state,
-        app.exception_handlers,
-    )
     app.state.shutdown = state
     app.state.feed = feed
     return app
@@ -282,10 +260,10 @@ def create_served_app() -> Starlette:
 def _prepare_queue(svc: Services) -> None:
     """Intake knows every course and granted priority, and the consumer groups exist before any worker runs."""
     with svc.pool.connection() as conn:
-        partitions.verify(conn, svc.keys.partitions)
+        partition_count.verify(conn, svc.keys.partitions)
         svc.register_courses(store.course_ids(conn))
         svc.grant_priorities(priorities.granted(conn))
-        check.start_counting_accepted(conn, svc.redis_sync, svc.keys)
+        accepted.start_counting(conn, svc.redis_sync, svc.keys)
     queue.ensure_groups(svc.redis_sync, svc.keys)
 
 

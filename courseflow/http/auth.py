@@ -7,7 +7,7 @@ may send a priority. With no key configured, authentication is off and every cal
 
 from __future__ import annotations
 
-import binascii
+import base64
 import logging
 import time
 from pathlib import Path
@@ -17,8 +17,7 @@ import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
-from jwt.algorithms import HMACAlgorithm
-from jwt.utils import base64url_decode, base64url_encode
+from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
 
 from courseflow.http.payloads import is_id
 from courseflow.http.problems import Forbidden, Unauthorized
@@ -79,19 +78,15 @@ class Authenticator:
     """Verifies bearer tokens against one pinned algorithm and key; remembers tokens it has verified."""
 
     def __init__(self, settings: Settings) -> None:
-        self.algorithm, self._key = _verification_key(settings)
+        self.algorithm, key = _verification_key(settings)
+        # Read once into a key bound to its algorithm: a token naming another `alg` is refused by PyJWT itself.
+        self._key = None if key is None else _bound(self.algorithm, key)
         self._audience = settings.auth.jwt_audience
         self._issuer = settings.auth.jwt_issuer
         self._leeway = settings.auth.leeway_s
         # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
         self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
-        self._jwt = jwt.PyJWT()
-        # The PyJWS that checks this PyJWT's signatures, and reads the segments, at a lower cost.
-        self._jwt._jws = signatures = _Signatures(options=self._jwt._jws.options)
-        if self.algorithm == "HS256":
-            assert isinstance(self._key, str)
-            signatures.unregister_algorithm("HS256")
-            signatures.register_algorithm("HS256", _CheckedSecret(self._key))
+        self._jwt = jwt.PyJWT(options={"require": ["exp", "sub", "role", "aud"]})
 
     @property
     def enabled(self) -> bool:
@@ -119,6 +114,8 @@ class Authenticator:
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         assert self._key is not None
+        if not canonical(token):
+            raise Unauthorized("the token is not valid (DecodeError)", token_given=True)
         try:
             claims = self._jwt.decode(
                 token,
@@ -127,7 +124,6 @@ class Authenticator:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "sub", "role", "aud"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired", token_given=True) from None
@@ -154,45 +150,40 @@ class Authenticator:
         return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway, expires_at=expires), expires
 
 
-class _CheckedSecret(HMACAlgorithm):
-    """HS256 with the configured secret checked once, when the API starts: PyJWT checks a secret again for every
-    token (is it a PEM, SSH or DER key, a JWK?), which costs more than checking the token's signature."""
+def canonical(token: str) -> bool:
+    """Three segments, each the one base64url spelling of its bytes (with or without its `=` padding).
 
-    def __init__(self, secret: str) -> None:
-        super().__init__(HMACAlgorithm.SHA256)
-        self._secret = secret
-        try:
-            self._prepared = super().prepare_key(secret)
-        except jwt.InvalidKeyError as exc:
-            raise SystemExit(f"configuration error: AUTH_JWT_SECRET cannot be an HMAC secret: {exc}") from None
-
-    def prepare_key(self, key: str | bytes) -> bytes:
-        return self._prepared if key == self._secret else super().prepare_key(key)
+    A second spelling of the same signature (other trailing bits, stray `=`, characters outside the URL-safe
+    alphabet) would be a second token for the same claims; refused here, whatever the PyJWT version does."""
+    segments = token.encode("ascii", "replace").split(b".")
+    return len(segments) == 3 and all(_canonical_segment(segment) for segment in segments)
 
 
-class _Signatures(jwt.PyJWS):
-    """PyJWS whose check of each segment's base64url runs in C (`bytes.translate`), not as a Python loop over
-    every character, which made it most of a token's verification. The rule is PyJWS's own, unchanged: only
-    the URL-safe alphabet, at most two `=` and only to complete the last quantum, the canonical encoding."""
-
-    @staticmethod
-    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
-        stripped = segment.rstrip(b"=")
-        padding = len(segment) - len(stripped)
-        if padding > 2 or (padding and len(segment) % 4 != 0):
-            raise jwt.DecodeError(f"Invalid {name} padding")
-        if len(stripped) % 4 == 1 or stripped.translate(None, _BASE64URL_ALPHABET):
-            raise jwt.DecodeError(f"Invalid {name} padding")
-        try:
-            decoded = base64url_decode(stripped)
-        except (TypeError, binascii.Error) as err:
-            raise jwt.DecodeError(f"Invalid {name} padding") from err
-        if base64url_encode(decoded) != stripped:
-            raise jwt.DecodeError(f"Invalid {name} padding")
-        return decoded
+def _canonical_segment(segment: bytes) -> bool:
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1:
+        return False
+    # `bytes.translate` deletes the alphabet in C: anything left is a stray character.
+    if stripped.translate(None, _BASE64URL_ALPHABET):
+        return False
+    decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=") == stripped
 
 
 _BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _bound(algorithm: str, key: str | RSAPublicKey) -> jwt.PyJWK:
+    """The verification key as a PyJWK of its one algorithm; an HMAC secret that reads as a PEM, SSH or DER key
+    (someone pasted the public key) stops the start."""
+    if isinstance(key, RSAPublicKey):
+        return jwt.PyJWK(RSAAlgorithm.to_jwk(key, as_dict=True), algorithm)
+    try:
+        secret = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
+    except jwt.InvalidKeyError as exc:
+        raise SystemExit(f"configuration error: AUTH_JWT_SECRET cannot be an HMAC secret: {exc}") from None
+    return jwt.PyJWK({"kty": "oct", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}, algorithm)
 
 
 def _plain(text: str) -> str:

@@ -55,9 +55,7 @@ class Gate:
         await self.app(scope, receive, send)
 
     async def admit(self, scope: Scope) -> tuple[Principal, Subject] | None:
-        """Who asks and whose counters they take (None for public paths); raises the 401 or 429 that refuses them.
-
-        The one check every request passes, whether routing or the enrollment fast lane serves it."""
+        """Who asks and whose counters they take (None for public paths); raises the 401 or 429 that refuses them."""
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
         if scope["path"] in PAGES or scope["path"].startswith(STATIC_PREFIX):
             # Not counted: a campus behind one address loads them at once as registration opens, and a flood of

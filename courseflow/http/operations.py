@@ -14,7 +14,7 @@ import msgspec
 import msgspec.inspect
 from starlette.requests import HTTPConnection
 
-from courseflow.http.payloads import culprit
+from courseflow.http.msgspec_errors import culprit
 from courseflow.http.problems import InvalidInput, Location
 
 E = TypeVar("E", bound=Callable[..., Any])
@@ -76,10 +76,10 @@ def _convert(raw: Mapping[str, str], kind: type[S], location: Location) -> S:
     try:
         return msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as exc:
-        field, detail = culprit(str(exc))
-        shown = raw.get(field)
+        at_fault = culprit(exc)
+        shown = raw.get(at_fault.field)
         got = "" if shown is None else f", got {shown[:32]!r}"
-        raise InvalidInput(field, detail + got, location=location) from None
+        raise InvalidInput(at_fault.field, at_fault.detail + got, location=location) from None
 
 
 def plain_digits(raw: str, name: str, location: Location, status: int = 422) -> str:

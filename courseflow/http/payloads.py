@@ -8,7 +8,6 @@ reaches Redis or PostgreSQL.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -17,7 +16,9 @@ import msgspec
 import msgspec.inspect
 from msgspec import UNSET, Meta, UnsetType
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from courseflow.http.msgspec_errors import culprit
 from courseflow.http.problems import InvalidInput
 
 MAX_BODY_BYTES = 16 * 1024
@@ -138,9 +139,9 @@ async def read(request: Request, kind: type[B]) -> B:
             "Content-Encoding", "is not supported: send the body uncompressed", status=415, location="header"
         )
     if content_length is not None and content_length.isdigit() and int(content_length) > MAX_BODY_BYTES:
-        raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
+        raise _too_large()
     try:
-        return decode(await _bounded_body(request), kind)
+        return decode(await request.body(), kind)
     except ClientDisconnect:
         raise InvalidInput("body", "was cut off: the client went away before sending all of it", status=400) from None
 
@@ -161,22 +162,34 @@ def _refuse_media_type(raw: bytes | None) -> None:
         )
 
 
-async def _bounded_body(request: Request) -> bytes:
-    """The body, read from the server's messages (not `Request.stream`, a generator per request), up to the limit."""
-    receive, chunks, size = request.receive, [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            request._body = body  # read once: `Request.body()` answers from it
-            return body
+def _too_large() -> InvalidInput:
+    return InvalidInput("body", f"must be at most {MAX_BODY_BYTES} bytes", status=413)
+
+
+class BodyLimit:
+    """Refuses a body past MAX_BODY_BYTES (413) as it arrives, whoever reads it: a chunked body names no length
+    up front, so the bytes `receive` hands over are counted."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # GET and HEAD carry no body anyone reads; a live stream's disconnect listener must not raise.
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > MAX_BODY_BYTES:
+                    raise _too_large()
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class _Reader(msgspec.Struct, frozen=True):
@@ -212,30 +225,13 @@ def decode(body: bytes, kind: type[B]) -> B:
     try:
         value: B = reader.decoder.decode(body)
     except msgspec.ValidationError as exc:
-        field, message = culprit(str(exc))
-        raise InvalidInput(field, message) from None
+        at_fault = culprit(exc)
+        raise InvalidInput(at_fault.field, at_fault.detail) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         reason = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not valid JSON ({exc})"
         raise InvalidInput("body", reason, status=400) from None
     _no_duplicate_keys(body, reader.names)
     return value
-
-
-_AT = re.compile(r"\s*- at `\$\.?([^`]*)`$")
-_NAMED = re.compile(r"field `([^`]*)`")
-
-
-def culprit(message: str) -> tuple[str, str]:
-    """(field, what is wrong) from a msgspec validation message."""
-    at = _AT.search(message)
-    named = _NAMED.search(message)
-    field = at.group(1) if at and at.group(1) else named.group(1) if named else "body"
-    if named and message.startswith("Object contains unknown field"):
-        return field[:64], "is not a known field"
-    if named and message.startswith("Object missing required field"):
-        return field[:64], "is required"
-    message = message[: at.start()] if at else message
-    return field[:64], "is invalid: " + message[:1].lower() + message[1:]
 
 
 def _no_duplicate_keys(body: bytes, names: tuple[bytes, ...] | None) -> None:
@@ -266,7 +262,7 @@ def idempotency_key(value: str, field: str, typed: bool = False) -> str:
         try:
             msgspec.convert(value, IdempotencyKey)
         except msgspec.ValidationError as exc:
-            raise InvalidInput(field, culprit(str(exc))[1]) from None
+            raise InvalidInput(field, culprit(exc).detail) from None
     return text(value, field)
 
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from courseflow import errors
 from courseflow.errors import DomainError
+from projections.refusals import FeedClosing, FeedNotReady, TooManyStreams
 
 TYPE_PREFIX = "urn:courseflow:problem:"
 Location = Literal["body", "query", "path", "header"]
@@ -193,6 +194,12 @@ def from_domain(error: DomainError) -> Problem:
             return ReleaseRefused(error.detail, error.field)
         case errors.InvalidWindow():
             return InvalidInput(error.field or "body", error.detail)
+        case TooManyStreams():
+            return RateLimited(error.detail, headers={"Retry-After": "5"})
+        case FeedClosing():
+            return ShuttingDown(error.detail)
+        case FeedNotReady():
+            return Unavailable(error.detail)
     return Conflict(error.detail, error.field)
 
 

@@ -21,12 +21,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from courseflow.errors import DomainError
 from courseflow.http import history
 from courseflow.http.common import JSON, services
 from courseflow.http.gate import BEARER_SUBPROTOCOL, principal
 from courseflow.http.operations import operation, path_params, plain_digits, query
 from courseflow.http.payloads import MAX_ID, CoursePath, Id, Page, Params, RequestPath
-from courseflow.http.problems import InvalidInput, Problem, Unavailable
+from courseflow.http.problems import InvalidInput, Problem, Unavailable, from_domain
 from courseflow.http.views import EventPage
 from projections import status
 from projections.feed import Feed
@@ -118,9 +119,9 @@ async def course_events(request: Request) -> Response:
     if not _wants_stream(request):
         return await history.course_events(request)
     course_id = path_params(request, CoursePath).course_id
-    following = await open_course(
-        services(request), _feed(request), principal(request), course_id, _resume_after(request)
-    )
+    caller = principal(request)
+    caller.require("registrar", "service")
+    following = await open_course(services(request), _feed(request), caller, course_id, _resume_after(request))
     return _Pushed(following)
 
 
@@ -138,7 +139,10 @@ async def follow(websocket: WebSocket) -> None:
     offered = websocket.scope.get("subprotocols", [])
     await websocket.accept(BEARER_SUBPROTOCOL if BEARER_SUBPROTOCOL in offered else None)
     try:
-        following = await _open(websocket)
+        try:
+            following = await _open(websocket)
+        except DomainError as exc:
+            raise from_domain(exc) from None
     except Problem as problem:
         refused = StreamRefused(
             status=problem.status_code, title=problem.title, detail=problem.detail, field=problem.field
@@ -163,6 +167,7 @@ async def _open(websocket: WebSocket) -> Following:
         if wanted.request_id is not None:
             return await open_request(svc, feed, caller, str(wanted.request_id), wanted.after)
         assert wanted.course_id is not None
+        caller.require("registrar", "service")
         return await open_course(svc, feed, caller, wanted.course_id, wanted.after)
     except OUTAGES:
         raise Unavailable("a server live status needs is unreachable; retry shortly") from None

@@ -2,24 +2,24 @@
 
 A field that only some answers have is left out when it does not apply (`omit_defaults`); a
 field every answer has is always there, null when empty (a window bound, the next page). The
-OpenAPI document is generated from these types.
+OpenAPI document is generated from these types. A request's status and a recorded event are defined
+by the read side, which sends them over live streams too.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 from courseflow.domain import RequestStatus
 from courseflow.http.auth import Role
+from projections.status import EnrollmentStatus as EnrollmentStatus
+from projections.status import Position, RequestId
+from projections.timeline import RecordedEvent as RecordedEvent
 
-RequestId = Annotated[
-    str, Meta(description="The request's id (a UUID)", examples=["0b7f0f0e-6a77-4c6b-9a43-1a2f3c4d5e6f"])
-]
-Position = Annotated[int, Meta(ge=1, description="1-based place in line")]
 Count = Annotated[int, Meta(ge=0)]
 
 
@@ -33,24 +33,6 @@ class Queued(_View, frozen=True, kw_only=True):
     request_id: RequestId
     status: Literal["queued"]
     queue_position: Position
-
-
-class EnrollmentStatus(_View, frozen=True, kw_only=True):
-    """One request as it stands now: pending in the queue, or decided and what happened to it since."""
-
-    request_id: RequestId
-    course_id: int
-    student_id: int
-    priority: int
-    status: RequestStatus
-    requested_at: datetime
-    # While pending: the place among the course's pending requests.
-    queue_position: Position | None = None
-    # While waitlisted: the live place on the waitlist.
-    waitlist_position: Position | None = None
-    # Why it was rejected ("duplicate", "closed") or dead-lettered.
-    reason: str | None = None
-    decided_at: datetime | None = None
 
 
 class Released(_View, frozen=True, kw_only=True):
@@ -117,17 +99,6 @@ class Waitlist(_View, frozen=True, kw_only=True):
     course_id: int
     waitlist_length: Count
     waitlist: list[WaitlistPlace]
-
-
-class RecordedEvent(_View, frozen=True, kw_only=True):
-    """An event of the log. Other students' ids, request ids and priorities reach registrars only."""
-
-    position: Annotated[int, Meta(ge=1, description="Place in the event log; resume after it with `after`")]
-    stream: str
-    version: Annotated[int, Meta(ge=1)]
-    type: str
-    recorded_at: datetime
-    data: dict[str, Any]
 
 
 class EventPage(_View, frozen=True, kw_only=True):

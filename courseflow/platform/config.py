@@ -16,7 +16,6 @@ from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
 
 import msgspec
-from courseflow_local import credentials
 
 # Local servers started by `courseflow services up` use ports that do not clash with system ones.
 LOCAL_POSTGRES_PORT = 55432
@@ -25,18 +24,21 @@ LOCAL_REDIS_PORT = 56379
 # Both ranges sit below Linux's ephemeral ports (32768 up), so no outgoing connection can take one meanwhile.
 LOCAL_REDIS_CLUSTER_PORT = 17001
 LOCAL_POSTGRES_REPLICA_PORT = 55433
+# The role and Redis user the application connects to the local servers as, also its database: the name
+# courseflow_local.credentials gives them when it creates them.
+LOCAL_APP_USER = "courseflow"
 DEFAULT_PARTITIONS = 16
 
 
 def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
     """The application's URL for the local PostgreSQL; without the password its server refuses it."""
-    user = credentials.APP_USER if password is None else f"{credentials.APP_USER}:{quote(password, safe='')}"
-    return f"postgresql://{user}@127.0.0.1:{port}/{credentials.APP_USER}"
+    user = LOCAL_APP_USER if password is None else f"{LOCAL_APP_USER}:{quote(password, safe='')}"
+    return f"postgresql://{user}@127.0.0.1:{port}/{LOCAL_APP_USER}"
 
 
 def local_redis_url(port: int = LOCAL_REDIS_PORT, password: str | None = None) -> str:
     """The application's URL for the local Redis; without the password its server refuses it."""
-    user = "" if password is None else f"{credentials.APP_USER}:{quote(password, safe='')}@"
+    user = "" if password is None else f"{LOCAL_APP_USER}:{quote(password, safe='')}@"
     return f"redis://{user}127.0.0.1:{port}/0"
 
 
@@ -267,16 +269,10 @@ def _completed(settings: Settings, given: Mapping[str, str]) -> Settings:
     if redis_url is None and ("REDIS_HOST" in given or "REDIS_PORT" in given):
         redis_url = f"redis://{rds.host}:{rds.port}/0"
     database_url = given.get("DATABASE_URL")
-    try:
-        # Servers of `courseflow services up` accept only the passwords it saved in their data dir.
-        saved = None if database_url and redis_url else credentials.load(local.data_dir)
-    except credentials.CredentialsError as exc:
-        raise SystemExit(f"configuration error: {exc}") from None
     external = bool(database_url or redis_url)
-    if not database_url:
-        database_url = local_database_url(local.postgres_port, saved.postgres_app_password if saved else None)
-    if not redis_url:
-        redis_url = local_redis_url(local.redis_port, saved.redis_app_password if saved else None)
+    # Without a URL, the local servers' (their passwords are added by the commands that know where they are kept).
+    database_url = database_url or local_database_url(local.postgres_port)
+    redis_url = redis_url or local_redis_url(local.redis_port)
     replace = msgspec.structs.replace
     return replace(
         settings,

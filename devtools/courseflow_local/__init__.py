@@ -124,6 +124,31 @@ class LocalCluster(msgspec.Struct, frozen=True):
         return redis_cluster.pid(self.data_dir, port)
 
 
+def with_saved_passwords(settings: config.Settings) -> config.Settings:
+    """Settings whose URLs point at the local servers, with the application's passwords saved in the data dir.
+
+    Those servers accept only these passwords; settings given other URLs come back as they are.
+    """
+    local = settings.local
+    bare_database = config.local_database_url(local.postgres_port)
+    bare_redis = config.local_redis_url(local.redis_port)
+    if bare_database != settings.postgres.url and bare_redis != settings.redis.url:
+        return settings
+    try:
+        saved = credentials.load(local.data_dir)
+    except credentials.CredentialsError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    if saved is None:
+        return settings
+    replace = msgspec.structs.replace
+    postgres, redis = settings.postgres, settings.redis
+    if postgres.url == bare_database:
+        postgres = replace(postgres, url=config.local_database_url(local.postgres_port, saved.postgres_app_password))
+    if redis.url == bare_redis:
+        redis = replace(redis, url=config.local_redis_url(local.redis_port, saved.redis_app_password))
+    return replace(settings, postgres=postgres, redis=redis)
+
+
 def up(data_dir: Path, postgres_port: int, redis_port: int, replica_port: int | None = None) -> LocalServers:
     """Start what is not already running for `data_dir`. A running server keeps its port, which is returned.
 

@@ -9,6 +9,7 @@ from starlette.testclient import TestClient
 from courseflow import check
 from courseflow.http.app import create_app
 from courseflow.http.auth import DEVELOPER
+from courseflow.intake import accepted
 from courseflow.intake.accept import key_owner
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
@@ -119,7 +120,7 @@ def test_a_lost_accepted_count_starts_again_from_every_known_request_in_its_part
     enroll(client, 4, 2)
     rds.delete(*(p.accepted for p in keys.all()))  # e.g. Redis restored from an older snapshot
     with redis.Redis.from_url(settings.redis.url) as fresh:
-        check.start_counting_accepted(db, fresh, keys)
+        accepted.start_counting(db, fresh, keys)
     wait_decided(db, 4)
     assert int(rds.get(keys.of_course(1).accepted) or 0) == 3
     assert int(rds.get(keys.of_course(2).accepted) or 0) == 1

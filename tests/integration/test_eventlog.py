@@ -17,8 +17,8 @@ from courseflow import check, events
 from courseflow.events import CourseCreated, EnrollmentRequested, Event
 from courseflow.eventstore import migrations, store
 from courseflow.eventstore.eventlog import START, Checkpoint, EventLog, Recorded, Tail
-from courseflow.http import history
 from courseflow.platform.config import Settings
+from projections import timeline
 from projections.feed import Feed
 from projections.projector import Projector, read_checkpoints
 from tests.conftest import Servers
@@ -72,15 +72,15 @@ def test_an_event_committed_late_is_read_by_no_reader_until_it_can_no_longer_be_
         second.commit()
         assert projector.step(db) == 0
         assert _projected(db) == []
-        assert history.read_after(db, 0, 10) == []
-        tail = history.follow(db, START, 10)
+        assert timeline.read_after(db, 0, 10) == []
+        tail = timeline.follow(db, START, 10)
         assert (tail.events, tail.unread) == ([], True)
         first.commit()
     assert projector.step(db) == 2 * len(projector.projections)  # both events, into every read model
     assert _projected(db) == [1, 2]
     assert projector.step(db) == 0  # each applied exactly once
-    assert _positions(history.read_after(db, 0, 10)) == [1, 2]
-    assert history.follow(db, START, 10).unread is False
+    assert _positions(timeline.read_after(db, 0, 10)) == [1, 2]
+    assert timeline.follow(db, START, 10).unread is False
 
 
 def test_the_log_is_read_in_transaction_order_and_paged_by_event_id(client: TestClient, settings: Settings) -> None:
@@ -187,7 +187,7 @@ def test_the_live_feed_delivers_a_late_commit_in_log_order_and_looks_again_witho
             with one_at_a_time:
                 started[0] += 1
                 number = started[0]
-                tail = history.follow(reader, after, limit)
+                tail = timeline.follow(reader, after, limit)
                 finished.append((number, tail))
                 return tail
 
@@ -245,7 +245,7 @@ def test_the_live_feed_reads_no_event_while_nobody_follows_and_every_one_once_so
 
         async def read(after: Checkpoint, limit: int) -> Tail:
             limits.append(limit)
-            return await asyncio.to_thread(history.follow, reader, after, limit)
+            return await asyncio.to_thread(timeline.follow, reader, after, limit)
 
         async def scenario() -> None:
             feed = Feed(settings.postgres.url, read, idle_s=120)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from courseflow_local import credentials
+from courseflow_local import credentials, with_saved_passwords
 
 from courseflow.platform import config
 from courseflow.platform.config import (
@@ -34,7 +34,7 @@ def test_defaults_point_at_the_local_servers(tmp_path: Path) -> None:
 
 def test_local_urls_carry_the_saved_application_passwords(tmp_path: Path) -> None:
     saved = credentials.load_or_create(tmp_path)
-    settings = Settings.from_env({"COURSEFLOW_DATA_DIR": str(tmp_path)})
+    settings = with_saved_passwords(Settings.from_env({"COURSEFLOW_DATA_DIR": str(tmp_path)}))
     assert settings.postgres.url == (
         f"postgresql://courseflow:{saved.postgres_app_password}@127.0.0.1:{LOCAL_POSTGRES_PORT}/courseflow"
     )
@@ -46,9 +46,10 @@ def test_local_urls_carry_the_saved_application_passwords(tmp_path: Path) -> Non
 def test_an_unreadable_credentials_file_names_it(tmp_path: Path) -> None:
     credentials.path(tmp_path).write_text("{not json")
     with pytest.raises(SystemExit, match=r"credentials\.json"):
-        Settings.from_env({"COURSEFLOW_DATA_DIR": str(tmp_path)})
+        with_saved_passwords(Settings.from_env({"COURSEFLOW_DATA_DIR": str(tmp_path)}))
     given = {"DATABASE_URL": "postgresql://u@db/x", "REDIS_URL": "redis://cache:6379/0"}
-    assert Settings.from_env({**given, "COURSEFLOW_DATA_DIR": str(tmp_path)}).postgres.url == given["DATABASE_URL"]
+    external = Settings.from_env({**given, "COURSEFLOW_DATA_DIR": str(tmp_path)})
+    assert with_saved_passwords(external) is external
 
 
 def test_seed_variables_keep_working() -> None:

@@ -40,8 +40,8 @@ def test_compose_passes_every_check() -> None:
 
 def test_the_variables_courseflow_reads_are_found_where_they_are_read() -> None:
     assert {"DATABASE_URL", "REDIS_URL", "AUTH_JWT_SECRET", "REDIS_HOST"} <= containers.settings_variables()
-    # Read outside Settings: where the migrations are, and which proxy may name the client.
-    assert {"COURSEFLOW_SQL_DIR", "FORWARDED_ALLOW_IPS", "PROMETHEUS_MULTIPROC_DIR"} <= containers.environ_reads()
+    # Read outside Settings: which proxy may name the client, and where the metrics of several processes go.
+    assert {"FORWARDED_ALLOW_IPS", "PROMETHEUS_MULTIPROC_DIR"} <= containers.environ_reads()
 
 
 HEALTHCHECK = re.compile(r"^HEALTHCHECK .*?\n(?=\S)", re.M | re.S)
@@ -91,10 +91,13 @@ HEALTHCHECK = re.compile(r"^HEALTHCHECK .*?\n(?=\S)", re.M | re.S)
             id="other entrypoint",
         ),
         pytest.param(
-            edit(DOCKERFILE, "COURSEFLOW_SQL_DIR=/opt/courseflow/sql", "COURSEFLOW_SQL_DIR=/opt/sql"),
+            edit(DOCKERFILE, "COPY sql sql\n", ""), DOCKERIGNORE, "would find no migrations", id="wheel without sql"
+        ),
+        pytest.param(
+            edit(DOCKERFILE, "COPY sql sql\n", "").replace("COPY --from=build", "COPY sql /opt/sql\nCOPY --from=build"),
             DOCKERIGNORE,
-            "would find none",
-            id="migrations elsewhere",
+            "would find no migrations",
+            id="sql beside the wheel",
         ),
         pytest.param(DOCKERFILE, edit(DOCKERIGNORE, "\n*\n", "\n"), ".git/config would enter", id="open context"),
         pytest.param(

@@ -11,8 +11,8 @@ import pytest
 from courseflow.events import CapacityChanged
 from courseflow.eventstore import store
 from courseflow.eventstore.eventlog import Checkpoint, Recorded, Tail
-from courseflow.http.problems import ShuttingDown
 from projections.feed import Ended, Feed
+from projections.refusals import FeedClosing
 
 
 def _changed(position: int, course_id: int = 1) -> Recorded:
@@ -47,7 +47,7 @@ def test_a_subscriber_that_falls_behind_is_ended_while_the_others_keep_receiving
         assert await asyncio.wait_for(fast.next(), 5) == Ended("shutdown")
         assert await asyncio.wait_for(elsewhere.next(), 5) == Ended("shutdown")
         assert feed.subscriptions() == []
-        with pytest.raises(ShuttingDown):
+        with pytest.raises(FeedClosing):
             feed.subscribe(course_id=1)
 
     asyncio.run(scenario())

@@ -1,34 +1,65 @@
-"""The enrollment fast lane answers exactly what routing and the middleware answer, refusals included."""
+"""The enroll routes pass the app's one middleware stack, traced or not: whatever is added to it runs on them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import msgspec
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from courseflow.http.app import CourseFlow, create_app
+from courseflow.http.app import create_app
+from courseflow.platform import tracing
 from courseflow.platform.config import Settings
 from tests.conftest import Servers, reset
 from tests.trust import bearer, secured
 
 JSON = {"Content-Type": "application/json"}
-# Headers whose values must be the same whichever lane answered.
-COMPARED = ("content-type", "www-authenticate", "retry-after", "ratelimit-policy")
+ENROLL_PATHS = ("/enroll", "/api/v1/enrollments")
 
 
-@contextmanager
-def serving(settings: Settings, fast: bool) -> Iterator[TestClient]:
+class Recorder:
+    """A middleware as anyone might add one: notes each request it sees."""
+
+    def __init__(self, app: ASGIApp, seen: list[tuple[str, str]]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(params=[False, True], ids=["untraced", "traced"])
+def traced(request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter | None]:
+    if not request.param:
+        yield None
+        return
+    exporter = InMemorySpanExporter()
+    tracing.configure("courseflow-test", exporter=exporter)
+    yield exporter
+    tracing.shutdown()
+
+
+def test_a_middleware_added_to_the_app_runs_on_both_enroll_routes(
+    settings: Settings, traced: InMemorySpanExporter | None
+) -> None:
+    seen: list[tuple[str, str]] = []
     app = create_app(settings)
-    assert isinstance(app, CourseFlow) and app.express is not None
-    if not fast:
-        app.express = None  # every request through routing and the middleware
+    app.add_middleware(Recorder, seen=seen)
     with TestClient(app) as client:
-        yield client
+        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}).status_code == 201
+        for n, path in enumerate(ENROLL_PATHS):
+            body = {"course_id": 1, "student_id": n + 1, "idempotency_key": "a"}
+            assert client.post(path, json=body).status_code == 202
+    assert [("POST", path) for path in ENROLL_PATHS] == [s for s in seen if s[1] in ENROLL_PATHS]
+    if traced is not None:  # the same stack gave them their server span
+        served = [s for s in traced.get_finished_spans() if s.name in {f"POST {p}" for p in ENROLL_PATHS}]
+        assert sorted(s.name for s in served) == sorted(f"POST {p}" for p in ENROLL_PATHS)
 
 
 def _requests(configured: Settings) -> list[tuple[str, bytes, dict[str, str]]]:
@@ -57,34 +88,37 @@ def _requests(configured: Settings) -> list[tuple[str, bytes, dict[str, str]]]:
     ]
 
 
-def _answer(response: Any) -> tuple[object, ...]:
-    body = response.json()
-    seen: tuple[object, ...]
-    if response.status_code >= 400:
-        seen = (body["type"], body["title"], body.get("field"), body["detail"].split(" retry in ")[0])
-    else:
-        seen = (sorted(body), body.get("status"), body.get("queue_position"))
-    return (response.status_code, seen, *(response.headers.get(name) for name in COMPARED))
-
-
-def test_both_lanes_answer_every_enrollment_alike(settings: Settings, servers: Servers) -> None:
+def test_every_refused_enrollment_is_problem_details(settings: Settings, servers: Servers) -> None:
     configured = secured(
         msgspec.structs.replace(
             settings, limits=msgspec.structs.replace(settings.limits, student_writes="3 per 60 seconds")
         )
     )
-    answers: dict[bool, list[tuple[object, ...]]] = {}
-    for fast in (True, False):
-        reset(servers)
-        with serving(configured, fast) as client:
-            registrar = bearer(configured, "registrar")
-            for course in (1, 2):
-                created = client.post("/api/v1/courses", json={"course_id": course, "capacity": 9}, headers=registrar)
-                assert created.status_code == 201
-            answers[fast] = [_answer(client.post(p, content=b, headers=h)) for p, b, h in _requests(configured)]
-    assert answers[True] == answers[False]
-    statuses = [answer[0] for answer in answers[True]]
-    assert statuses == [401, 401, 400, 422, 422, 415, 413, 403, 403, 404, 202, 202, 409, 202, 202, 202, 202, 429, 429]
+    reset(servers)
+    with TestClient(create_app(configured)) as client:
+        registrar = bearer(configured, "registrar")
+        for course in (1, 2):
+            created = client.post("/api/v1/courses", json={"course_id": course, "capacity": 9}, headers=registrar)
+            assert created.status_code == 201
+        answers = [client.post(p, content=b, headers=h) for p, b, h in _requests(configured)]
+    assert [a.status_code for a in answers] == [
+        *(401, 401, 400, 422, 422, 415, 413, 403, 403, 404),
+        *(202, 202, 409, 202, 202, 202, 202, 429, 429),
+    ]
+    for answer in answers:
+        if answer.status_code >= 400:
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["status"] == answer.status_code
+    assert answers[10].json()["request_id"] == answers[11].json()["request_id"]
+    assert [answers[n].json()["field"] for n in (3, 4, 6, 7, 8)] == [
+        "seat",
+        "course_id",
+        "body",
+        "student_id",
+        "priority",
+    ]
+    assert answers[0].headers["www-authenticate"].startswith("Bearer ")
+    assert "retry-after" in answers[-1].headers
 
 
 def _count(route: str, status: str) -> float:
@@ -92,8 +126,8 @@ def _count(route: str, status: str) -> float:
     return REGISTRY.get_sample_value("courseflow_http_request_duration_seconds_count", labels) or 0.0
 
 
-def test_the_fast_lane_times_its_answers_by_route_and_answers_503_while_draining(settings: Settings) -> None:
-    with serving(settings, fast=True) as client:
+def test_enrollments_are_timed_by_route_and_answered_503_while_draining(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
         assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}).status_code == 201
         before = _count("/enroll", "2xx"), _count("/api/v1/enrollments", "4xx"), _count("/enroll", "5xx")
         body = {"course_id": 1, "student_id": 1, "idempotency_key": "a"}
@@ -108,13 +142,8 @@ def test_the_fast_lane_times_its_answers_by_route_and_answers_503_while_draining
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-lane", "routing"])
-def test_an_unforeseen_error_in_an_enrollment_is_a_problem_500_without_details(settings: Settings, fast: bool) -> None:
-    app = create_app(settings)
-    assert isinstance(app, CourseFlow)
-    if not fast:
-        app.express = None
-    with TestClient(app, raise_server_exceptions=False) as client:
+def test_an_unforeseen_error_in_an_enrollment_is_a_problem_500_without_details(settings: Settings) -> None:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
 
         async def broken(*_: object, **__: object) -> None:
             raise RuntimeError("secret internals")
