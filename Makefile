@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := redis-server wrk postgresql postgresql-contrib chromium
 
-.PHONY: install system-packages run test lint format services-up services-down bench bench-ab clean
+.PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster lint format services-up services-down bench bench-ab clean
 
 install: system-packages $(VENV)/.installed
 
@@ -41,8 +41,25 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 run: install
 	$(BIN)/courseflow run
 
+# Every tier, with the coverage of courseflow and projections (subprocesses included) printed and gated.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
+
+# No server at all: seconds, for every edit.
+test-unit: install
+	$(BIN)/pytest tests/unit -q
+
+test-integration: install
+	$(BIN)/pytest -m integration -q
+
+test-browser: install
+	$(BIN)/pytest tests/browser -q
+
+test-fault: install
+	$(BIN)/pytest tests/fault -q
+
+test-cluster: install
+	$(BIN)/pytest tests/cluster -q
 
 lint: install
 	$(BIN)/ruff check .
@@ -73,5 +90,5 @@ clean:
 	-@if [ -x $(BIN)/courseflow ]; then $(BIN)/courseflow services down; fi
 	-@target=$$(readlink .courseflow/postgres 2>/dev/null); \
 	case "$$target" in /var/tmp/courseflow-*/postgres) rm -rf "$${target%/postgres}";; esac
-	rm -rf $(VENV) .courseflow .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .courseflow .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,4 +1,8 @@
-"""Real PostgreSQL and Redis for every test: given URLs, else containers, else local servers."""
+"""Real PostgreSQL and Redis for every test that asks: given URLs, else containers, else local servers.
+
+Each folder of tests is a tier, marked by its name (`pytest -m unit`); the servers are session fixtures
+started only when a test of another tier first asks for them.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,21 @@ from courseflow.http.app import create_app
 from courseflow.platform.config import LocalSettings, PostgresSettings, RedisSettings, Settings, WorkerSettings
 from projections.projector import Projector
 from tests.helpers import wait_until
+
+TIERS = ("unit", "integration", "browser", "fault", "cluster")
+# Fixtures that start a server: a unit test that asks for one is a mistake found at collection.
+SERVER_FIXTURES = frozenset({"servers", "redis_cluster", "replica", "api_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier; a test outside every tier folder is an integration test."""
+    root = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(root).parts[0]
+        tier = folder if folder in TIERS else "integration"
+        item.add_marker(tier)
+        if tier == "unit" and SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid} asks for a server: it belongs in tests/integration")
 
 
 class Servers(msgspec.Struct, frozen=True, kw_only=True):

@@ -62,6 +62,9 @@ def cluster_options(url: str) -> dict[str, Any]:
         options.pop(name, None)
     if options.pop("connection_class", None) is not None:  # parse_url's sign of rediss://
         options["ssl"] = True
+    # A cluster has database 0 only: `/0` is what REDIS_URL says anyway, another number cannot be had.
+    if int(options.pop("db", 0) or 0) != 0:
+        raise UnsupportedOption("REDIS_URL: a Redis Cluster has database 0 only")
     # Both cluster clients take the same options; the async one names them all.
     accepted = inspect.signature(AsyncRedisCluster).parameters
     unknown = sorted(set(options) - set(accepted))

@@ -18,7 +18,7 @@ from tests import failover
 from tests.cluster.conftest import cluster_env
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.helpers import Conn, decided_count, wait_projected, wait_until
-from tests.test_cli import courseflow, server_env
+from tests.integration.test_cli import courseflow, server_env
 
 # redis-py's cluster client drops its connection objects to a dead node without closing them: their sockets
 # are reclaimed by the garbage collector, which pytest reports. Nothing of ours leaks.

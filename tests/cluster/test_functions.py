@@ -14,7 +14,7 @@ from courseflow.platform.config import Settings
 from courseflow.platform.functions import AsyncFunctions, Functions
 from courseflow.platform.library import RaiseHorizon
 from tests.cluster.conftest import cluster_client
-from tests.test_ratelimit import (
+from tests.integration.test_limits import (
     test_a_limited_student_gets_429_and_slows_no_one_else,
     test_enrollments_count_against_the_callers_write_limit_at_the_gate_refused_bodies_too,
 )

@@ -101,3 +101,9 @@ def test_an_option_a_cluster_cannot_take_is_refused_not_dropped() -> None:
         redis_clients.cluster_options("redis://127.0.0.1:1/0?retry_on_timeout=yes")
     with pytest.raises(redis_clients.UnsupportedOption, match="Unix socket"):
         redis_clients.cluster_options("unix:///run/redis.sock")
+
+
+def test_a_cluster_takes_database_zero_only() -> None:
+    assert "db" not in redis_clients.cluster_options("redis://u:p@127.0.0.1:1/0")
+    with pytest.raises(redis_clients.UnsupportedOption, match="database 0 only"):
+        redis_clients.cluster_options("redis://u:p@127.0.0.1:1/3")

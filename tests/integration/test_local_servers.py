@@ -20,7 +20,7 @@ from courseflow.eventstore import migrations
 from courseflow.platform import config, functions
 from courseflow.platform.config import Settings
 from courseflow.platform.library import TrimRequests
-from tests.test_cli import courseflow
+from tests.integration.test_cli import courseflow
 
 _HAVE_BINARIES = shutil.which("redis-server") is not None and (
     any(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")) or shutil.which("pg_ctl") is not None

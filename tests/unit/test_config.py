@@ -19,7 +19,7 @@ from courseflow.platform.config import (
 )
 from tests import containers
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # Read by a library from the environment itself, neither by Settings nor by a call of ours.
 READ_BY_LIBRARIES = {"OTEL_EXPORTER_OTLP_ENDPOINT"}
 

@@ -18,7 +18,7 @@ from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, stream_entries, wait_decided, wait_projected, wait_until
-from tests.test_cli import courseflow, server_env
+from tests.integration.test_cli import courseflow, server_env
 from tests.trust import bearer, secured
 
 PARTITIONS = Keys(partitions=DEFAULT_PARTITIONS)

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import courseflow_local as services
-import msgspec
 import pytest
 import redis
 from starlette.testclient import TestClient
 
-from courseflow import check
 from courseflow.http.app import create_app
-from courseflow.http.auth import DEVELOPER
-from courseflow.intake import accepted
-from courseflow.intake.accept import key_owner
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
-from tests.helpers import CLOSED_PORT_REDIS, Conn, create_course, enroll, wait_decided, wait_until
+from tests.helpers import Conn, create_course, enroll, wait_decided
+
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def queued(rds: redis.Redis) -> int:
@@ -232,19 +225,6 @@ def test_an_unforeseen_error_is_a_problem_500_without_details(settings: Settings
     assert "secret internals" not in response.text
 
 
-def test_each_partitions_keys_share_one_cluster_slot_and_partitions_spread() -> None:
-    from redis.crc import key_slot
-
-    slots = set()
-    for course_id in range(1, DEFAULT_PARTITIONS + 1):
-        k = Keys(partitions=DEFAULT_PARTITIONS).of_course(course_id)
-        keys = [k.courses, k.idempotency("7", "k"), k.requests, k.priority_set(course_id), k.pending_index]
-        keys += [k.priorities, k.priority_versions, k.accepted, k.dead_letters]
-        (slot,) = {key_slot(key.encode()) for key in keys}  # every script and MULTI stays in one slot
-        slots.add(slot)
-    assert len(slots) == DEFAULT_PARTITIONS
-
-
 def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(
     client: TestClient, db: Conn, start_workers: StartWorkers
 ) -> None:
@@ -263,150 +243,3 @@ def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(
     assert [c["course_id"] for c in client.get("/metrics").json()["courses"]] == [1, 2]
     assert client.get("/api/v1/courses/2").status_code == 200
     assert client.patch("/api/v1/courses/2", json={"capacity": 6}).status_code == 200
-
-
-def test_a_course_created_while_redis_is_down_works_once_it_is_back(
-    settings: Settings, client: TestClient, db: Conn
-) -> None:
-    body = {"course_id": 4, "capacity": 2}
-    with TestClient(
-        create_app(
-            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
-        )
-    ) as down:
-        assert down.post("/api/v1/courses", json=body).status_code == 201
-        assert down.get("/api/v1/courses/4").status_code == 200
-        assert down.post("/enroll", json={"student_id": 1, "course_id": 4, "idempotency_key": "k"}).status_code == 503
-    # Redis is reachable again: no second POST, intake learns the course from PostgreSQL.
-    assert enroll(client, 1, 4)["status"] == "queued"
-
-
-class PrivateRedis:
-    """A Redis of one test's own, on a free loopback port, that the test may kill and start again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port = services.free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._data_dir = data_dir
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
-        self._proc = subprocess.Popen([*argv, "--dir", str(self._data_dir)], stdout=subprocess.DEVNULL)
-        with redis.Redis(port=self.port) as probe:
-            wait_until(lambda: _answers(probe), timeout=10, what="the private Redis")
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
-def test_redis_killed_between_the_two_steps_of_a_course_creation(
-    settings: Settings, db: Conn, private_redis: PrivateRedis
-) -> None:
-    """PostgreSQL has committed the course; Redis dies before intake learns it: it works once Redis is back."""
-    with TestClient(
-        create_app(
-            msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=private_redis.url))
-        )
-    ) as client:
-        svc = client.app.state.services  # type: ignore[attr-defined]
-        register = svc.register_courses
-
-        def killed_first(course_ids: list[int]) -> None:
-            # Intake learns a course only once it is committed: a worker must be able to see it.
-            assert db.execute("SELECT count(*) FROM courses").fetchone() == (1,)
-            private_redis.kill()
-            register(course_ids)
-
-        svc.register_courses = killed_first
-        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 201
-        svc.register_courses = register
-        private_redis.start()  # back, and empty: it kept nothing
-        body = {"student_id": 1, "course_id": 4, "idempotency_key": "k"}
-        # As a client does after a 503 with Retry-After: the same request again (a pooled connection may be stale).
-        wait_until(lambda: client.post("/enroll", json=body).status_code == 202, timeout=10, what="a 202")
-        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 409
-
-
-def test_intake_relearns_a_course_redis_forgot(client: TestClient, rds: redis.Redis) -> None:
-    create_course(client, 1, 5)
-    rds.delete(KEYS.courses)  # e.g. Redis restored from an older snapshot
-    assert enroll(client, 1, 1)["status"] == "queued"
-    assert rds.sismember(KEYS.courses, "1")
-
-
-def test_a_new_course_reads_back_at_once(settings: Settings) -> None:
-    """No projector runs here: the answer comes from the write model until the read model has it."""
-    with TestClient(create_app(settings)) as client:
-        assert client.post("/api/v1/courses", json={"course_id": 3, "capacity": 7, "title": "Logic"}).status_code == 201
-        shown = client.get("/api/v1/courses/3")
-        assert shown.status_code == 200
-        assert (shown.json()["title"], shown.json()["capacity"], shown.json()["seats_taken"]) == ("Logic", 7, 0)
-        assert client.get("/api/v1/courses/3/waitlist").json()["waitlist_length"] == 0
-
-
-def _idempotency_key(owner: str, key: str) -> str:
-    return Keys(partitions=DEFAULT_PARTITIONS).of_idempotency(owner, key).idempotency(owner, key)
-
-
-def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: redis.Redis, projector: object) -> None:
-    with TestClient(
-        create_app(
-            msgspec.structs.replace(settings, queue=msgspec.structs.replace(settings.queue, idempotency_ttl_s=1))
-        )
-    ) as client:
-        create_course(client, 1, 5)
-        first = enroll(client, 1, 1, key="once")
-        assert enroll(client, 1, 1, key="once")["request_id"] == first["request_id"]  # inside the window
-        wait_until(
-            lambda: rds.exists(_idempotency_key(key_owner(DEVELOPER.role, DEVELOPER.sub, 1), "once")) == 0,
-            timeout=10,
-            what="the key to expire",
-        )
-        assert enroll(client, 1, 1, key="once")["request_id"] != first["request_id"]
-    findings = {f.check: f for f in check.run(settings)}
-    accounted = findings["every accepted request is decided or pending"]
-    assert accounted.ok and accounted.detail.startswith("2 accepted"), accounted.detail
-    # A request lost after its key expired is still noticed: the count of accepted requests says so.
-    rds.hdel(KEYS.pending_index, first["request_id"])
-    lost = {f.check: f for f in check.run(settings)}["every accepted request is decided or pending"]
-    assert not lost.ok and "1 LOST" in lost.detail
-
-
-def test_a_lost_accepted_count_starts_again_from_every_known_request_in_its_partition(
-    client: TestClient, db: Conn, rds: redis.Redis, settings: Settings, start_workers: StartWorkers
-) -> None:
-    keys = Keys(partitions=DEFAULT_PARTITIONS)
-    for course_id in (1, 2):
-        create_course(client, course_id, 5)
-    enroll(client, 1, 1)
-    start_workers()
-    wait_decided(db, 1)
-    for student in (2, 3):
-        enroll(client, student, 1)  # pending, with the decided one: 3 in course 1's partition
-    enroll(client, 4, 2)
-    rds.delete(*(p.accepted for p in keys.all()))  # e.g. Redis restored from an older snapshot
-    with redis.Redis.from_url(settings.redis.url) as fresh:
-        accepted.start_counting(db, fresh, keys)
-    wait_decided(db, 4)
-    assert int(rds.get(keys.of_course(1).accepted) or 0) == 3
-    assert int(rds.get(keys.of_course(2).accepted) or 0) == 1
-    findings = {f.check: f for f in check.run(settings)}
-    assert findings["every accepted request is decided or pending"].ok

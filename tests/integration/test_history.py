@@ -7,7 +7,7 @@ from starlette.testclient import TestClient
 from courseflow.platform.config import Settings
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, enroll, wait_decided
-from tests.test_cli import courseflow, server_env
+from tests.integration.test_cli import courseflow, server_env
 
 
 def test_course_and_student_history_paginated(client: TestClient, db: Conn, start_workers: StartWorkers) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import cast
 
 import msgspec
@@ -15,7 +14,7 @@ from courseflow import events
 from courseflow.errors import IdempotencyKeyReused, UnknownCourse
 from courseflow.http.auth import DEVELOPER
 from courseflow.intake import queue
-from courseflow.intake.accept import Accepted, Intake, key_owner, new_request_id
+from courseflow.intake.accept import Accepted, Intake, key_owner
 from courseflow.platform import redis_clients
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
@@ -221,15 +220,6 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
 
     assert [a.outcome for a in asyncio.run(around_a_kill())] == ["queued", "queued"]
     assert rds.xlen(KEYS.requests) == 2
-
-
-def test_request_ids_are_random_version_4_uuids() -> None:
-    drawn = [new_request_id() for _ in range(2000)]
-    assert len(set(drawn)) == len(drawn)
-    for text in drawn:
-        parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
-    assert {text[19] for text in drawn} == set("89ab")  # every variant nibble occurs: the bits are random
 
 
 def test_the_redis_requirement_admits_only_clients_with_what_the_held_connection_uses() -> None:

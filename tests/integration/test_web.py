@@ -1,5 +1,5 @@
 """The web pages as the server sends them: public HTML and modules held to this origin, calling only the public v1
-API (their behaviour in a browser is tests/test_pages.py)."""
+API (their behaviour in a browser is tests/browser/test_pages.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from starlette.testclient import TestClient
 
 from courseflow.http.app import create_app
 from courseflow.platform.config import Settings
-from tests.test_docs import directives, links
 from tests.trust import secured
+from tests.unit.test_docs import directives, links
 
 PAGES = ["/", "/board"]
-STATIC = Path(__file__).parent.parent / "courseflow" / "http" / "web" / "static"
+STATIC = Path(__file__).parents[2] / "courseflow" / "http" / "web" / "static"
 
 
 @pytest.fixture

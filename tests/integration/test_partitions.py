@@ -18,7 +18,7 @@ from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
 from tests.conftest import StartWorkers
 from tests.helpers import Conn, create_course, decided_count, enroll, wait_until
-from tests.test_cli import courseflow, server_env
+from tests.integration.test_cli import courseflow, server_env
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS)
 

@@ -123,19 +123,3 @@ def test_with_tracing_off_entries_carry_no_trace_fields(client: TestClient, rds:
     enroll(client, 1, 1)
     ((_, fields),) = stream_entries(rds, KEYS.requests)
     assert set(fields) == {b"request"}
-
-
-def test_configure_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
-    assert tracing.configure("courseflow-test") is None and tracing.tracer() is None
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "enrollment-api")
-    try:
-        provider = tracing.configure("courseflow-api")
-        assert provider is not None and tracing.tracer() is not None
-        assert provider.resource.attributes["service.name"] == "enrollment-api"
-    finally:
-        tracing.shutdown()
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
-    with pytest.raises(SystemExit, match="zipkin"):
-        tracing.configure("courseflow-api")

@@ -9,7 +9,6 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,13 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from courseflow.events import CapacityChanged
-from courseflow.eventstore import store
-from courseflow.eventstore.eventlog import Checkpoint, Recorded, Tail
 from courseflow.platform.config import Settings
-from projections.feed import APPLICATION_NAME, Ended, Feed
+from projections.feed import APPLICATION_NAME
 from projections.projector import Projector
-from projections.refusals import FeedClosing
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.helpers import wait_until
 from tests.trust import SECRET, bearer, secured
@@ -164,13 +159,6 @@ def test_waitlisted_then_promoted_live_and_a_resume_gets_exactly_what_was_missed
                     second,
                 )
             await http.delete(f"/api/v1/enrollments/{second}")
-            for bad in (b"x", b"\xb3", b"-1", b"9" * 5000):
-                headers = [(b"Accept", b"text/event-stream"), (b"Last-Event-ID", bad)]
-                unreadable = await http.get(f"/api/v1/enrollments/{third}/events", headers=headers)
-                assert (unreadable.status_code, unreadable.json()["field"]) == (400, "Last-Event-ID"), bad[:8]
-            # An id past the end of the log (a log restored from a backup) starts afresh, never silently.
-            async with sse(http, f"/api/v1/enrollments/{third}/events", **{"Last-Event-ID": "999999999"}) as fresh:
-                assert (await fresh.next()).type == "status"
             resumed = {"Last-Event-ID": str(waitlisted.id)}
             async with sse(http, f"/api/v1/enrollments/{third}/events", **resumed) as thirds:
                 missed = await thirds.next()
@@ -185,6 +173,33 @@ def test_waitlisted_then_promoted_live_and_a_resume_gets_exactly_what_was_missed
                 ("WaitlistPromoted", missed.id),
                 ("EnrollmentDropped", dropped.id),
             ]
+
+    asyncio.run(scenario())
+
+
+def test_a_last_event_id_that_is_no_position_is_a_400_naming_it(api_server: str, projector: Projector) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            request_id = await enroll(http, 1, 1)
+            for bad in (b"x", b"\xb3", b"-1", b"9" * 5000):
+                headers = [(b"Accept", b"text/event-stream"), (b"Last-Event-ID", bad)]
+                unreadable = await http.get(f"/api/v1/enrollments/{request_id}/events", headers=headers)
+                assert (unreadable.status_code, unreadable.json()["field"]) == (400, "Last-Event-ID"), bad[:8]
+
+    asyncio.run(scenario())
+
+
+def test_a_last_event_id_past_the_end_of_the_log_starts_afresh(api_server: str, projector: Projector) -> None:
+    """A log restored from a backup: the stream starts again from the status, never silently."""
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            request_id = await enroll(http, 1, 1)
+            past = {"Last-Event-ID": "999999999"}
+            async with sse(http, f"/api/v1/enrollments/{request_id}/events", **past) as fresh:
+                assert (await fresh.next()).type == "status"
 
     asyncio.run(scenario())
 
@@ -246,7 +261,7 @@ def test_a_registrar_follows_a_course_its_events_and_counts(
     asyncio.run(scenario())
 
 
-def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
+def test_a_websocket_pushes_the_same_messages_as_the_event_stream(
     api_server: str, start_workers: StartWorkers, projector: Projector
 ) -> None:
     start_workers()
@@ -269,6 +284,23 @@ def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
             assert [m.type for m in pushed] == ["status", "waitlisted", "promoted"]
             assert framed == [m.data for m in pushed]
             assert all(f["type"] == m.type and f["id"] == m.id for f, m in zip(framed, pushed, strict=True))
+
+    asyncio.run(scenario())
+
+
+def test_a_websocket_replays_a_courses_log_from_a_position_then_its_counts(
+    api_server: str, start_workers: StartWorkers, projector: Projector
+) -> None:
+    start_workers()
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=api_server, timeout=10) as http:
+            await new_course(http, 1, 1, LATER)
+            _, second = [await enroll(http, s, 1) for s in (1, 2)]
+            async with sse(http, f"/api/v1/enrollments/{second}/events") as stream:
+                await stream.next()
+                await open_now(http, 1)
+                await stream.until("waitlisted")
             history = (await http.get("/api/v1/courses/1/events")).json()["events"]
             # As a browser would send its token (auth is off here): the subprotocol is chosen, or browsers hang up.
             offered = [Subprotocol("bearer"), Subprotocol("a.token")]
@@ -280,17 +312,23 @@ def test_a_websocket_pushes_the_same_messages_and_resumes_after_a_position(
             # The course's whole log from position 0, then its counts as of the last.
             assert [f["event"] for f in replayed[:-1]] == history
             assert (replayed[-1]["type"], replayed[-1]["id"]) == ("counts", history[-1]["position"])
-            for query, field in (
-                ("request_id=nope", "request_id"),
-                ("after=3", "request_id"),
-                ("course_id=0", "course_id"),
-            ):
-                async with connect(ws_url(api_server, query), proxy=None, open_timeout=10) as ws:
-                    refused = await frame(ws)
-                    assert (refused["type"], refused["status"], refused["field"]) == ("error", 422, field)
-                    with pytest.raises(ConnectionClosed) as closed:
-                        await asyncio.wait_for(ws.recv(), 10)
-                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+    asyncio.run(scenario())
+
+
+def test_a_websocket_with_a_bad_query_gets_a_422_naming_the_field_then_a_1008_close(api_server: str) -> None:
+    async def scenario() -> None:
+        for query, field in (
+            ("request_id=nope", "request_id"),
+            ("after=3", "request_id"),
+            ("course_id=0", "course_id"),
+        ):
+            async with connect(ws_url(api_server, query), proxy=None, open_timeout=10) as ws:
+                refused = await frame(ws)
+                assert (refused["type"], refused["status"], refused["field"]) == ("error", 422, field)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
     asyncio.run(scenario())
 
@@ -390,44 +428,6 @@ def test_a_student_holds_a_bounded_share_of_streams_each_ending_with_its_token(
                 # Its place is free again.
                 async with sse(http, path, **lasting) as again:
                     assert (await again.next()).type == "status"
-
-    asyncio.run(scenario())
-
-
-def _changed(position: int, course_id: int = 1) -> Recorded:
-    event = CapacityChanged(course_id=course_id, capacity=position, previous=position - 1)
-    return Recorded(position, position, store.course_stream(course_id), position, datetime.now(UTC), event)
-
-
-async def _nothing_read(after: Checkpoint, limit: int) -> Tail:
-    raise AssertionError("the fan-out reads nothing itself")
-
-
-def test_a_subscriber_that_falls_behind_is_ended_while_the_others_keep_receiving() -> None:
-    async def scenario() -> None:
-        feed = Feed("postgresql://unused", _nothing_read, buffer=3)
-        slow, fast, elsewhere = feed.subscribe(course_id=1), feed.subscribe(course_id=1), feed.subscribe(course_id=2)
-        received = []
-        for position in range(1, 11):
-            feed.dispatch([_changed(position)])
-            item = await asyncio.wait_for(fast.next(), 5)
-            assert isinstance(item, Recorded)
-            received.append(item.position)
-        assert received == list(range(1, 11))
-        # Three items behind was still fine; the fourth ended it, and what it had buffered is dropped.
-        assert await asyncio.wait_for(slow.next(), 5) == Ended("overflow")
-        assert slow not in feed.subscriptions() and {fast, elsewhere} <= set(feed.subscriptions())
-        feed.dispatch([_changed(11, course_id=2)])
-        assert feed.position == Checkpoint(11, 11)
-        # Shutdown, from another thread as a signal handler would: every stream ends, none may start.
-        closer = threading.Thread(target=feed.close)
-        closer.start()
-        closer.join(timeout=5)
-        assert await asyncio.wait_for(fast.next(), 5) == Ended("shutdown")
-        assert await asyncio.wait_for(elsewhere.next(), 5) == Ended("shutdown")
-        assert feed.subscriptions() == []
-        with pytest.raises(FeedClosing):
-            feed.subscribe(course_id=1)
 
     asyncio.run(scenario())
 

@@ -15,7 +15,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from courseflow.platform import functions
 from courseflow.platform.config import Settings
 from tests import failover
-from tests.test_cli import courseflow
+from tests.integration.test_cli import courseflow
 
 Cluster = services.LocalCluster
 

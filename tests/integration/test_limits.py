@@ -11,16 +11,14 @@ from pathlib import Path
 import courseflow_local as services
 import httpx2 as httpx
 import msgspec
-import pytest
 import redis
 from starlette.testclient import TestClient
 
 from courseflow.http.app import create_app
-from courseflow.http.limits import Policy
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
 from tests.helpers import wait_until
-from tests.test_cli import server_env
+from tests.integration.test_cli import server_env
 from tests.trust import SECRET, bearer, secured
 
 
@@ -99,14 +97,6 @@ def test_a_refused_hit_counts_on_no_limit_and_says_when_to_come_back(settings: S
     for limit in ("registrar:2/10s", "registrar:50/3600s"):
         counter = keys.rate_limit("registrar:registrar", limit)
         assert int(rds.hget(counter, "current") or 0) + int(rds.hget(counter, "previous") or 0) == 2, limit
-
-
-def test_each_limit_of_a_policy_has_its_own_name_in_the_headers() -> None:
-    policy = Policy("student-writes", "10/second;100/minute")
-    assert policy.header == '"student-writes-1";q=10;w=1, "student-writes-2";q=100;w=60'
-    assert Policy("registrar", "off").items == []
-    with pytest.raises(SystemExit, match="RATE_LIMIT_REGISTRAR"):
-        Policy("registrar", "lots")
 
 
 def test_development_mode_limits_each_client_address(settings: Settings) -> None:
