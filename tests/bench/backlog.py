@@ -37,6 +37,7 @@ async def _fill(env: Mapping[str, str], courses: Sequence[int], count: int, tag:
         for n in range(start, count, CONCURRENCY):
             # One student per request, so none is rejected as a duplicate.
             accepted = await intake.accept(
+                f"{DEVELOPER.role}:{DEVELOPER.sub}",
                 key_owner(DEVELOPER.role, DEVELOPER.sub, n + 1),
                 n + 1,
                 courses[n % len(courses)],
