@@ -3,7 +3,8 @@
 Run it against one checkout at a time (PYTHONPATH) and alternate: `python -m tests.bench.enroll_shape URL N C`
 times N enrollments, C at a time, through `Limiter` and `Intake` on the Redis at URL, and prints requests/s and
 the median and 99th-percentile latency. It drives whichever enroll path the checkout has: one script taking the
-rate limit, the key and the queue together (before), or the gate's rate limit then the two intake steps (now).
+rate limit, the key and the queue together (before), the gate's rate limit then the two intake steps, or the
+intake's two calls: the rate limit with the key, then the queue (now).
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ async def run(url: str, count: int, concurrency: int) -> tuple[float, float, flo
     limiter: Any = Limiter(settings, client)
     who = subject(DEVELOPER)
     one_script = hasattr(intake, "takes_rate_limits")
+    admits = hasattr(limiter, "limits")  # the rate limit taken with the key
     latencies: list[float] = []
 
     async def enroll(n: int) -> None:
         started = time.perf_counter()
         if one_script:
             done = await intake.accept(DEVELOPER, n, 1, f"k{n}", 0, limiter.windows(who, "POST"))
+        elif admits:
+            owner = accept.key_owner(DEVELOPER.role, DEVELOPER.sub, n)
+            done = await intake.accept(who.caller, owner, n, 1, f"k{n}", 0, limiter.limits(who, "POST"))
         else:
             await limiter.hit(who, "POST")
             done = await intake.accept(accept.key_owner(DEVELOPER.role, DEVELOPER.sub, n), n, 1, f"k{n}", 0)
