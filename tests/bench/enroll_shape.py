@@ -2,9 +2,10 @@
 
 Run it against one checkout at a time (PYTHONPATH) and alternate: `python -m tests.bench.enroll_shape URL N C`
 times N enrollments, C at a time, through `Limiter` and `Intake` on the Redis at URL, and prints requests/s and
-the median and 99th-percentile latency. It drives whichever enroll path the checkout has: one script taking the
-rate limit, the key and the queue together (before), the gate's rate limit then the two intake steps, or the
-intake's two calls: the rate limit with the key, then the queue (now).
+the median and 99th-percentile latency (and, on stderr, the client's CPU per enrollment). It drives whichever
+enroll path the checkout has: one script taking the rate limit, the key and the queue together (before), the
+gate's rate limit then the two intake steps, or the intake's two calls: the rate limit with the key, then the
+queue (now). Outside a checkout's folder (e.g. a copy in /tmp): `tests/bench/limits.py` would hide the library.
 """
 
 from __future__ import annotations
