@@ -5,7 +5,7 @@ times N enrollments, C at a time, through `Limiter` and `Intake` on the Redis at
 the median and 99th-percentile latency (and, on stderr, the client's CPU per enrollment). It drives whichever
 enroll path the checkout has: one script taking the rate limit, the key and the queue together (before), the
 gate's rate limit then the two intake steps, or the intake's two calls: the rate limit with the key, then the
-queue (now). Outside a checkout's folder (e.g. a copy in /tmp): `tests/bench/limits.py` would hide the library.
+queue (now). Run by path, it needs a copy outside `tests/bench/`, whose `limits.py` would hide the library.
 """
 
 from __future__ import annotations
