@@ -167,36 +167,3 @@ class CoalescedCalls(_Batches[RoutedCall]):
 
 # What a cluster master answers for a slot it does not serve (any more, or not yet).
 _MOVED = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
-
-
-CommandCall = tuple[tuple[Any, ...], dict[str, Any]]
-
-
-class CoalescedClient(aioredis.Redis):
-    """A client whose concurrent commands go out together, one pipeline per batch.
-
-    For many small independent commands from concurrent requests, such as rate-limit hits. Not for
-    blocking commands, transactions or pub/sub: use a plain client for those.
-    """
-
-    def __init__(self, connection_pool: aioredis.ConnectionPool) -> None:
-        super().__init__(connection_pool=connection_pool)
-        self._batches = _CommandBatches(self)
-
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        return await self._batches.submit((args, options))
-
-
-class _CommandBatches(_Batches[CommandCall]):
-    def __init__(self, client: aioredis.Redis) -> None:
-        super().__init__()
-        self._client = client
-
-    async def submit(self, call: CommandCall) -> Any:
-        return await self._submit(call)
-
-    async def _send(self, calls: list[CommandCall]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for args, options in calls:
-                pipe.execute_command(*args, **options)
-            return await pipe.execute(raise_on_error=False)

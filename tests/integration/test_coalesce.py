@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from courseflow.platform import redis_clients
-from courseflow.platform.coalesce import CoalescedCalls, CoalescedClient, NotReplicated, Replicas
+from courseflow.platform.coalesce import CoalescedCalls, NotReplicated, Replicas
 from courseflow.platform.config import Settings
 from tests.conftest import Servers
 
@@ -75,21 +75,6 @@ def test_a_failing_call_fails_only_its_caller(settings: Settings) -> None:
     replies = asyncio.run(crowd())
     assert isinstance(replies[7], redis.ResponseError) and "not an integer" in str(replies[7])
     assert [r for i, r in enumerate(replies) if i != 7] == [i for i in range(20) if i != 7]
-
-
-def test_a_client_s_concurrent_commands_share_round_trips_and_keep_their_errors(
-    servers: Servers, settings: Settings
-) -> None:
-    async def crowd(client: Any) -> list[Any]:
-        coalesced = CoalescedClient(client.connection_pool)
-        await client.rpush("a-list", "x")
-        hits = [coalesced.incr(f"c{i}") for i in range(300)] + [coalesced.incr("a-list")]
-        return await asyncio.gather(*hits, return_exceptions=True)
-
-    replies, round_trips = measured(servers, settings, crowd)
-    assert replies[:300] == [2] * 300
-    assert isinstance(replies[300], redis.ResponseError) and "WRONGTYPE" in str(replies[300])
-    assert round_trips < 40, round_trips  # 302 without coalescing (the RPUSH is the test's own)
 
 
 @pytest.mark.parametrize("failing", [False, True])
