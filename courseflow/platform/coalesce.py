@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.typing import EncodableT, KeyT
 
-from courseflow.platform import redis_clients
+from courseflow.platform import redis_adapter, redis_clients
 from courseflow.platform.redis_clients import AsyncRedis
 
 Call = TypeVar("Call")
@@ -150,7 +150,7 @@ class CoalescedCalls(_Batches[RoutedCall]):
 
         await asyncio.gather(*(on_node(node.host, node.port, indexes) for node, indexes in by_node.values()))
         if any(isinstance(reply, NotReplicated) for reply in replies):
-            await cluster.nodes_manager.initialize()  # a failover may have moved slots: read the map again
+            await redis_adapter.reread_slot_map(cluster)  # a failover may have moved slots
         return replies
 
     def _master(self, cluster: AsyncRedisCluster, host: str, port: int) -> aioredis.Redis:
