@@ -116,8 +116,8 @@ class Decider:
                     outcome.deferred |= {a.request.request_id for a in batch}
             # Read after taking the locks: everything a previous holder decided is committed by now.
             prefixes = queue.pending_through(self.redis, self.keys, open_now, self.limit)
-            incomplete = {course_id for course_id, (_, complete) in prefixes.items() if not complete}
-            plans = [(locked[course_id], raw) for course_id, (raw, _) in prefixes.items()]
+            incomplete = {course_id for course_id, prefix in prefixes.items() if not prefix.reaches_all}
+            plans = [(locked[course_id], prefix.members) for course_id, prefix in prefixes.items()]
             also = [a.request.request_id for course, _ in plans for a in by_course[course.state.course_id]]
             outcome.add(self._decide(cur, plans, also))
         _observe(outcome.recorded, began)

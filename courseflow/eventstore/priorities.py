@@ -6,6 +6,7 @@ import msgspec
 
 from courseflow.events import StudentPriorityChanged
 from courseflow.eventstore import store
+from courseflow.platform.library import Grant
 
 
 def student_stream(student_id: int) -> str:
@@ -44,14 +45,14 @@ def grant(cur: store.Cursor, student_id: int, priority: int, actor: str) -> Gran
     return Granted(student_id=student_id, priority=priority, previous=previous, version=version)
 
 
-def granted(conn: store.Conn, within_s: float | None = None) -> list[tuple[int, int, int]]:
-    """(student, priority, version) of every grant, or of those changed in the last `within_s` seconds."""
+def granted(conn: store.Conn, within_s: float | None = None) -> list[Grant]:
+    """Every grant, or those changed in the last `within_s` seconds."""
     rows = conn.execute(
         "SELECT student_id, priority, version FROM student_priorities WHERE version > 0"
         " AND (%(s)s::float8 IS NULL OR updated_at > now() - make_interval(secs => %(s)s))",
         {"s": within_s},
     ).fetchall()
-    return [(student, priority, version) for student, priority, version in rows]
+    return [Grant(student, priority, version) for student, priority, version in rows]
 
 
 def of(conn: store.Conn, student_id: int) -> int:

@@ -29,6 +29,7 @@ from courseflow.platform import redis_clients
 from courseflow.platform.coalesce import NotReplicated, Replicas
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
+from courseflow.platform.library import Grant
 
 # What says a server is unreachable (not that a request was wrong): answered 503, with Retry-After.
 # NotReplicated: queued, but not yet on enough replicas to survive a failover; the client retries.
@@ -160,7 +161,7 @@ class Services:
     def register_courses(self, course_ids: list[int]) -> None:
         queue.register_courses(self.redis_sync, self.keys, course_ids)
 
-    def grant_priorities(self, granted: list[tuple[int, int, int]]) -> None:
+    def grant_priorities(self, granted: list[Grant]) -> None:
         queue.grant_priorities(self.redis_sync, self.keys, granted)
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from courseflow.http.gate import principal
 from courseflow.http.operations import operation, path_params
 from courseflow.http.payloads import PriorityGrant, StudentPath
 from courseflow.http.problems import Unavailable
+from courseflow.platform.library import Grant
 
 
 @operation(
@@ -42,7 +43,7 @@ async def set_priority(request: Request) -> Response:
     # After COMMIT: intake never applies a priority the record does not hold. Should Redis fail here, every
     # API process re-applies recent grants every few seconds (api._keep_priorities_applied), newest version wins.
     try:
-        await run_in_threadpool(svc.grant_priorities, [(student_id, granted.priority, granted.version)])
+        await run_in_threadpool(svc.grant_priorities, [Grant(student_id, granted.priority, granted.version)])
     except redis.RedisError:
         raise Unavailable(
             "the priority is recorded; intake applies it within seconds of Redis being reachable again"

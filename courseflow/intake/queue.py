@@ -18,7 +18,7 @@ from courseflow.domain import Pending, StreamId
 from courseflow.platform import functions
 from courseflow.platform.functions import Functions
 from courseflow.platform.keys import Keys, PartitionKeys
-from courseflow.platform.library import Grant, GrantPriorities, PendingThrough, RetryDeadLetter, TrimRequests
+from courseflow.platform.library import Grant, GrantPriorities, PendingThrough, Prefix, RetryDeadLetter, TrimRequests
 from courseflow.platform.redis_clients import SyncRedis, is_cluster
 
 GROUP = "deciders"
@@ -67,32 +67,24 @@ def register_courses(client: SyncRedis, keys: Keys, course_ids: Sequence[int]) -
         pipe.execute()
 
 
-def grant_priorities(client: SyncRedis, keys: Keys, granted: Sequence[tuple[int, int, int]]) -> None:
-    """Make these (student, priority, version) grants from PostgreSQL the ones intake applies, unless newer ones
-    are: in every partition, as a student's requests may go to any."""
+def grant_priorities(client: SyncRedis, keys: Keys, granted: Sequence[Grant]) -> None:
+    """Make these grants from PostgreSQL the ones intake applies, unless newer ones are: in every partition, as a
+    student's requests may go to any."""
     for start in range(0, len(granted), 1000):
-        grants = [Grant(*grant) for grant in granted[start : start + 1000]]
+        grants = granted[start : start + 1000]
         Functions(client).each([GrantPriorities(p.priorities, p.priority_versions, grants) for p in keys.all()])
 
 
 def pending_through(
     client: SyncRedis, keys: Keys, batches: dict[int, Sequence[bytes]], limit: int
-) -> dict[int, tuple[list[bytes], bool]]:
-    """Per course, everything pending that ranks at or ahead of the course's batch, best first, at most `limit`
-    in all (shared evenly by the courses, at least one each); with room to spare in a course's share, more of
-    its best-ranked (fewer, fuller transactions under a backlog).
+) -> dict[int, Prefix]:
+    """Per course, the pending requests ranked at or ahead of its batch, best first, `limit` shared by the courses.
 
-    Deciding this whole prefix, not just the batch this worker read, keeps the order strict when
-    several workers hold interleaved batches of the same course. Returns, per course, the members
-    and whether they reach the last of the batch (if not, decide them and ask again). One round
-    trip for all the courses. A course with none of the batch pending any more gets nothing. The limit is
-    for all of them, so what a round holds in memory does not grow with the number of courses in a batch,
-    nor with their backlogs.
-    """
+    Deciding this whole prefix, not only the batch a worker read, keeps the order strict when workers hold
+    interleaved batches of one course; the shared limit bounds a round's memory whatever the backlog."""
     share = max(1, limit // max(1, len(batches)))
     calls = [PendingThrough(keys.priority_set(course_id), share, batch) for course_id, batch in batches.items()]
-    prefixes = Functions(client).each(calls)
-    return {cid: (p.members, p.reaches_all) for cid, p in zip(batches, prefixes, strict=True)}
+    return dict(zip(batches, Functions(client).each(calls), strict=True))
 
 
 def top(client: SyncRedis, keys: Keys, course_id: int, count: int) -> list[bytes]:

@@ -13,6 +13,7 @@ from courseflow.eventstore import priorities
 from courseflow.http.app import create_app
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
+from courseflow.platform.library import Grant
 from projections.projector import Projector
 from tests.helpers import CLOSED_PORT_REDIS, Conn, wait_until
 from tests.trust import bearer, secured
@@ -118,6 +119,6 @@ def test_a_grant_made_while_redis_is_down_reaches_intake_once_it_is_back(configu
             wait_until(lambda: rds.hget(KEYS.priorities, "5") == b"90", timeout=10, what="the grant to reach intake")
         assert _enroll(api, configured, 5)["queue_position"] == 1
         # An older grant never overwrites a newer one, however late it is applied.
-        api.app.state.services.grant_priorities([(5, 40, 1)])  # type: ignore[attr-defined]
+        api.app.state.services.grant_priorities([Grant(5, 40, 1)])  # type: ignore[attr-defined]
         with redis.Redis.from_url(configured.redis.url) as rds:
             assert rds.hget(KEYS.priorities, "5") == b"90"
