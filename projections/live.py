@@ -262,7 +262,7 @@ async def _refresh_places(feed: Feed, svc: Sources) -> None:
 
 
 async def _queue_places(svc: Sources, request_ids: list[str]) -> dict[str, int]:
-    return {rid: place for rid, (_, place) in (await svc.intake.pending_positions(request_ids)).items()}
+    return {rid: pending.position for rid, pending in (await svc.intake.pending_positions(request_ids)).items()}
 
 
 async def _refresh_counts(feed: Feed, svc: Sources) -> None:

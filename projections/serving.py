@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
-from courseflow.events import QueuedRequest
 from courseflow.eventstore.store import Conn
+from courseflow.intake.accept import PendingPlace
 from courseflow.platform.config import Settings
 
 P = ParamSpec("P")
@@ -20,9 +20,9 @@ T = TypeVar("T")
 class Queue(Protocol):
     """What the read side asks the request queue: where pending requests stand."""
 
-    async def pending_position(self, request_id: str) -> tuple[QueuedRequest, int] | None: ...
+    async def pending_position(self, request_id: str) -> PendingPlace | None: ...
 
-    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[QueuedRequest, int]]: ...
+    async def pending_positions(self, request_ids: list[str]) -> dict[str, PendingPlace]: ...
 
     async def queue_depths(self, course_ids: list[int]) -> list[int]: ...
 

@@ -53,14 +53,14 @@ async def current(svc: Sources, request_id: str) -> EnrollmentStatus | None:
         return from_row(recorded)
     pending = await svc.intake.pending_position(request_id)
     if pending is not None:
-        req, position = pending
+        req = pending.request
         return EnrollmentStatus(
             request_id=request_id,
             course_id=req.course_id,
             student_id=req.student_id,
             priority=req.priority,
             status="pending",
-            queue_position=position,
+            queue_position=pending.position,
             requested_at=req.requested_at,
         )
     decided = await svc.db(store.request, request_id)

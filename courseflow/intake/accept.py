@@ -54,6 +54,13 @@ def key_owner(role: str, sub: str, student_id: int) -> str:
     return str(student_id) if role == "student" and sub == str(student_id) else f"{role}:{sub}:{student_id}"
 
 
+class PendingPlace(msgspec.Struct, frozen=True):
+    """A pending request and its 1-based place in its course's fairness order."""
+
+    request: QueuedRequest
+    position: int
+
+
 class Accepted(msgspec.Struct, frozen=True):
     outcome: Literal["queued", "replayed"]
     request_id: str
@@ -108,20 +115,10 @@ class Intake:
         priority: int | None,
         limits: Sequence[Limit] = (),
     ) -> Accepted:
-        """Queue a request once per (owner, idempotency key), after counting it against `limits`. `caller`: whose
-        rate limits these are (Keys.caller: the counters must be that caller's); `owner` from `key_owner`.
-        `priority` None: the one the registrar granted the student.
+        """Queue a request once per (owner, idempotency key) within `caller`'s limits; `priority` None: the granted one.
 
-        Two calls, each atomic, the same on a single Redis and on a cluster: take the limits and claim the
-        idempotency key for a new request id (in the caller's slot), then queue that request (in its course's
-        partition), which does nothing for a request id queued before. A retry after a failure between them
-        queues the request the key names, never a second one.
-
-        Raises RateLimitReached (then nothing is claimed), IdempotencyKeyReused for a key used before with another
-        body, UnknownCourse, and NotReplicated when REDIS_WAIT_REPLICAS replicas did not confirm it in time: it
-        may be queued, but a failover could still lose it, so the caller hears 503 and retries with the same
-        idempotency key.
-        """
+        Two atomic calls on every topology, claim the key then queue its request id, so a retry after a failure
+        between them queues the request the key names, never a second one."""
         fingerprint = f"{course_id}:{'' if priority is None else priority}"
         claim_key = self.keys.caller(caller).idempotency(owner, idempotency_key)
         claiming = ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl)
@@ -182,12 +179,12 @@ class Intake:
         # A known key whose request was never queued (its first attempt failed in between) is queued now.
         return Accepted(queued.outcome, request_id, queued.queue_position)
 
-    async def pending_position(self, request_id: str) -> tuple[QueuedRequest, int] | None:
-        """The pending request and its 1-based queue position, or None if it is not pending."""
+    async def pending_position(self, request_id: str) -> PendingPlace | None:
+        """None if the request is not pending."""
         found = await self.pending_positions([request_id])
         return found.get(request_id)
 
-    async def pending_positions(self, request_ids: list[str]) -> dict[str, tuple[QueuedRequest, int]]:
+    async def pending_positions(self, request_ids: list[str]) -> dict[str, PendingPlace]:
         """Those of these requests still pending, with their queue positions: two round trips however many
         requests and partitions (a request id does not say its partition: every partition's index is asked)."""
         if not request_ids:
@@ -209,7 +206,7 @@ class Intake:
                 pipe.zrank(self.keys.priority_set(item.request.course_id), found[request_id])
             ranks = cast(list[int | None], await pipe.execute())
         return {
-            request_id: (item.request, rank + 1)
+            request_id: PendingPlace(item.request, rank + 1)
             for (request_id, item), rank in zip(items.items(), ranks, strict=True)
             if rank is not None
         }
