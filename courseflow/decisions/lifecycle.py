@@ -24,6 +24,13 @@ class ReleaseOutcome(msgspec.Struct, frozen=True):
     promoted: list[str]
 
 
+class CourseUpdate(msgspec.Struct, frozen=True):
+    """A course after a change of capacity or window, and the waitlisted requests promoted by it."""
+
+    state: CourseState
+    promoted: list[str]
+
+
 def release(conn: store.Conn, request_id: str) -> ReleaseOutcome:
     """Drop a granted seat (promoting the waitlist head) or leave the waitlist.
 
@@ -49,8 +56,8 @@ def release(conn: store.Conn, request_id: str) -> ReleaseOutcome:
 
 def update_course(
     conn: store.Conn, course_id: int, capacity: int | UnsetType, opens_at: Bound = UNSET, closes_at: Bound = UNSET
-) -> tuple[CourseState, list[str]]:
-    """Change capacity and/or the registration window; returns the new state and the promoted request ids."""
+) -> CourseUpdate:
+    """Change capacity and/or the registration window."""
     with conn.transaction(), conn.cursor() as cur:
         course = store.lock_courses(cur, [course_id]).get(course_id)
         if course is None:
@@ -73,7 +80,7 @@ def update_course(
             changes += changed
         if changes:
             _commit(cur, course, state, changes)
-        return state, _promoted(changes)
+        return CourseUpdate(state, _promoted(changes))
 
 
 def _commit(

@@ -159,9 +159,8 @@ async def update(request: Request) -> Response:
         raise InvalidInput("body", "must set at least one of capacity, opens_at, closes_at")
     window = payloads.window(patch.opens_at, patch.closes_at)
     svc = services(request)
-    state, promoted = await svc.db(
-        lifecycle.update_course, course_id, patch.capacity, window.opens_at, window.closes_at
-    )
+    update = await svc.db(lifecycle.update_course, course_id, patch.capacity, window.opens_at, window.closes_at)
+    state = update.state
     view = CourseChanged(
         course_id=course_id,
         capacity=state.capacity,
@@ -169,7 +168,7 @@ async def update(request: Request) -> Response:
         waitlist_length=state.waitlist_length,
         opens_at=state.opens_at,
         closes_at=state.closes_at,
-        promoted=promoted,
+        promoted=update.promoted,
     )
     return JSON(view)
 
