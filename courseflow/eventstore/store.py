@@ -329,7 +329,7 @@ def save_course(cur: Cursor, after: CourseState, version: int) -> None:
 # A waitlisted request's live place: those of its course ranking ahead of it, by priority then arrival.
 _WAITLIST_PLACE = (
     "(SELECT count(*) + 1 FROM enrollment_requests o WHERE o.course_id = r.course_id AND o.status = 'waitlisted'"
-    " AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-r.priority, r.arrival_ms, r.arrival_seq))"
+    f" AND {fairness.ahead('o', 'r')})"
 )
 
 
