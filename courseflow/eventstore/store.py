@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
@@ -23,8 +23,6 @@ Cursor = psycopg.Cursor[TupleRow]
 
 # Decisions, as SQL: at most one per request (sql/001's events_one_decision_per_request).
 DECISIONS = "('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
-# The events that hold a request's fields: its decision, or (before sql/007) its EnrollmentRequested event.
-REQUEST_EVENTS = "('EnrollmentRequested', 'EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
 
 
 def course_stream(course_id: int) -> str:
@@ -180,8 +178,15 @@ def decided_requests(cur: Cursor, request_ids: Sequence[str]) -> set[str]:
     return {row[0] for row in cur.fetchall()}
 
 
-def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
-    """The (course, student) pairs among `pairs` where the student holds a seat or a waitlist place."""
+class Holder(NamedTuple):
+    """A student who holds a seat or a waitlist place in a course."""
+
+    course_id: int
+    student_id: int
+
+
+def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[Holder]:
+    """Those of the (course, student) pairs where the student holds a seat or a waitlist place."""
     courses, students = zip(*pairs, strict=True) if pairs else ((), ())
     # One probe of the one-place index per pair: a semi-join may pick a scan of the whole table when its
     # statistics are older than its growth (a fresh table, before autovacuum's first analyze), in every round.
@@ -192,7 +197,7 @@ def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, i
         " AND r.status IN ('granted', 'waitlisted') LIMIT 1) AS held",
         (list(courses), list(students)),
     )
-    return set(cur.fetchall())
+    return {Holder(course_id, student_id) for course_id, student_id in cur.fetchall()}
 
 
 def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
@@ -276,24 +281,31 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
     )
 
 
-def decision_latency_ms(conn: Conn, recent: int = 1000) -> tuple[float, float, float] | None:
-    """p50, p95 and p99 of accept-to-decision over the `recent` latest decisions, None before the first.
+class DecisionLatency(msgspec.Struct, frozen=True):
+    """Accept-to-decision percentiles, in milliseconds."""
 
-    A decision carries its request's requested_at and is recorded at the decision's time; before sql/007 the
-    request's own event, appended in its decision's transaction, did. Walking the log backwards by position
-    stays cheap however long the history grows.
+    p50: float
+    p95: float
+    p99: float
+
+
+def decision_latency_ms(conn: Conn, recent: int = 1000) -> DecisionLatency | None:
+    """Accept-to-decision over the `recent` latest decisions that carry their request, None before the first.
+
+    A decision carries its request's requested_at and is recorded at the decision's time (decisions from before
+    sql/007 do not, and are left out). Walking the log backwards by position stays cheap however long it grows.
     """
     row = conn.execute(
         "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY waited) FROM ("
         " SELECT greatest(0, extract(epoch FROM recorded_at - (data ->> 'requested_at')::timestamptz) * 1000)"
-        f" AS waited FROM events WHERE type IN {REQUEST_EVENTS} AND data ? 'requested_at'"
+        f" AS waited FROM events WHERE type IN {DECISIONS} AND data ? 'requested_at'"
         " ORDER BY position DESC LIMIT %s) recent",
         (recent,),
     ).fetchone()
     if row is None or row[0] is None:
         return None
     p50, p95, p99 = (float(v) for v in row[0])
-    return p50, p95, p99
+    return DecisionLatency(p50, p95, p99)
 
 
 def record_changes(
