@@ -30,7 +30,7 @@ from courseflow.events import (
     WaitlistLeft,
     WaitlistPromoted,
 )
-from courseflow.eventstore import store
+from courseflow.eventstore import reads
 from courseflow.eventstore.eventlog import START, Checkpoint, Recorded, Tail
 from projections import status, timeline
 from projections.feed import BATCH, Ended, Feed, Refresh, Subscription
@@ -167,7 +167,7 @@ async def _after(svc: Sources, now: EnrollmentStatus, recorded: Recorded) -> Enr
     new = evolve(RequestState(status=now.status, reason=now.reason), event)
     place = None
     if new.status == "waitlisted":
-        row = await svc.db(store.request, now.request_id)
+        row = await svc.db(reads.request, now.request_id)
         place = row["waitlist_position"] if row is not None and row["status"] == "waitlisted" else None
     return msgspec.structs.replace(
         now,
@@ -231,7 +231,7 @@ async def _course_messages(
 
 async def _counts(svc: Sources, course_ids: list[int]) -> dict[int, CourseCounts]:
     # The write model: current the moment a decision commits, where the read model trails it.
-    rows = await svc.db(store.courses, course_ids)
+    rows = await svc.db(reads.courses, course_ids)
     depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
     return {
         row["course_id"]: CourseCounts(
@@ -253,7 +253,7 @@ async def _refresh_places(feed: Feed, svc: Sources) -> None:
     queued = sorted({sub.request_id for sub in watched if sub.place == "queue" and sub.request_id is not None})
     waiting = sorted({sub.request_id for sub in watched if sub.place == "waitlist" and sub.request_id is not None})
     places = await _queue_places(svc, queued) if queued else {}
-    places |= await svc.db(store.waitlist_places, waiting) if waiting else {}
+    places |= await svc.db(reads.waitlist_places, waiting) if waiting else {}
     for sub in watched:
         place = places.get(sub.request_id or "")
         if place is not None and place != sub.refreshed:

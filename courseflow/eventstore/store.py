@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import psycopg
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow
 
 from courseflow import events, fairness
 from courseflow.domain import PENDING, CourseState, Holding, Pending, RequestStatus, evolve
@@ -336,54 +336,3 @@ def save_course(cur: Cursor, after: CourseState, version: int) -> None:
             after.course_id,
         ),
     )
-
-
-# A waitlisted request's live place: those of its course ranking ahead of it, by priority then arrival.
-_WAITLIST_PLACE = (
-    "(SELECT count(*) + 1 FROM enrollment_requests o WHERE o.course_id = r.course_id AND o.status = 'waitlisted'"
-    f" AND {fairness.ahead('o', 'r')})"
-)
-
-
-def waitlist_places(conn: Conn, request_ids: Sequence[str]) -> dict[str, int]:
-    """The live places of those of these requests still waitlisted, in one query."""
-    rows = conn.execute(
-        f"SELECT request_id::text, {_WAITLIST_PLACE} FROM enrollment_requests r"
-        " WHERE request_id = ANY(%s::uuid[]) AND status = 'waitlisted'",
-        (list(request_ids),),
-    ).fetchall()
-    return {request_id: int(place) for request_id, place in rows}
-
-
-def request(conn: Conn, request_id: str) -> dict[str, Any] | None:
-    """A decided request as the write model has it, with its waitlist position when waitlisted."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT request_id::text, course_id, student_id, priority, status, reason, requested_at, decided_at,"
-            f" CASE WHEN status = 'waitlisted' THEN {_WAITLIST_PLACE} END"
-            " AS waitlist_position FROM enrollment_requests r WHERE request_id = %s",
-            (request_id,),
-        )
-        return cur.fetchone()
-
-
-def course_ids(conn: Conn) -> list[int]:
-    return [row[0] for row in conn.execute("SELECT course_id FROM courses")]
-
-
-def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
-    """A course as the write model has it: read-your-writes before the read model catches up."""
-    found = courses(conn, [course_id])
-    return found[0] if found else None
-
-
-def courses(conn: Conn, course_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Those of these courses that exist, as the write model has them, in one query, by id."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT course_id, title, capacity, seats_taken, waitlist_length,"
-            f" {readable('opens_at')}, {readable('closes_at')} FROM courses WHERE course_id = ANY(%s)"
-            " ORDER BY course_id",
-            (list(course_ids),),
-        )
-        return cur.fetchall()
