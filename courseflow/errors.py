@@ -30,6 +30,15 @@ class IdempotencyKeyReused(DomainError):
         self.request_id = request_id
 
 
+class RateLimitReached(DomainError):
+    """The caller reached one of the rate limits it was given: the `index`-th (0-based), for `retry_after_ms`."""
+
+    def __init__(self, index: int, retry_after_ms: int) -> None:
+        super().__init__(f"rate limit {index + 1} reached; retry in {retry_after_ms} ms")
+        self.index = index
+        self.retry_after_ms = retry_after_ms
+
+
 class UnknownRequest(DomainError):
     """No decided request with this id (it may still be pending)."""
 

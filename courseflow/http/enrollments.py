@@ -7,12 +7,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
-from courseflow.errors import IdempotencyKeyReused, UnknownCourse, UnknownRequest
+from courseflow.errors import IdempotencyKeyReused, RateLimitReached, UnknownCourse, UnknownRequest
 from courseflow.eventstore import store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
 from courseflow.http.common import DATABASE_UNREACHABLE, JSON, QUEUE_UNREACHABLE, Services, services
-from courseflow.http.gate import principal
+from courseflow.http.gate import principal, rate_subject
+from courseflow.http.limits import Subject
 from courseflow.http.operations import operation, path_params
 from courseflow.http.payloads import Enrollment, RequestPath
 from courseflow.http.problems import (
@@ -21,6 +22,7 @@ from courseflow.http.problems import (
     NotDecided,
     NotFound,
     Problem,
+    RateLimited,
 )
 from courseflow.http.views import EnrollmentStatus, Queued, Released
 from courseflow.intake.accept import key_owner
@@ -44,10 +46,12 @@ from projections import status
 )
 async def enroll(request: Request) -> Response:
     svc = services(request)
-    caller = principal(request)  # the gate has counted this attempt against the caller's rate limits
+    caller, counted = principal(request), rate_subject(request)
     try:
         student_id, body, key = await _enrollment(request, caller)
     except Problem as refused:  # counted by the answer it finally gets
+        # Counted against the caller's rate limits like every request (a 429 then, when one is reached).
+        await _count_refused(svc, counted, request.method)
         REQUESTS_REFUSED.labels("forbidden" if isinstance(refused, Forbidden) else "invalid").inc()
         raise
     # Every log line of this request from here on (the access log too) carries them.
@@ -55,11 +59,18 @@ async def enroll(request: Request) -> Response:
     owner = key_owner(caller.role, caller.sub, student_id)
     try:
         try:
-            accepted = await svc.intake.accept(owner, student_id, body.course_id, key, body.priority)
+            limits = svc.limiter.limits(counted, request.method)
+            accepted = await svc.intake.accept(
+                counted.caller, owner, student_id, body.course_id, key, body.priority, limits
+            )
         except UnknownCourse:
             if not await svc.db(_known_course, svc, body.course_id):
                 raise
-            accepted = await svc.intake.accept(owner, student_id, body.course_id, key, body.priority)
+            # Counted once already: the limits are not taken again.
+            accepted = await svc.intake.accept(counted.caller, owner, student_id, body.course_id, key, body.priority)
+    except RateLimitReached as reached:
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        svc.limiter.refuse(counted, request.method, reached)
     except QUEUE_UNREACHABLE + DATABASE_UNREACHABLE:  # answered 503 by the app's handlers; counted here
         REQUESTS_REFUSED.labels("unavailable").inc()
         raise
@@ -80,6 +91,14 @@ async def enroll(request: Request) -> Response:
     answer = await status.owned(svc, caller, accepted.request_id)
     counted_as.inc()
     return JSON(answer)
+
+
+async def _count_refused(svc: Services, counted: Subject, method: str) -> None:
+    try:
+        await svc.limiter.hit(counted, method)
+    except RateLimited:
+        REQUESTS_REFUSED.labels("rate_limited").inc()
+        raise
 
 
 async def _enrollment(request: Request, caller: Principal) -> tuple[int, Enrollment, str]:

@@ -12,8 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from courseflow.http.auth import Authenticator, Principal
 from courseflow.http.limits import Limiter, Subject, anonymous, subject
 from courseflow.http.pages import PAGES, STATIC_PREFIX
-from courseflow.http.problems import InvalidInput, Problem, RateLimited, respond
-from courseflow.platform.metrics import AUTH_FAILURES, REQUESTS_REFUSED
+from courseflow.http.problems import InvalidInput, Problem, respond
+from courseflow.platform.metrics import AUTH_FAILURES
 
 # The API's own description, its pages and their scripts: public like the operations declared `public`.
 DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})
@@ -38,7 +38,7 @@ class Gate:
         self.limiter = limiter
         # Paths answered without a token (probes, the scraper): no personal data behind them.
         self.public = public | DOCUMENTATION
-        # Where enrollment requests are sent: a 429 there is also an enrollment refused.
+        # Where enrollment requests are sent: their handler counts them against the caller's rate limits.
         self.enrollment_paths = enrollment_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,13 +66,10 @@ class Gate:
             return None
         principal = await self._authenticate(scope, method)
         counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
-        try:
-            # Every request is counted here, whatever its body and its outcome: the one place, on every topology.
+        if method != "POST" or scope["path"] not in self.enrollment_paths:
+            # Counted here whatever its body and its outcome. An enrollment is counted by its handler instead: the
+            # intake takes its limits in the call that claims its idempotency key, on every topology.
             await self.limiter.hit(counted, method)
-        except RateLimited:
-            if method == "POST" and scope["path"] in self.enrollment_paths:
-                REQUESTS_REFUSED.labels("rate_limited").inc()
-            raise
         return principal, counted
 
     async def _authenticate(self, scope: Scope, method: str) -> Principal:

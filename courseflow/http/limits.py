@@ -1,5 +1,6 @@
 """Rate limits per principal, counted in Redis (a sliding-window counter, the library's `take_rate_limit`) so
-every API process shares them. Every request is counted here, at the gate, enrollments included.
+every API process shares them. Every request is counted at the gate, except enrollments: their limits go to
+the intake, which takes them in the same call as the idempotency key (see `limits` and `refuse`).
 
 A student's writes and reads are limited apart (a student polling status does not lose the right to
 enroll); registrars and services have their own, higher limits. Each principal has its own counters,
@@ -11,12 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Literal, NoReturn
 
 import msgspec
 import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
 
+from courseflow.errors import RateLimitReached
 from courseflow.http.auth import Principal, Role
 from courseflow.http.problems import RateLimited
 from courseflow.platform.config import Settings
@@ -27,7 +30,7 @@ from courseflow.platform.memo import Memo
 from courseflow.platform.metrics import RATE_LIMITED
 from courseflow.platform.redis_clients import AsyncRedis
 
-log = logging.getLogger("courseflow.ratelimit")
+log = logging.getLogger("courseflow.limits")
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -60,6 +63,11 @@ class Subject(msgspec.Struct, frozen=True):
 
     role: Role | Literal["anonymous"]
     name: str
+
+    @property
+    def caller(self) -> str:
+        """The name of the caller's keys (Keys.caller)."""
+        return f"{self.role}:{self.name}"
 
 
 def subject(principal: Principal, anonymous_client: str | None = None) -> Subject:
@@ -106,14 +114,23 @@ class Limiter:
         if refusal is not None:
             _refuse(who, policy, refusal)
 
+    def limits(self, who: Subject, method: str) -> Sequence[Limit]:
+        """The counters one request of `who` takes, for a caller that takes them itself (the intake)."""
+        policy = self._policy(who, method)
+        return self._take(who, method, policy).limits if policy.items else ()
+
+    def refuse(self, who: Subject, method: str, reached: RateLimitReached) -> NoReturn:
+        """Raise the 429 for a limit of `limits(who, method)` that was reached."""
+        _refuse(who, self._policy(who, method), Refusal(reached.index, reached.retry_after_ms))
+
     def _take(self, who: Subject, method: str, policy: Policy) -> TakeRateLimit:
         writes = method in WRITE_METHODS
         found = self._calls.get((who, writes))
         if found is None:
-            caller = f"{who.role}:{who.name}"
+            caller = self._keys.caller(who.caller)
             limits = [
                 Limit(
-                    counter=self._keys.rate_limit(caller, f"{policy.name}:{item.amount}/{item.get_expiry()}s"),
+                    counter=caller.rate_limit(f"{policy.name}:{item.amount}/{item.get_expiry()}s"),
                     amount=item.amount,
                     window_ms=item.get_expiry() * 1000,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, cast
 
@@ -10,14 +11,21 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from courseflow import events
-from courseflow.errors import IdempotencyKeyReused, UnknownCourse
+from courseflow.errors import IdempotencyKeyReused, RateLimitReached, UnknownCourse
 from courseflow.events import QueuedRequest
 from courseflow.intake.queue import parse_member
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NO_REPLICAS, Replicas
 from courseflow.platform.functions import AsyncFunctions
 from courseflow.platform.keys import Keys, PartitionKeys
-from courseflow.platform.library import ClaimIdempotencyKey, QueueRequest, ReleaseIdempotencyKey
+from courseflow.platform.library import (
+    AdmitEnrollment,
+    ClaimIdempotencyKey,
+    Limit,
+    QueueRequest,
+    Refusal,
+    ReleaseIdempotencyKey,
+)
 from courseflow.platform.memo import Memo
 from courseflow.platform.redis_clients import AsyncRedis
 
@@ -91,23 +99,35 @@ class Intake:
         return found
 
     async def accept(
-        self, owner: str, student_id: int, course_id: int, idempotency_key: str, priority: int | None
+        self,
+        caller: str,
+        owner: str,
+        student_id: int,
+        course_id: int,
+        idempotency_key: str,
+        priority: int | None,
+        limits: Sequence[Limit] = (),
     ) -> Accepted:
-        """Queue a request once per (owner, idempotency key); `owner` from `key_owner`. `priority` None: the one
-        the registrar granted the student.
+        """Queue a request once per (owner, idempotency key), after counting it against `limits`. `caller`: whose
+        rate limits these are (Keys.caller: the counters must be that caller's); `owner` from `key_owner`.
+        `priority` None: the one the registrar granted the student.
 
-        Two steps, each atomic, the same on a single Redis and on a cluster: claim the idempotency key for a
-        new request id (in the key's partition), then queue that request (in its course's partition), which
-        does nothing for a request id queued before. A retry after a failure between them queues the request
-        the key names, never a second one.
+        Two calls, each atomic, the same on a single Redis and on a cluster: take the limits and claim the
+        idempotency key for a new request id (in the caller's slot), then queue that request (in its course's
+        partition), which does nothing for a request id queued before. A retry after a failure between them
+        queues the request the key names, never a second one.
 
-        Raises IdempotencyKeyReused for a key used before with another body, UnknownCourse, and NotReplicated when
-        REDIS_WAIT_REPLICAS replicas did not confirm it in time: it may be queued, but a failover could still
-        lose it, so the caller hears 503 and retries with the same idempotency key.
+        Raises RateLimitReached (then nothing is claimed), IdempotencyKeyReused for a key used before with another
+        body, UnknownCourse, and NotReplicated when REDIS_WAIT_REPLICAS replicas did not confirm it in time: it
+        may be queued, but a failover could still lose it, so the caller hears 503 and retries with the same
+        idempotency key.
         """
         fingerprint = f"{course_id}:{'' if priority is None else priority}"
-        claim_key = self.keys.of_idempotency(owner, idempotency_key).idempotency(owner, idempotency_key)
-        claim = await self._functions(ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl))
+        claim_key = self.keys.caller(caller).idempotency(owner, idempotency_key)
+        claiming = ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl)
+        claim = await self._functions(AdmitEnrollment(limits, claiming) if limits else claiming)
+        if isinstance(claim, Refusal):
+            raise RateLimitReached(claim.index, claim.retry_after_ms)
         request_id = claim.request_id
         if claim.fingerprint != fingerprint:
             raise IdempotencyKeyReused(request_id)

@@ -3,12 +3,12 @@
 Requests are partitioned by course: a course's requests, its priority set, its pending index and
 everything the queueing function reads share their partition's hash tag, so every function call and MULTI
 stays inside one slot and runs unchanged on Redis Cluster, while different partitions spread over
-its masters. An idempotency key lives in the partition its name hashes to.
+its masters. A caller's rate-limit counters and idempotency keys share the caller's hash tag instead, so one
+call takes an enrollment's limits and claims its key.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 
 import msgspec
@@ -73,11 +73,6 @@ class PartitionKeys(msgspec.Struct, frozen=True):
     def priority_set(self, course_id: int) -> str:
         return f"{self.tag}:course:{course_id}:pending"
 
-    def idempotency(self, owner: str, key: str) -> str:
-        """The request an idempotency key names; `owner` scopes the key to its caller (see intake.key_owner).
-        In the partition the key hashes to (Keys.of_idempotency), whatever course it asks for."""
-        return f"{self.tag}:idem:{_scoped(owner, key)}"
-
     def queued(self, request_id: str) -> str:
         """Present once a request is in this partition's stream: queueing it again is a no-op."""
         return f"{self.tag}:queued:{request_id}"
@@ -102,11 +97,6 @@ class Keys(msgspec.Struct, frozen=True):
     def all(self) -> Iterator[PartitionKeys]:
         return (PartitionKeys(self.prefix, p) for p in range(self.partitions))
 
-    def of_idempotency(self, owner: str, key: str) -> PartitionKeys:
-        """Where an idempotency key lives: by the key, not by the course, so that reusing a key for another
-        course meets it wherever that course's requests go."""
-        return PartitionKeys(self.prefix, zlib.crc32(_scoped(owner, key).encode()) % self.partitions)
-
     def priority_set(self, course_id: int) -> str:
         return self.of_course(course_id).priority_set(course_id)
 
@@ -115,7 +105,31 @@ class Keys(msgspec.Struct, frozen=True):
         """The newest PostgreSQL WAL position the API has written or shown: replica reads wait for it."""
         return f"{{{self.prefix}}}:replica-horizon"
 
+    def caller(self, caller: str) -> CallerKeys:
+        return CallerKeys(self.prefix, caller)
+
     def rate_limit(self, caller: str, limit: str) -> str:
-        """One caller's counter for one limit. The caller is the hash tag: all of a caller's counters share a slot
-        (one function call takes them together), and different callers spread over a cluster's masters."""
-        return f"{self.prefix}:ratelimit:{{{caller}}}:{limit}"
+        return self.caller(caller).rate_limit(limit)
+
+
+class CallerKeys(msgspec.Struct, frozen=True):
+    """The keys of one caller (whose rate limits a request takes, `role:name`), all in one hash slot: an
+    enrollment's limits and its idempotency key are taken in one call. Different callers spread over a cluster's
+    masters."""
+
+    prefix: str
+    caller: str
+
+    @property
+    def tag(self) -> str:
+        # The caller's length first: a name may hold any character, `}` and `:` included.
+        return f"{{{self.prefix}:caller:{len(self.caller)}:{self.caller}}}"
+
+    def rate_limit(self, limit: str) -> str:
+        """The caller's counter for one limit."""
+        return f"{self.tag}:ratelimit:{limit}"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        """The request an idempotency key names; `owner` scopes the key to whom it enrolls (see intake.key_owner),
+        whatever course it asks for."""
+        return f"{self.tag}:idem:{_scoped(owner, key)}"

@@ -249,6 +249,29 @@ class TakeRateLimit(Function[Refusal | None]):
 
 
 @dataclass(frozen=True, slots=True)
+class AdmitEnrollment(Function[Claim | Refusal]):
+    """Count one hit on every limit (as TakeRateLimit), then claim the idempotency key (as ClaimIdempotencyKey):
+    one atomic call, and nothing claimed when a limit refuses. The counters and the key must share a hash slot
+    (their caller's)."""
+
+    name = "admit_enrollment"
+    limits: Sequence[Limit]
+    claim: ClaimIdempotencyKey
+
+    def keys(self) -> Sequence[KeyT]:
+        return (*(limit.counter for limit in self.limits), self.claim.key)
+
+    def args(self) -> Sequence[EncodableT]:
+        limits = (value for limit in self.limits for value in (limit.amount, limit.window_ms))
+        return (*limits, *self.claim.args())
+
+    def reply(self, raw: Any) -> Claim | Refusal:
+        if raw[0] == b"limited":
+            return Refusal(int(raw[1]) - 1, int(raw[2]))
+        return self.claim.reply(raw)
+
+
+@dataclass(frozen=True, slots=True)
 class RaiseHorizon(Function[None]):
     """Raise a shared position to `position`, never lower it."""
 

@@ -16,12 +16,12 @@ from courseflow.platform.library import RaiseHorizon
 from tests.cluster.conftest import cluster_client
 from tests.integration.test_limits import (
     test_a_limited_student_gets_429_and_slows_no_one_else,
-    test_enrollments_count_against_the_callers_write_limit_at_the_gate_refused_bodies_too,
+    test_enrollments_count_against_the_callers_write_limit_refused_bodies_too,
 )
 
 __all__ = [
     "test_a_limited_student_gets_429_and_slows_no_one_else",
-    "test_enrollments_count_against_the_callers_write_limit_at_the_gate_refused_bodies_too",
+    "test_enrollments_count_against_the_callers_write_limit_refused_bodies_too",
 ]
 
 

@@ -9,6 +9,7 @@ from starlette.testclient import TestClient
 from courseflow import check
 from courseflow.http.app import create_app
 from courseflow.http.auth import DEVELOPER
+from courseflow.http.limits import subject
 from courseflow.intake import accepted
 from courseflow.intake.accept import key_owner
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
@@ -79,7 +80,9 @@ def test_check_names_a_read_model_that_differs_from_a_replay(
 
 
 def _idempotency_key(owner: str, key: str) -> str:
-    return Keys(partitions=DEFAULT_PARTITIONS).of_idempotency(owner, key).idempotency(owner, key)
+    """In development mode the caller is the client's address: the test client's here."""
+    caller = subject(DEVELOPER, "testclient").caller
+    return Keys(partitions=DEFAULT_PARTITIONS).caller(caller).idempotency(owner, key)
 
 
 def test_idempotency_keys_expire_and_check_stays_exact(settings: Settings, rds: redis.Redis, projector: object) -> None:

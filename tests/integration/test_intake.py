@@ -11,21 +11,23 @@ import redis
 import redis.asyncio as aioredis
 
 from courseflow import events
-from courseflow.errors import IdempotencyKeyReused, UnknownCourse
+from courseflow.errors import IdempotencyKeyReused, RateLimitReached, UnknownCourse
 from courseflow.http.auth import DEVELOPER
 from courseflow.intake import queue
 from courseflow.intake.accept import Accepted, Intake, key_owner
 from courseflow.platform import redis_clients
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
 from courseflow.platform.keys import Keys
+from courseflow.platform.library import Limit
 from tests.conftest import Servers
 from tests.helpers import required_versions
 
 KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1's partition
 
 
-# The developer's idempotency keys for student 7.
+# The developer's idempotency keys for student 7, in the developer's keys.
 OWNER = key_owner(DEVELOPER.role, DEVELOPER.sub, 7)
+CALLER = f"{DEVELOPER.role}:{DEVELOPER.sub}"
 
 
 def reads_processed(rds: redis.Redis) -> int:
@@ -41,7 +43,7 @@ async def crowd(settings: Settings, size: int) -> list[Accepted]:
             queue.register_courses(sync, keys, [1])
         owner = DEVELOPER.role, DEVELOPER.sub
         return await asyncio.gather(
-            *(intake.accept(key_owner(*owner, s), s, 1, f"k{s}", s % 100) for s in range(1, size + 1))
+            *(intake.accept(CALLER, key_owner(*owner, s), s, 1, f"k{s}", s % 100) for s in range(1, size + 1))
         )
     finally:
         await client.aclose()
@@ -83,9 +85,9 @@ def test_a_key_reused_for_a_course_of_another_partition_is_a_conflict(settings: 
             intake = Intake(client, keys)
             with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1, 2])
-            first = await intake.accept(OWNER, 7, 1, "same-key", None)
+            first = await intake.accept(CALLER, OWNER, 7, 1, "same-key", None)
             with pytest.raises(IdempotencyKeyReused) as reused:
-                await intake.accept(OWNER, 7, 2, "same-key", None)
+                await intake.accept(CALLER, OWNER, 7, 2, "same-key", None)
             return [first.request_id, reused.value.request_id]
         finally:
             await client.aclose()
@@ -100,7 +102,7 @@ def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
 ) -> None:
     """The first attempt claimed the key and failed before queueing: its retries queue that request, once."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
-    rds.set(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000001 1:")
+    rds.set(keys.caller(CALLER).idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000001 1:")
 
     async def retries() -> list[Accepted]:
         client = aioredis.Redis.from_url(settings.redis.url)
@@ -108,7 +110,7 @@ def test_a_key_claimed_by_an_attempt_that_never_queued_queues_its_request_once(
             intake = Intake(client, keys)
             with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
-            return [await intake.accept(OWNER, 7, 1, "k", None) for _ in range(2)]
+            return [await intake.accept(CALLER, OWNER, 7, 1, "k", None) for _ in range(2)]
         finally:
             await client.aclose()
 
@@ -151,8 +153,8 @@ def test_idempotency_keys_of_different_callers_never_meet_whatever_their_charact
             with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [2])
             return [
-                await intake.accept(key_owner("service", "x:1", 902), 902, 2, "k", None),
-                await intake.accept(key_owner("service", "x", 1), 1, 2, "902:k", None),
+                await intake.accept("service:x:1", key_owner("service", "x:1", 902), 902, 2, "k", None),
+                await intake.accept("service:x", key_owner("service", "x", 1), 1, 2, "902:k", None),
             ]
         finally:
             await client.aclose()
@@ -165,14 +167,14 @@ def test_idempotency_keys_of_different_callers_never_meet_whatever_their_charact
 def test_the_request_a_known_key_names_is_queued_under_that_id(settings: Settings, rds: redis.Redis) -> None:
     """The queued entry carries the id the key names, not the id this attempt drew."""
     keys = Keys(partitions=DEFAULT_PARTITIONS)
-    rds.set(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000002 1:")
+    rds.set(keys.caller(CALLER).idempotency(OWNER, "k"), "00000000-0000-4000-8000-000000000002 1:")
 
     async def attempt() -> Accepted:
         client = aioredis.Redis.from_url(settings.redis.url)
         try:
             with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
-            return await Intake(client, keys).accept(OWNER, 7, 1, "k", None)
+            return await Intake(client, keys).accept(CALLER, OWNER, 7, 1, "k", None)
         finally:
             await client.aclose()
 
@@ -191,12 +193,12 @@ def test_a_request_for_an_unknown_course_leaves_its_key_unclaimed(settings: Sett
         client = aioredis.Redis.from_url(settings.redis.url)
         try:
             with pytest.raises(UnknownCourse):
-                await Intake(client, keys).accept(OWNER, 7, 1, "k", None)
+                await Intake(client, keys).accept(CALLER, OWNER, 7, 1, "k", None)
         finally:
             await client.aclose()
 
     asyncio.run(attempt())
-    assert not rds.exists(keys.of_idempotency(OWNER, "k").idempotency(OWNER, "k"))
+    assert not rds.exists(keys.caller(CALLER).idempotency(OWNER, "k"))
     assert rds.xlen(KEYS.requests) == 0
 
 
@@ -211,10 +213,10 @@ def test_a_dropped_connection_is_replaced_and_the_call_goes_through(
             with redis.Redis.from_url(settings.redis.url) as sync:
                 queue.register_courses(sync, keys, [1])
             intake = Intake(client, keys)
-            first = await intake.accept(OWNER, 7, 1, "a", None)
+            first = await intake.accept(CALLER, OWNER, 7, 1, "a", None)
             with redis.Redis.from_url(servers.admin_redis_url) as admin:
                 assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the intake's held connection too
-            return [first, await intake.accept(key_owner(DEVELOPER.role, DEVELOPER.sub, 8), 8, 1, "b", None)]
+            return [first, await intake.accept(CALLER, key_owner(DEVELOPER.role, DEVELOPER.sub, 8), 8, 1, "b", None)]
         finally:
             await redis_clients.aclose(client)
 
@@ -231,3 +233,32 @@ def test_the_redis_requirement_admits_only_clients_with_what_the_held_connection
     assert version("redis") in admitted
     for too_old in ("5.0.8", "5.2.1"):
         assert too_old not in admitted, too_old
+
+
+def test_an_enrollment_over_its_callers_limit_claims_nothing_and_counts_nothing(
+    settings: Settings, rds: redis.Redis
+) -> None:
+    """The limits and the key are taken in one call: a refused attempt leaves its key free for the retry."""
+    keys = Keys(partitions=DEFAULT_PARTITIONS)
+    caller = keys.caller(CALLER)
+    limits = [Limit(caller.rate_limit("a"), 5, 60_000), Limit(caller.rate_limit("b"), 2, 60_000)]
+
+    async def attempts() -> tuple[list[Accepted], RateLimitReached]:
+        client = aioredis.Redis.from_url(settings.redis.url)
+        try:
+            intake = Intake(client, keys)
+            with redis.Redis.from_url(settings.redis.url) as sync:
+                queue.register_courses(sync, keys, [1])
+            accepted = [await intake.accept(CALLER, OWNER, 7, 1, key, None, limits) for key in ("k1", "k2")]
+            with pytest.raises(RateLimitReached) as reached:
+                await intake.accept(CALLER, OWNER, 7, 1, "k3", None, limits)
+            return accepted, reached.value
+        finally:
+            await client.aclose()
+
+    accepted, reached = asyncio.run(attempts())
+    assert [a.outcome for a in accepted] == ["queued", "queued"]
+    assert reached.index == 1 and 1 <= reached.retry_after_ms <= 120_000
+    assert not rds.exists(caller.idempotency(OWNER, "k3"))
+    assert [int(rds.hget(limit.counter, "current") or 0) for limit in limits] == [2, 2]
+    assert rds.xlen(KEYS.requests) == 2

@@ -64,10 +64,11 @@ def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) ->
         assert client.get("/api/v1/courses/1", headers=registrar).status_code == 200
 
 
-def test_enrollments_count_against_the_callers_write_limit_at_the_gate_refused_bodies_too(
+def test_enrollments_count_against_the_callers_write_limit_refused_bodies_too(
     settings: Settings, rds: redis.Redis
 ) -> None:
-    """Enrollments are counted where every other request is, in the caller's own counter."""
+    """Every enrollment is counted once, in the caller's own counter: by the intake's call that claims its key,
+    or on its own when the body is refused before that."""
     configured = secured(limited(settings, student_writes="4 per 60 seconds"))
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")

@@ -257,7 +257,7 @@ def test_services_up_prints_the_application_credentials(open_data_dir: Path) -> 
     assert saved.postgres_admin_password not in printed.stdout and saved.redis_admin_password not in printed.stdout
     assert str(credentials.path(open_data_dir)) in printed.stderr
     # With no URL configured, every other command finds the same servers through the data dir.
-    local = Settings.from_env(env)
+    local = services.with_saved_passwords(Settings.from_env(env))
     assert (local.postgres.url, local.redis.url) == (servers.database_url, servers.redis_url)
     migrate = courseflow("migrate", env=env)
     assert migrate.returncode == 0, migrate.stderr

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 
 from courseflow.platform import functions, library
-from courseflow.platform.library import Limit, PendingThrough, QueueRequest, Refusal, TakeRateLimit
+from courseflow.platform.library import (
+    AdmitEnrollment,
+    Claim,
+    ClaimIdempotencyKey,
+    Limit,
+    PendingThrough,
+    QueueRequest,
+    Refusal,
+    TakeRateLimit,
+)
 
 
 def _wrappers() -> dict[str, type[functions.Function[object]]]:
@@ -55,3 +64,11 @@ def test_a_rate_limit_takes_each_limits_counter_and_reads_back_which_refused() -
     assert call.command() == ("FCALL", "take_rate_limit", 2, "k1", "k2", 20, 2000, 100, 60000)
     assert call.reply([0]) is None
     assert call.reply([2, 1500]) == Refusal(index=1, retry_after_ms=1500)
+
+
+def test_an_admission_takes_the_limits_then_claims_the_key_and_reads_back_either_answer() -> None:
+    call = AdmitEnrollment([Limit("k1", 20, 2000), Limit("k2", 100, 60000)], ClaimIdempotencyKey("i", "id", "1:", 0))
+    assert call.command() == ("FCALL", "admit_enrollment", 3, "k1", "k2", "i", 20, 2000, 100, 60000, "id", "1:", 0)
+    assert call.reply([b"limited", 2, 1500]) == Refusal(index=1, retry_after_ms=1500)
+    assert call.reply([b"claimed"]) == Claim(True, "id", "1:")
+    assert call.reply([b"known", b"other", b"2:"]) == Claim(False, "other", "2:")

@@ -64,7 +64,7 @@ def test_an_async_single_server_client_keeps_them_and_leaves_room_for_wait() -> 
     assert isinstance(client, aioredis.Redis)
     pool = client.connection_pool
     assert isinstance(pool, aioredis.BlockingConnectionPool)
-    assert pool.connection_class is aioredis.SSLConnection
+    assert issubclass(pool.connection_class, aioredis.SSLConnection)
     assert subset(pool.connection_kwargs) == KEPT
     assert pool.connection_kwargs["socket_timeout"] == 2.5 + 4.0
     asyncio.run(redis_clients.aclose(client))
@@ -107,3 +107,29 @@ def test_a_cluster_takes_database_zero_only() -> None:
     assert "db" not in redis_clients.cluster_options("redis://u:p@127.0.0.1:1/0")
     with pytest.raises(redis_clients.UnsupportedOption, match="database 0 only"):
         redis_clients.cluster_options("redis://u:p@127.0.0.1:1/3")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("FCALL", "queue_request", 2, "{cf:1}:courses", "{cf:1}:queued:é", b"\x00\xff", -3, 0.1, 1e20, 2**70),
+        ("CONFIG GET", "maxmemory"),  # redis-py sends its words apart
+        ("SET", "k", True),  # refused by redis-py's own checks, not sent as 1
+        ("SET", "k", bytearray(b"v")),
+    ],
+)
+def test_an_async_connection_packs_every_command_as_redis_py_does(command: tuple[Any, ...]) -> None:
+    for url in ("redis://127.0.0.1:1/0", URL, "unix:///tmp/nothing.sock"):
+        client = redis_clients.connect_async(Settings(redis=RedisSettings(url=url)))
+        assert isinstance(client, aioredis.Redis)
+        ours = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        plain = next(base for base in type(ours).__mro__[1:] if base.__module__ == "redis.asyncio.connection")
+        assert type(ours) is not plain, url  # hiredis packs them
+        theirs = plain(**client.connection_pool.connection_kwargs)
+        try:
+            expected = b"".join(theirs.pack_command(*command))
+        except redis.DataError:
+            with pytest.raises(redis.DataError):
+                ours.pack_command(*command)
+        else:
+            assert b"".join(ours.pack_command(*command)) == expected

@@ -189,6 +189,21 @@ local function take_rate_limit(keys, args)
   return {0}
 end
 
+-- An enrollment's first step, in its caller's slot: take the caller's rate limits, then claim the idempotency
+-- key, so a refused attempt claims nothing. keys: the limits' counters, then the idempotency key. args: (amount,
+-- window ms) per counter, then the claim's (request id, fingerprint, ttl). Reply: {'limited', 1-based number of
+-- the limit that refused, milliseconds until it would take one}, or claim_idempotency_key's.
+local function admit_enrollment(keys, args)
+  local limits = #keys - 1
+  if limits > 0 then
+    local refused = take_rate_limit({unpack(keys, 1, limits)}, {unpack(args, 1, 2 * limits)})
+    if refused[1] ~= 0 then
+      return {'limited', refused[1], refused[2]}
+    end
+  end
+  return claim_idempotency_key({keys[#keys]}, {unpack(args, 2 * limits + 1)})
+end
+
 -- The shared replica horizon only moves forward, whichever API process raises it.
 local function raise_horizon(keys, args)
   if tonumber(args[1]) > tonumber(redis.call('GET', keys[1]) or '0') then
@@ -205,4 +220,5 @@ redis.register_function{function_name = 'pending_through', callback = pending_th
 redis.register_function('trim_requests', trim_requests)
 redis.register_function('retry_dead_letter', retry_dead_letter)
 redis.register_function('take_rate_limit', take_rate_limit)
+redis.register_function('admit_enrollment', admit_enrollment)
 redis.register_function('raise_horizon', raise_horizon)
