@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
@@ -59,8 +59,16 @@ class JSON(Response):
     def __init__(self, view: msgspec.Struct, status_code: int = 200) -> None:
         super().__init__(_encoder.encode(view), status_code)
 
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        if headers is not None:
+            super().init_headers(headers)
+            return
+        # No other headers, and a body always: its length, and a content type made once per process.
+        self.raw_headers = [(b"content-length", str(len(self.body)).encode()), _CONTENT_TYPE]
+
 
 _encoder = msgspec.json.Encoder()
+_CONTENT_TYPE = (b"content-type", JSON.media_type.encode())
 
 
 class Services:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from prometheus_client import Histogram
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,12 +19,16 @@ from courseflow.platform.metrics import HTTP_REQUEST_DURATION
 # Paths that match no route, and methods nobody uses: one label each, so probing scanners cannot mint series.
 UNMATCHED = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_EVENT_STREAM = b"text/event-stream"
 
 
 class Instruments:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.routes = routes
+        # (route, method, status class) -> its series: finite (templates by methods by classes), and looking a series
+        # up by its labels costs a lock and a tuple per answer.
+        self._series: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,9 +42,7 @@ class Instruments:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                streaming = (b"content-type", b"text/event-stream") in [
-                    (name.lower(), value.split(b";")[0]) for name, value in message.get("headers", ())
-                ]
+                streaming = _is_event_stream(message)
             await send(message)
 
         try:
@@ -47,12 +50,27 @@ class Instruments:
         finally:
             # A live stream lasts as long as its follower stays: its lifetime is no answer time.
             if not streaming:
-                elapsed = time.perf_counter() - started
-                # Routing leaves the route it chose in the scope; refused before routing, match it here.
-                chosen = scope.get("route")
-                route = chosen.path if isinstance(chosen, Route) else route_template(self.routes, scope)
-                method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-                HTTP_REQUEST_DURATION.labels(route, method, f"{status // 100}xx").observe(elapsed)
+                self._observe(scope, status, time.perf_counter() - started)
+
+    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
+        # Routing leaves the route it chose in the scope; refused before routing, match it here.
+        chosen = scope.get("route")
+        route = chosen.path if isinstance(chosen, Route) else route_template(self.routes, scope)
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        key = (route, method, status // 100)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = HTTP_REQUEST_DURATION.labels(route, method, f"{key[2]}xx")
+        series.observe(elapsed)
+
+
+def _is_event_stream(start: Message) -> bool:
+    name: bytes
+    value: bytes
+    for name, value in start.get("headers", ()):
+        if name.lower() == b"content-type":
+            return value.split(b";", 1)[0] == _EVENT_STREAM
+    return False
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
