@@ -198,7 +198,9 @@ class Worker:
             for stream in streams:
                 pipe.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
             replies = pipe.execute()
-        got = {stream: entries for stream, reply in zip(streams, replies, strict=True) if (entries := _entries(reply))}
+        got = {
+            stream: entries for stream, reply in zip(streams, replies, strict=True) if (entries := entries_of(reply))
+        }
         if not got and block_ms is not None:
             self.stop.wait(min(block_ms / 1000, _CLUSTER_POLL_S))
         return got
@@ -217,7 +219,7 @@ class Worker:
         for p in self.held if partition is None else (partition,):
             keys = self.keys.partition(p)
             cursor = "0"
-            while entries := _entries(
+            while entries := entries_of(
                 self.redis.xreadgroup(GROUP, self.name, {keys.requests: cursor}, count=self.settings.worker.batch_size)
             ):
                 self.process_redelivered(entries, p)
@@ -374,7 +376,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _entries(reply: Any) -> list[Entry]:
+def entries_of(reply: Any) -> list[Entry]:
     """The entries of a one-stream XREADGROUP reply (RESP2 list or RESP3 map)."""
     streams = _streams(reply)
     return streams[0][1] if streams else []
