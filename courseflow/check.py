@@ -8,7 +8,10 @@ from typing import cast
 import msgspec
 import psycopg
 
+from courseflow.domain import CourseState, created, evolve
+from courseflow.events import CourseCreated, CourseEvent
 from courseflow.eventstore import partition_count
+from courseflow.eventstore.eventlog import START, EventLog
 from courseflow.eventstore.store import DECISIONS
 from courseflow.platform import redis_clients
 from courseflow.platform.config import Settings
@@ -30,12 +33,14 @@ def run(settings: Settings) -> list[Finding]:
         redis_clients.connect(settings) as rds,
     ):
         partition_count.verify(db, keys.partitions)  # another count would read the wrong keys and report nonsense
+        accounted = _accepted_requests_accounted_for(db, rds, keys)
+        counts = _counts(db)
         return [
-            _accepted_requests_accounted_for(db, rds, keys),
+            accounted,
             _one_decision_each(db),
-            _seats_match_the_events(db),
-            _capacity_respected(db),
-            _waitlists_match_the_events(db),
+            _seats_match_the_events(counts),
+            _capacity_respected(counts),
+            _waitlists_match_the_events(counts),
             _transaction_ids_in_the_past(db),
             _read_models_equal_replay(settings),
         ]
@@ -91,50 +96,93 @@ def _one_decision_each(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
     return Finding("no request is decided twice", not twice, detail)
 
 
-_SEATS_FROM_EVENTS = """
-SELECT c.course_id, c.capacity, c.seats_taken, coalesce(s.seats_taken, -1),
-       count(*) FILTER (WHERE e.type IN ('EnrollmentGranted', 'WaitlistPromoted'))
-       - count(*) FILTER (WHERE e.type = 'EnrollmentDropped') AS from_events,
-       c.waitlist_length, coalesce(s.waitlist_length, -1),
-       count(*) FILTER (WHERE e.type = 'Waitlisted')
-       - count(*) FILTER (WHERE e.type IN ('WaitlistPromoted', 'WaitlistLeft')) AS waiting_from_events
-FROM courses c
-LEFT JOIN course_seats s USING (course_id)
-LEFT JOIN events e ON e.stream = 'course-' || c.course_id
-GROUP BY c.course_id, s.seats_taken, s.waitlist_length ORDER BY c.course_id
-"""
+class _Replayed(msgspec.Struct):
+    """A course as its events leave it, and whether a seat was taken since its capacity last changed."""
+
+    state: CourseState
+    seats_taken_since_capacity: bool = False
 
 
-def _seats_match_the_events(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+def _replay_courses(db: psycopg.Connection[tuple[object, ...]]) -> dict[int, _Replayed]:
+    """Every course as `domain.evolve` leaves it after the whole log: the one rule of what an event does."""
+    courses: dict[int, _Replayed] = {}
+    after = START
+    with db.cursor() as cur:
+        log = EventLog(cur)
+        while page := log.read(after, _PAGE):
+            after = page[-1].checkpoint
+            for recorded in page:
+                event = recorded.event
+                if isinstance(event, CourseCreated):
+                    courses[event.course_id] = _Replayed(created(event))
+                elif isinstance(event, CourseEvent) and (course := courses.get(event.course_id)) is not None:
+                    before, course.state = course.state, evolve(course.state, event)
+                    if course.state.capacity != before.capacity:
+                        course.seats_taken_since_capacity = False
+                    elif course.state.seats_taken > before.seats_taken:
+                        course.seats_taken_since_capacity = True
+    return courses
+
+
+_PAGE = 5000
+
+
+class _Counts(msgspec.Struct, frozen=True):
+    """One course's seats and waitlist as the write model, the read model and the events have them."""
+
+    course_id: int
+    capacity: int
+    seats: int
+    projected_seats: int
+    waitlist: int
+    projected_waitlist: int
+    replayed: _Replayed | None
+
+    @property
+    def replayed_seats(self) -> int:
+        return -1 if self.replayed is None else self.replayed.state.seats_taken
+
+    @property
+    def replayed_waitlist(self) -> int:
+        return -1 if self.replayed is None else self.replayed.state.waitlist_length
+
+
+def _counts(db: psycopg.Connection[tuple[object, ...]]) -> list[_Counts]:
+    replayed = _replay_courses(db)
+    rows = db.execute(
+        "SELECT c.course_id, c.capacity, c.seats_taken, coalesce(s.seats_taken, -1), c.waitlist_length,"
+        " coalesce(s.waitlist_length, -1) FROM courses c LEFT JOIN course_seats s USING (course_id)"
+        " ORDER BY c.course_id"
+    ).fetchall()
+    return [_Counts(*cast(tuple[int, int, int, int, int, int], row), replayed.get(cast(int, row[0]))) for row in rows]
+
+
+def _seats_match_the_events(counts: list[_Counts]) -> Finding:
     """seats = granted + promoted - dropped, the same in the write model, the read model and the events."""
     wrong = [
-        f"course {cid}: events say {derived}, write model {seats}, read model {projected}"
-        for cid, _, seats, projected, derived, *_ in db.execute(_SEATS_FROM_EVENTS)
-        if not seats == projected == derived
+        f"course {c.course_id}: events say {c.replayed_seats}, write model {c.seats}, read model {c.projected_seats}"
+        for c in counts
+        if not c.seats == c.projected_seats == c.replayed_seats
     ]
     return Finding("seats = granted - dropped", not wrong, "; ".join(wrong[:5]) or "all courses agree")
 
 
-def _waitlists_match_the_events(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+def _waitlists_match_the_events(counts: list[_Counts]) -> Finding:
     wrong = [
-        f"course {row[0]}: events say {row[7]}, write model {row[5]}, read model {row[6]}"
-        for row in db.execute(_SEATS_FROM_EVENTS)
-        if not row[5] == row[6] == row[7]
+        f"course {c.course_id}: events say {c.replayed_waitlist}, write model {c.waitlist},"
+        f" read model {c.projected_waitlist}"
+        for c in counts
+        if not c.waitlist == c.projected_waitlist == c.replayed_waitlist
     ]
     return Finding("waitlist = waitlisted - promoted - left", not wrong, "; ".join(wrong[:5]) or "all courses agree")
 
 
-def _capacity_respected(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
-    """Over capacity only after capacity was lowered below the seats, with no grant since.
-
-    Positions order one course's events: they are appended under its row lock."""
-    over = db.execute(
-        "SELECT c.course_id, c.seats_taken, c.capacity FROM courses c WHERE c.seats_taken > c.capacity AND EXISTS ("
-        " SELECT 1 FROM events g WHERE g.stream = 'course-' || c.course_id"
-        " AND g.type IN ('EnrollmentGranted', 'WaitlistPromoted') AND g.position > coalesce(("
-        "  SELECT max(position) FROM events x WHERE x.stream = g.stream AND x.type = 'CapacityChanged'), 0))"
-    ).fetchall()
-    detail = "; ".join(f"course {cid}: {seats} seats > capacity {cap}" for cid, seats, cap in over[:5])
+def _capacity_respected(counts: list[_Counts]) -> Finding:
+    """Over capacity only after capacity was lowered below the seats, with no seat taken since."""
+    over = [
+        c for c in counts if c.seats > c.capacity and c.replayed is not None and c.replayed.seats_taken_since_capacity
+    ]
+    detail = "; ".join(f"course {c.course_id}: {c.seats} seats > capacity {c.capacity}" for c in over[:5])
     return Finding("no course over capacity", not over, detail or "every course within capacity")
 
 

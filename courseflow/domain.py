@@ -93,7 +93,7 @@ class CourseState(msgspec.Struct, frozen=True, kw_only=True):
         return self.opens_at is None or self.opens_at <= now
 
 
-def fairness_key(pending: Pending) -> tuple[int, int, int]:
+def fairness_key(pending: Pending) -> tuple[int, ...]:
     """The fairness order (courseflow.fairness): higher priority first, then earlier arrival."""
     return fairness.sort_key(fairness.Rank(pending.request.priority, pending.arrival.ms, pending.arrival.seq))
 

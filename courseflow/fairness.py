@@ -32,16 +32,20 @@ TERMS: tuple[tuple[str, bool], ...] = (
 
 
 class Rank(NamedTuple):
-    """What orders one request: its priority and its arrival (the stream id's two parts)."""
+    """What orders one request: its priority and its arrival (the stream id's two parts), in TERMS' order."""
 
     priority: int
     arrival_ms: int
     arrival_seq: int
 
 
-def sort_key(rank: Rank) -> tuple[int, int, int]:
+# Each term's sign in the Python key: a descending term sorts ascending once negated, as in `row`.
+_SIGNS = tuple(-1 if descending else 1 for _, descending in TERMS)
+
+
+def sort_key(rank: Rank) -> tuple[int, ...]:
     """The Python key: sorting ascending by it gives the fairness order."""
-    return (-rank.priority, rank.arrival_ms, rank.arrival_seq)
+    return tuple(sign * value for sign, value in zip(_SIGNS, rank, strict=True))
 
 
 def score(priority: int) -> float:
@@ -66,6 +70,11 @@ def order_by(alias: str = "") -> str:
     """The SQL ORDER BY list (without the keywords), over columns named as the table names them."""
     prefix = f"{alias}." if alias else ""
     return ", ".join(f"{prefix}{column}{' DESC' if descending else ''}" for column, descending in TERMS)
+
+
+def ahead(alias: str, of: str) -> str:
+    """A SQL condition: the request `alias` goes before the request `of` in the fairness order."""
+    return f"{row(alias)} < {row(of)}"
 
 
 def row(alias: str) -> str:

@@ -17,7 +17,7 @@ import psycopg
 import redis
 from psycopg_pool import PoolTimeout
 
-from courseflow.domain import STATUS_AFTER
+from courseflow.domain import PENDING, RequestState, evolve
 from courseflow.errors import UnknownCourse
 from courseflow.events import (
     Decision,
@@ -30,7 +30,7 @@ from courseflow.events import (
     WaitlistLeft,
     WaitlistPromoted,
 )
-from courseflow.eventstore import store
+from courseflow.eventstore import reads
 from courseflow.eventstore.eventlog import START, Checkpoint, Recorded, Tail
 from projections import status, timeline
 from projections.feed import BATCH, Ended, Feed, Refresh, Subscription
@@ -56,7 +56,7 @@ from projections.status import EnrollmentStatus
 PLACES_EVERY_S = 1.0
 COUNTS_EVERY_S = 2.0
 
-# The message that tells of each event of a request (its status after it: domain.STATUS_AFTER).
+# The message that tells of each event of a request (its status after it: domain.evolve).
 _MESSAGE: dict[type[Event], type[StatusMessage]] = {
     EnrollmentGranted: SeatGranted,
     Waitlisted: PlacedOnWaitlist,
@@ -124,7 +124,7 @@ async def _request_messages(
         changes = [r for r in logged if type(r.event) in _MESSAGE]
         sub.position = max(start, logged[-1].checkpoint if logged else START)
         if after is None:
-            if changes and STATUS_AFTER[type(changes[-1].event)] != now.status:
+            if changes and evolve(PENDING, changes[-1].event).status != now.status:
                 now = await _after(svc, now, changes[-1])  # the read model has not caught up with the log yet
             yield StatusSnapshot(id=sub.position.position, **msgspec.structs.asdict(now))
         for recorded in changes if after is not None else ():
@@ -164,17 +164,17 @@ def _watch_place(sub: Subscription, now: EnrollmentStatus) -> None:
 async def _after(svc: Sources, now: EnrollmentStatus, recorded: Recorded) -> EnrollmentStatus:
     """The request after one of its events; a waitlist place is the live one, from the write model."""
     event = recorded.event
-    new = STATUS_AFTER[type(event)]
+    new = evolve(RequestState(status=now.status, reason=now.reason), event)
     place = None
-    if new == "waitlisted":
-        row = await svc.db(store.request, now.request_id)
+    if new.status == "waitlisted":
+        row = await svc.db(reads.request, now.request_id)
         place = row["waitlist_position"] if row is not None and row["status"] == "waitlisted" else None
     return msgspec.structs.replace(
         now,
-        status=new,
+        status=new.status,
         queue_position=None,
         waitlist_position=place,
-        reason=event.reason if isinstance(event, EnrollmentRejected | RequestDeadLettered) else None,
+        reason=new.reason,
         decided_at=recorded.recorded_at if isinstance(event, Decision) else now.decided_at,
     )
 
@@ -231,7 +231,7 @@ async def _course_messages(
 
 async def _counts(svc: Sources, course_ids: list[int]) -> dict[int, CourseCounts]:
     # The write model: current the moment a decision commits, where the read model trails it.
-    rows = await svc.db(store.courses, course_ids)
+    rows = await svc.db(reads.courses, course_ids)
     depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
     return {
         row["course_id"]: CourseCounts(
@@ -253,7 +253,7 @@ async def _refresh_places(feed: Feed, svc: Sources) -> None:
     queued = sorted({sub.request_id for sub in watched if sub.place == "queue" and sub.request_id is not None})
     waiting = sorted({sub.request_id for sub in watched if sub.place == "waitlist" and sub.request_id is not None})
     places = await _queue_places(svc, queued) if queued else {}
-    places |= await svc.db(store.waitlist_places, waiting) if waiting else {}
+    places |= await svc.db(reads.waitlist_places, waiting) if waiting else {}
     for sub in watched:
         place = places.get(sub.request_id or "")
         if place is not None and place != sub.refreshed:

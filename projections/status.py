@@ -18,7 +18,7 @@ from msgspec import Meta
 
 from courseflow.domain import RequestStatus
 from courseflow.errors import UnknownRequest
-from courseflow.eventstore import store
+from courseflow.eventstore import reads, store
 from projections import queries
 from projections.serving import Sources, Viewer
 
@@ -63,7 +63,7 @@ async def current(svc: Sources, request_id: str) -> EnrollmentStatus | None:
             queue_position=position,
             requested_at=req.requested_at,
         )
-    decided = await svc.db(store.request, request_id)
+    decided = await svc.db(reads.request, request_id)
     return None if decided is None else from_row(decided)
 
 
@@ -76,7 +76,7 @@ async def owned(svc: Sources, viewer: Viewer, request_id: str) -> EnrollmentStat
 
 
 def _recorded(conn: store.Conn, request_id: str) -> dict[str, Any] | None:
-    return store.request(conn, request_id) or queries.enrollment(conn, request_id)
+    return reads.request(conn, request_id) or queries.enrollment(conn, request_id)
 
 
 def from_row(row: dict[str, Any]) -> EnrollmentStatus:

@@ -7,10 +7,13 @@ from typing import Any
 
 from psycopg import sql
 
-from courseflow.domain import StreamId
-from courseflow.events import Waitlisted, WaitlistLeft, WaitlistPromoted
+from courseflow.domain import PENDING, RequestState, StreamId, evolve
+from courseflow.events import RequestDecision
 from courseflow.eventstore.store import Cursor
 from projections.base import Projection, Recorded, recordset
+
+# What a waitlisted request is: an event that leaves this as it is does not move a request.
+_WAITLISTED = RequestState(status="waitlisted")
 
 
 class Waitlists(Projection):
@@ -26,7 +29,13 @@ class Waitlists(Projection):
         left: list[str] = []
         for recorded in batch:
             e = recorded.event
-            if isinstance(e, Waitlisted):
+            request_id: str | None = getattr(e, "request_id", None)
+            if request_id is None or evolve(_WAITLISTED, e) is _WAITLISTED:
+                continue  # moves no request
+            if isinstance(e, RequestDecision):
+                # A request's first event: it joins the waitlist when its decision puts it there.
+                if evolve(PENDING, e).status != "waitlisted" or e.arrival is None:
+                    continue
                 arrival = StreamId.parse(e.arrival)
                 joined[e.request_id] = {
                     "request_id": e.request_id,
@@ -36,8 +45,8 @@ class Waitlists(Projection):
                     "arrival_ms": arrival.ms,
                     "arrival_seq": arrival.seq,
                 }
-            elif isinstance(e, WaitlistPromoted | WaitlistLeft) and joined.pop(e.request_id, None) is None:
-                left.append(e.request_id)
+            elif joined.pop(request_id, None) is None:  # any later change of status takes it off the waitlist
+                left.append(request_id)
         t = table["waitlist_entries"]
         if left:
             cur.execute(sql.SQL("DELETE FROM {table} WHERE request_id = ANY(%s::uuid[])").format(table=t), [left])

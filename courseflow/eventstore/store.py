@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 
 import msgspec
 import psycopg
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow
 
 from courseflow import events, fairness
 from courseflow.domain import PENDING, CourseState, Holding, Pending, RequestStatus, evolve
@@ -23,8 +23,6 @@ Cursor = psycopg.Cursor[TupleRow]
 
 # Decisions, as SQL: at most one per request (sql/001's events_one_decision_per_request).
 DECISIONS = "('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
-# The events that hold a request's fields: its decision, or (before sql/007) its EnrollmentRequested event.
-REQUEST_EVENTS = "('EnrollmentRequested', 'EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected')"
 
 
 def course_stream(course_id: int) -> str:
@@ -180,8 +178,15 @@ def decided_requests(cur: Cursor, request_ids: Sequence[str]) -> set[str]:
     return {row[0] for row in cur.fetchall()}
 
 
-def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
-    """The (course, student) pairs among `pairs` where the student holds a seat or a waitlist place."""
+class Holder(NamedTuple):
+    """A student who holds a seat or a waitlist place in a course."""
+
+    course_id: int
+    student_id: int
+
+
+def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[Holder]:
+    """Those of the (course, student) pairs where the student holds a seat or a waitlist place."""
     courses, students = zip(*pairs, strict=True) if pairs else ((), ())
     # One probe of the one-place index per pair: a semi-join may pick a scan of the whole table when its
     # statistics are older than its growth (a fresh table, before autovacuum's first analyze), in every round.
@@ -192,7 +197,7 @@ def holders(cur: Cursor, pairs: Collection[tuple[int, int]]) -> set[tuple[int, i
         " AND r.status IN ('granted', 'waitlisted') LIMIT 1) AS held",
         (list(courses), list(students)),
     )
-    return set(cur.fetchall())
+    return {Holder(course_id, student_id) for course_id, student_id in cur.fetchall()}
 
 
 def waitlist_head(cur: Cursor, course_id: int, limit: int) -> list[Holding]:
@@ -276,24 +281,31 @@ def record_decisions(cur: Cursor, decided: Sequence[Decided], worker: str) -> No
     )
 
 
-def decision_latency_ms(conn: Conn, recent: int = 1000) -> tuple[float, float, float] | None:
-    """p50, p95 and p99 of accept-to-decision over the `recent` latest decisions, None before the first.
+class DecisionLatency(msgspec.Struct, frozen=True):
+    """Accept-to-decision percentiles, in milliseconds."""
 
-    A decision carries its request's requested_at and is recorded at the decision's time; before sql/007 the
-    request's own event, appended in its decision's transaction, did. Walking the log backwards by position
-    stays cheap however long the history grows.
+    p50: float
+    p95: float
+    p99: float
+
+
+def decision_latency_ms(conn: Conn, recent: int = 1000) -> DecisionLatency | None:
+    """Accept-to-decision over the `recent` latest decisions that carry their request, None before the first.
+
+    A decision carries its request's requested_at and is recorded at the decision's time (decisions from before
+    sql/007 do not, and are left out). Walking the log backwards by position stays cheap however long it grows.
     """
     row = conn.execute(
         "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY waited) FROM ("
         " SELECT greatest(0, extract(epoch FROM recorded_at - (data ->> 'requested_at')::timestamptz) * 1000)"
-        f" AS waited FROM events WHERE type IN {REQUEST_EVENTS} AND data ? 'requested_at'"
+        f" AS waited FROM events WHERE type IN {DECISIONS} AND data ? 'requested_at'"
         " ORDER BY position DESC LIMIT %s) recent",
         (recent,),
     ).fetchone()
     if row is None or row[0] is None:
         return None
     p50, p95, p99 = (float(v) for v in row[0])
-    return p50, p95, p99
+    return DecisionLatency(p50, p95, p99)
 
 
 def record_changes(
@@ -324,54 +336,3 @@ def save_course(cur: Cursor, after: CourseState, version: int) -> None:
             after.course_id,
         ),
     )
-
-
-# A waitlisted request's live place: those of its course ranking ahead of it, by priority then arrival.
-_WAITLIST_PLACE = (
-    "(SELECT count(*) + 1 FROM enrollment_requests o WHERE o.course_id = r.course_id AND o.status = 'waitlisted'"
-    " AND (-o.priority, o.arrival_ms, o.arrival_seq) < (-r.priority, r.arrival_ms, r.arrival_seq))"
-)
-
-
-def waitlist_places(conn: Conn, request_ids: Sequence[str]) -> dict[str, int]:
-    """The live places of those of these requests still waitlisted, in one query."""
-    rows = conn.execute(
-        f"SELECT request_id::text, {_WAITLIST_PLACE} FROM enrollment_requests r"
-        " WHERE request_id = ANY(%s::uuid[]) AND status = 'waitlisted'",
-        (list(request_ids),),
-    ).fetchall()
-    return {request_id: int(place) for request_id, place in rows}
-
-
-def request(conn: Conn, request_id: str) -> dict[str, Any] | None:
-    """A decided request as the write model has it, with its waitlist position when waitlisted."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT request_id::text, course_id, student_id, priority, status, reason, requested_at, decided_at,"
-            f" CASE WHEN status = 'waitlisted' THEN {_WAITLIST_PLACE} END"
-            " AS waitlist_position FROM enrollment_requests r WHERE request_id = %s",
-            (request_id,),
-        )
-        return cur.fetchone()
-
-
-def course_ids(conn: Conn) -> list[int]:
-    return [row[0] for row in conn.execute("SELECT course_id FROM courses")]
-
-
-def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
-    """A course as the write model has it: read-your-writes before the read model catches up."""
-    found = courses(conn, [course_id])
-    return found[0] if found else None
-
-
-def courses(conn: Conn, course_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Those of these courses that exist, as the write model has them, in one query, by id."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT course_id, title, capacity, seats_taken, waitlist_length,"
-            f" {readable('opens_at')}, {readable('closes_at')} FROM courses WHERE course_id = ANY(%s)"
-            " ORDER BY course_id",
-            (list(course_ids),),
-        )
-        return cur.fetchall()

@@ -26,7 +26,7 @@ from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.errors import DomainError
-from courseflow.eventstore import partition_count, priorities, store
+from courseflow.eventstore import partition_count, priorities, reads
 from courseflow.http import (
     courses,
     dead_letters,
@@ -257,7 +257,7 @@ def _prepare_queue(svc: Services) -> None:
     """Intake knows every course and granted priority, and the consumer groups exist before any worker runs."""
     with svc.pool.connection() as conn:
         partition_count.verify(conn, svc.keys.partitions)
-        svc.register_courses(store.course_ids(conn))
+        svc.register_courses(reads.course_ids(conn))
         svc.grant_priorities(priorities.granted(conn))
         accepted.start_counting(conn, svc.redis_sync, svc.keys)
     queue.ensure_groups(svc.redis_sync, svc.keys)

@@ -253,8 +253,7 @@ async def metrics(request: Request) -> Response:
     )
 
 
-def _latency(percentiles: tuple[float, float, float] | None) -> Latency:
-    if percentiles is None:
+def _latency(measured: store.DecisionLatency | None) -> Latency:
+    if measured is None:
         return Latency(p50_ms=None, p95_ms=None, p99_ms=None)
-    p50, p95, p99 = (round(p, 3) for p in percentiles)
-    return Latency(p50_ms=p50, p95_ms=p95, p99_ms=p99)
+    return Latency(p50_ms=round(measured.p50, 3), p95_ms=round(measured.p95, 3), p99_ms=round(measured.p99, 3))

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
 from courseflow.errors import IdempotencyKeyReused, RateLimitReached, UnknownCourse, UnknownRequest
-from courseflow.eventstore import store
+from courseflow.eventstore import reads, store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
 from courseflow.http.common import DATABASE_UNREACHABLE, JSON, QUEUE_UNREACHABLE, Services, services
@@ -133,7 +133,7 @@ def _idempotency_key(in_body: str | None, in_header: bytes | None) -> str:
 
 def _known_course(conn: store.Conn, svc: Services, course_id: int) -> bool:
     """PostgreSQL has the course but Redis lost its registration (e.g. a Redis restored empty): register it again."""
-    if store.course(conn, course_id) is None:
+    if reads.course(conn, course_id) is None:
         return False
     svc.register_courses([course_id])
     return True

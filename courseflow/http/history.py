@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from courseflow.eventstore import store
+from courseflow.eventstore import reads, store
 from courseflow.http.common import JSON, services, student_in_path
 from courseflow.http.gate import principal
 from courseflow.http.operations import operation, path_params, query
@@ -39,7 +39,7 @@ async def course_events(request: Request) -> Response:
     course_id = path_params(request, CoursePath).course_id
     found = await page(request, stream=store.course_stream(course_id))
     # No events at all: no such course, or one created a moment ago (the write model knows).
-    if not found.events and await services(request).db(store.course, course_id) is None:
+    if not found.events and await services(request).db(reads.course, course_id) is None:
         raise NotFound(f"no course {course_id}", "course_id")
     return JSON(found)
 

@@ -30,7 +30,7 @@ from courseflow.platform.memo import Memo
 from courseflow.platform.metrics import RATE_LIMITED
 from courseflow.platform.redis_clients import AsyncRedis
 
-log = logging.getLogger("courseflow.ratelimit")
+log = logging.getLogger("courseflow.limits")
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -40,7 +40,8 @@ async def set_priority(request: Request) -> Response:
 
     granted = await svc.db(grant)
     # After COMMIT: intake never applies a priority the record does not hold. Should Redis fail here, every
-    # API process re-applies recent grants every few seconds (api._keep_priorities_applied), newest version wins.
+    # API process re-applies recent grants every few seconds (`_keep_priorities_applied` in courseflow.http.app),
+    # newest version wins.
     try:
         await run_in_threadpool(svc.grant_priorities, [(student_id, granted.priority, granted.version)])
     except redis.RedisError:

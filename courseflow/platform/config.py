@@ -200,7 +200,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 # Every environment variable read, and the section and field it sets; the README's configuration table lists
-# exactly these (tests/test_config.py holds it to them).
+# exactly these (tests/unit/test_config.py holds it to them).
 VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "SERVER_HOST": ("http", "host"),
     "SERVER_PORT": ("http", "port"),

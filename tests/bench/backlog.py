@@ -14,7 +14,7 @@ from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys
 from tests.bench.procs import BenchError
 
-# Priorities as in tests/test_crowd.py: mostly the default 0. The mix matters: a worker decides everything a
+# Priorities as in tests/integration/test_crowd.py: mostly the default 0. The mix matters: a worker decides everything a
 # course has pending ahead of its batch's worst-ranked request, so higher priorities make bigger transactions.
 PRIORITY_MIX = (0, 0, 0, 10, 50, 100)
 

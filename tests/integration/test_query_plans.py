@@ -42,6 +42,6 @@ def test_following_the_log_and_finding_holders_scan_no_table(db: Conn) -> None:
         assert not log.unread_after(Checkpoint(int(last[0]), last[1]))
         assert log.unread_after(Checkpoint(int(last[0]), last[1] - 1))
         assert log.checkpoint_after(last[1] + 1) is None
-        assert store.holders(cur, {(1, ROWS - 1), (1, ROWS + 1)}) == {(1, ROWS - 1)}
+        assert store.holders(cur, {(1, ROWS - 1), (1, ROWS + 1)}) == {store.Holder(course_id=1, student_id=ROWS - 1)}
         assert _scans(db, "events") == 0
         assert _scans(db, "enrollment_requests") == 0
