@@ -1,42 +1,32 @@
-"""The `courseflow` command: one entry point, a subcommand per part of the system."""
+"""The `courseflow` command: one entry point, a subcommand per part of the system (carried out in commands)."""
 
 from __future__ import annotations
 
 import argparse
-import gc
-import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
-from types import ModuleType
 
-import msgspec
 import psycopg
 import redis
 from redis.exceptions import RedisClusterException
 
+from courseflow import commands
 from courseflow.decisions import deadletters
-from courseflow.eventstore import migrations, partition_count, store
-from courseflow.eventstore.eventlog import START, EventLog
+from courseflow.eventstore import migrations
 from courseflow.eventstore.partition_count import PartitionCountMismatch
-from courseflow.platform import logs, tracing
+from courseflow.platform import logs
 from courseflow.platform.config import Settings
-from courseflow.platform.supervisor import Supervisor
 from projections import PROJECTIONS
-from projections.projector import Projector
 from projections.rebuild import rebuild as rebuild_read_models
-
-log = logging.getLogger("courseflow")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="courseflow", description="Course enrollment for flash crowds.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = parser.add_subparsers(dest="command", required=True)
 
-    svc = commands.add_parser("services", help="start, stop or inspect the local PostgreSQL and Redis")
+    svc = subcommands.add_parser("services", help="start, stop or inspect the local PostgreSQL and Redis")
     svc.add_argument("action", choices=["up", "down", "status"])
     svc.add_argument("--data-dir", type=Path, help="where server data lives (default: .courseflow)")
     svc.add_argument(
@@ -50,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         help="up: also a streaming read replica of PostgreSQL (port COURSEFLOW_POSTGRES_REPLICA_PORT, default 55433)",
     )
 
-    commands.add_parser("migrate", help="apply the SQL migrations not yet applied")
-    commands.add_parser("api", help="serve the HTTP API")
-    worker = commands.add_parser("worker", help="decide requests of the partitions this worker leases")
+    subcommands.add_parser("migrate", help="apply the SQL migrations not yet applied")
+    subcommands.add_parser("api", help="serve the HTTP API")
+    worker = subcommands.add_parser("worker", help="decide requests of the partitions this worker leases")
     worker.add_argument("--name", help="consumer name; reuse it across restarts to recover its own entries")
     worker.add_argument(
         "--processes",
@@ -63,20 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     worker.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
 
-    projector = commands.add_parser("projector", help="keep the read models current from the event log")
+    projector = subcommands.add_parser("projector", help="keep the read models current from the event log")
     projector.add_argument("--metrics-port", type=int, metavar="N", help=_METRICS_PORT_HELP)
-    rebuild = commands.add_parser(
+    rebuild = subcommands.add_parser(
         "rebuild", help="rebuild read models from the start of the event log while serving, then switch"
     )
     rebuild.add_argument(
         "--projection", action="append", choices=sorted(PROJECTIONS), help="only this one (repeatable)"
     )
-    hist = commands.add_parser("history", help="print the event history of a course or a student")
+    hist = subcommands.add_parser("history", help="print the event history of a course or a student")
     who = hist.add_mutually_exclusive_group(required=True)
     who.add_argument("--course", type=int, metavar="N")
     who.add_argument("--student", type=int, metavar="N")
 
-    token = commands.add_parser("token", help="print a bearer token signed with the configured key")
+    token = subcommands.add_parser("token", help="print a bearer token signed with the configured key")
     role = token.add_mutually_exclusive_group(required=True)
     role.add_argument("--student", type=int, metavar="N", help="a student token for student N")
     role.add_argument("--registrar", action="store_true", help="a registrar token")
@@ -84,23 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", help="the subject of a registrar or service token (default: the role's name)")
     token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default: 3600)")
 
-    commands.add_parser("check", help="verify the invariants on this deployment; exit 1 if one fails")
-    dlq = commands.add_parser("dlq", help="list, retry or drop dead-lettered stream entries")
+    subcommands.add_parser("check", help="verify the invariants on this deployment; exit 1 if one fails")
+    dlq = subcommands.add_parser("dlq", help="list, retry or drop dead-lettered stream entries")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("entry_ids", nargs="*", metavar="ENTRY_ID", help="dead-letter entry ids (retry, drop)")
 
-    run = commands.add_parser("run", help="servers, migrations, demo course, API, workers, projector, until Ctrl-C")
+    run = subcommands.add_parser("run", help="servers, migrations, demo course, API, workers, projector, until Ctrl-C")
     run.add_argument("--no-demo", action="store_true", help="do not create the demo course")
     run.add_argument("--workers", type=int, help="number of workers (default: WORKERS or 2)")
 
     args = parser.parse_args(argv)
-    settings = _with_local_passwords(Settings.from_env())
+    settings = commands.with_local_passwords(Settings.from_env())
     # Before anything logs: one renderer for our records and every library's (see courseflow.logs).
     logs.configure(settings)
     try:
         match args.command:
             case "services":
-                return _services(
+                return commands.services(
                     settings, args.action, args.data_dir or settings.local.data_dir, args.redis_cluster, args.replica
                 )
             case "migrate":
@@ -108,22 +98,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"applied {name}")
                 return 0
             case "api":
-                return _api(settings)
+                return commands.api(settings)
             case "worker" if args.processes > 1:
-                return _workers(settings, args.name or socket.gethostname(), args.processes, args.metrics_port)
+                return commands.workers(settings, args.name or socket.gethostname(), args.processes, args.metrics_port)
             case "worker":
-                _serve_metrics(settings, args.metrics_port)
-                return _worker(settings, args.name or f"{socket.gethostname()}-{os.getpid()}")
+                commands.serve_metrics(settings, args.metrics_port)
+                return commands.worker(settings, args.name or f"{socket.gethostname()}-{os.getpid()}")
             case "projector":
-                _serve_metrics(settings, args.metrics_port)
-                return _projector(settings)
+                commands.serve_metrics(settings, args.metrics_port)
+                return commands.projector(settings)
             case "rebuild":
                 print(f"rebuilt up to position {rebuild_read_models(settings.postgres.url, args.projection).position}")
                 return 0
             case "history":
-                return _history(settings, args.course, args.student)
+                return commands.history(settings, args.course, args.student)
             case "token":
-                return _token(settings, args.student, args.registrar, args.sub, args.ttl)
+                return commands.token(settings, args.student, args.registrar, args.sub, args.ttl)
             case "check":
                 from courseflow import check
 
@@ -133,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             case "dlq":
                 return deadletters.command(settings, args.action, args.entry_ids)
             case "run":
-                return _run(settings, demo=not args.no_demo, workers=args.workers or settings.worker.count)
-    except _ERRORS + _local_server_errors() as exc:
+                return commands.run(settings, demo=not args.no_demo, workers=args.workers or settings.worker.count)
+    except _ERRORS + commands.local_server_errors() as exc:
         print(f"courseflow {args.command}: {exc}", file=sys.stderr)
         return 1
     return 2
@@ -149,231 +139,10 @@ _ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def _local_servers() -> ModuleType:
-    """The local servers are development tooling, a package of their own (devtools/), not part of the runtime."""
-    try:
-        import courseflow_local
-    except ModuleNotFoundError:
-        raise SystemExit(
-            "courseflow: local servers need the development tooling (pip install -e devtools);"
-            " in production set DATABASE_URL and REDIS_URL"
-        ) from None
-    return courseflow_local
-
-
-def _with_local_passwords(settings: Settings) -> Settings:
-    """Where no URL is given, the local servers': with the passwords they were made with, for this process and the
-    API, workers and projector it starts (they read their settings from the environment)."""
-    if settings.local.external_servers:
-        return settings
-    try:
-        import courseflow_local
-    except ModuleNotFoundError:
-        return settings  # `courseflow run` and `services` say what is missing; other commands fail to connect
-    completed = courseflow_local.with_saved_passwords(settings)
-    if completed is not settings:
-        os.environ.setdefault("DATABASE_URL", completed.postgres.url)
-        os.environ.setdefault("REDIS_URL", completed.redis.url)
-    return completed
-
-
-def _local_server_errors() -> tuple[type[Exception], ...]:
-    try:
-        from courseflow_local import ServicesError
-    except ModuleNotFoundError:
-        return ()
-    return (ServicesError,)
-
-
-def _services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool, replica: bool) -> int:
-    services = _local_servers()
-    if action == "up":
-        replica_port = settings.local.postgres_replica_port if replica else None
-        servers = services.up(data_dir, settings.local.postgres_port, settings.local.redis_port, replica_port)
-        # The application's credentials, ready for `eval`; the admin's are only in the file.
-        print(f"export DATABASE_URL={servers.database_url}")
-        print(f"export REDIS_URL={servers.redis_url}")
-        if servers.replica_database_url is not None:
-            print(f"export DATABASE_REPLICA_URL={servers.replica_database_url}")
-        if redis_cluster:
-            cluster = services.up_cluster(data_dir, settings.local.redis_cluster_port)
-            # Addresses only: the cluster's users and passwords are the standalone Redis's.
-            print(f"export REDIS_CLUSTER_NODES={cluster.nodes_setting}")
-        print(f"passwords (application and admin) are kept in {servers.credentials_file}", file=sys.stderr)
-    elif action == "down":
-        services.down(data_dir)
-    else:
-        for name, state in services.status(data_dir).items():
-            print(f"{name}: {state}")
-    return 0
-
-
-def _token(settings: Settings, student: int | None, registrar: bool, sub: str | None, ttl: int) -> int:
-    # Imported here: the signing stack (PyJWT, cryptography) costs every worker ~8 MB of resident memory.
-    from courseflow.http import auth, payloads
-
-    if not settings.auth.jwt_secret and not settings.auth.jwt_public_key_file:
-        print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
-        return 2
-    if student is not None and not payloads.is_id(str(student)):
-        print("courseflow token: --student must be a positive student id", file=sys.stderr)
-        return 2
-    if not 1 <= ttl <= 366 * 86_400:
-        print("courseflow token: --ttl must be between 1 second and a year", file=sys.stderr)
-        return 2
-    role: auth.Role = "student" if student is not None else "registrar" if registrar else "service"
-    print(auth.issue(settings, role, str(student) if student is not None else sub or role, ttl))
-    return 0
-
-
-def _api(settings: Settings) -> int:
-    import uvicorn
-
-    _refuse_another_partition_count(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # uvicorn shuts down gracefully, then re-raises the signal to whatever handler came before it:
-        # this one, so a requested stop ends with status 0.
-        signal.signal(sig, lambda *_: None)
-    uvicorn.run(
-        "courseflow.http.app:create_served_app",
-        factory=True,
-        host=settings.http.host,
-        port=settings.http.port,
-        workers=settings.http.processes if settings.http.processes > 1 else None,
-        # uvicorn's loggers (access log included) propagate to our root handler; LOG_LEVEL sets their level.
-        log_config=logs.uvicorn_config(settings),
-        access_log=settings.http.access_log,
-        # X-Forwarded-For is anyone's to write: trusted only when FORWARDED_ALLOW_IPS names the proxy.
-        proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
-    )
-    return 0
-
-
-def _worker(settings: Settings, name: str) -> int:
-    from courseflow.decisions.worker import Worker
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Finish and commit the batch in hand, acknowledge it, then exit.
-        signal.signal(sig, lambda *_: stop.set())
-    tracing.configure("courseflow-worker")
-    # Start-up's objects (every module imported) leave the collector's view: a full collection, ~30 ms over them,
-    # then walks only what the worker allocates since, instead of pausing a batch that long.
-    gc.freeze()
-    log.info("worker %s starting", name)
-    Worker(settings, name, stop).run()
-    log.info("worker %s stopped", name)
-    return 0
-
-
-def _workers(settings: Settings, name: str, processes: int, metrics_port: int | None) -> int:
-    """N worker processes, restarted if one dies, stopped together: more cores for the partitions of one host."""
-    _refuse_another_partition_count(settings)  # before N children each fail on it, again and again
-    env = dict(os.environ)
-    if metrics_port is not None:
-        # One port for all of them: the children write their series to files that this process adds up.
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings, env))
-        _serve_metrics(settings, metrics_port, multiprocess_dir=env["PROMETHEUS_MULTIPROC_DIR"])
-    supervisor = Supervisor(env)
-    for n in range(1, processes + 1):
-        supervisor.add(f"{name}-{n}", [sys.executable, "-m", "courseflow", "worker", "--name", f"{name}-{n}"])
-    log.info("starting %d workers", processes)
-    return supervisor.run()
-
-
-def _refuse_another_partition_count(settings: Settings) -> None:
-    """Raises PartitionCountMismatch up front; a database not reachable yet is left to the component's own retries."""
-    try:
-        with psycopg.connect(settings.postgres.url, autocommit=True, connect_timeout=5) as conn:
-            partition_count.verify(conn, settings.queue.partitions)
-    except psycopg.OperationalError:
-        pass
-
-
 def _positive(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {raw!r}")
     return int(raw)
 
 
-def _projector(settings: Settings) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    tracing.configure("courseflow-projector")
-    log.info("projector starting")
-    Projector(settings.postgres.url, stop=stop).run()
-    log.info("projector stopped")
-    return 0
-
-
 _METRICS_PORT_HELP = "serve this process's Prometheus series on this port (at METRICS_HOST, default 127.0.0.1)"
-
-
-def _serve_metrics(settings: Settings, port: int | None, multiprocess_dir: str | None = None) -> None:
-    """For a worker or projector scraped on its own host; under `courseflow run` the API's /metrics has them."""
-    if port is not None:
-        from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        registry = REGISTRY
-        if multiprocess_dir is not None:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, multiprocess_dir)  # type: ignore[no-untyped-call]
-        start_http_server(port, addr=settings.metrics.host, registry=registry)
-        log.info("Prometheus series on http://%s:%d/metrics", settings.metrics.host, port)
-
-
-def _fresh_metrics_dir(settings: Settings, env: dict[str, str]) -> Path:
-    """Where the children write their series for the API's /metrics to add up; emptied of an earlier run's."""
-    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.local.data_dir / "prometheus")
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):  # only prometheus-client's own files: the directory may be the operator's
-        stale.unlink()
-    return path.resolve()
-
-
-def _history(settings: Settings, course_id: int | None, student_id: int | None) -> int:
-    stream = None if course_id is None else store.course_stream(course_id)
-    after = START
-    with psycopg.connect(settings.postgres.url, autocommit=True) as conn, conn.cursor() as cur:
-        while page := EventLog(cur).read(after, 1000, stream=stream, student_id=student_id):
-            for r in page:
-                data = msgspec.json.encode(msgspec.to_builtins(r.event)).decode()
-                print(f"{r.position:>8}  {r.recorded_at:%Y-%m-%d %H:%M:%S.%f}  {r.stream}#{r.stream_version}  {data}")
-            after = page[-1].checkpoint
-    return 0
-
-
-def _run(settings: Settings, demo: bool, workers: int) -> int:
-    env = dict(os.environ)
-    started_servers = False
-    if not settings.local.external_servers:
-        services = _local_servers()
-        running = services.status(settings.local.data_dir)
-        started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
-        servers = services.up(settings.local.data_dir, settings.local.postgres_port, settings.local.redis_port)
-        env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
-        settings = Settings.from_env(env)
-    try:
-        migrations.migrate(settings.postgres.url, partitions=settings.queue.partitions)
-        if demo:
-            with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
-                if store.create_course(conn, 1, "Demo course", 10, None, None):
-                    log.info("created demo course 1 (capacity 10)")
-        command = [sys.executable, "-m", "courseflow"]
-        # The API's /metrics then shows the workers' and projector's series too (prometheus-client multiprocess).
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings, env))
-        supervisor = Supervisor(env)
-        supervisor.add("api", [*command, "api"])
-        for n in range(1, workers + 1):
-            supervisor.add(f"worker-{n}", [*command, "worker", "--name", f"worker-{n}"])
-        supervisor.add("projector", [*command, "projector"])
-        base = f"http://{settings.http.host}:{settings.http.port}"
-        print(f"CourseFlow is serving on {base} (API reference: {base}/docs; Ctrl-C stops it)")
-        return supervisor.run()
-    finally:
-        if started_servers:
-            services = _local_servers()
-            # Servers this command started stop with it; ones that were already up keep running.
-            services.down(settings.local.data_dir, only=("postgres", "redis"))

@@ -1,5 +1,5 @@
-"""Dead letters, the entries set aside as undecidable: how one reads (for `GET /api/v1/dead-letters` and
-`courseflow dlq list`), and `courseflow dlq` to look at, retry or drop them.
+"""Dead letters, the entries set aside as undecidable: how a worker sets one aside, how one reads (for
+`GET /api/v1/dead-letters` and `courseflow dlq list`), and `courseflow dlq` to look at, retry or drop them.
 
 A dead letter's id names its partition: `<partition>:<stream entry id>`, as `courseflow dlq list` shows it.
 """
@@ -7,6 +7,7 @@ A dead letter's id names its partition: `<partition>:<stream entry id>`, as `cou
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import cast
@@ -14,15 +15,58 @@ from typing import cast
 import msgspec
 import psycopg
 import redis
+import structlog
 
 from courseflow import events
+from courseflow.decisions.decider import Delivered, Undecodable
 from courseflow.domain import StreamId
-from courseflow.eventstore import partition_count
+from courseflow.eventstore import partition_count, store
 from courseflow.intake import queue
 from courseflow.platform import redis_clients
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys, PartitionKeys
+from courseflow.platform.metrics import DEAD_LETTERS
 from courseflow.platform.redis_clients import AsyncRedis, SyncRedis
+
+log = logging.getLogger("courseflow.worker")
+
+
+def set_aside(
+    pg: store.Conn,
+    client: SyncRedis,
+    keys: PartitionKeys,
+    entry_id: bytes,
+    fields: dict[bytes, bytes],
+    reason: str,
+    worker: str,
+) -> None:
+    """Record the entry as dead-lettered (an event), then move it to its partition's dead-letter stream: what
+    keeps failing stops blocking the queue."""
+    try:
+        item: Delivered | None = Delivered.decode(keys.partition, entry_id, fields)
+    except Undecodable:
+        item = None
+    request = None if item is None else item.request
+    event = events.RequestDeadLettered(
+        entry_id=queue.qualified(keys.partition, entry_id),
+        reason=reason,
+        course_id=None if request is None else request.course_id,
+        request_id=None if request is None else request.request_id,
+        student_id=None if request is None else request.student_id,
+        priority=None if request is None else request.priority,
+        requested_at=None if request is None else request.requested_at,
+    )
+    store.record_dead_letter(pg, event)
+    pending = None if item is None else (item.request.course_id, item.member, item.request.request_id)
+    queue.dead_letter(client, keys, entry_id, fields, reason, pending)
+    DEAD_LETTERS.inc()
+    ids = (
+        {}
+        if request is None
+        else {"request_id": request.request_id, "course_id": request.course_id, "student_id": request.student_id}
+    )
+    with structlog.contextvars.bound_contextvars(**ids):
+        log.warning("%s: dead-lettered %s: %s", worker, event.entry_id, reason)
 
 
 class DeadLetterEntry(msgspec.Struct, frozen=True, kw_only=True):

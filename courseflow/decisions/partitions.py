@@ -7,10 +7,20 @@ worker's leases expire and the others take its partitions over.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import msgspec
+import psycopg
 
 from courseflow.eventstore.partition_count import recorded_count
 from courseflow.eventstore.store import Conn
+
+log = logging.getLogger("courseflow.worker")
+
+# How often a worker renews its leases and rebalances at most: a joining worker gets its share within a few
+# rounds, however long the leases last.
+LEASE_ROUND_S = 1.0
 
 
 class Shares(msgspec.Struct, frozen=True):
@@ -82,3 +92,37 @@ def owners(conn: Conn) -> dict[int, str | None]:
         "SELECT partition, CASE WHEN expires_at > now() THEN owner END FROM partition_leases ORDER BY partition"
     )
     return {partition: owner for partition, owner in rows}
+
+
+class Leases:
+    """One worker's leases: the partitions it holds, and when to renew them."""
+
+    def __init__(self, worker: str, lease_s: float) -> None:
+        self.worker, self.lease_s = worker, lease_s
+        self.held: tuple[int, ...] = ()
+        self.renew_at = 0.0
+
+    def renew(self, conn: Conn) -> list[int]:
+        """Renew the leases, if due, and take or give up partitions to hold a fair share; returns the partitions
+        new to this process, whether just taken or still leased to its name (a restart under the same name)."""
+        if time.monotonic() < self.renew_at:
+            return []
+        shares = balance(conn, self.worker, self.lease_s)
+        self.renew_at = time.monotonic() + min(self.lease_s / 3, LEASE_ROUND_S)
+        new = sorted(set(shares.held) - set(self.held))
+        if new or shares.released:
+            log.info("%s: decides partitions %s", self.worker, ",".join(map(str, shares.held)) or "none")
+        self.held = shares.held
+        return new
+
+    def forget(self) -> None:
+        """Lease again from scratch at the next renewal: every partition then counts as new."""
+        self.held, self.renew_at = (), 0.0
+
+    def give_back(self, conn: Conn) -> None:
+        """Give the partitions back, so the other workers need not wait for the leases to expire."""
+        try:
+            leave(conn, self.worker)
+            self.held = ()
+        except psycopg.Error as exc:  # the leases then expire by themselves
+            log.warning("%s: could not give back its partitions: %s", self.worker, exc)

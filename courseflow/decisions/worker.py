@@ -14,9 +14,8 @@ import psycopg
 import redis
 import structlog
 
-from courseflow.decisions import partitions
+from courseflow.decisions import deadletters, partitions
 from courseflow.decisions.decider import Decider, Delivered, Outcome, Undecodable
-from courseflow.events import RequestDeadLettered
 from courseflow.eventstore import partition_count, store
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
@@ -24,15 +23,12 @@ from courseflow.platform import redis_clients, tracing
 from courseflow.platform.backoff import Backoff
 from courseflow.platform.config import Settings
 from courseflow.platform.keys import Keys, PartitionKeys
-from courseflow.platform.metrics import DEAD_LETTERS, WORKERS_ALIVE
+from courseflow.platform.metrics import WORKERS_ALIVE
 
 log = logging.getLogger("courseflow.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 APPLICATION_NAME = "courseflow worker"
-# How often a worker renews its leases and rebalances at most: a joining worker gets its share within a few
-# rounds, however long the leases last.
-LEASE_ROUND_S = 1.0
 # A decision round takes up to this many batches' worth of pending requests: a batch read decides the
 # backlog ranked ahead of it too, in rounds this large.
 ROUND_BATCHES = 2
@@ -57,9 +53,16 @@ class Worker:
         # A large backlog is decided in rounds of at most this many requests per transaction (all its courses
         # together), so what a worker holds in memory does not grow with the backlog.
         self.decider = Decider(self.redis, self.keys, name, limit=settings.worker.batch_size * ROUND_BATCHES)
-        # The partitions this worker leases, and when to renew the leases.
-        self.held: tuple[int, ...] = ()
-        self._next_lease = 0.0
+        self.leases = partitions.Leases(name, settings.worker.lease_ms / 1000)
+
+    @property
+    def held(self) -> tuple[int, ...]:
+        """The partitions this worker leases."""
+        return self.leases.held
+
+    @held.setter
+    def held(self, held: tuple[int, ...]) -> None:
+        self.leases.held = held
 
     @property
     def pg(self) -> psycopg.Connection[psycopg.rows.TupleRow]:
@@ -73,7 +76,7 @@ class Worker:
     def close(self) -> None:
         """Give the partitions back, so the other workers need not wait for the leases to expire, and disconnect."""
         if self.held:
-            self._leave()
+            self.leases.give_back(self.pg)
         if self._pg is not None:
             self._pg.close()
         self.redis.close()
@@ -96,7 +99,7 @@ class Worker:
                     # PostgreSQL first: redelivering while it is down would only use up delivery counts.
                     partition_count.verify(self.pg, self.keys.partitions)
                     queue.ensure_groups(self.redis, self.keys)
-                    self.held, self._next_lease = (), 0.0  # lease again: every partition then recovers its own
+                    self.leases.forget()  # lease again: every partition then recovers its own
                     recovered = True
                 if time.monotonic() >= next_claim:
                     self.lease()
@@ -119,28 +122,13 @@ class Worker:
                 self.stop.wait(delay)
         self.close()
 
-    def _leave(self) -> None:
-        try:
-            partitions.leave(self.pg, self.name)
-            self.held = ()
-        except psycopg.Error as exc:  # the leases then expire by themselves
-            log.warning("%s: could not give back its partitions: %s", self.name, exc)
-
     def lease(self) -> tuple[int, ...]:
         """Renew this worker's leases and take or give up partitions so the live workers share them evenly.
 
         A partition taken over first gets its entries that this worker read before and never acknowledged
         (after a restart), and those idle longer than the claim timeout (their worker is presumed dead).
         """
-        if time.monotonic() < self._next_lease:
-            return self.held
-        shares = partitions.balance(self.pg, self.name, self.settings.worker.lease_ms / 1000)
-        self._next_lease = time.monotonic() + min(self.settings.worker.lease_ms / 3000, LEASE_ROUND_S)
-        # New to this process, whether just taken or still leased to its name (a restart under the same name).
-        new = sorted(set(shares.held) - set(self.held))
-        if new or shares.released:
-            log.info("%s: decides partitions %s", self.name, ",".join(map(str, shares.held)) or "none")
-        self.held = shares.held
+        new = self.leases.renew(self.pg)
         for partition in new:
             self.recover_own(partition)
             self._reclaim(self.keys.partition(partition))
@@ -153,7 +141,7 @@ class Worker:
         self.open_backlogs()
         if block_ms is not None:
             # Wake up in time to renew the leases, and the moment a registration opens, not up to BLOCK later.
-            block_ms = max(1, min(block_ms, int((self._next_lease - time.monotonic()) * 1000) + 1))
+            block_ms = max(1, min(block_ms, int((self.leases.renew_at - time.monotonic()) * 1000) + 1))
             opening = store.next_opening(self.pg, _now())
             if opening is not None:
                 block_ms = max(1, min(block_ms, int((opening - _now()).total_seconds() * 1000) + 1))
@@ -198,7 +186,9 @@ class Worker:
             for stream in streams:
                 pipe.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
             replies = pipe.execute()
-        got = {stream: entries for stream, reply in zip(streams, replies, strict=True) if (entries := _entries(reply))}
+        got = {
+            stream: entries for stream, reply in zip(streams, replies, strict=True) if (entries := entries_of(reply))
+        }
         if not got and block_ms is not None:
             self.stop.wait(min(block_ms / 1000, _CLUSTER_POLL_S))
         return got
@@ -217,7 +207,7 @@ class Worker:
         for p in self.held if partition is None else (partition,):
             keys = self.keys.partition(p)
             cursor = "0"
-            while entries := _entries(
+            while entries := entries_of(
                 self.redis.xreadgroup(GROUP, self.name, {keys.requests: cursor}, count=self.settings.worker.batch_size)
             ):
                 self.process_redelivered(entries, p)
@@ -273,28 +263,8 @@ class Worker:
         self.process_all({partition: fresh})
 
     def dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, partition: int) -> None:
-        """Record the entry as dead-lettered (an event), then move it to its partition's dead-letter stream."""
-        try:
-            item: Delivered | None = Delivered.decode(partition, entry_id, fields)
-        except Undecodable:
-            item = None
-        request = None if item is None else item.request
-        event = RequestDeadLettered(
-            entry_id=queue.qualified(partition, entry_id),
-            reason=reason,
-            course_id=None if request is None else request.course_id,
-            request_id=None if request is None else request.request_id,
-            student_id=None if request is None else request.student_id,
-            priority=None if request is None else request.priority,
-            requested_at=None if request is None else request.requested_at,
-        )
-        store.record_dead_letter(self.pg, event)
-        pending = None if item is None else (item.request.course_id, item.member, item.request.request_id)
-        queue.dead_letter(self.redis, self.keys.partition(partition), entry_id, fields, reason, pending)
-        DEAD_LETTERS.inc()
-        ids = {} if request is None else _ids(request.request_id, request.course_id, request.student_id)
-        with structlog.contextvars.bound_contextvars(**ids):
-            log.warning("%s: dead-lettered %s: %s", self.name, event.entry_id, reason)
+        """Set the entry aside in its partition's dead-letter stream, recorded as an event first."""
+        deadletters.set_aside(self.pg, self.redis, self.keys.partition(partition), entry_id, fields, reason, self.name)
 
     def process_all(self, read: dict[int, list[Entry]]) -> None:
         """Decide entries read from several partitions in one go: one transaction round for all their courses."""
@@ -374,7 +344,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _entries(reply: Any) -> list[Entry]:
+def entries_of(reply: Any) -> list[Entry]:
     """The entries of a one-stream XREADGROUP reply (RESP2 list or RESP3 map)."""
     streams = _streams(reply)
     return streams[0][1] if streams else []

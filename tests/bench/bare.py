@@ -29,7 +29,7 @@ def main() -> None:
     import uvicorn
 
     settings = Settings.from_env()
-    # Same call as courseflow.cli._api, with the app swapped.
+    # Same call as courseflow.commands.api, with the app swapped.
     uvicorn.run(
         "tests.bench.bare:app",
         host=settings.http.host,

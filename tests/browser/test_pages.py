@@ -324,20 +324,17 @@ def test_a_busy_service_is_retried_with_the_same_key(
     assert len(keys) >= 2 and keys[0] is not None and set(keys) == {keys[0]}
 
 
-def test_a_shared_tab_hostile_titles_and_a_full_term(browser: Browser, secured_api: str, tabs: list[Tab]) -> None:
-    """Markup in a title stays text; a student with a full term of seats still sees a new request decided live;
-    the next student in the same tab sees nothing of the last one's; a refused saved token asks to sign in."""
+def _prepare(base: str, titles: dict[int, str], enrolled: range) -> None:
+    """Courses of 5 seats under these titles, created through the API, and student 7's requests for `enrolled`."""
     registrar = {"Authorization": f"Bearer {_token('registrar', 'registrar')}"}
     seven = {"Authorization": f"Bearer {_token('student', '7')}"}
-    hostile = '<img src=x onerror="document.title=1"><script>document.title=2</script>'
-    with httpx.Client(base_url=secured_api, timeout=10) as api:
-        for course_id in range(201, 211):
-            title = hostile if course_id == 210 else f"Seminar {course_id}"
+    with httpx.Client(base_url=base, timeout=10) as api:
+        for course_id, title in titles.items():
             created = api.post(
                 "/api/v1/courses", json={"course_id": course_id, "title": title, "capacity": 5}, headers=registrar
             )
             assert created.status_code == 201, created.text
-        for course_id in range(201, 210):
+        for course_id in enrolled:
             answer = api.post(
                 "/api/v1/enrollments",
                 json={"course_id": course_id},
@@ -345,19 +342,49 @@ def test_a_shared_tab_hostile_titles_and_a_full_term(browser: Browser, secured_a
             )
             assert answer.status_code == 202, answer.text
 
-    tab = Tab(browser, secured_api)
+
+def _student_page(browser: Browser, base: str, tabs: list[Tab], student: str) -> Page:
+    tab = Tab(browser, base)
     tabs.append(tab)
     page = tab.open("/")
-    _sign_in(page, "Token", _token("student", "7"))
-    expect(page.locator(".request .status.granted")).to_have_count(9, timeout=DECIDED_MS)
-    page.get_by_label("Course").fill("210")
+    _sign_in(page, "Token", _token("student", student))
+    return page
+
+
+def _enroll_in(page: Page, course: str) -> None:
+    page.get_by_label("Course").fill(course)
     page.get_by_role("button", name="Enroll").click()
-    tenth = page.locator(".request", has_text="210 · <img").get_by_role("status")
-    expect(tenth).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+
+
+def test_markup_in_a_course_title_stays_text(browser: Browser, secured_api: str, tabs: list[Tab]) -> None:
+    hostile = '<img src=x onerror="document.title=1"><script>document.title=2</script>'
+    _prepare(secured_api, {210: hostile}, range(0))
+    page = _student_page(browser, secured_api, tabs, "7")
+    _enroll_in(page, "210")
+    expect(page.locator(".request", has_text="210 · <img").get_by_role("status")).to_have_text(
+        "Granted: the seat is yours", timeout=DECIDED_MS
+    )
     expect(page.locator(".course", has_text="210 · ")).to_contain_text(hostile)
     assert page.locator(".course img, .request img, .course script").count() == 0
     assert page.title() == "CourseFlow · Enroll"
 
+
+def test_a_student_with_a_full_term_sees_a_new_request_decided_live(
+    browser: Browser, secured_api: str, tabs: list[Tab]
+) -> None:
+    _prepare(secured_api, {course_id: f"Seminar {course_id}" for course_id in range(201, 211)}, range(201, 210))
+    page = _student_page(browser, secured_api, tabs, "7")
+    expect(page.locator(".request .status.granted")).to_have_count(9, timeout=DECIDED_MS)
+    _enroll_in(page, "210")
+    expect(_request_status(page, "210 · Seminar 210")).to_have_text("Granted: the seat is yours", timeout=DECIDED_MS)
+
+
+def test_the_next_student_in_a_shared_tab_sees_nothing_of_the_last(
+    browser: Browser, secured_api: str, tabs: list[Tab]
+) -> None:
+    _prepare(secured_api, {201: "Seminar 201"}, range(201, 202))
+    page = _student_page(browser, secured_api, tabs, "7")
+    expect(page.locator(".request")).to_have_count(1, timeout=DECIDED_MS)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_text("Student 7", exact=True)).to_be_hidden()
     expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
@@ -366,7 +393,13 @@ def test_a_shared_tab_hostile_titles_and_a_full_term(browser: Browser, secured_a
     expect(page.get_by_text("You have not asked for a seat yet.")).to_be_visible()
     assert page.locator(".request").count() == 0
 
-    # A token the server no longer takes, kept from before: the page asks to sign in again, and says why.
+
+def test_a_saved_token_the_server_refuses_asks_to_sign_in_again(
+    browser: Browser, secured_api: str, tabs: list[Tab]
+) -> None:
+    """A token kept from before that the server no longer takes: the page says why and asks to sign in."""
+    page = _student_page(browser, secured_api, tabs, "8")
+    expect(page.get_by_text("Student 8")).to_be_visible()
     page.evaluate(
         "sessionStorage.setItem('courseflow.student', JSON.stringify({token: 'eyJ.not.valid', studentId: 8}))"
     )

@@ -1,4 +1,5 @@
-"""A 1,000-request crowd over 5 courses, decided by 2 workers in one consumer group."""
+"""A crowd through the whole pipeline (API, queue, workers, store): 1,000 requests over 5 courses, decided by 2
+workers in one consumer group."""
 
 from __future__ import annotations
 

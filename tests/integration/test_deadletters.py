@@ -7,7 +7,7 @@ import msgspec
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.decisions.worker import Worker, _entries
+from courseflow.decisions.worker import Worker, entries_of
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
@@ -33,7 +33,7 @@ def _dead_lettered(client: TestClient, rds: redis.Redis, settings: Settings) -> 
     request_id: str = enroll(client, 1, 1)["request_id"]
     queue.ensure_group(rds, KEYS)
     # Two consumers read it and die without deciding it; the third delivery is one too many.
-    assert _entries(rds.xreadgroup(GROUP, "ghost-1", {KEYS.requests: ">"}, count=1))
+    assert entries_of(rds.xreadgroup(GROUP, "ghost-1", {KEYS.requests: ">"}, count=1))
     rds.xclaim(KEYS.requests, GROUP, "ghost-2", 0, [stream_entries(rds, KEYS.requests)[0][0]])
     worker = Worker(
         msgspec.structs.replace(

@@ -1,4 +1,5 @@
-"""Random sequences of registrar operations; the invariants hold after every single step."""
+"""Invariants of the whole pipeline (API, queue, workers, store, projections): random sequences of registrar
+operations, and the invariants hold after every single step."""
 
 from __future__ import annotations
 

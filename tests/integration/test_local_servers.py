@@ -67,48 +67,82 @@ def open_data_dir() -> Iterator[Path]:
             shutil.rmtree(parent, ignore_errors=True)
 
 
-def test_up_is_idempotent_down_stops_and_data_survives(private_data_dir: Path) -> None:
-    pg_port, redis_port = services.free_port(), services.free_port()
-    servers = services.up(private_data_dir, pg_port, redis_port)
-    saved = servers.credentials
-    assert servers.database_url == config.local_database_url(pg_port, saved.postgres_app_password)
-    assert servers.redis_url == config.local_redis_url(redis_port, saved.redis_app_password)
-    if os.geteuid() == 0:
-        assert (private_data_dir / "postgres").is_symlink(), "0700 parent: expected the /var/tmp fallback"
+class Started(msgspec.Struct, frozen=True):
+    data_dir: Path
+    servers: services.LocalServers
+    pg_port: int
+    redis_port: int
 
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+
+def _up(data_dir: Path) -> Started:
+    pg_port, redis_port = services.free_port(), services.free_port()
+    return Started(data_dir, services.up(data_dir, pg_port, redis_port), pg_port, redis_port)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+    """Servers up under a 0700 tmp root, shared by the tests that leave them running."""
+    data_dir = tmp_path_factory.mktemp("clone") / ".courseflow"
+    try:
+        yield _up(data_dir)
+    finally:
+        _stop_and_forget(data_dir)
+
+
+def test_up_answers_on_the_urls_of_the_saved_credentials(running: Started) -> None:
+    saved = running.servers.credentials
+    assert running.servers.database_url == config.local_database_url(running.pg_port, saved.postgres_app_password)
+    assert running.servers.redis_url == config.local_redis_url(running.redis_port, saved.redis_app_password)
+    if os.geteuid() == 0:
+        assert (running.data_dir / "postgres").is_symlink(), "0700 parent: expected the /var/tmp fallback"
+    with psycopg.connect(running.servers.database_url, autocommit=True) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
-        conn.execute("create table kept (v text)")
-        conn.execute("insert into kept values ('before down')")
-    with redis.Redis.from_url(servers.admin_redis_url, decode_responses=True) as admin:
+    with redis.Redis.from_url(running.servers.redis_url, decode_responses=True) as client:
+        assert client.ping()
+
+
+def test_redis_keeps_what_an_accepted_request_relies_on(running: Started) -> None:
+    with redis.Redis.from_url(running.servers.admin_redis_url, decode_responses=True) as admin:
         # Durability settings an accepted (202) request relies on.
         assert admin.config_get("appendonly") == {"appendonly": "yes"}
         assert admin.config_get("appendfsync") == {"appendfsync": "always"}
         assert admin.config_get("bind") == {"bind": "127.0.0.1"}
         assert admin.config_get("protected-mode") == {"protected-mode": "yes"}
-    with redis.Redis.from_url(servers.redis_url, decode_responses=True) as client:
-        assert client.ping()
-        client.xadd("kept", {"v": "before down"})
 
-    # Running servers are left alone, whatever ports are asked for.
-    assert services.up(private_data_dir, services.free_port(), services.free_port()) == servers
-    assert services.status(private_data_dir) == {
-        "postgres": f"running on 127.0.0.1:{pg_port}",
-        "redis": f"running on 127.0.0.1:{redis_port}",
+
+def test_up_leaves_running_servers_alone_whatever_ports_are_asked_for(running: Started) -> None:
+    assert services.up(running.data_dir, services.free_port(), services.free_port()) == running.servers
+    assert services.status(running.data_dir) == {
+        "postgres": f"running on 127.0.0.1:{running.pg_port}",
+        "redis": f"running on 127.0.0.1:{running.redis_port}",
     }
 
+
+def test_down_stops_both_servers_and_a_second_down_is_harmless(private_data_dir: Path) -> None:
+    servers = _up(private_data_dir).servers
     services.down(private_data_dir)
     assert services.status(private_data_dir) == {"postgres": "stopped", "redis": "stopped"}
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(servers.database_url, connect_timeout=2).close()
     with redis.Redis.from_url(servers.redis_url, decode_responses=True) as client, pytest.raises(redis.ConnectionError):
         client.ping()
-    services.down(private_data_dir)  # a second down is harmless
+    services.down(private_data_dir)
+    assert services.status(private_data_dir) == {"postgres": "stopped", "redis": "stopped"}
 
-    assert services.up(private_data_dir, pg_port, redis_port) == servers
-    with psycopg.connect(servers.database_url) as conn:
+
+def test_data_survives_a_down_up_cycle_on_the_same_ports(private_data_dir: Path) -> None:
+    started = _up(private_data_dir)
+    with psycopg.connect(started.servers.database_url, autocommit=True) as conn:
+        conn.execute("create table kept (v text)")
+        conn.execute("insert into kept values ('before down')")
+    with redis.Redis.from_url(started.servers.redis_url, decode_responses=True) as client:
+        client.xadd("kept", {"v": "before down"})
+    services.down(private_data_dir)
+
+    assert services.up(private_data_dir, started.pg_port, started.redis_port) == started.servers
+    with psycopg.connect(started.servers.database_url) as conn:
         assert conn.execute("select v from kept").fetchall() == [("before down",)]
-    with redis.Redis.from_url(servers.redis_url, decode_responses=True) as client:
+    with redis.Redis.from_url(started.servers.redis_url, decode_responses=True) as client:
         assert [fields for _, fields in client.xrange("kept")] == [{"v": "before down"}]
 
 

@@ -1,4 +1,5 @@
-"""Roles and ownership: a student acts only for themselves; registrars manage; services enroll anyone."""
+"""Roles and ownership, across every handler behind the gate: a student acts only for themselves; registrars
+manage; services enroll anyone."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from starlette.testclient import TestClient
 
-from courseflow.decisions.worker import _entries
+from courseflow.decisions.worker import entries_of
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
@@ -29,7 +29,7 @@ def test_stream_is_trimmed_only_below_what_is_unacknowledged(
     for student in range(1, 11):
         enroll(client, student, 1)
     queue.ensure_group(rds, KEYS)
-    held = _entries(rds.xreadgroup(GROUP, "slow", {KEYS.requests: ">"}, count=3))  # read, never acknowledged
+    held = entries_of(rds.xreadgroup(GROUP, "slow", {KEYS.requests: ">"}, count=3))  # read, never acknowledged
     start_workers(claim_idle_ms=60_000)
     wait_until(lambda: rds.xinfo_groups(KEYS.requests)[0]["lag"] == 0, what="the rest read")
     wait_decided(db, 10)  # the worker decides the held ones too: they are in the priority set

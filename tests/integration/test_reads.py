@@ -1,4 +1,5 @@
-"""The reads pages are built on: who the caller is, every course a page at a time, and the dead letters."""
+"""The reads pages are built on, across the HTTP read handlers and the projections: who the caller is, every
+course a page at a time, and the dead letters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Registration windows: a backlog accepted before opening is decided fairly the moment it opens."""
+"""Registration windows, across the intake, the worker and the decider: a backlog accepted before opening is
+decided fairly the moment it opens."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from courseflow.decisions.decider import Delivered
-from courseflow.decisions.worker import Worker, _entries
+from courseflow.decisions.worker import Worker, entries_of
 from courseflow.intake import queue
 from courseflow.intake.queue import GROUP
 from courseflow.platform.config import DEFAULT_PARTITIONS, Settings
@@ -43,9 +43,9 @@ def test_redelivery_after_commit_adds_nothing(
         enroll(client, student, 1)
     crashing = Worker(settings, "w-1")
     queue.ensure_group(crashing.redis, KEYS)
-    entries = _entries(crashing.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=10))
+    entries = entries_of(crashing.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=10))
     by_course = {1: [Delivered.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
-    crashing.decider._round(crashing.pg, by_course)  # committed, but never settled: the process "died" here
+    crashing.decider.decide_batch(crashing.pg, by_course)  # committed, never acknowledged: the process "died" here
     crashing.close()
     assert decided_count(db) == 2
     before = event_count(db)
@@ -68,7 +68,7 @@ def test_entries_of_a_dead_consumer_are_reclaimed(
         enroll(client, student, 1)
     queue.ensure_group(rds, KEYS)
     # A consumer reads the entries and dies without deciding them.
-    assert len(_entries(rds.xreadgroup(GROUP, "ghost", {KEYS.requests: ">"}, count=10))) == 3
+    assert len(entries_of(rds.xreadgroup(GROUP, "ghost", {KEYS.requests: ">"}, count=10))) == 3
     (survivor,) = start_workers(claim_idle_ms=100)
     wait_decided(db, 3)
     workers = {
@@ -126,35 +126,6 @@ def test_workers_decide_nothing_twice_with_duplicated_stream_entries(
     wait_until(lambda: all_acknowledged(rds), what="both entries acknowledged")
     wait_decided(db, 1)
     assert event_count(db) == 2  # CourseCreated, EnrollmentGranted (which carries its request)
-
-
-def test_a_backlog_is_decided_best_first_in_rounds_as_full_as_the_limit(
-    client: TestClient, db: Conn, rds: redis.Redis, settings: Settings
-) -> None:
-    """A worker that read one entry decides, in its transaction, the best-ranked pending up to its limit."""
-    create_course(client, 1, 2)
-    for student in range(1, 8):
-        enroll(client, student, 1, priority=50 if student == 5 else 0)
-    worker = Worker(settings, "w-1")
-    try:
-        worker.decider.limit = 3
-        queue.ensure_group(worker.redis, KEYS)
-        entries = _entries(worker.redis.xreadgroup(GROUP, "w-1", {KEYS.requests: ">"}, count=1))
-        by_course = {1: [Delivered.decode(KEYS.partition, entry_id, fields) for entry_id, fields in entries]}
-        outcome = worker.decider.decide_batch(worker.pg, by_course)
-    finally:
-        worker.close()
-    # Student 1's request alone was read, yet the round took the best three: 5 (priority 50), then 1 and 2.
-    assert decided_count(db) == 3
-    in_order = db.execute(
-        "SELECT (data ->> 'student_id')::int FROM events"
-        " WHERE type IN ('EnrollmentGranted', 'Waitlisted', 'EnrollmentRejected') ORDER BY position"
-    ).fetchall()
-    assert [student for (student,) in in_order] == [5, 1, 2]
-    # What the batch's acknowledgement needs: its own request, decided; not the rest of the round.
-    (read,) = by_course[1]
-    assert outcome.decided == {read.request.request_id}
-    assert rds.zcard(KEYS.priority_set(1)) == 4
 
 
 def test_a_read_and_a_round_hold_a_bounded_share_of_any_backlog(

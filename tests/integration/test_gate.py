@@ -1,0 +1,71 @@
+"""The gate every API request passes: who asks (401, one Authorization header), how often (429), and which
+paths need no token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+from starlette.testclient import TestClient
+
+from courseflow.http.app import create_app
+from courseflow.platform.config import Settings
+from projections.projector import Projector
+from tests.trust import bearer, secured
+
+
+@pytest.fixture
+def secure(settings: Settings, projector: Projector) -> Iterator[tuple[TestClient, Settings]]:
+    configured = secured(settings)
+    with TestClient(create_app(configured)) as client:
+        yield client, configured
+
+
+def test_a_valid_token_passes_and_probes_need_none(secure: tuple[TestClient, Settings]) -> None:
+    client, configured = secure
+    created = client.post(
+        "/api/v1/courses", json={"course_id": 1, "capacity": 1}, headers=bearer(configured, "registrar")
+    )
+    assert created.status_code == 201
+    assert client.get("/api/v1/courses/1", headers=bearer(configured, "student", 7)).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").json()["auth"] == "on"
+    assert client.get("/metrics").status_code == 200
+
+
+def test_two_authorization_headers_are_refused(secure: tuple[TestClient, Settings]) -> None:
+    client, configured = secure
+    headers = [("Authorization", bearer(configured, "student", n)["Authorization"]) for n in (43, 42)]
+    response = client.get("/api/v1/students/42/enrollments", headers=headers)
+    assert response.status_code == 400 and response.json()["field"] == "Authorization"
+    assert response.json()["errors"][0]["in"] == "header" and "pointer" not in response.json()["errors"][0]
+
+
+def test_refused_tokens_and_probes_are_limited_per_address(settings: Settings) -> None:
+    configured = secured(
+        msgspec.structs.replace(settings, limits=msgspec.structs.replace(settings.limits, anonymous="3 per 30 seconds"))
+    )
+    with (
+        TestClient(create_app(configured), client=("192.0.2.1", 5000)) as guesser,
+        TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
+    ):
+        wrong = {"Authorization": "Bearer not-a-token"}
+        assert [guesser.get("/api/v1/courses/1", headers=wrong).status_code for _ in range(4)] == [401] * 3 + [429]
+        assert guesser.get("/health").status_code == 429
+        assert other.get("/health").status_code == 200
+        limited = guesser.get("/api/v1/courses/1", headers=bearer(configured, "registrar"))
+        assert limited.status_code == 404  # a valid token is counted as its principal, not as the address
+
+
+def test_development_mode_limits_each_client_address(settings: Settings) -> None:
+    configured = msgspec.structs.replace(
+        settings, limits=msgspec.structs.replace(settings.limits, registrar="2 per 30 seconds")
+    )
+    with (
+        TestClient(create_app(configured), client=("192.0.2.1", 5000)) as one,
+        TestClient(create_app(configured), client=("192.0.2.2", 5000)) as other,
+    ):
+        assert [one.get("/api/v1/courses/1").status_code for _ in range(3)] == [404, 404, 429]
+        assert other.get("/api/v1/courses/1").status_code == 404
+        assert one.get("/health").status_code == 200  # probes have a limit of their own
