@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     settings = commands.with_local_passwords(Settings.from_env())
-    # Before anything logs: one renderer for our records and every library's (see courseflow.logs).
+    # Before anything logs: one renderer for our records and every library's (see courseflow.platform.logs).
     logs.configure(settings)
     try:
         match args.command:

@@ -1,4 +1,4 @@
-"""PostgreSQL: migrations, the event log and the locked write model."""
+"""PostgreSQL writes: appends to the event log and the locked write model (courses, decided requests)."""
 
 from __future__ import annotations
 
