@@ -24,28 +24,32 @@ from projections.projector import Projector
 log = logging.getLogger("courseflow")
 
 
-def _local_servers() -> ModuleType:
-    """The local servers are development tooling, a package of their own (devtools/), not part of the runtime."""
+def _installed_local_servers() -> ModuleType | None:
+    """The local servers' package: development tooling of its own (devtools/), absent from a production install."""
     try:
         import courseflow_local
     except ModuleNotFoundError:
+        return None
+    return courseflow_local
+
+
+def _local_servers() -> ModuleType:
+    local = _installed_local_servers()
+    if local is None:
         raise SystemExit(
             "courseflow: local servers need the development tooling (pip install -e devtools);"
             " in production set DATABASE_URL and REDIS_URL"
-        ) from None
-    return courseflow_local
+        )
+    return local
 
 
 def with_local_passwords(settings: Settings) -> Settings:
     """Where no URL is given, the local servers': with the passwords they were made with, for this process and the
     API, workers and projector it starts (they read their settings from the environment)."""
-    if settings.local.external_servers:
-        return settings
-    try:
-        import courseflow_local
-    except ModuleNotFoundError:
+    local = None if settings.local.external_servers else _installed_local_servers()
+    if local is None:
         return settings  # `courseflow run` and `services` say what is missing; other commands fail to connect
-    completed = courseflow_local.with_saved_passwords(settings)
+    completed: Settings = local.with_saved_passwords(settings)
     if completed is not settings:
         os.environ.setdefault("DATABASE_URL", completed.postgres.url)
         os.environ.setdefault("REDIS_URL", completed.redis.url)
@@ -53,11 +57,8 @@ def with_local_passwords(settings: Settings) -> Settings:
 
 
 def local_server_errors() -> tuple[type[Exception], ...]:
-    try:
-        from courseflow_local import ServicesError
-    except ModuleNotFoundError:
-        return ()
-    return (ServicesError,)
+    local = _installed_local_servers()
+    return () if local is None else (local.ServicesError,)
 
 
 def services(settings: Settings, action: str, data_dir: Path, redis_cluster: bool, replica: bool) -> int:

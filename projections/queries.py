@@ -22,8 +22,7 @@ _COURSE = (
 
 # Live place in the waitlist: entries of the same course ranking ahead, by priority then arrival.
 _WAITLIST_POSITION = (
-    "(SELECT count(*) + 1 FROM waitlist_entries o WHERE o.course_id = w.course_id"
-    f" AND {fairness.row('o')} < {fairness.row('w')})"
+    f"(SELECT count(*) + 1 FROM waitlist_entries o WHERE o.course_id = w.course_id AND {fairness.ahead('o', 'w')})"
 )
 
 
