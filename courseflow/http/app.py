@@ -223,7 +223,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # `/x/` is not `/x`: no redirect built from the client's Host header.
     app.router.redirect_slashes = False
     # Every request, enrollments included, passes this one stack. Outermost first: the trace span; timing;
-    # draining answers before anything else; then the gate (every rate limit); then the body limit; then routing.
+    # draining answers before anything else; then the gate (every rate limit but an enrollment's, which the intake
+    # takes with its idempotency key); then the body limit; then routing.
     enrolling = frozenset(
         route.path for route in app.routes if isinstance(route, Route) and route.endpoint is enrollments.enroll
     )
