@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := redis-server wrk postgresql postgresql-contrib chromium
 
-.PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster lint format services-up services-down bench bench-ab clean
+.PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster test-abuse lint format services-up services-down bench bench-ab clean
 
 install: system-packages $(VENV)/.installed
 
@@ -60,6 +60,9 @@ test-fault: install
 
 test-cluster: install
 	$(BIN)/pytest tests/cluster -q
+
+test-abuse: install
+	$(BIN)/pytest tests/abuse -q
 
 lint: install
 	$(BIN)/ruff check .

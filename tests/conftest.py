@@ -31,7 +31,7 @@ from courseflow.platform.config import LocalSettings, PostgresSettings, RedisSet
 from projections.projector import Projector
 from tests.helpers import wait_until
 
-TIERS = ("unit", "integration", "browser", "fault", "cluster")
+TIERS = ("unit", "integration", "browser", "fault", "cluster", "abuse")
 # Fixtures that start a server: a unit test that asks for one is a mistake found at collection.
 SERVER_FIXTURES = frozenset({"servers", "redis_cluster", "replica", "api_server"})
 
