@@ -15,6 +15,7 @@ from redis.exceptions import RedisClusterException
 from courseflow import commands
 from courseflow.decisions import deadletters
 from courseflow.eventstore import migrations
+from courseflow.eventstore.migrations import SchemaOwnedByAnother
 from courseflow.eventstore.partition_count import PartitionCountMismatch
 from courseflow.platform import logs
 from courseflow.platform.config import Settings
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                     settings, args.action, args.data_dir or settings.local.data_dir, args.redis_cluster, args.replica
                 )
             case "migrate":
-                for name in migrations.migrate(settings.postgres.url, partitions=settings.queue.partitions):
+                pg = settings.postgres
+                for name in migrations.migrate(
+                    pg.owner_url, partitions=settings.queue.partitions, application_url=pg.url
+                ):
                     print(f"applied {name}")
                 return 0
             case "api":
@@ -108,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 commands.serve_metrics(settings, args.metrics_port)
                 return commands.projector(settings)
             case "rebuild":
-                print(f"rebuilt up to position {rebuild_read_models(settings.postgres.url, args.projection).position}")
+                # Rebuilt tables replace the live ones: the schema owner's work.
+                rebuilt = rebuild_read_models(settings.postgres.owner_url, args.projection)
+                print(f"rebuilt up to position {rebuilt.position}")
                 return 0
             case "history":
                 return commands.history(settings, args.course, args.student)
@@ -134,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 _ERRORS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
     PartitionCountMismatch,
+    SchemaOwnedByAnother,
     redis.RedisError,
     RedisClusterException,
 )

@@ -69,6 +69,8 @@ def services(settings: Settings, action: str, data_dir: Path, redis_cluster: boo
         # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
+        # For `courseflow migrate` and `rebuild`: the tables are the owner's.
+        print(f"export MIGRATION_DATABASE_URL={servers.owner_database_url}")
         if servers.replica_database_url is not None:
             print(f"export DATABASE_REPLICA_URL={servers.replica_database_url}")
         if redis_cluster:
@@ -221,9 +223,11 @@ def run(settings: Settings, demo: bool, workers: int) -> int:
         started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
         servers = services.up(settings.local.data_dir, settings.local.postgres_port, settings.local.redis_port)
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
-        settings = Settings.from_env(env)
+        # The owner's URL serves the migration only: the API, workers and projector never see it.
+        settings = Settings.from_env(env | {"MIGRATION_DATABASE_URL": servers.owner_database_url})
     try:
-        migrations.migrate(settings.postgres.url, partitions=settings.queue.partitions)
+        pg = settings.postgres
+        migrations.migrate(pg.owner_url, partitions=settings.queue.partitions, application_url=pg.url)
         if demo:
             with psycopg.connect(settings.postgres.url, autocommit=True) as conn:
                 if store.create_course(conn, 1, "Demo course", 10, None, None):

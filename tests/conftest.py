@@ -48,10 +48,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class Servers(msgspec.Struct, frozen=True, kw_only=True):
-    """The application's URLs, and an admin's for what the application may not do (FLUSHDB, CREATE DATABASE)."""
+    """The application's URLs, the schema owner's (migrations, emptying tables) and an admin's for what neither may
+    do (FLUSHDB, CREATE DATABASE)."""
 
     database_url: str
     redis_url: str
+    owner_database_url: str
     admin_database_url: str
     admin_redis_url: str
     # Where the servers keep their data, when this session started them itself (see `replica`).
@@ -62,6 +64,7 @@ class Servers(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             database_url=local.database_url,
             redis_url=local.redis_url,
+            owner_database_url=local.owner_database_url,
             admin_database_url=local.admin_database_url,
             admin_redis_url=local.admin_redis_url,
             data_dir=local.data_dir,
@@ -109,10 +112,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """Servers owned by this test session."""
     given = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
     if given[0] and given[1]:
-        migrations.migrate(given[0])
+        owner = os.environ.get("TEST_DATABASE_OWNER_URL") or given[0]
+        migrations.migrate(owner, application_url=given[0])
         yield Servers(
             database_url=given[0],
             redis_url=given[1],
+            owner_database_url=owner,
             admin_database_url=os.environ.get("TEST_DATABASE_ADMIN_URL") or given[0],
             admin_redis_url=os.environ.get("TEST_REDIS_ADMIN_URL") or given[1],
         )
@@ -132,6 +137,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             yield Servers(
                 database_url=database_url,
                 redis_url=redis_url,
+                owner_database_url=database_url,
                 admin_database_url=database_url,
                 admin_redis_url=redis_url,
             )
@@ -139,7 +145,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         with server_dir() as data_dir:
             local = services.up(data_dir, services.free_port(), services.free_port())
             try:
-                migrations.migrate(local.database_url)
+                migrations.migrate(local.owner_database_url, application_url=local.database_url)
                 yield Servers.of(local)
             finally:
                 services.down(data_dir)
@@ -177,7 +183,8 @@ def replica(servers: Servers) -> Iterator[Replica]:
 
 
 def reset(servers: Servers) -> None:
-    reset_database(servers.database_url)
+    # TRUNCATE is the owner's: the application's role may not empty the event log.
+    reset_database(servers.owner_database_url)
     # FLUSHDB is the admin's: the application's Redis user may not run it.
     with redis.Redis.from_url(servers.admin_redis_url) as client:
         client.flushdb()
@@ -201,7 +208,7 @@ def settings(servers: Servers) -> Settings:
     """Settings for one test, on emptied servers; short timeouts keep the suite quick."""
     reset(servers)
     return Settings(
-        postgres=PostgresSettings(url=servers.database_url),
+        postgres=PostgresSettings(url=servers.database_url, migration_url=servers.owner_database_url),
         redis=RedisSettings(url=servers.redis_url),
         local=LocalSettings(external_servers=True),
         worker=WorkerSettings(block_ms=100, batch_size=50, claim_idle_ms=60_000),

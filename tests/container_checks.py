@@ -7,7 +7,7 @@ import shlex
 from typing import Any
 
 import yaml
-from courseflow_local.credentials import APP_USER
+from courseflow_local.credentials import APP_USER, OWNER_USER
 from courseflow_local.redis_server import APP_RIGHTS
 
 from tests import containers
@@ -172,12 +172,14 @@ def _app_problems(name: str, role: str, service: dict[str, Any]) -> list[str]:
         problems.append(f"{name}: keeps the image's HTTP health check, but serves no HTTP")
     env = _environment(service)
     needs = {"migrate": "service_completed_successfully"} if role != "migrate" else {}
-    for value in env.values():
+    for variable, value in env.items():
+        # Only migrate holds the schema owner's URL; everything else connects as the application.
+        expected = OWNER_USER if variable == "MIGRATION_DATABASE_URL" and role == "migrate" else APP_USER
         for server in SERVER_IMAGES:
             if re.search(rf"@{server}:\d+/", value):
                 needs[server] = "service_healthy"
-                if (user := re.match(r"\w+://([^:@/]*)", value)) and user[1] != APP_USER:
-                    problems.append(f"{name}: connects as {user[1]!r}, not as the application's user {APP_USER!r}")
+                if (user := re.match(r"\w+://([^:@/]*)", value)) and user[1] != expected:
+                    problems.append(f"{name}: connects as {user[1]!r}, not as {expected!r} ({variable})")
     depends = service.get("depends_on") or {}
     if isinstance(depends, list):
         depends = {n: {"condition": "service_started"} for n in depends}

@@ -27,12 +27,14 @@ LOCAL_POSTGRES_REPLICA_PORT = 55433
 # The role and Redis user the application connects to the local servers as, also its database: the name
 # courseflow_local.credentials gives them when it creates them.
 LOCAL_APP_USER = "courseflow"
+# The role that owns the local database and its schema: migrations (and rebuilds) connect as it, the application never.
+LOCAL_OWNER_USER = "courseflow_owner"
 DEFAULT_PARTITIONS = 16
 
 
-def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None) -> str:
-    """The application's URL for the local PostgreSQL; without the password its server refuses it."""
-    user = LOCAL_APP_USER if password is None else f"{LOCAL_APP_USER}:{quote(password, safe='')}"
+def local_database_url(port: int = LOCAL_POSTGRES_PORT, password: str | None = None, role: str = LOCAL_APP_USER) -> str:
+    """The application's (or `role`'s) URL for the local PostgreSQL; without the password its server refuses it."""
+    user = role if password is None else f"{role}:{quote(password, safe='')}"
     return f"postgresql://{user}@127.0.0.1:{port}/{LOCAL_APP_USER}"
 
 
@@ -70,6 +72,8 @@ class HttpSettings(SettingsSection, frozen=True):
 
 class PostgresSettings(SettingsSection, frozen=True):
     url: str = local_database_url()
+    # The schema owner's URL, for `migrate` and `rebuild` only; None: they use `url` (a role that owns the schema).
+    migration_url: str | None = local_database_url(role=LOCAL_OWNER_USER)
     # A streaming replica the API reads from (see courseflow.http.replica); None: every read goes to `url`.
     replica_url: str | None = None
     # How long a read waits for the replica to replay what the API has already written or shown, before the
@@ -77,6 +81,11 @@ class PostgresSettings(SettingsSection, frozen=True):
     replica_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 100
     # The replica answers only once it has replayed what the primary had this long ago (more behind: the primary).
     replica_max_lag_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 1000
+
+    @property
+    def owner_url(self) -> str:
+        """Where schema changes connect: the owner's URL, or the application's where it owns the schema itself."""
+        return self.migration_url or self.url
 
 
 class RedisSettings(SettingsSection, frozen=True):
@@ -207,6 +216,7 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "API_PROCESSES": ("http", "processes"),
     "ACCESS_LOG": ("http", "access_log"),
     "DATABASE_URL": ("postgres", "url"),
+    "MIGRATION_DATABASE_URL": ("postgres", "migration_url"),
     "DATABASE_REPLICA_URL": ("postgres", "replica_url"),
     "REPLICA_WAIT_MS": ("postgres", "replica_wait_ms"),
     "REPLICA_MAX_LAG_MS": ("postgres", "replica_max_lag_ms"),
@@ -271,12 +281,15 @@ def _completed(settings: Settings, given: Mapping[str, str]) -> Settings:
     database_url = given.get("DATABASE_URL")
     external = bool(database_url or redis_url)
     # Without a URL, the local servers' (their passwords are added by the commands that know where they are kept).
+    migration_url = given.get("MIGRATION_DATABASE_URL")
+    if migration_url is None and database_url is None:
+        migration_url = local_database_url(local.postgres_port, role=LOCAL_OWNER_USER)
     database_url = database_url or local_database_url(local.postgres_port)
     redis_url = redis_url or local_redis_url(local.redis_port)
     replace = msgspec.structs.replace
     return replace(
         settings,
-        postgres=replace(pg, url=database_url),
+        postgres=replace(pg, url=database_url, migration_url=migration_url),
         redis=replace(rds, url=redis_url),
         local=replace(local, external_servers=external),
     )

@@ -6,7 +6,8 @@ port also starts a streaming read replica of the PostgreSQL (see `replica`). `up
 Redis Cluster (see `redis_cluster`), for running on REDIS_CLUSTER_NODES.
 
 Both servers require a password: the data dir's credentials file (see `credentials`) holds an
-admin's, used here, and the application's, which may not reconfigure, flush or stop a server.
+admin's, used here, the application's, which may not reconfigure, flush or stop a server, and the
+PostgreSQL schema owner's, which migrations use (the application may not alter or rewrite its tables).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import msgspec
 
 from courseflow.platform import config
 from courseflow_local import credentials, postgres, redis_cluster, redis_server, replica
-from courseflow_local.credentials import APP_USER, POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
-from courseflow_local.postgres import FALLBACK_ROOT
+from courseflow_local.credentials import APP_USER, OWNER_USER, POSTGRES_ADMIN_USER, REDIS_ADMIN_USER, Credentials
 from courseflow_local.processes import START_TIMEOUT_S, STOP_TIMEOUT_S, ServicesError, free_port, lock, read_int
 from courseflow_local.redis_cluster import free_cluster_port
+from courseflow_local.unprivileged import FALLBACK_ROOT
 
 __all__ = [
     "FALLBACK_ROOT",
@@ -62,6 +63,12 @@ class LocalServers(msgspec.Struct, frozen=True):
     @property
     def database_url(self) -> str:
         return config.local_database_url(self.postgres_port, self.credentials.postgres_app_password)
+
+    @property
+    def owner_database_url(self) -> str:
+        """The schema owner's URL: for migrations (and rebuilds), which the application's role may not run."""
+        assert self.credentials.postgres_owner_password is not None  # added by load_or_create
+        return config.local_database_url(self.postgres_port, self.credentials.postgres_owner_password, OWNER_USER)
 
     @property
     def replica_database_url(self) -> str | None:
@@ -144,6 +151,10 @@ def with_saved_passwords(settings: config.Settings) -> config.Settings:
     postgres, redis = settings.postgres, settings.redis
     if postgres.url == bare_database:
         postgres = replace(postgres, url=config.local_database_url(local.postgres_port, saved.postgres_app_password))
+    owner = config.local_database_url(local.postgres_port, role=OWNER_USER)
+    if postgres.migration_url == owner and saved.postgres_owner_password is not None:
+        owner = config.local_database_url(local.postgres_port, saved.postgres_owner_password, OWNER_USER)
+        postgres = replace(postgres, migration_url=owner)
     if redis.url == bare_redis:
         redis = replace(redis, url=config.local_redis_url(local.redis_port, saved.redis_app_password))
     return replace(settings, postgres=postgres, redis=redis)

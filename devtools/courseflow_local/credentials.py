@@ -14,6 +14,8 @@ POSTGRES_ADMIN_USER = "postgres"
 REDIS_ADMIN_USER = "default"
 # The role and Redis user the application connects as; also the name of its PostgreSQL database.
 APP_USER = "courseflow"
+# The role that owns that database and its tables: migrations connect as it, so the application may not alter them.
+OWNER_USER = "courseflow_owner"
 # The role a streaming replica of the local PostgreSQL connects as: replication only, no database rights.
 REPLICATION_USER = "courseflow_replication"
 
@@ -29,6 +31,8 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     redis_app_password: str
     # Absent from files saved before replicas existed: `load_or_create` adds it.
     postgres_replication_password: str | None = None
+    # Absent from files saved before the schema had an owner of its own: `load_or_create` adds it.
+    postgres_owner_password: str | None = None
 
     def __repr__(self) -> str:
         return "Credentials(<hidden>)"  # keeps passwords out of logs and assertion messages
@@ -41,6 +45,7 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
             redis_admin_password=secrets.token_urlsafe(24),
             redis_app_password=secrets.token_urlsafe(24),
             postgres_replication_password=secrets.token_urlsafe(24),
+            postgres_owner_password=secrets.token_urlsafe(24),
         )
 
 
@@ -65,14 +70,18 @@ def load(data_dir: Path) -> Credentials | None:
 def load_or_create(data_dir: Path) -> Credentials:
     """The saved credentials, generated and saved first if there are none; callers serialise on the data dir."""
     found = load(data_dir)
-    if found is not None and found.postgres_replication_password is not None:
+    if found is not None and None not in (found.postgres_replication_password, found.postgres_owner_password):
         if path(data_dir).stat().st_mode & 0o077:
             path(data_dir).chmod(0o600)  # loosened by hand: only the owner may read passwords
         return found
     if found is None:
         created = Credentials.generate()
-    else:  # saved by an older CourseFlow: keep every password, add the replication role's
-        created = msgspec.structs.replace(found, postgres_replication_password=secrets.token_urlsafe(24))
+    else:  # saved by an older CourseFlow: keep every password, add the roles it did not have
+        created = msgspec.structs.replace(
+            found,
+            postgres_replication_password=found.postgres_replication_password or secrets.token_urlsafe(24),
+            postgres_owner_password=found.postgres_owner_password or secrets.token_urlsafe(24),
+        )
     write_private(path(data_dir), msgspec.json.format(msgspec.json.encode(created), indent=2) + b"\n")
     return created
 

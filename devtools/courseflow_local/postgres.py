@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from courseflow.eventstore import privileges
 from courseflow_local import credentials
-from courseflow_local.credentials import APP_USER, POSTGRES_ADMIN_USER, REPLICATION_USER, Credentials
+from courseflow_local.credentials import APP_USER, OWNER_USER, POSTGRES_ADMIN_USER, REPLICATION_USER, Credentials
 from courseflow_local.processes import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -24,9 +22,8 @@ from courseflow_local.processes import (
     run,
     wait_until,
 )
+from courseflow_local.unprivileged import as_user, server_dir, server_user
 
-# A clone under a 0700 directory is not reachable by the postgres user; its cluster goes here instead.
-FALLBACK_ROOT = Path("/var/tmp")
 # The only way in: a SCRAM password over 127.0.0.1 (there is no unix socket).
 _HBA = "host all all 127.0.0.1/32 scram-sha-256\n"
 # Added once a replica is made (see services.replica): the replication role, by password, from 127.0.0.1 only.
@@ -55,7 +52,7 @@ def running_port(data_dir: Path, name: str = PRIMARY) -> int | None:
 
 def up(data_dir: Path, bindir: Path, port: int, saved: Credentials) -> int:
     user = server_user()
-    pgdata = prepare_pgdata(data_dir, user)
+    pgdata = server_dir(data_dir, user, PRIMARY)
     log = pgdata.parent / "postgres.log"
     if (pgdata / "PG_VERSION").exists() and _trusts(pgdata):
         raise ServicesError(passwordless(data_dir))  # e.g. a /var/tmp fallback cluster left by an older CourseFlow
@@ -115,13 +112,28 @@ def _initdb(bindir: Path, pgdata: Path, user: str | None, password: str) -> None
 
 
 def _provision(port: int, saved: Credentials) -> None:
-    """The application's role owns its database (and so, in PostgreSQL 15, its public schema) and nothing more."""
+    """The owner role owns the application's database (so, in PostgreSQL 15, its public schema) and the tables
+    migrations make; the application's role logs in and holds only what `courseflow migrate` grants it."""
+    assert saved.postgres_owner_password is not None  # added by load_or_create
     with admin_connection(port, saved) as conn:
         _ensure_role(conn, APP_USER, saved.postgres_app_password, "noreplication")
-        if conn.execute("select 1 from pg_database where datname = %s", (APP_USER,)).fetchone() is None:
+        _ensure_role(conn, OWNER_USER, saved.postgres_owner_password, "noreplication")
+        found = conn.execute("select pg_get_userbyid(datdba) from pg_database where datname = %s", (APP_USER,))
+        row = found.fetchone()
+        if row is None:
             conn.execute(
-                sql.SQL("create database {} owner {}").format(sql.Identifier(APP_USER), sql.Identifier(APP_USER))
+                sql.SQL("create database {} owner {}").format(sql.Identifier(APP_USER), sql.Identifier(OWNER_USER))
             )
+        elif row[0] == APP_USER:
+            _hand_over(port, saved)
+
+
+def _hand_over(port: int, saved: Credentials) -> None:
+    """A database made when the application's role owned everything: the owner takes the database and its tables
+    over, and the application keeps only its grants."""
+    with admin_connection(port, saved, dbname=APP_USER) as conn, conn.transaction():
+        conn.execute(sql.SQL("reassign owned by {} to {}").format(sql.Identifier(APP_USER), sql.Identifier(OWNER_USER)))
+        privileges.grant(conn, APP_USER)
 
 
 def _ensure_role(conn: psycopg.Connection[tuple[object, ...]], user: str, password: str, replication: str) -> None:
@@ -152,14 +164,14 @@ def allow_replication(data_dir: Path, port: int, saved: Credentials) -> None:
 
 
 def admin_connection(
-    port: int, saved: Credentials | None, timeout_s: int = 10
+    port: int, saved: Credentials | None, timeout_s: int = 10, dbname: str = "postgres"
 ) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(
         host="127.0.0.1",
         port=port,
         user=POSTGRES_ADMIN_USER,
         password=saved.postgres_admin_password if saved else "",
-        dbname="postgres",
+        dbname=dbname,
         connect_timeout=timeout_s,
         autocommit=True,
     )
@@ -206,45 +218,3 @@ def down(data_dir: Path, name: str = PRIMARY) -> None:
         pgdata = str((data_dir / name).resolve())
         pg_ctl = [str(find_bindir() / "pg_ctl"), "stop", "-w", "-t", str(int(STOP_TIMEOUT_S)), "-m", "fast"]
         run(as_user(server_user(), [*pg_ctl, "-D", pgdata]), "pg_ctl stop", None)
-
-
-def server_user() -> str | None:
-    """PostgreSQL refuses to run as root: then use `postgres`, else a `courseflow` system user."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "courseflow"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            pass
-    run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "courseflow"], "useradd", None)
-    return "courseflow"
-
-
-def prepare_pgdata(data_dir: Path, user: str | None, name: str = PRIMARY) -> Path:
-    link = data_dir / name
-    if link.is_symlink() and not link.exists():
-        link.unlink()  # the fallback dir was removed (e.g. /var/tmp cleaned): start a fresh cluster
-    if link.exists() or user is None:
-        link.mkdir(mode=0o700, exist_ok=True)
-        return link.resolve()
-    pgdata = link
-    if subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(data_dir)], check=False).returncode != 0:
-        # Some parent is not traversable by `user` (e.g. mktemp -d): keep the cluster outside, linked from here.
-        home = FALLBACK_ROOT / f"courseflow-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]}"
-        home.mkdir(mode=0o700, exist_ok=True)
-        # /var/tmp is world-writable: do not follow a planted symlink or use someone else's directory.
-        if home.is_symlink() or home.stat().st_uid not in (0, pwd.getpwnam(user).pw_uid):
-            raise ServicesError(f"refusing to use {home}: not a directory owned by root or {user}")
-        shutil.chown(home, user, user)
-        pgdata = home / name
-    pgdata.mkdir(mode=0o700, exist_ok=True)
-    shutil.chown(pgdata, user, user)
-    if pgdata != link:
-        link.symlink_to(pgdata)
-    return pgdata
-
-
-def as_user(user: str | None, args: list[str]) -> list[str]:
-    return args if user is None else ["runuser", "-u", user, "--", *args]

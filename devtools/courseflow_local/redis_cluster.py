@@ -18,6 +18,7 @@ import redis
 from courseflow_local import redis_server
 from courseflow_local.credentials import REDIS_ADMIN_USER, Credentials
 from courseflow_local.processes import START_TIMEOUT_S, ServicesError, alive, check_port_free, read_int, run, wait_until
+from courseflow_local.unprivileged import server_dir, server_user
 
 MASTERS = 3
 NODES = 6  # one replica for each master
@@ -77,13 +78,14 @@ def up(data_dir: Path, binary: str, cli: str, first_port: int, saved: Credential
     chosen = known or list(range(first_port, first_port + NODES))
     if chosen[0] < 1024 or chosen[-1] > HIGHEST_PORT:
         raise ServicesError(f"Redis Cluster ports must be between 1024 and {HIGHEST_PORT} (bus ports are +10000)")
-    root(data_dir).mkdir(mode=0o700, exist_ok=True)
+    user = server_user()
+    server_dir(data_dir, user, root(data_dir).name)
     for port in chosen:
         if pid(data_dir, port) is None:
             check_port_free(port, "a Redis Cluster node")
             check_port_free(port + BUS_OFFSET, "a Redis Cluster node's bus")
             workdir = root(data_dir) / str(port)
-            redis_server.start(binary, workdir, port, _node_config(workdir, port, saved), saved)
+            redis_server.start(binary, workdir, port, _node_config(workdir, port, saved), saved, user)
     if _fresh(chosen, saved):
         _create(cli, chosen, saved)
     what = f"the Redis Cluster to serve every slot (node logs: {root(data_dir)}/*/redis.log)"

@@ -23,6 +23,7 @@ from courseflow_local.processes import (
     tail,
     wait_until,
 )
+from courseflow_local.unprivileged import as_user, give, server_dir, server_user
 
 # For polls that have their own deadline: redis-py would otherwise retry a refused connection for seconds.
 NO_RETRY = Retry(NoBackoff(), 0)
@@ -36,26 +37,31 @@ def running_port(data_dir: Path) -> int | None:
 
 
 def up(data_dir: Path, binary: str, port: int, saved: Credentials) -> int:
-    workdir = data_dir / "redis"
     running = running_port(data_dir)
     if running is not None:
-        wait_until(lambda: answers(running, saved), START_TIMEOUT_S, "Redis to answer", workdir / "redis.log")
+        log = data_dir / "redis" / "redis.log"
+        wait_until(lambda: answers(running, saved), START_TIMEOUT_S, "Redis to answer", log)
         return running
     check_port_free(port, "Redis")
+    user = server_user()
+    workdir = server_dir(data_dir, user, "redis")
     (data_dir / "redis.port").write_text(f"{port}\n")
-    start(binary, workdir, port, server_config(workdir, port, saved), saved)
+    start(binary, workdir, port, server_config(workdir, port, saved), saved, user)
     return port
 
 
-def start(binary: str, workdir: Path, port: int, config: list[str], saved: Credentials) -> None:
-    """Start one redis-server with `config` in `workdir` (its data, log and pidfile) and wait until it answers."""
+def start(binary: str, workdir: Path, port: int, config: list[str], saved: Credentials, user: str | None) -> None:
+    """Start one redis-server with `config` in `workdir` (its data, log and pidfile) and wait until it answers.
+
+    Started by root, it runs as `user` (see courseflow_local.unprivileged), who then owns `workdir`."""
     log, pidfile, conf = workdir / "redis.log", workdir / "redis.pid", workdir / "redis.conf"
     workdir.mkdir(mode=0o700, exist_ok=True)
     workdir.chmod(0o700)  # the AOF holds every request: for this user's eyes only
     pidfile.unlink(missing_ok=True)
     # Passwords go in a 0600 file: on the command line every local user would see them in `ps`.
     credentials.write_private(conf, "".join(f"{line}\n" for line in config).encode())
-    run([binary, str(conf)], "redis-server", log)
+    give(workdir, user)
+    run(as_user(user, [binary, str(conf)]), "redis-server", log)
 
     def ready() -> bool:
         # The pidfile appears once Redis listens; a dead pid after that is a fatal error such as a bad AOF.

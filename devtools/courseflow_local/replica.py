@@ -11,6 +11,7 @@ from pathlib import Path
 from courseflow_local import postgres
 from courseflow_local.credentials import REPLICATION_USER, Credentials
 from courseflow_local.processes import START_TIMEOUT_S, ServicesError, check_port_free, run, wait_until
+from courseflow_local.unprivileged import as_user, server_dir, server_user
 
 NAME = "postgres-replica"
 SLOT = "courseflow_replica"
@@ -28,8 +29,8 @@ def exists(data_dir: Path) -> bool:
 
 def up(data_dir: Path, bindir: Path, port: int, primary_port: int, saved: Credentials) -> int:
     """Start the replica, copying the primary first if there is none yet. A running one keeps its port."""
-    user = postgres.server_user()
-    pgdata = postgres.prepare_pgdata(data_dir, user, NAME)
+    user = server_user()
+    pgdata = server_dir(data_dir, user, NAME)
     log = pgdata.parent / f"{NAME}.log"
     running = running_port(data_dir)
     if running is None:
@@ -59,7 +60,7 @@ def _copy_primary(
             raise ServicesError(f"replication slot {SLOT} on 127.0.0.1:{primary_port} is in use by another replica")
     backup = [str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary_port), "-U", REPLICATION_USER]
     backup += ["-D", str(pgdata), "-R", "-X", "stream", "-c", "fast", "-C", "-S", SLOT, "-w"]
-    run(postgres.as_user(user, backup), "pg_basebackup", log, env={"PGPASSWORD": saved.postgres_replication_password})
+    run(as_user(user, backup), "pg_basebackup", log, env={"PGPASSWORD": saved.postgres_replication_password})
 
 
 def down(data_dir: Path) -> None:

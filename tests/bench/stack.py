@@ -125,7 +125,7 @@ class Stack:
         data_dir.chmod(0o755)
         try:
             local = services.up(data_dir, services.free_port(), services.free_port())
-            migrations.migrate(local.database_url)
+            migrations.migrate(local.owner_database_url, application_url=local.database_url)
             stack = cls(data_dir, local)
             try:
                 yield stack

@@ -38,7 +38,7 @@ class Cluster:
     def __init__(self, data_dir: Path, logs: Path) -> None:
         self.data_dir, self.logs = data_dir, logs
         self.servers = services.up(data_dir, services.free_port(), services.free_port())
-        migrations.migrate(self.servers.database_url)
+        migrations.migrate(self.servers.owner_database_url, application_url=self.servers.database_url)
         self.port = services.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = (

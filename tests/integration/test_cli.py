@@ -23,7 +23,10 @@ def courseflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 
 def server_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return os.environ | {"DATABASE_URL": settings.postgres.url, "REDIS_URL": settings.redis.url, **extra}
+    urls = {"DATABASE_URL": settings.postgres.url, "REDIS_URL": settings.redis.url}
+    if settings.postgres.migration_url is not None:  # for `migrate` and `rebuild`
+        urls["MIGRATION_DATABASE_URL"] = settings.postgres.migration_url
+    return os.environ | urls | extra
 
 
 def test_migrate_twice_applies_nothing_new(settings: Settings) -> None:

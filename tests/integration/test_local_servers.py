@@ -132,7 +132,7 @@ def test_down_stops_both_servers_and_a_second_down_is_harmless(private_data_dir:
 
 def test_data_survives_a_down_up_cycle_on_the_same_ports(private_data_dir: Path) -> None:
     started = _up(private_data_dir)
-    with psycopg.connect(started.servers.database_url, autocommit=True) as conn:
+    with psycopg.connect(started.servers.owner_database_url, autocommit=True) as conn:
         conn.execute("create table kept (v text)")
         conn.execute("insert into kept values ('before down')")
     with redis.Redis.from_url(started.servers.redis_url, decode_responses=True) as client:
@@ -140,7 +140,7 @@ def test_data_survives_a_down_up_cycle_on_the_same_ports(private_data_dir: Path)
     services.down(private_data_dir)
 
     assert services.up(private_data_dir, started.pg_port, started.redis_port) == started.servers
-    with psycopg.connect(started.servers.database_url) as conn:
+    with psycopg.connect(started.servers.owner_database_url) as conn:
         assert conn.execute("select v from kept").fetchall() == [("before down",)]
     with redis.Redis.from_url(started.servers.redis_url, decode_responses=True) as client:
         assert [fields for _, fields in client.xrange("kept")] == [{"v": "before down"}]
@@ -204,18 +204,60 @@ def test_clients_without_the_credentials_are_refused(open_data_dir: Path) -> Non
             guesser.ping()
 
 
-def test_the_application_role_runs_migrations_but_is_no_superuser(open_data_dir: Path) -> None:
+def test_the_owner_role_runs_migrations_and_neither_it_nor_the_application_is_a_superuser(open_data_dir: Path) -> None:
     servers = services.up(open_data_dir, services.free_port(), services.free_port())
-    assert migrations.migrate(servers.database_url), "no migration applied"
+    assert migrations.migrate(servers.owner_database_url, application_url=servers.database_url), "none applied"
+    for url in (servers.owner_database_url, servers.database_url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+            for statement in ("CREATE DATABASE other", "CREATE ROLE intruder", "ALTER SYSTEM SET fsync = off"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
     with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
         conn.execute("INSERT INTO courses (course_id, capacity, title) VALUES (1, 5, 'c')")
-        conn.execute("TRUNCATE events, courses RESTART IDENTITY CASCADE")
-        for statement in ("CREATE DATABASE other", "CREATE ROLE intruder", "ALTER SYSTEM SET fsync = off"):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(statement)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("TRUNCATE events, courses RESTART IDENTITY CASCADE")
     with psycopg.connect(servers.admin_database_url) as admin:
         assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+
+
+def test_up_hands_a_database_the_application_owned_over_to_the_owner(open_data_dir: Path) -> None:
+    """A data dir from before the schema had an owner: the next `up` moves the tables, the application keeps its
+    grants and can go on appending."""
+    servers = services.up(open_data_dir, services.free_port(), services.free_port())
+    migrations.migrate(servers.owner_database_url, application_url=servers.database_url)
+    admin_url = servers.admin_database_url.rsplit("/", 1)[0] + "/courseflow"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("REASSIGN OWNED BY courseflow_owner TO courseflow")  # as older versions left it
+    services.up(open_data_dir, services.free_port(), services.free_port())
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'events'").fetchone() == (
+            "courseflow_owner",
+        )
+        conn.execute("INSERT INTO events (stream, stream_version, type, data) VALUES ('course-1', 1, 'X', '{}')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+
+
+def _uid(pid: int) -> int:
+    """The real user id a process runs as, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for pid {pid}")
+
+
+def test_neither_server_runs_as_root(private_data_dir: Path) -> None:
+    """Started by root (as `make run` on a fresh machine may be), both drop to an unprivileged user; under a 0700
+    parent their data goes to the /var/tmp fallback."""
+    started = _up(private_data_dir)
+    redis_pid = services.redis_pid(private_data_dir)
+    postmaster = (private_data_dir / "postgres" / "postmaster.pid").read_text().split()[0]
+    assert redis_pid is not None
+    assert _uid(redis_pid) != 0 and _uid(int(postmaster)) != 0
+    assert _uid(redis_pid) == os.stat(private_data_dir / "redis" / "appendonlydir").st_uid
+    with redis.Redis.from_url(started.servers.redis_url) as client:
+        assert client.set("still", "writable") and client.get("still") == b"writable"
 
 
 def test_the_application_redis_user_may_not_administer(open_data_dir: Path) -> None:
@@ -256,7 +298,7 @@ def test_credentials_are_private_and_outlive_a_down_up_cycle(private_data_dir: P
     assert servers.credentials_file == path.resolve()
     assert path.stat().st_mode & 0o777 == 0o600
     assert credentials.load(private_data_dir) == saved
-    assert len(set(msgspec.structs.astuple(saved))) == len(saved.__struct_fields__) == 5, "every password is its own"
+    assert len(set(msgspec.structs.astuple(saved))) == len(saved.__struct_fields__) == 6, "every password is its own"
     # Redis reads its passwords from a private file, never from its command line.
     assert (private_data_dir / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
     redis_pid = services.redis_pid(private_data_dir)
@@ -286,6 +328,7 @@ def test_services_up_prints_the_application_credentials(open_data_dir: Path) -> 
     assert printed.stdout.splitlines() == [
         f"export DATABASE_URL={servers.database_url}",
         f"export REDIS_URL={servers.redis_url}",
+        f"export MIGRATION_DATABASE_URL={servers.owner_database_url}",
     ]
     assert saved.postgres_app_password in printed.stdout and saved.redis_app_password in printed.stdout
     assert saved.postgres_admin_password not in printed.stdout and saved.redis_admin_password not in printed.stdout
@@ -293,6 +336,7 @@ def test_services_up_prints_the_application_credentials(open_data_dir: Path) -> 
     # With no URL configured, every other command finds the same servers through the data dir.
     local = services.with_saved_passwords(Settings.from_env(env))
     assert (local.postgres.url, local.redis.url) == (servers.database_url, servers.redis_url)
+    assert local.postgres.migration_url == servers.owner_database_url
     migrate = courseflow("migrate", env=env)
     assert migrate.returncode == 0, migrate.stderr
     assert "applied 001_event_store" in migrate.stdout

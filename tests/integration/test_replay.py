@@ -56,7 +56,7 @@ def test_rebuild_equals_the_live_read_models_table_by_table(
     assert differences(settings.postgres.url) == dict.fromkeys(READ_MODEL_TABLES, 0)
     with db.cursor() as cur:
         end = EventLog(cur).end()
-    assert rebuild(settings.postgres.url) == end
+    assert rebuild(settings.postgres.owner_url) == end
     assert snapshot(db) == live
 
 
@@ -65,7 +65,7 @@ def test_differences_finds_a_tampered_read_model(client: TestClient, db: Conn, s
     wait_projected(db)
     db.execute("UPDATE course_seats SET seats_taken = 2")
     assert differences(settings.postgres.url)["course_seats"] == 2
-    rebuild(settings.postgres.url, ["course_seats"])
+    rebuild(settings.postgres.owner_url, ["course_seats"])
     assert differences(settings.postgres.url, ["course_seats"]) == {"course_seats": 0}
 
 
@@ -86,8 +86,8 @@ def test_rebuild_while_serving(client: TestClient, db: Conn, settings: Settings,
     flow.start()
     try:
         wait_until(lambda: sent >= 50, what="enrollments to flow")
-        rebuild(settings.postgres.url)
-        rebuild(settings.postgres.url, ["waitlists"])
+        rebuild(settings.postgres.owner_url)
+        rebuild(settings.postgres.owner_url, ["waitlists"])
     finally:
         stop.set()
         flow.join()

@@ -17,7 +17,7 @@ from tests.helpers import Conn, wait_until
 
 
 def test_migrate_is_recorded_and_safe_to_run_twice(settings: Settings, db: Conn) -> None:
-    assert migrations.migrate(settings.postgres.url) == []
+    assert migrations.migrate(settings.postgres.owner_url, application_url=settings.postgres.url) == []
     versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == sorted(int(p.name[:3]) for p in migrations.migration_files())
     assert migrations.pending_migrations(db) == []
@@ -29,12 +29,14 @@ def _append(db: Conn, stream: str, version: int, kind: str, data: str) -> None:
     )
 
 
-def test_events_are_append_only(db: Conn) -> None:
-    _append(db, "course-1", 1, "CourseCreated", '{"course_id": 1}')
-    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-        db.execute("UPDATE events SET type = 'Other'")
-    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-        db.execute("DELETE FROM events")
+def test_events_are_append_only_even_for_their_owner(settings: Settings) -> None:
+    # The application's role may not even try (tests/integration/test_privileges.py); the trigger stops the owner.
+    with psycopg.connect(settings.postgres.owner_url, autocommit=True) as owner:
+        _append(owner, "course-1", 1, "CourseCreated", '{"course_id": 1}')
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            owner.execute("UPDATE events SET type = 'Other'")
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            owner.execute("DELETE FROM events")
 
 
 def test_stream_version_is_unique_per_stream(db: Conn) -> None:

@@ -190,6 +190,15 @@ def _drop(service: str, *path: str) -> Callable[[dict[str, Any]], object]:
             id="superuser",
         ),
         pytest.param(edit(COMPOSE, "NOSUPERUSER ", ""), "superuser", id="superuser role"),
+        pytest.param(
+            edit_services(
+                lambda s: s["api"]["environment"].update(
+                    MIGRATION_DATABASE_URL="postgresql://courseflow_owner:${COURSEFLOW_OWNER_PASSWORD}@postgres:5432/x"
+                )
+            ),
+            "api: connects as 'courseflow_owner'",
+            id="the schema owner's URL in the API",
+        ),
         pytest.param(edit(COMPOSE, 'SERVER_PORT: "8000"', 'SERVER_PORT: "9000"'), "listens on 9000", id="port"),
         pytest.param(
             edit_services(lambda s: s["api"]["environment"].update(DATABSE_URL="x")),
