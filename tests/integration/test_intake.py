@@ -62,6 +62,17 @@ def test_concurrent_accepts_share_round_trips(settings: Settings, rds: redis.Red
     assert reads < 200, reads
 
 
+def test_on_one_redis_each_enrollment_is_one_call(settings: Settings, servers: Servers) -> None:
+    """Admit and queue share a server here: one FCALL per request, not two (each waits for the disk)."""
+    with redis.Redis.from_url(servers.admin_redis_url) as admin:
+        admin.config_resetstat()
+        accepted = asyncio.run(crowd(settings, 50))
+        fcall = admin.info("commandstats")["cmdstat_fcall"]
+    assert {a.outcome for a in accepted} == {"queued"}
+    # A call refused because the library was not loaded yet is sent again once it is.
+    assert fcall["calls"] - fcall["failed_calls"] == 50
+
+
 def test_a_redis_that_lost_the_function_library_gets_it_again(
     settings: Settings, rds: redis.Redis, servers: Servers
 ) -> None:
