@@ -65,7 +65,8 @@ def services(settings: Settings, action: str, data_dir: Path, redis_cluster: boo
     services = _local_servers()
     if action == "up":
         replica_port = settings.local.postgres_replica_port if replica else None
-        servers = services.up(data_dir, settings.local.postgres_port, settings.local.redis_port, replica_port)
+        local = settings.local
+        servers = services.up(data_dir, local.postgres_port, local.redis_port, replica_port, local.redis_maxmemory)
         # The application's credentials, ready for `eval`; the admin's are only in the file.
         print(f"export DATABASE_URL={servers.database_url}")
         print(f"export REDIS_URL={servers.redis_url}")
@@ -221,7 +222,8 @@ def run(settings: Settings, demo: bool, workers: int) -> int:
         services = _local_servers()
         running = services.status(settings.local.data_dir)
         started_servers = not all(running[name].startswith("running") for name in ("postgres", "redis"))
-        servers = services.up(settings.local.data_dir, settings.local.postgres_port, settings.local.redis_port)
+        local = settings.local
+        servers = services.up(local.data_dir, local.postgres_port, local.redis_port, None, local.redis_maxmemory)
         env |= {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
         # The owner's URL serves the migration only: the API, workers and projector never see it.
         settings = Settings.from_env(env | {"MIGRATION_DATABASE_URL": servers.owner_database_url})

@@ -30,6 +30,18 @@ class IdempotencyKeyReused(DomainError):
         self.request_id = request_id
 
 
+class TooManyPending(DomainError):
+    """The student has `limit` requests waiting for a decision already (PENDING_PER_STUDENT)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"at most {limit} requests per student may wait for a decision at once (PENDING_PER_STUDENT); ask again"
+            " once one of yours is decided",
+            "course_id",
+        )
+        self.limit = limit
+
+
 class RateLimitReached(DomainError):
     """The caller reached one of the rate limits it was given: the `index`-th (0-based), for `retry_after_ms`."""
 

@@ -128,7 +128,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         pg = PostgresContainer(
             "postgres:15", username="courseflow", password="courseflow", dbname="courseflow", driver=None
         )
-        rd = RedisContainer("redis:7").with_command("redis-server --appendonly yes --appendfsync always")
+        rd = RedisContainer("redis:7").with_command(
+            "redis-server --appendonly yes --appendfsync always --maxmemory 1gb --maxmemory-policy noeviction"
+        )
         with pg, rd:
             database_url = pg.get_connection_url()
             redis_url = f"redis://{rd.get_container_host_ip()}:{rd.get_exposed_port(6379)}/0"

@@ -196,7 +196,8 @@ def _app_problems(name: str, role: str, service: dict[str, Any]) -> list[str]:
 
 def _redis_problems(redis: dict[str, Any]) -> list[str]:
     script = " ".join(words(redis["command"]) if isinstance(redis.get("command"), str) else redis.get("command") or [])
-    problems = [f"redis: {o} missing" for o in ("--appendonly yes", "--appendfsync always") if o not in script]
+    needed = ("--appendonly yes", "--appendfsync always", "--maxmemory ", "--maxmemory-policy noeviction")
+    problems = [f"redis: {o.strip()} missing" for o in needed if o not in script]
     started = [line for line in script.splitlines() if "redis-server" in line]
     arguments = [word for word in shlex.split(started[0]) if not word.startswith("<<")] if started else []
     if arguments[-1:] != ["-"]:

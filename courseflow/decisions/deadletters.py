@@ -58,7 +58,7 @@ def set_aside(
     )
     store.record_dead_letter(pg, event)
     pending = None if item is None else (item.request.course_id, item.member, item.request.request_id)
-    queue.dead_letter(client, keys, entry_id, fields, reason, pending)
+    queue.dead_letter(client, keys, entry_id, fields, reason, pending, None if request is None else request.student_id)
     DEAD_LETTERS.inc()
     ids = (
         {}

@@ -108,6 +108,13 @@ class Worker:
                 self.step(block_ms=self.settings.worker.block_ms)
                 backoff.reset()
             except redis.ResponseError as exc:
+                if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                    # Full (noeviction): what would grow it is refused, and deciding is what frees it. Retry soon.
+                    delay = backoff.next_delay()
+                    log.warning("%s: Redis is full (%s); retrying in %.2fs", self.name, exc, delay)
+                    recovered = False
+                    self.stop.wait(delay)
+                    continue
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("%s: a consumer group is gone (Redis data lost?); creating it again", self.name)

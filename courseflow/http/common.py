@@ -100,7 +100,9 @@ class Services:
             )
         )
         replicas = Replicas(settings.redis.wait_replicas, settings.redis.wait_timeout_ms)
-        self.intake = Intake(self.redis, self.keys, settings.queue.idempotency_ttl_s, replicas)
+        self.intake = Intake(
+            self.redis, self.keys, settings.queue.idempotency_ttl_s, replicas, settings.queue.pending_per_student
+        )
         self.authenticator = Authenticator(settings)
         self.limiter = Limiter(settings, self.redis)
 

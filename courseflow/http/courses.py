@@ -28,9 +28,12 @@ from courseflow.http.views import (
     Courses,
     Latency,
     Metrics,
+    RedisMemoryView,
     Waitlist,
     WaitlistPlace,
 )
+from courseflow.platform import redis_memory
+from courseflow.platform.redis_memory import RedisMemory
 from projections import queries
 
 log = logging.getLogger("courseflow.api")
@@ -247,8 +250,17 @@ async def metrics(request: Request) -> Response:
             dead_letters=await svc.intake.dead_letter_count(),
             projection_lag=await svc.read(queries.lag),
             latency=_latency(await svc.read(store.decision_latency_ms)),
+            redis_memory=_memory(await redis_memory.read(svc.redis)),
             courses=per_course,
         )
+    )
+
+
+def _memory(memory: RedisMemory | None) -> RedisMemoryView | None:
+    return (
+        None
+        if memory is None
+        else RedisMemoryView(used_bytes=memory.used_bytes, max_bytes=memory.max_bytes, ratio=memory.ratio)
     )
 
 

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
-from courseflow.errors import IdempotencyKeyReused, RateLimitReached, UnknownCourse, UnknownRequest
+from courseflow.errors import IdempotencyKeyReused, RateLimitReached, TooManyPending, UnknownCourse, UnknownRequest
 from courseflow.eventstore import reads, store
 from courseflow.http import payloads
 from courseflow.http.auth import Principal
@@ -79,6 +79,9 @@ async def enroll(request: Request) -> Response:
         raise
     except IdempotencyKeyReused:  # answered 409
         REQUESTS_REFUSED.labels("idempotency_conflict").inc()
+        raise
+    except TooManyPending:  # answered 429, without Retry-After: a place frees when one is decided
+        REQUESTS_REFUSED.labels("pending_limit").inc()
         raise
     structlog.contextvars.bind_contextvars(request_id=accepted.request_id)
     counted_as = REQUESTS_ACCEPTED if accepted.outcome == "queued" else REQUESTS_REPLAYED

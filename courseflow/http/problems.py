@@ -147,6 +147,13 @@ class RateLimited(Problem):
     title = "Too many requests"
 
 
+class PendingLimit(RateLimited):
+    """No Retry-After: a place frees when a decision comes, not after a known time."""
+
+    code = "pending_limit"
+    title = "Too many requests waiting for a decision"
+
+
 class Unavailable(Problem):
     """A dependency is down or the server is draining: retry after a moment."""
 
@@ -198,6 +205,8 @@ def from_domain(error: DomainError) -> Problem:
             return InvalidInput(error.field or "body", error.detail)
         case TooManyStreams():
             return RateLimited(error.detail, headers={"Retry-After": "5"})
+        case errors.TooManyPending():
+            return PendingLimit(error.detail, error.field)
         case FeedClosing():
             return ShuttingDown(error.detail)
         case FeedNotReady():

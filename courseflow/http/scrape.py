@@ -1,6 +1,6 @@
 """What /metrics reads from Redis and PostgreSQL at scrape time, and how it renders every series.
 
-Queue depth, the consumer group's pending entries and lag, and the busiest courses' seats live in the
+Queue depth, the consumer group's pending entries and lag, Redis's memory, and the busiest courses' seats live in the
 servers, not in any process's memory: they are read when scraped (with the API's async clients, so the
 event loop never waits on them), then yielded as gauges by a Collector beside the process's own series.
 Per-course gauges cover the top `METRICS_TOP_COURSES` courses only, so series stay bounded.
@@ -25,6 +25,8 @@ from psycopg_pool import PoolTimeout
 
 from courseflow.http.common import Services
 from courseflow.intake.queue import GROUP
+from courseflow.platform import redis_memory
+from courseflow.platform.redis_memory import RedisMemory
 from projections import queries
 
 # Each server a scrape reads gets this long before its gauges are left out of the answer.
@@ -51,6 +53,7 @@ async def read_pipeline(svc: Services, top: int) -> Pipeline:
         async with asyncio.timeout(SOURCE_TIMEOUT_S):
             depths = await _queue_depths(svc)
             families += await _queue(svc, depths)
+            families += _memory(await redis_memory.read(svc.redis))
     except (redis.RedisError, TimeoutError) as exc:
         log.warning("/metrics without queue gauges: Redis is unreachable (%s)", type(exc).__name__)
         return Pipeline(families)  # nor course gauges: their queue depths are Redis's
@@ -103,6 +106,23 @@ async def _queue(svc: Services, depths: dict[int, int]) -> list[Metric]:
     families.append(
         GaugeMetricFamily("courseflow_stream_consumer_lag", "Stream entries not delivered to any worker yet", value=lag)
     )
+    return families
+
+
+def _memory(memory: RedisMemory | None) -> list[Metric]:
+    if memory is None:
+        return []
+    families: list[Metric] = [
+        GaugeMetricFamily("courseflow_redis_memory_used_bytes", "Memory Redis uses", value=memory.used_bytes),
+        GaugeMetricFamily(
+            "courseflow_redis_memory_max_bytes", "Redis's maxmemory (0: unbounded)", value=memory.max_bytes
+        ),
+    ]
+    if memory.ratio is not None:
+        # At 1 every new request is refused (503): noeviction keeps what was accepted.
+        families.append(
+            GaugeMetricFamily("courseflow_redis_memory_ratio", "used / maxmemory of Redis", value=memory.ratio)
+        )
     return families
 
 

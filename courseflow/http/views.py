@@ -136,6 +136,14 @@ class Latency(_View, frozen=True, kw_only=True):
     p99_ms: Annotated[float, Meta(ge=0)] | None
 
 
+class RedisMemoryView(_View, frozen=True, kw_only=True):
+    """How full Redis is: at a `ratio` of 1 new requests are refused (503) and nothing accepted is evicted."""
+
+    used_bytes: Count
+    max_bytes: Annotated[int, Meta(ge=0, description="Redis's maxmemory; 0: unbounded")]
+    ratio: Annotated[float, Meta(ge=0)] | None
+
+
 class Metrics(_View, frozen=True, kw_only=True):
     """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more."""
 
@@ -147,6 +155,7 @@ class Metrics(_View, frozen=True, kw_only=True):
     dead_letters: Count
     projection_lag: Count
     latency: Latency
+    redis_memory: RedisMemoryView | None
     courses: list[CourseMetrics]
 
 

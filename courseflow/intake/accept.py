@@ -12,19 +12,22 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from courseflow import events
-from courseflow.errors import IdempotencyKeyReused, RateLimitReached, UnknownCourse
+from courseflow.errors import IdempotencyKeyReused, RateLimitReached, TooManyPending, UnknownCourse
 from courseflow.events import QueuedRequest
+from courseflow.intake import pending
 from courseflow.intake.queue import parse_member
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NO_REPLICAS, Replicas
 from courseflow.platform.functions import AsyncFunctions, Function
-from courseflow.platform.keys import Keys, PartitionKeys
+from courseflow.platform.keys import Keys, PartitionKeys, student_caller
 from courseflow.platform.library import (
     AcceptEnrollment,
     AdmitEnrollment,
     Claim,
     ClaimIdempotencyKey,
     Limit,
+    PendingBound,
+    PendingFull,
     QueueReply,
     QueueRequest,
     Refusal,
@@ -115,10 +118,12 @@ class Intake:
         keys: Keys,
         idempotency_ttl_s: int = 0,
         replicas: Replicas = NO_REPLICAS,
+        pending_per_student: int | None = None,
     ) -> None:
         self._client = client
         self.keys = keys
         self._ttl = idempotency_ttl_s
+        self._pending_limit = pending_per_student
         # Every step's writes must survive a failover: a lost claim would let a retry queue the request twice.
         self._functions = AsyncFunctions(client, replicas)
         self._courses: Memo[int, _CourseKeys] = Memo(10_000)
@@ -146,15 +151,24 @@ class Intake:
         idempotency_key: str,
         priority: int | None,
         limits: Sequence[Limit] = (),
+        *,
+        recount: bool = True,
     ) -> Accepted:
         """Queue a request once per (owner, idempotency key) within `caller`'s limits; `priority` None: the granted one.
 
         Two atomic steps, claim the key then queue its request id, so a retry after a failure between them queues
         the request the key names, never a second one. Where one server holds both steps' keys (a single Redis)
-        they go as one call, `AcceptEnrollment`: the same two functions, one round trip and one wait for the disk."""
+        they go as one call, `AcceptEnrollment`: the same two functions, one round trip and one wait for the disk.
+
+        A student's own new request is claimed only while fewer than PENDING_PER_STUDENT of theirs wait for a
+        decision (TooManyPending); `recount`: once, at that bound, first forget the ones decided meanwhile."""
         fingerprint = f"{course_id}:{'' if priority is None else priority}"
         claim_key = self.keys.caller(caller).idempotency(owner, idempotency_key)
-        admitting = AdmitEnrollment(limits, ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl))
+        bound = None
+        if self._pending_limit is not None and caller == student_caller(student_id):
+            bound = PendingBound(self.keys.student_pending(student_id), self._pending_limit)
+        claiming = ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl, bound)
+        admitting = AdmitEnrollment(limits, claiming)
         request = _Request(course_id, student_id, idempotency_key, priority)
         if self._one_server:
             step = await self._send(request, admitting.claim.request_id, partial(AcceptEnrollment, admitting))
@@ -165,11 +179,16 @@ class Intake:
         # Refused, or the key names a request already (queued then, unless its first attempt failed in between).
         if isinstance(step, Refusal):
             raise RateLimitReached(step.index, step.retry_after_ms)
+        if isinstance(step, PendingFull):
+            if recount and bound is not None and await pending.forget_decided(self._client, bound.key, self):
+                # Its limits were taken by this attempt already.
+                return await self.accept(caller, owner, student_id, course_id, idempotency_key, priority, recount=False)
+            raise TooManyPending(step.limit)
         if step.fingerprint != fingerprint:
             raise IdempotencyKeyReused(step.request_id)
         queued = await self._send(request, step.request_id, _alone)
         if queued.outcome == "unknown_course" and step.claimed:  # the key names no request after all
-            await self._functions(ReleaseIdempotencyKey(claim_key, step.request_id))
+            await self._functions(ReleaseIdempotencyKey(claim_key, step.request_id, bound.key if bound else None))
         return _accepted(queued, step.request_id, course_id)
 
     async def _send(self, request: _Request, request_id: str, call: Callable[[QueueRequest], Function[R]]) -> R:

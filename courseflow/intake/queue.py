@@ -17,7 +17,7 @@ from courseflow import events, fairness
 from courseflow.domain import Pending, StreamId
 from courseflow.platform import functions
 from courseflow.platform.functions import Functions
-from courseflow.platform.keys import Keys, PartitionKeys
+from courseflow.platform.keys import Keys, PartitionKeys, student_pending
 from courseflow.platform.library import Grant, GrantPriorities, PendingThrough, Prefix, RetryDeadLetter, TrimRequests
 from courseflow.platform.redis_clients import SyncRedis, is_cluster
 
@@ -112,6 +112,14 @@ def settle(client: SyncRedis, keys: Keys, members: dict[int, list[bytes]], reque
                     if request_ids.get(course_id):
                         pipe.hdel(pk.pending_index, *request_ids[course_id])
             pipe.execute()
+    # Then each student's place: in the student's own slot, so apart from those MULTIs (intake.pending repairs
+    # what a crash here leaves behind).
+    decided = [parse_member(raw).request for raws in members.values() for raw in raws]
+    if decided:
+        with client.pipeline(transaction=False) as pipe:
+            for request in decided:
+                pipe.srem(keys.student_pending(request.student_id), request.request_id)
+            pipe.execute()
 
 
 def acknowledge(client: SyncRedis, keys: Keys, entry_ids: dict[int, list[bytes]]) -> None:
@@ -130,11 +138,12 @@ def dead_letter(
     fields: Mapping[bytes, bytes],
     reason: str,
     pending: tuple[int, bytes, str] | None = None,
+    student_id: int | None = None,
 ) -> None:
     """Move an entry aside with the reason, so it never blocks the ones behind it.
 
     `pending` is (course id, priority-set member, request id) of a decodable request, which leaves
-    the queue too.
+    the queue too, and its student's pending set (`student_id`).
     """
     entry = {
         **cast(dict[FieldT, EncodableT], fields),
@@ -149,6 +158,8 @@ def dead_letter(
             pipe.zrem(keys.priority_set(course_id), raw)
             pipe.hdel(keys.pending_index, request_id)
         pipe.execute()
+    if pending is not None and student_id is not None:
+        client.srem(student_pending(keys.prefix, student_id), pending[2])
 
 
 def trim(client: SyncRedis, keys: PartitionKeys) -> int:

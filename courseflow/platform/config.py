@@ -110,6 +110,8 @@ class QueueSettings(SettingsSection, frozen=True):
     idempotency_ttl_s: Count = 86_400
     # How often each API process re-applies recent priority grants to intake (see http.app).
     priority_sync_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # Requests a student may have waiting for a decision at once (bounded state: one more is a 429).
+    pending_per_student: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50
 
 
 class WorkerSettings(SettingsSection, frozen=True):
@@ -177,6 +179,8 @@ class LocalSettings(SettingsSection, frozen=True):
     # Six nodes take this port and the next five; their cluster bus ports are 10000 higher.
     redis_cluster_port: Annotated[int, msgspec.Meta(ge=1, le=55530)] = LOCAL_REDIS_CLUSTER_PORT
     postgres_replica_port: Port = LOCAL_POSTGRES_REPLICA_PORT
+    # The local Redis's maxmemory (noeviction: past it, intake answers 503 and no accepted request is evicted).
+    redis_maxmemory: Annotated[str, msgspec.Meta(pattern=r"^[1-9]\d*(?:[kmg]b)?$")] = "1gb"
     # True when the URLs came from the environment, so `courseflow run` must not start servers.
     external_servers: bool = False
 
@@ -229,6 +233,7 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "COURSEFLOW_STREAM_PREFIX": ("queue", "prefix"),
     "PARTITIONS": ("queue", "partitions"),
     "IDEMPOTENCY_TTL": ("queue", "idempotency_ttl_s"),
+    "PENDING_PER_STUDENT": ("queue", "pending_per_student"),
     "WORKERS": ("worker", "count"),
     "BATCH_SIZE": ("worker", "batch_size"),
     "BLOCK_MS": ("worker", "block_ms"),
@@ -257,6 +262,7 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "COURSEFLOW_REDIS_PORT": ("local", "redis_port"),
     "COURSEFLOW_REDIS_CLUSTER_PORT": ("local", "redis_cluster_port"),
     "COURSEFLOW_POSTGRES_REPLICA_PORT": ("local", "postgres_replica_port"),
+    "COURSEFLOW_REDIS_MAXMEMORY": ("local", "redis_maxmemory"),
 }
 _SWITCH: Final = {"on": "true", "off": "false"}
 

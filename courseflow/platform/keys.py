@@ -20,6 +20,16 @@ def _scoped(owner: str, key: str) -> str:
     return f"{len(owner)}:{owner}:{key}"
 
 
+def student_caller(student_id: int) -> str:
+    """A student's caller name (http.limits.Subject.caller of a student's token): whose keys their own requests take."""
+    return f"student:{student_id}"
+
+
+def student_pending(prefix: str, student_id: int) -> str:
+    """A student's own requests not decided yet (CallerKeys.pending_requests of their caller name)."""
+    return CallerKeys(prefix, student_caller(student_id)).pending_requests
+
+
 def partition_of(course_id: int, partitions: int) -> int:
     """The partition a course's requests go to: stable for the life of a deployment (see `partitions` in the
     database), and spreading consecutive course ids evenly."""
@@ -111,6 +121,9 @@ class Keys(msgspec.Struct, frozen=True):
     def rate_limit(self, caller: str, limit: str) -> str:
         return self.caller(caller).rate_limit(limit)
 
+    def student_pending(self, student_id: int) -> str:
+        return student_pending(self.prefix, student_id)
+
 
 class CallerKeys(msgspec.Struct, frozen=True):
     """The keys of one caller (whose rate limits a request takes, `role:name`), all in one hash slot: an
@@ -128,6 +141,12 @@ class CallerKeys(msgspec.Struct, frozen=True):
     def rate_limit(self, limit: str) -> str:
         """The caller's counter for one limit."""
         return f"{self.tag}:ratelimit:{limit}"
+
+    @property
+    def pending_requests(self) -> str:
+        """A student caller's own requests not decided yet (a set of ids): added as each is claimed, removed as it is
+        decided or set aside. Its size is what PENDING_PER_STUDENT bounds."""
+        return f"{self.tag}:pending"
 
     def idempotency(self, owner: str, key: str) -> str:
         """The request an idempotency key names; `owner` scopes the key to whom it enrolls (see intake.key_owner),

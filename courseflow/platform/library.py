@@ -28,24 +28,45 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimIdempotencyKey(Function[Claim]):
-    """Claim an idempotency key for a new request id, unless it names a request already."""
+class PendingBound:
+    """A student's set of requests not decided yet (in the claim's hash slot), and how many it may hold."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFull:
+    """The student has `limit` requests waiting for a decision already: nothing was claimed."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimIdempotencyKey(Function[Claim | PendingFull]):
+    """Claim an idempotency key for a new request id, unless it names a request already; with `pending`, only while
+    the student's pending set has room, and the new request joins it."""
 
     name = "claim_idempotency_key"
     key: str
     request_id: str
     fingerprint: str
     ttl_s: int  # 0 = kept for good
+    pending: PendingBound | None = None
 
     def keys(self) -> Sequence[KeyT]:
-        return (self.key,)
+        return (self.key,) if self.pending is None else (self.key, self.pending.key)
 
     def args(self) -> Sequence[EncodableT]:
-        return (self.request_id, self.fingerprint, self.ttl_s)
+        if self.pending is None:
+            return (self.request_id, self.fingerprint, self.ttl_s)
+        return (self.request_id, self.fingerprint, self.ttl_s, self.pending.limit)
 
-    def reply(self, raw: Any) -> Claim:
+    def reply(self, raw: Any) -> Claim | PendingFull:
         if raw[0] == b"claimed":
             return Claim(True, self.request_id, self.fingerprint)
+        if raw[0] == b"full":
+            return PendingFull(int(raw[1]))
         return Claim(False, raw[1].decode(), raw[2].decode())
 
 
@@ -56,9 +77,11 @@ class ReleaseIdempotencyKey(Function[None]):
     name = "release_idempotency_key"
     key: str
     request_id: str
+    # The student's pending set the request joined when claimed: it leaves it too.
+    pending_key: str | None = None
 
     def keys(self) -> Sequence[KeyT]:
-        return (self.key,)
+        return (self.key,) if self.pending_key is None else (self.key, self.pending_key)
 
     def args(self) -> Sequence[EncodableT]:
         return (self.request_id,)
@@ -249,7 +272,7 @@ class TakeRateLimit(Function[Refusal | None]):
 
 
 @dataclass(frozen=True, slots=True)
-class AdmitEnrollment(Function[Claim | Refusal]):
+class AdmitEnrollment(Function[Claim | Refusal | PendingFull]):
     """Count one hit on every limit (as TakeRateLimit), then claim the idempotency key (as ClaimIdempotencyKey):
     one atomic call, and nothing claimed when a limit refuses. The counters and the key must share a hash slot
     (their caller's)."""
@@ -259,20 +282,20 @@ class AdmitEnrollment(Function[Claim | Refusal]):
     claim: ClaimIdempotencyKey
 
     def keys(self) -> Sequence[KeyT]:
-        return (*(limit.counter for limit in self.limits), self.claim.key)
+        return (*(limit.counter for limit in self.limits), *self.claim.keys())
 
     def args(self) -> Sequence[EncodableT]:
         limits = (value for limit in self.limits for value in (limit.amount, limit.window_ms))
-        return (*limits, *self.claim.args())
+        return (len(self.limits), *limits, *self.claim.args())
 
-    def reply(self, raw: Any) -> Claim | Refusal:
+    def reply(self, raw: Any) -> Claim | Refusal | PendingFull:
         if raw[0] == b"limited":
             return Refusal(int(raw[1]) - 1, int(raw[2]))
         return self.claim.reply(raw)
 
 
 @dataclass(frozen=True, slots=True)
-class AcceptEnrollment(Function[Claim | Refusal | QueueReply]):
+class AcceptEnrollment(Function[Claim | Refusal | PendingFull | QueueReply]):
     """AdmitEnrollment, then QueueRequest for the request id it claimed: one atomic call and one round trip, for
     a server that holds both calls' keys (a single Redis; on a cluster they are two slots). When a limit refuses or
     the key names a request already, the reply is admit's and nothing is queued; for a course the partition does not
@@ -289,8 +312,8 @@ class AcceptEnrollment(Function[Claim | Refusal | QueueReply]):
         admitting = self.admit.args()
         return (len(self.admit.keys()), len(admitting), *admitting, *self.queue.args())
 
-    def reply(self, raw: Any) -> Claim | Refusal | QueueReply:
-        if raw[0] in (b"limited", b"known"):
+    def reply(self, raw: Any) -> Claim | Refusal | PendingFull | QueueReply:
+        if raw[0] in (b"limited", b"known", b"full"):
             return self.admit.reply(raw)
         return self.queue.reply(raw)
 

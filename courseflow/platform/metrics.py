@@ -30,7 +30,15 @@ REQUESTS_ACCEPTED = Counter("courseflow_requests_accepted_total", "Enrollment re
 REQUESTS_REPLAYED = Counter(
     "courseflow_requests_replayed_total", "Enrollment requests answered from an earlier one with the same key"
 )
-REFUSAL_REASONS = ("invalid", "forbidden", "unknown_course", "idempotency_conflict", "rate_limited", "unavailable")
+REFUSAL_REASONS = (
+    "invalid",
+    "forbidden",
+    "unknown_course",
+    "idempotency_conflict",
+    "rate_limited",
+    "pending_limit",
+    "unavailable",
+)
 REQUESTS_REFUSED = Counter(
     "courseflow_requests_refused_total", "Enrollment requests refused before queueing, by reason", ["reason"]
 )

@@ -160,16 +160,23 @@ def with_saved_passwords(settings: config.Settings) -> config.Settings:
     return replace(settings, postgres=postgres, redis=redis)
 
 
-def up(data_dir: Path, postgres_port: int, redis_port: int, replica_port: int | None = None) -> LocalServers:
+def up(
+    data_dir: Path,
+    postgres_port: int,
+    redis_port: int,
+    replica_port: int | None = None,
+    redis_maxmemory: str = redis_server.MAXMEMORY,
+) -> LocalServers:
     """Start what is not already running for `data_dir`. A running server keeps its port, which is returned.
 
-    With `replica_port`, a read replica too (copied from the primary the first time)."""
+    With `replica_port`, a read replica too (copied from the primary the first time). Redis is bounded to
+    `redis_maxmemory` (COURSEFLOW_REDIS_MAXMEMORY), a running one too."""
     data_dir = data_dir.resolve()
     redis_bin, pg_bin = shutil.which("redis-server"), postgres.find_bindir()  # fail before starting anything
     if redis_bin is None:
         raise ServicesError("redis-server not found on PATH; install it: apt-get install -y redis-server")
     with _locked_credentials(data_dir) as saved:
-        actual_redis = redis_server.up(data_dir, redis_bin, redis_port, saved)
+        actual_redis = redis_server.up(data_dir, redis_bin, redis_port, saved, redis_maxmemory)
         actual_pg = postgres.up(data_dir, pg_bin, postgres_port, saved)
         if replica_port is not None:
             postgres.allow_replication(data_dir, actual_pg, saved)

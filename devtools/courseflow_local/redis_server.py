@@ -10,6 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from courseflow.platform.config import LocalSettings
 from courseflow_local import credentials
 from courseflow_local.credentials import APP_USER, REDIS_ADMIN_USER, Credentials
 from courseflow_local.processes import (
@@ -27,8 +28,10 @@ from courseflow_local.unprivileged import as_user, give, server_dir, server_user
 
 # For polls that have their own deadline: redis-py would otherwise retry a refused connection for seconds.
 NO_RETRY = Retry(NoBackoff(), 0)
-# Everything but administration and commands that can wipe or stall the whole server (FLUSHDB, KEYS...).
-APP_RIGHTS = "~* &* +@all -@admin -@dangerous"
+# Everything but administration and commands that can wipe or stall the whole server (FLUSHDB, KEYS...); INFO
+# (read-only) for /metrics' memory gauge.
+APP_RIGHTS = "~* &* +@all -@admin -@dangerous +info"
+MAXMEMORY = LocalSettings().redis_maxmemory
 
 
 def running_port(data_dir: Path) -> int | None:
@@ -36,17 +39,21 @@ def running_port(data_dir: Path) -> int | None:
     return port if pid is not None and alive(pid, "redis-server") else None
 
 
-def up(data_dir: Path, binary: str, port: int, saved: Credentials) -> int:
+def up(data_dir: Path, binary: str, port: int, saved: Credentials, maxmemory: str = MAXMEMORY) -> int:
     running = running_port(data_dir)
     if running is not None:
         log = data_dir / "redis" / "redis.log"
         wait_until(lambda: answers(running, saved), START_TIMEOUT_S, "Redis to answer", log)
+        with admin(running, saved) as client:  # one started before the bound, or with another size
+            client.config_set("maxmemory", maxmemory)
+            client.config_set("maxmemory-policy", "noeviction")
+            client.execute_command("ACL", "SETUSER", APP_USER, *APP_RIGHTS.split())
         return running
     check_port_free(port, "Redis")
     user = server_user()
     workdir = server_dir(data_dir, user, "redis")
     (data_dir / "redis.port").write_text(f"{port}\n")
-    start(binary, workdir, port, server_config(workdir, port, saved), saved, user)
+    start(binary, workdir, port, server_config(workdir, port, saved, maxmemory), saved, user)
     return port
 
 
@@ -73,8 +80,8 @@ def start(binary: str, workdir: Path, port: int, config: list[str], saved: Crede
     wait_until(ready, START_TIMEOUT_S, f"Redis on port {port} to answer", log)
 
 
-def server_config(workdir: Path, port: int, saved: Credentials) -> list[str]:
-    """What every local Redis runs with, standalone or a cluster node: loopback, durable, two users."""
+def server_config(workdir: Path, port: int, saved: Credentials, maxmemory: str = MAXMEMORY) -> list[str]:
+    """What every local Redis runs with, standalone or a cluster node: loopback, durable, bounded, two users."""
     return [
         f"port {port}",
         "bind 127.0.0.1",
@@ -92,6 +99,10 @@ def server_config(workdir: Path, port: int, saved: Credentials) -> list[str]:
         "auto-aof-rewrite-min-size 1gb",
         "no-appendfsync-on-rewrite no",
         'save ""',
+        # Full is refused, never evicted: a write past the bound fails (intake answers 503), and no accepted request,
+        # idempotency key or pending index entry is dropped to make room.
+        f"maxmemory {maxmemory}",
+        "maxmemory-policy noeviction",
         f"user {REDIS_ADMIN_USER} reset on >{saved.redis_admin_password} ~* &* +@all",
         f"user {APP_USER} reset on >{saved.redis_app_password} {APP_RIGHTS}",
     ]
@@ -99,6 +110,18 @@ def server_config(workdir: Path, port: int, saved: Credentials) -> list[str]:
 
 def _quoted(path: Path) -> str:
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def admin(port: int, saved: Credentials) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        username=REDIS_ADMIN_USER,
+        password=saved.redis_admin_password,
+        socket_timeout=10,
+        socket_connect_timeout=2,
+        retry=NO_RETRY,
+    )
 
 
 def answers(port: int, saved: Credentials | None) -> bool:

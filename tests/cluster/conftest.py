@@ -35,7 +35,7 @@ def cluster_env(cluster: services.LocalCluster) -> dict[str, str]:
 
 
 def reset_cluster(servers: Servers, cluster: services.LocalCluster) -> None:
-    reset_database(servers.database_url)
+    reset_database(servers.owner_database_url)
     with cluster_client(cluster, admin=True) as admin:
         admin.flushall(target_nodes=RedisCluster.PRIMARIES)
 
@@ -45,7 +45,7 @@ def settings(servers: Servers, redis_cluster: services.LocalCluster) -> Settings
     reset_cluster(servers, redis_cluster)
     env = cluster_env(redis_cluster)
     return Settings(
-        postgres=PostgresSettings(url=servers.database_url),
+        postgres=PostgresSettings(url=servers.database_url, migration_url=servers.owner_database_url),
         redis=RedisSettings(url=env["REDIS_URL"], cluster_nodes=tuple(env["REDIS_CLUSTER_NODES"].split(","))),
         local=LocalSettings(external_servers=True),
         worker=WorkerSettings(block_ms=100, batch_size=50, claim_idle_ms=60_000),

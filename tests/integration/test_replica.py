@@ -114,8 +114,10 @@ def test_reads_are_served_by_the_replica_while_the_primary_is_locked(
     with _api(servers, replica, tmp_path) as http:
         _caught_up(replica, db)
         # An ACCESS EXCLUSIVE lock is WAL-logged and replayed: the replica must not replay this one.
-        with _paused(replica), db.transaction():
-            db.execute(
+        # The owner's lock: the application's role may not take ACCESS EXCLUSIVE on the log.
+        owner = psycopg.connect(settings.postgres.owner_url, autocommit=True)
+        with owner, _paused(replica), owner.transaction():
+            owner.execute(
                 "LOCK TABLE courses, enrollment_requests, events, course_seats, enrollments, enrollment_counters,"
                 " waitlist_entries IN ACCESS EXCLUSIVE MODE"
             )

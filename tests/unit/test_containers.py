@@ -165,6 +165,7 @@ def _drop(service: str, *path: str) -> Callable[[dict[str, Any]], object]:
         ),
         pytest.param(edit(COMPOSE, "        user default off\n", ""), "default user", id="default user on"),
         pytest.param(edit(COMPOSE, " -@admin -@dangerous", ""), "rights", id="app user is admin"),
+        pytest.param(edit(COMPOSE, " --maxmemory-policy noeviction", ""), "noeviction missing", id="evicting Redis"),
         pytest.param(
             edit(COMPOSE, "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "POSTGRES_PASSWORD: x1"),
             "written in the file",

@@ -10,9 +10,12 @@ from courseflow.platform.library import (
     Claim,
     ClaimIdempotencyKey,
     Limit,
+    PendingBound,
+    PendingFull,
     PendingThrough,
     QueueRequest,
     Refusal,
+    ReleaseIdempotencyKey,
     TakeRateLimit,
 )
 
@@ -68,7 +71,14 @@ def test_a_rate_limit_takes_each_limits_counter_and_reads_back_which_refused() -
 
 def test_an_admission_takes_the_limits_then_claims_the_key_and_reads_back_either_answer() -> None:
     call = AdmitEnrollment([Limit("k1", 20, 2000), Limit("k2", 100, 60000)], ClaimIdempotencyKey("i", "id", "1:", 0))
-    assert call.command() == ("FCALL", "admit_enrollment", 3, "k1", "k2", "i", 20, 2000, 100, 60000, "id", "1:", 0)
+    assert call.command() == ("FCALL", "admit_enrollment", 3, "k1", "k2", "i", 2, 20, 2000, 100, 60000, "id", "1:", 0)
     assert call.reply([b"limited", 2, 1500]) == Refusal(index=1, retry_after_ms=1500)
     assert call.reply([b"claimed"]) == Claim(True, "id", "1:")
     assert call.reply([b"known", b"other", b"2:"]) == Claim(False, "other", "2:")
+
+
+def test_a_students_admission_also_names_their_pending_set_and_its_bound() -> None:
+    call = AdmitEnrollment([Limit("k1", 20, 2000)], ClaimIdempotencyKey("i", "id", "1:", 0, PendingBound("p", 50)))
+    assert call.command() == ("FCALL", "admit_enrollment", 3, "k1", "i", "p", 1, 20, 2000, "id", "1:", 0, 50)
+    assert call.reply([b"full", 50]) == PendingFull(50)
+    assert ReleaseIdempotencyKey("i", "id", "p").command() == ("FCALL", "release_idempotency_key", 2, "i", "p", "id")

@@ -34,9 +34,11 @@ local function set_with_ttl(key, value, ttl)
   end
 end
 
--- Reply: {'claimed'} for a new key, else {'known', request id, fingerprint} of the request it already names.
+-- keys[2], if given: the set of the student's requests not decided yet, holding at most args[4]; a new request
+-- joins it. Reply: {'claimed'} for a new key, {'full', the bound} when the set is full (nothing claimed), else
+-- {'known', request id, fingerprint} of the request the key already names.
 local function claim_idempotency_key(keys, args)
-  local key, request_id, fingerprint, ttl = keys[1], args[1], args[2], args[3]
+  local key, pending, request_id, fingerprint, ttl = keys[1], keys[2], args[1], args[2], args[3]
   local prior = redis.call('GET', key)
   if prior then
     -- Written again, unchanged: a WAIT after this call then also covers the first write of the key.
@@ -44,14 +46,24 @@ local function claim_idempotency_key(keys, args)
     local sep = string.find(prior, ' ', 1, true)
     return {'known', string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)}
   end
+  if pending then
+    if redis.call('SCARD', pending) >= tonumber(args[4]) then
+      return {'full', tonumber(args[4])}
+    end
+    redis.call('SADD', pending, request_id)
+  end
   set_with_ttl(key, request_id .. ' ' .. fingerprint, ttl)
   return {'claimed'}
 end
 
+-- keys: the idempotency key, then (if given) the student's pending set, which lets the request go too.
 local function release_idempotency_key(keys, args)
   local prior = redis.call('GET', keys[1])
   if prior and string.sub(prior, 1, #args[1] + 1) == args[1] .. ' ' then
     redis.call('DEL', keys[1])
+    if keys[2] then
+      redis.call('SREM', keys[2], args[1])
+    end
   end
   return 0
 end
@@ -190,18 +202,18 @@ local function take_rate_limit(keys, args)
 end
 
 -- An enrollment's first step, in its caller's slot: take the caller's rate limits, then claim the idempotency
--- key, so a refused attempt claims nothing. keys: the limits' counters, then the idempotency key. args: (amount,
--- window ms) per counter, then the claim's (request id, fingerprint, ttl). Reply: {'limited', 1-based number of
--- the limit that refused, milliseconds until it would take one}, or claim_idempotency_key's.
+-- key, so a refused attempt claims nothing. keys: the limits' counters, then the claim's keys. args: the number
+-- of limits, (amount, window ms) per counter, then the claim's args. Reply: {'limited', 1-based number of the
+-- limit that refused, milliseconds until it would take one}, or claim_idempotency_key's.
 local function admit_enrollment(keys, args)
-  local limits = #keys - 1
+  local limits = tonumber(args[1])
   if limits > 0 then
-    local refused = take_rate_limit({unpack(keys, 1, limits)}, {unpack(args, 1, 2 * limits)})
+    local refused = take_rate_limit({unpack(keys, 1, limits)}, {unpack(args, 2, 1 + 2 * limits)})
     if refused[1] ~= 0 then
       return {'limited', refused[1], refused[2]}
     end
   end
-  return claim_idempotency_key({keys[#keys]}, {unpack(args, 2 * limits + 1)})
+  return claim_idempotency_key({unpack(keys, limits + 1)}, {unpack(args, 2 + 2 * limits)})
 end
 
 -- An enrollment in one call, where one server holds the caller's keys and the course's (a single Redis; on a
@@ -218,7 +230,7 @@ local function accept_enrollment(keys, args)
   local queue_args = {unpack(args, 3 + admit_args)}
   local queued = queue_request({unpack(keys, admit_keys + 1)}, queue_args)
   if queued[1] == 'unknown_course' then
-    release_idempotency_key({keys[admit_keys]}, {queue_args[1]})
+    release_idempotency_key({unpack(keys, tonumber(args[3]) + 1, admit_keys)}, {queue_args[1]})
   end
   return queued
 end
@@ -236,7 +248,8 @@ redis.register_function('release_idempotency_key', release_idempotency_key)
 redis.register_function('queue_request', queue_request)
 redis.register_function('grant_priorities', grant_priorities)
 redis.register_function{function_name = 'pending_through', callback = pending_through, flags = {'no-writes'}}
-redis.register_function('trim_requests', trim_requests)
+-- allow-oom: trimming only frees memory, and must go on when Redis is full (noeviction) so that it empties again.
+redis.register_function{function_name = 'trim_requests', callback = trim_requests, flags = {'allow-oom'}}
 redis.register_function('retry_dead_letter', retry_dead_letter)
 redis.register_function('take_rate_limit', take_rate_limit)
 redis.register_function('admit_enrollment', admit_enrollment)

@@ -44,8 +44,9 @@ async function open(token, me) {
   show("who");
   show("app");
   notice("");
-  await Promise.all([poll(state.api), deadLetters()]);
+  await Promise.all([poll(state.api), deadLetters(), redisMemory()]);
   state.timers.push(setInterval(deadLetters, DEAD_LETTERS_EVERY_MS));
+  state.timers.push(setInterval(redisMemory, DEAD_LETTERS_EVERY_MS));
 }
 
 $("sign-in-form").addEventListener("submit", async (event) => {
@@ -144,6 +145,34 @@ async function deadLetters() {
   } catch (error) {
     if (!signedOut(error)) notice(explain(error));
   }
+}
+
+// ---- Redis memory: at 100% new requests are refused (503) until decisions free some --------------------
+
+const FULL_SOON = 0.8; // the README's alert fires here too
+
+async function redisMemory() {
+  const api = state.api;
+  if (!api) return;
+  try {
+    const memory = (await api.get("/api/v1/metrics")).redis_memory;
+    if (state.api !== api) return;
+    const shown = $("redis-memory");
+    if (!memory) {
+      shown.textContent = "not readable";
+    } else if (memory.ratio === null) {
+      shown.textContent = `${megabytes(memory.used_bytes)} (no maxmemory: unbounded)`;
+    } else {
+      shown.textContent = `${Math.round(memory.ratio * 100)}% of ${megabytes(memory.max_bytes)}`;
+    }
+    shown.classList.toggle("error", Boolean(memory) && (memory.ratio === null || memory.ratio >= FULL_SOON));
+  } catch (error) {
+    if (!signedOut(error)) notice(explain(error));
+  }
+}
+
+function megabytes(bytes) {
+  return `${(bytes / 1048576).toFixed(1)} MB`;
 }
 
 // A dead letter's reason may be anything at all: the board shows its start.
