@@ -112,7 +112,6 @@ class Worker:
                     # Full (noeviction): what would grow it is refused, and deciding is what frees it. Retry soon.
                     delay = backoff.next_delay()
                     log.warning("%s: Redis is full (%s); retrying in %.2fs", self.name, exc, delay)
-                    recovered = False
                     self.stop.wait(delay)
                     continue
                 if "NOGROUP" not in str(exc):

@@ -98,6 +98,9 @@ def unavailable(what: str) -> Callable[[Request, Exception], Awaitable[Response]
         if isinstance(exc, NotReplicated):  # reachable, but the request is not yet safe from a failover
             log.warning("%s: %s", what, exc)
             return respond(Unavailable(f"not yet confirmed by enough replicas ({exc}); retry with the same key"))
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):  # maxmemory with noeviction: nothing was written
+            log.warning("%s is full: %s", what, exc)
+            return respond(Unavailable(f"{what} is full; retry shortly, with the same idempotency key"))
         log.warning("%s is unreachable: %s", what, exc)
         return respond(Unavailable(f"{what} is unreachable; retry shortly"))
 

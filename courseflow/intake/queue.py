@@ -18,8 +18,16 @@ from courseflow.domain import Pending, StreamId
 from courseflow.platform import functions
 from courseflow.platform.functions import Functions
 from courseflow.platform.keys import Keys, PartitionKeys, student_pending
-from courseflow.platform.library import Grant, GrantPriorities, PendingThrough, Prefix, RetryDeadLetter, TrimRequests
-from courseflow.platform.redis_clients import SyncRedis, is_cluster
+from courseflow.platform.library import (
+    Grant,
+    GrantPriorities,
+    PendingThrough,
+    Prefix,
+    RetryDeadLetter,
+    SettleRequests,
+    TrimRequests,
+)
+from courseflow.platform.redis_clients import SyncRedis
 
 GROUP = "deciders"
 REQUEST_FIELD = b"request"
@@ -44,9 +52,21 @@ def ensure_group(client: SyncRedis, keys: PartitionKeys) -> None:
     """Create a partition's consumer group from the start of its stream; a no-op when it exists."""
     try:
         client.xgroup_create(keys.requests, GROUP, id="0", mkstream=True)
+    except redis.exceptions.OutOfMemoryError:
+        # Full Redis refuses the create even of a group that exists: only a missing one is an error then.
+        if not _has_group(client, keys):
+            raise
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def _has_group(client: SyncRedis, keys: PartitionKeys) -> bool:
+    try:
+        groups = client.xinfo_groups(keys.requests)
+    except redis.ResponseError:  # no stream
+        return False
+    return any(group["name"] in (GROUP, GROUP.encode()) for group in groups)
 
 
 def ensure_groups(client: SyncRedis, keys: Keys) -> None:
@@ -95,23 +115,22 @@ def top(client: SyncRedis, keys: Keys, course_id: int, count: int) -> list[bytes
 def settle(client: SyncRedis, keys: Keys, members: dict[int, list[bytes]], request_ids: dict[int, list[str]]) -> None:
     """After COMMIT: drop decided requests (per course) from the priority sets and the pending index.
 
-    Atomically per partition, so a status look-up never finds a request in neither its priority set nor
-    PostgreSQL: one MULTI for all on a single Redis, one per partition on a cluster (a MULTI stays in a slot).
+    Atomically per partition (SettleRequests), so a status look-up never finds a request in neither its priority
+    set nor PostgreSQL; every partition's call in one round trip per server. It runs when Redis is full too.
     """
     by_partition: dict[int, list[int]] = {}
     for course_id in members.keys() | request_ids.keys():
         by_partition.setdefault(keys.of_course(course_id).partition, []).append(course_id)
-    groups = [list(by_partition.items())] if not is_cluster(client) else [[item] for item in by_partition.items()]
-    for group in groups:
-        with client.pipeline(transaction=True) as pipe:
-            for partition, course_ids in group:
-                pk = keys.partition(partition)
-                for course_id in course_ids:
-                    if members.get(course_id):
-                        pipe.zrem(pk.priority_set(course_id), *members[course_id])
-                    if request_ids.get(course_id):
-                        pipe.hdel(pk.pending_index, *request_ids[course_id])
-            pipe.execute()
+    calls = [
+        SettleRequests(
+            keys.partition(partition).pending_index,
+            [(keys.priority_set(c), members[c]) for c in course_ids if members.get(c)],
+            [request_id for c in course_ids for request_id in request_ids.get(c, ())],
+        )
+        for partition, course_ids in by_partition.items()
+    ]
+    if calls:
+        Functions(client).each(calls)
     # Then each student's place: in the student's own slot, so apart from those MULTIs (intake.pending repairs
     # what a crash here leaves behind).
     decided = [parse_member(raw).request for raws in members.values() for raw in raws]

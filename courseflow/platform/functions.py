@@ -64,8 +64,33 @@ _loaded: weakref.WeakSet[SyncRedis] = weakref.WeakSet()
 def ensure_loaded(client: SyncRedis) -> None:
     """This version's library, loaded once per client at start: it replaces the one a previous deployment left."""
     if client not in _loaded:
-        load(client)
+        try:
+            load(client)
+        except redis.exceptions.OutOfMemoryError:
+            # A full Redis refuses FUNCTION LOAD even of the library it has: a worker must still start and decide.
+            if not _current(client):
+                raise
         _loaded.add(client)
+
+
+def _current(client: SyncRedis) -> bool:
+    """True if the server (every node of a cluster) has this version's library."""
+    listed: Any = client.function_list(library=LIBRARY, withcode=True)
+    replies = listed.values() if isinstance(listed, dict) else [listed]
+    wanted = code().encode()
+    return all(
+        any(_field(library, "library_code") in (wanted, wanted.decode()) for library in reply) for reply in replies
+    )
+
+
+def _field(library: Any, name: str) -> Any:
+    if isinstance(library, dict):
+        return library.get(name, library.get(name.encode()))
+    pairs = list(library)  # RESP2: a flat [name, value, ...] list
+    for key, value in zip(pairs[::2], pairs[1::2], strict=False):
+        if key in (name, name.encode()):
+            return value
+    return None
 
 
 def load(client: SyncRedis) -> None:

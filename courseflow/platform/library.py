@@ -196,6 +196,29 @@ class PendingThrough(Function[Prefix]):
 
 
 @dataclass(frozen=True, slots=True)
+class SettleRequests(Function[None]):
+    """Remove decided requests from their courses' priority sets (`members` per set) and from the pending index
+    (`request_ids`), atomically; runs even when Redis is full. The keys must share a hash slot (a partition's)."""
+
+    name = "settle_requests"
+    pending_index: str
+    members: Sequence[tuple[str, Sequence[bytes]]]
+    request_ids: Sequence[str]
+
+    def keys(self) -> Sequence[KeyT]:
+        return (self.pending_index, *(priority_set for priority_set, _ in self.members))
+
+    def args(self) -> Sequence[EncodableT]:
+        counted: list[EncodableT] = []
+        for _, members in self.members:
+            counted += [len(members), *members]
+        return (*counted, *self.request_ids)
+
+    def reply(self, raw: Any) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class TrimRequests(Function[int]):
     """Drop a request stream's entries that are acknowledged by `group`; the reply is how many went."""
 

@@ -108,6 +108,20 @@ def test_redis_keeps_what_an_accepted_request_relies_on(running: Started) -> Non
         assert admin.config_get("appendfsync") == {"appendfsync": "always"}
         assert admin.config_get("bind") == {"bind": "127.0.0.1"}
         assert admin.config_get("protected-mode") == {"protected-mode": "yes"}
+        # Bounded, and full is refused rather than evicting an accepted request.
+        assert admin.config_get("maxmemory") == {"maxmemory": str(1024**3)}
+        assert admin.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    with redis.Redis.from_url(running.servers.redis_url) as app:
+        assert int(app.info("memory")["maxmemory"]) == 1024**3  # INFO, for the memory gauge
+
+
+def test_up_bounds_a_running_redis_to_the_size_asked_for(running: Started) -> None:
+    services.up(running.data_dir, running.pg_port, running.redis_port, redis_maxmemory="64mb")
+    try:
+        with redis.Redis.from_url(running.servers.admin_redis_url, decode_responses=True) as admin:
+            assert admin.config_get("maxmemory") == {"maxmemory": str(64 * 1024**2)}
+    finally:
+        services.up(running.data_dir, running.pg_port, running.redis_port)
 
 
 def test_up_leaves_running_servers_alone_whatever_ports_are_asked_for(running: Started) -> None:

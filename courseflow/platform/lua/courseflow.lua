@@ -152,6 +152,31 @@ local function trim_requests(keys, args)
   return redis.call('XTRIM', keys[1], 'MINID', minid)
 end
 
+-- `command` on `key` with list[first..last] as arguments, a thousand at a time (Lua's stack is bounded).
+local function in_chunks(command, key, list, first, last)
+  for i = first, last, 1000 do
+    redis.call(command, key, unpack(list, i, math.min(i + 999, last)))
+  end
+end
+
+-- After a decision's COMMIT: its requests leave their courses' priority sets and the pending index together, so a
+-- status look-up never finds one in neither Redis nor PostgreSQL. keys: the pending index, then one priority set
+-- per course. args: per course, its number of members then the members; then the request ids.
+local function settle_requests(keys, args)
+  local at = 1
+  for i = 2, #keys do
+    local count = tonumber(args[at])
+    if count > 0 then
+      in_chunks('ZREM', keys[i], args, at + 1, at + count)
+    end
+    at = at + count + 1
+  end
+  if at <= #args then
+    in_chunks('HDEL', keys[1], args, at, #args)
+  end
+  return 0
+end
+
 -- Put a dead letter back at the end of the queue, as if just accepted. Reply: its new stream id, or false.
 local function retry_dead_letter(keys, args)
   local dead_letters, stream, zset, pending = keys[1], keys[2], keys[3], keys[4]
@@ -251,6 +276,8 @@ redis.register_function{function_name = 'pending_through', callback = pending_th
 -- allow-oom: trimming only frees memory, and must go on when Redis is full (noeviction) so that it empties again.
 redis.register_function{function_name = 'trim_requests', callback = trim_requests, flags = {'allow-oom'}}
 redis.register_function('retry_dead_letter', retry_dead_letter)
+-- allow-oom: it only frees memory, and a full Redis (noeviction) empties by deciding. (A MULTI would be refused.)
+redis.register_function{function_name = 'settle_requests', callback = settle_requests, flags = {'allow-oom'}}
 redis.register_function('take_rate_limit', take_rate_limit)
 redis.register_function('admit_enrollment', admit_enrollment)
 redis.register_function('accept_enrollment', accept_enrollment)
