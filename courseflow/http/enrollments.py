@@ -37,7 +37,8 @@ from projections import status
         "Queued durably and decided in priority-then-arrival order: 202 with the request id and queue place. "
         "The same idempotency key again answers the same request (200 with its outcome once decided). "
         "A student enrolls only themselves and may leave `student_id` out; `priority` is honoured from "
-        "registrars and services only."
+        "registrars and services only. A student with PENDING_PER_STUDENT requests waiting for a decision gets a "
+        "429 (`pending_limit`) until one is decided."
     ),
     body=Enrollment,
     example=Enrollment(course_id=101, student_id=42, idempotency_key="42-101-fall"),

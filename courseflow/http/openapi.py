@@ -30,7 +30,8 @@ _STATUS_TEXT = {
     413: "Body too large",
     415: "Not JSON, or compressed",
     422: "A field breaks a rule: `field` and `errors` name it",
-    429: "Over a rate limit: `Retry-After` says when to retry",
+    429: "Over a rate limit (`Retry-After` says when to retry), or, enrolling, a student's requests waiting for a "
+    "decision at PENDING_PER_STUDENT (`pending_limit`, no `Retry-After`: one must be decided first)",
     503: "A dependency is down or the server is shutting down: retry after `Retry-After` seconds",
 }
 _DESCRIPTION = """Course enrollment for flash crowds. An enrollment is accepted durably at once (202) and

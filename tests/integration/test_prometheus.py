@@ -181,6 +181,7 @@ def test_courseflow_run_shares_one_fresh_metrics_directory(settings: Settings, t
     base = f"http://127.0.0.1:{port}"
     env = os.environ | {
         "DATABASE_URL": settings.postgres.url,
+        "MIGRATION_DATABASE_URL": settings.postgres.owner_url,
         "REDIS_URL": settings.redis.url,
         "SERVER_PORT": str(port),
         "COURSEFLOW_DATA_DIR": str(tmp_path),
