@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ import psycopg
 
 from courseflow.eventstore import migrations, partition_count, store
 from courseflow.eventstore.eventlog import START, EventLog
-from courseflow.platform import logs, tracing
+from courseflow.platform import heap, logs, tracing
 from courseflow.platform.config import Settings
 from courseflow.platform.supervisor import Supervisor
 from projections.projector import Projector
@@ -133,9 +132,7 @@ def worker(settings: Settings, name: str) -> int:
         # Finish and commit the batch in hand, acknowledge it, then exit.
         signal.signal(sig, lambda *_: stop.set())
     tracing.configure("courseflow-worker")
-    # Start-up's objects (every module imported) leave the collector's view: a full collection, ~30 ms over them,
-    # then walks only what the worker allocates since, instead of pausing a batch that long.
-    gc.freeze()
+    heap.freeze_start_up()
     log.info("worker %s starting", name)
     Worker(settings, name, stop).run()
     log.info("worker %s stopped", name)
