@@ -164,6 +164,13 @@ class ShuttingDown(Unavailable):
 
 
 MEDIA_TYPE = "application/problem+json"
+# On every error answer, also those given before routing (an unknown path, a refused token): an error is never
+# rendered as a page, framed or sniffed into one, and sends no Referer onwards.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class ProblemResponse(Response):
@@ -206,4 +213,6 @@ def from_domain(error: DomainError) -> Problem:
 
 
 def respond(problem: Problem) -> Response:
-    return ProblemResponse(details(problem), status_code=problem.status_code, headers=problem.headers)
+    return ProblemResponse(
+        details(problem), status_code=problem.status_code, headers=SECURITY_HEADERS | problem.headers
+    )

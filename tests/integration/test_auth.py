@@ -248,7 +248,7 @@ def test_a_token_whose_segments_are_spelled_otherwise_is_refused(settings: Setti
 def test_development_mode_is_a_registrar_and_says_so(
     client: TestClient, caplog: pytest.LogCaptureFixture, settings: Settings
 ) -> None:
-    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 1}).status_code == 201
+    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 1, "title": "Course"}).status_code == 201
     assert client.get("/ready").json()["auth"] == "off"
     with caplog.at_level("WARNING"), TestClient(create_app(settings)):
         pass

@@ -25,7 +25,9 @@ def secure(settings: Settings, projector: Projector) -> Iterator[tuple[TestClien
 def test_a_valid_token_passes_and_probes_need_none(secure: tuple[TestClient, Settings]) -> None:
     client, configured = secure
     created = client.post(
-        "/api/v1/courses", json={"course_id": 1, "capacity": 1}, headers=bearer(configured, "registrar")
+        "/api/v1/courses",
+        json={"course_id": 1, "capacity": 1, "title": "Course"},
+        headers=bearer(configured, "registrar"),
     )
     assert created.status_code == 201
     assert client.get("/api/v1/courses/1", headers=bearer(configured, "student", 7)).status_code == 200
