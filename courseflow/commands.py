@@ -94,10 +94,12 @@ def token(settings: Settings, student: int | None, registrar: bool, sub: str | N
     if student is not None and not payloads.is_id(str(student)):
         print("courseflow token: --student must be a positive student id", file=sys.stderr)
         return 2
-    if not 1 <= ttl <= 366 * 86_400:
-        print("courseflow token: --ttl must be between 1 second and a year", file=sys.stderr)
-        return 2
     role: auth.Role = "student" if student is not None else "registrar" if registrar else "service"
+    longest = auth.longest_lifetime(settings, role)
+    if not 1 <= ttl <= longest:
+        # The API refuses a token meant to live longer: better not to print one.
+        print(f"courseflow token: --ttl must be between 1 and {longest} seconds for a {role}", file=sys.stderr)
+        return 2
     print(auth.issue(settings, role, str(student) if student is not None else sub or role, ttl))
     return 0
 

@@ -93,7 +93,9 @@ class Unauthorized(Problem):
         # RFC 6750: name the scheme; say `invalid_token` only when a token was presented.
         challenge = 'Bearer realm="courseflow"'
         if token_given:
-            challenge += ', error="invalid_token", error_description="{}"'.format(detail.replace('"', "'"))
+            # A header carries printable ASCII only; the detail may quote what the token said.
+            described = "".join(c if c.isascii() and c.isprintable() else "?" for c in detail).replace('"', "'")
+            challenge += f', error="invalid_token", error_description="{described}"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
