@@ -14,6 +14,7 @@ from types import ModuleType
 import msgspec
 import psycopg
 
+from courseflow.domain import MAX_ID
 from courseflow.eventstore import migrations, partition_count, store
 from courseflow.eventstore.eventlog import START, EventLog
 from courseflow.platform import logs, tracing
@@ -86,13 +87,17 @@ def services(settings: Settings, action: str, data_dir: Path, redis_cluster: boo
 
 def token(settings: Settings, student: int | None, registrar: bool, sub: str | None, ttl: int) -> int:
     # Imported here: the signing stack (PyJWT, cryptography) costs every worker ~8 MB of resident memory.
-    from courseflow.http import auth, payloads
+    from courseflow.http import auth, claims, payloads
 
     if not settings.auth.jwt_secret and not settings.auth.jwt_public_key_file:
         print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
         return 2
     if student is not None and not payloads.is_id(str(student)):
-        print("courseflow token: --student must be a positive student id", file=sys.stderr)
+        print(f"courseflow token: --student must be a student id from 1 to {MAX_ID}", file=sys.stderr)
+        return 2
+    fault = None if sub is None else claims.subject_fault(sub)
+    if fault is not None:
+        print(f"courseflow token: --sub {fault}", file=sys.stderr)
         return 2
     role: auth.Role = "student" if student is not None else "registrar" if registrar else "service"
     longest = auth.longest_lifetime(settings, role)

@@ -8,6 +8,7 @@ reaches Redis or PostgreSQL.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -37,8 +38,11 @@ Priority = Annotated[int, Meta(ge=0, le=100)]
 Capacity = Annotated[int, Meta(ge=0, le=MAX_CAPACITY)]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128)]
 Title = Annotated[str, Meta(max_length=200, pattern=NOT_BLANK)]
-# Read by `timestamp` as RFC 3339 (msgspec's datetime): no ISO 8601 week dates, basic format or comma fractions.
+# Read by `timestamp` as RFC 3339: no ISO 8601 week dates, basic format or comma fractions.
 Timestamp = Annotated[str, Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+# RFC 3339's date-time (§5.6, a space for the T as its note allows), the zone left optional so that its absence
+# is said as such; msgspec's datetime then checks the calendar, and would also take an offset without its colon.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
 class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -297,8 +301,10 @@ def timestamp(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
     try:
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
         parsed = msgspec.convert(value, datetime)
-    except msgspec.ValidationError:
+    except (ValueError, msgspec.ValidationError):
         raise InvalidInput(
             field, f"must be an RFC 3339 timestamp such as 2026-12-01T09:00:00Z, got {value!r}"
         ) from None
