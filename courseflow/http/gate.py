@@ -39,8 +39,10 @@ class Gate:
         routes: Sequence[BaseRoute],
     ) -> None:
         self.app = app
-        # What routing answers: any other path is a 404 before anyone is asked for a token.
+        # What routing answers: any other path is a 404 before anyone is asked for a token. Paths without
+        # parameters (enrollments among them) are found in a set; the others by routing's own matching.
         self.routes = routes
+        self.fixed_paths = frozenset(path for route in routes if "{" not in (path := getattr(route, "path", "{")))
         self.authenticator = authenticator
         self.limiter = limiter
         # Paths answered without a token (probes, the scraper): no personal data behind them.
@@ -64,7 +66,7 @@ class Gate:
     async def admit(self, scope: Scope) -> tuple[Principal, Subject] | None:
         """Who asks and whose counters they take (None for public paths); raises the 401 or 429 that refuses them."""
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if not any(route.matches(scope)[0] is not Match.NONE for route in self.routes):
+        if scope["path"] not in self.fixed_paths and not self._routed(scope):
             # A 401 would say the path exists behind a token; nor is a miss worth a rate-limit round trip.
             raise NotFound("no such endpoint")
         if scope["path"] in PAGES or scope["path"].startswith(STATIC_PREFIX):
@@ -81,6 +83,9 @@ class Gate:
             # intake takes its limits in the call that claims its idempotency key, on every topology.
             await self.limiter.hit(counted, method)
         return principal, counted
+
+    def _routed(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is not Match.NONE for route in self.routes)
 
     async def _authenticate(self, scope: Scope, method: str) -> Principal:
         try:
