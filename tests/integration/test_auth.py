@@ -8,7 +8,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jwt
@@ -271,23 +271,28 @@ def _signed(payload: bytes) -> str:
     return jwt.PyJWS().encode(payload, SECRET.encode(), algorithm="HS256")
 
 
+def _fresh(**overrides: object) -> Callable[[], str]:
+    """A token made when the test runs (a collected one may have expired by then), valid ten minutes."""
+    return lambda: _token(_claims(exp=int(time.time()) + 600) | overrides)
+
+
 @pytest.mark.parametrize(
     ("token", "reason"),
     [
-        (_token(_claims(exp=str(int(time.time()) + 600))), "its exp must be a number of seconds since 1970, not text"),
-        (_token(_claims(nbf=str(int(time.time()) - 10))), "its nbf must be a number of seconds since 1970, not text"),
-        (_token(_claims(exp=10**30)), "it is meant to live longer than the 86400 s allowed for a student token"),
-        (_token(_claims(role="registrar", sub="")), "its sub is empty or blank"),
-        (_token(_claims(role="registrar", sub=" ")), "its sub is empty or blank"),
-        (_token(_claims(role="service", sub="s" * 5000)), "its sub is longer than 128 characters"),
-        (_token(_claims(role="service", sub="sis\x07")), "its sub holds control characters"),
+        (_fresh(exp=str(int(time.time()) + 600)), "its exp must be a number of seconds since 1970, not text"),
+        (_fresh(nbf=str(int(time.time()) - 10)), "its nbf must be a number of seconds since 1970, not text"),
+        (_fresh(exp=10**30), "it is meant to live longer than the 86400 s allowed for a student token"),
+        (_fresh(role="registrar", sub=""), "its sub is empty or blank"),
+        (_fresh(role="registrar", sub=" "), "its sub is empty or blank"),
+        (_fresh(role="service", sub="s" * 5000), "its sub is longer than 128 characters"),
+        (_fresh(role="service", sub="sis\x07"), "its sub holds control characters"),
         (
-            _signed(
+            lambda: _signed(
                 b'{"sub":"7","role":"registrar","aud":"courseflow","exp":%d,"role":"student"}' % (time.time() + 600)
             ),
             "its payload gives 'role' more than once",
         ),
-        (_token(_claims()) + "=", "it must be three parts of unpadded base64url, separated by dots"),
+        (lambda: _fresh()() + "=", "it must be three parts of unpadded base64url, separated by dots"),
     ],
     ids=[
         "exp-text",
@@ -302,10 +307,10 @@ def _signed(payload: bytes) -> str:
     ],
 )
 def test_a_token_read_loosely_elsewhere_is_refused_here(
-    secure: tuple[TestClient, Settings], token: str, reason: str
+    secure: tuple[TestClient, Settings], token: Callable[[], str], reason: str
 ) -> None:
     client, _ = secure
-    response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token()}"})
     assert response.status_code == 401
     assert response.json()["detail"] == f"the token is not valid: {reason}"
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
