@@ -238,7 +238,12 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> S
     )
     app.add_middleware(BodyLimit)
     app.add_middleware(
-        Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, enrollment_paths=enrolling
+        Gate,
+        authenticator=svc.authenticator,
+        limiter=svc.limiter,
+        public=public,
+        enrollment_paths=enrolling,
+        routes=app.routes,
     )
     app.add_middleware(Draining, state=state)
     # Outside draining and the gate, so their 503, 401 and 429 are timed by route like every other answer.
