@@ -38,7 +38,7 @@ try {
 
 def _node(script: str, *args: str) -> Any:
     if NODE is None:
-        pytest.skip("node is not installed")
+        pytest.fail("node is not installed: `make install` installs it (Debian package nodejs)")
     done = subprocess.run(
         [NODE, "--input-type=module", "-e", script, *args],
         capture_output=True,
