@@ -143,7 +143,9 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
         settings, redis=msgspec.structs.replace(settings.redis, wait_replicas=1, wait_timeout_ms=50)
     )
     with TestClient(create_app(waiting)) as client:
-        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}).status_code == 201
+        )
         for _ in range(2):  # this Redis has no replica: never confirmed
             refused = client.post("/enroll", json=body)
             assert refused.status_code == 503 and "Retry-After" in refused.headers
