@@ -22,7 +22,7 @@ def test_a_flood_into_a_full_redis_gets_503s_and_loses_nothing(
 ) -> None:
     with serving_api(servers, tmp_path, RATE_LIMIT_REGISTRAR="off") as base, tight_redis(servers):
         with httpx.Client(base_url=base, timeout=10) as http:
-            created = http.post("/api/v1/courses", json={"course_id": 1, "capacity": 100_000})
+            created = http.post("/api/v1/courses", json={"course_id": 1, "title": "Flooded", "capacity": 100_000})
             assert created.status_code == 201, created.text
         accepted: list[str] = []
         statuses: dict[int, int] = {}

@@ -33,7 +33,7 @@ def app(bounded: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(bounded)) as client:
         registrar = bearer(bounded, "registrar")
         for course_id, opens in ((PARKED, "2099-09-01T09:00:00Z"), (OPEN, None)):
-            body = {"course_id": course_id, "capacity": 100, "opens_at": opens}
+            body = {"course_id": course_id, "title": f"Course {course_id}", "capacity": 100, "opens_at": opens}
             assert client.post("/api/v1/courses", json=body, headers=registrar).status_code == 201
         yield client
 
