@@ -70,8 +70,8 @@ def run(venv: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 @pytest.fixture
 def empty_database(servers: Servers) -> Iterator[str]:
-    """A new database with nothing in it, owned by the application's role; its URL."""
-    owner = conninfo_to_dict(servers.database_url)["user"]
+    """A new database with nothing in it, owned by the schema owner's role; the application's URL for it."""
+    owner = conninfo_to_dict(servers.owner_database_url)["user"]
     with psycopg.connect(servers.admin_database_url, autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS courseflow_from_wheel")
         admin.execute(f'CREATE DATABASE courseflow_from_wheel OWNER "{owner}"')
@@ -111,8 +111,10 @@ def test_the_installed_wheel_is_what_runs(installed: Path) -> None:
 
 
 def test_the_installed_wheel_migrates_an_empty_database(installed: Path, empty_database: str, servers: Servers) -> None:
-    # What a production install sets: the two servers' URLs, and nothing that says where the migrations are.
-    env = {"DATABASE_URL": empty_database, "REDIS_URL": servers.redis_url}
+    # What a production install sets: the servers' URLs (the schema owner's for migrate), and nothing that says
+    # where the migrations are.
+    owner_url = servers.owner_database_url.rsplit("/", 1)[0] + "/courseflow_from_wheel"
+    env = {"DATABASE_URL": empty_database, "MIGRATION_DATABASE_URL": owner_url, "REDIS_URL": servers.redis_url}
     migrated = run(installed, str(installed / "bin" / "courseflow"), "migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     applied = [line.removeprefix("applied ") for line in migrated.stdout.splitlines()]
@@ -121,3 +123,8 @@ def test_the_installed_wheel_migrates_an_empty_database(installed: Path, empty_d
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert {"schema_migrations", "events", "courses", "course_seats", "queue_partitions"} <= tables
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(applied),)
+        # The application was granted its part: appending, not rewriting (unless it is the owner itself).
+        conn.execute("INSERT INTO events (stream, stream_version, type, data) VALUES ('course-1', 1, 'X', '{}')")
+        if owner_url != empty_database:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM events")
