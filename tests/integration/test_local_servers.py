@@ -261,6 +261,26 @@ def _uid(pid: int) -> int:
     raise AssertionError(f"no Uid line for pid {pid}")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can leave root-owned data behind")
+def test_a_redis_dir_left_by_a_redis_that_ran_as_root_is_handed_over_with_its_data(private_data_dir: Path) -> None:
+    started = _up(private_data_dir)
+    with redis.Redis.from_url(started.servers.redis_url) as client:
+        client.xadd("kept", {"v": "before"})
+    services.down(private_data_dir, only="redis")
+    # As an older version left it: a directory of root's inside the (here unreachable) data dir.
+    link = private_data_dir / "redis"
+    moved = link.resolve()
+    link.unlink()
+    shutil.move(moved, link)
+    for path in (link, *link.rglob("*")):
+        os.chown(path, 0, 0)
+    services.up(private_data_dir, started.pg_port, started.redis_port)
+    redis_pid = services.redis_pid(private_data_dir)
+    assert redis_pid is not None and _uid(redis_pid) != 0
+    with redis.Redis.from_url(started.servers.redis_url) as client:
+        assert [fields for _, fields in client.xrange("kept")] == [{b"v": b"before"}]
+
+
 def test_neither_server_runs_as_root(private_data_dir: Path) -> None:
     """Started by root (as `make run` on a fresh machine may be), both drop to an unprivileged user; under a 0700
     parent their data goes to the /var/tmp fallback."""
