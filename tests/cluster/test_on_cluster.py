@@ -13,13 +13,21 @@ from tests.integration.test_enrollment import (
     test_waitlist_when_full,
 )
 from tests.integration.test_partitions import test_requests_go_to_their_courses_partition_and_are_found_by_id
+from tests.integration.test_pending_bound import (
+    app,
+    bounded,
+    test_the_51st_pending_request_is_refused_until_one_is_decided,
+)
 from tests.integration.test_reads import (
     secure,
     test_courses_come_a_page_at_a_time_with_each_ones_figures,
     test_registrars_read_the_dead_letters_newest_first_garbage_included,
 )
+from tests.integration.test_redis_memory import test_the_redis_memory_gauge_is_on_metrics
 
 __all__ = [
+    "app",
+    "bounded",
     "secure",
     "test_capacity_not_exceeded",
     "test_courses_come_a_page_at_a_time_with_each_ones_figures",
@@ -30,5 +38,7 @@ __all__ = [
     "test_priority_affects_order",
     "test_registrars_read_the_dead_letters_newest_first_garbage_included",
     "test_requests_go_to_their_courses_partition_and_are_found_by_id",
+    "test_the_51st_pending_request_is_refused_until_one_is_decided",
+    "test_the_redis_memory_gauge_is_on_metrics",
     "test_waitlist_when_full",
 ]
