@@ -137,7 +137,8 @@ class Latency(_View, frozen=True, kw_only=True):
 
 
 class Metrics(_View, frozen=True, kw_only=True):
-    """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more."""
+    """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more;
+    computed at most once a second per API process, so it may be a second old."""
 
     queue_depth: Count
     seats_taken: Count
@@ -147,7 +148,13 @@ class Metrics(_View, frozen=True, kw_only=True):
     dead_letters: Count
     projection_lag: Count
     latency: Latency
-    courses: list[CourseMetrics]
+    # The courses the totals are over; `courses` lists a page of them.
+    course_count: Count
+    courses: Annotated[
+        list[CourseMetrics], Meta(description="A page of courses by id: at most `limit`, those after `after`")
+    ]
+    # Pass as `after` for the next page; null on the last page.
+    next_after: int | None
 
 
 class DeadLetter(_View, frozen=True, kw_only=True):
