@@ -101,11 +101,10 @@ async def metrics(request: Request) -> Response:
 
 
 async def _totals(svc: Services) -> Totals:
-    """Summed in PostgreSQL and Redis: one row and one round trip per partition, whatever the number of courses."""
+    """Summed in PostgreSQL and Redis: one row, and a round trip or two, whatever the number of courses."""
     seats = await svc.read(queries.seat_totals)
-    depths = await scrape.queue_depths(svc)
     return Totals(
-        queue_depth=sum(depths.values()),
+        queue_depth=await svc.intake.pending_total(),
         seats_taken=seats["seats_taken"],
         capacity=seats["capacity"],
         waitlist_length=seats["waitlist_length"],
