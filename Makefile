@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := redis-server wrk postgresql postgresql-contrib chromium
+APT_PACKAGES := redis-server wrk postgresql postgresql-contrib chromium nodejs
 
 .PHONY: install system-packages run test test-unit test-integration test-browser test-fault test-cluster test-abuse lint format services-up services-down bench bench-ab clean
 
@@ -14,6 +14,7 @@ system-packages:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" -eq 0 ]; then \

@@ -8,7 +8,7 @@ from typing import cast
 import msgspec
 import psycopg
 
-from courseflow.domain import CourseState, created, evolve
+from courseflow.domain import MAX_ID, CourseState, created, evolve
 from courseflow.events import CourseCreated, CourseEvent
 from courseflow.eventstore import partition_count
 from courseflow.eventstore.eventlog import START, EventLog
@@ -42,8 +42,22 @@ def run(settings: Settings) -> list[Finding]:
             _capacity_respected(counts),
             _waitlists_match_the_events(counts),
             _transaction_ids_in_the_past(db),
+            _ids_within_the_safe_bound(db),
             _read_models_equal_replay(settings),
         ]
+
+
+def _ids_within_the_safe_bound(db: psycopg.Connection[tuple[object, ...]]) -> Finding:
+    """No course or student id beyond MAX_ID: written before the bound was enforced, a client would round it (and
+    the API cannot address it). Such rows need renumbering by hand."""
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM courses WHERE course_id > %(most)s),"
+        " (SELECT count(*) FROM enrollment_requests WHERE student_id > %(most)s OR course_id > %(most)s)",
+        {"most": MAX_ID},
+    ).fetchone()
+    courses, requests = cast(tuple[int, int], row)
+    detail = f"{courses} courses and {requests} requests name an id beyond {MAX_ID}"
+    return Finding("every id is a safe integer (at most 2^53 - 1)", not courses and not requests, detail)
 
 
 def _accepted_requests_accounted_for(db: psycopg.Connection[tuple[object, ...]], rds: SyncRedis, keys: Keys) -> Finding:

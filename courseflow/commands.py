@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -14,9 +13,10 @@ from types import ModuleType
 import msgspec
 import psycopg
 
+from courseflow.domain import MAX_ID
 from courseflow.eventstore import migrations, partition_count, store
 from courseflow.eventstore.eventlog import START, EventLog
-from courseflow.platform import logs, tracing
+from courseflow.platform import heap, logs, tracing
 from courseflow.platform.config import Settings
 from courseflow.platform.supervisor import Supervisor
 from projections.projector import Projector
@@ -86,18 +86,24 @@ def services(settings: Settings, action: str, data_dir: Path, redis_cluster: boo
 
 def token(settings: Settings, student: int | None, registrar: bool, sub: str | None, ttl: int) -> int:
     # Imported here: the signing stack (PyJWT, cryptography) costs every worker ~8 MB of resident memory.
-    from courseflow.http import auth, payloads
+    from courseflow.http import auth, claims, payloads
 
     if not settings.auth.jwt_secret and not settings.auth.jwt_public_key_file:
         print("courseflow token: authentication is off; set AUTH_JWT_SECRET to sign tokens", file=sys.stderr)
         return 2
     if student is not None and not payloads.is_id(str(student)):
-        print("courseflow token: --student must be a positive student id", file=sys.stderr)
+        print(f"courseflow token: --student must be a student id from 1 to {MAX_ID}", file=sys.stderr)
         return 2
-    if not 1 <= ttl <= 366 * 86_400:
-        print("courseflow token: --ttl must be between 1 second and a year", file=sys.stderr)
+    fault = None if sub is None else claims.subject_fault(sub)
+    if fault is not None:
+        print(f"courseflow token: --sub {fault}", file=sys.stderr)
         return 2
     role: auth.Role = "student" if student is not None else "registrar" if registrar else "service"
+    longest = auth.longest_lifetime(settings, role)
+    if not 1 <= ttl <= longest:
+        # The API refuses a token meant to live longer: better not to print one.
+        print(f"courseflow token: --ttl must be between 1 and {longest} seconds for a {role}", file=sys.stderr)
+        return 2
     print(auth.issue(settings, role, str(student) if student is not None else sub or role, ttl))
     return 0
 
@@ -136,9 +142,7 @@ def worker(settings: Settings, name: str) -> int:
         # Finish and commit the batch in hand, acknowledge it, then exit.
         signal.signal(sig, lambda *_: stop.set())
     tracing.configure("courseflow-worker")
-    # Start-up's objects (every module imported) leave the collector's view: a full collection, ~30 ms over them,
-    # then walks only what the worker allocates since, instead of pausing a batch that long.
-    gc.freeze()
+    heap.freeze_start_up()
     log.info("worker %s starting", name)
     Worker(settings, name, stop).run()
     log.info("worker %s stopped", name)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 import msgspec
+from msgspec import Meta
 
 from courseflow import fairness
 from courseflow.errors import InvalidWindow
@@ -26,6 +27,13 @@ from courseflow.events import (
     WaitlistLeft,
     WaitlistPromoted,
 )
+
+# The largest id (and log position) anyone is given or may name: the largest integer every JSON reader keeps
+# exactly (RFC 7493 §2.2, JavaScript's Number.MAX_SAFE_INTEGER). Beyond it a browser rounds 2^53 + 1 to 2^53,
+# and two courses read as one.
+MAX_ID = 2**53 - 1
+# A course or student id, wherever one is read or answered: the API's bodies, paths and queries, and its document.
+Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 
 
 class StreamId(msgspec.Struct, frozen=True, order=True, array_like=True, gc=False):

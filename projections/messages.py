@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from courseflow.domain import Id
 from projections.status import EnrollmentStatus
 from projections.timeline import MAX_POSITION, RecordedEvent
 
@@ -71,7 +72,7 @@ class LoggedEvent(LogMessage, frozen=True, kw_only=True, tag="event"):
 class CourseCounts(LogMessage, frozen=True, kw_only=True, tag="counts"):
     """Sent first, then whenever the figures change."""
 
-    course_id: int
+    course_id: Id
     capacity: int
     seats_taken: int
     waitlist_length: int

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from courseflow import fairness
+from courseflow.domain import MAX_ID
 from courseflow.eventstore.eventlog import EventLog
 from courseflow.eventstore.store import Conn, readable
 from projections.projector import slowest
@@ -35,7 +36,11 @@ def course(conn: Conn, course_id: int) -> dict[str, Any] | None:
 def courses(conn: Conn, after: int, limit: int) -> list[dict[str, Any]]:
     """A page of courses by id, each as `course` reads it, in one statement."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_COURSE + " WHERE c.course_id > %s ORDER BY c.course_id LIMIT %s", (after, limit))
+        # A course made beyond the ids' bound, before it was enforced, is not listed: no client could hold its id.
+        cur.execute(
+            _COURSE + " WHERE c.course_id > %s AND c.course_id <= %s ORDER BY c.course_id LIMIT %s",
+            (after, MAX_ID, limit),
+        )
         return cur.fetchall()
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from courseflow.domain import RequestStatus
+from courseflow.domain import MAX_ID, Id, RequestStatus
 from courseflow.errors import UnknownRequest
 from courseflow.eventstore import reads, store
 from projections import queries
@@ -25,15 +25,15 @@ from projections.serving import Sources, Viewer
 RequestId = Annotated[
     str, Meta(description="The request's id (a UUID)", examples=["0b7f0f0e-6a77-4c6b-9a43-1a2f3c4d5e6f"])
 ]
-Position = Annotated[int, Meta(ge=1, description="1-based place in line")]
+Position = Annotated[int, Meta(ge=1, le=MAX_ID, description="1-based place in line")]
 
 
 class EnrollmentStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One request as it stands now: pending in the queue, or decided and what happened to it since."""
 
     request_id: RequestId
-    course_id: int
-    student_id: int
+    course_id: Id
+    student_id: Id
     priority: int
     status: RequestStatus
     requested_at: datetime

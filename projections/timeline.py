@@ -11,12 +11,13 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from courseflow.domain import MAX_ID
 from courseflow.eventstore import store
 from courseflow.eventstore.eventlog import Checkpoint, EventLog, Recorded, Tail
 from projections.serving import Viewer
 
-# The largest log position (PostgreSQL bigint).
-MAX_POSITION = 2**63 - 1
+# The largest log position a client may name or be given: positions reach pages as JSON numbers, as ids do.
+MAX_POSITION = MAX_ID
 
 # What identifies another student's request, or says more about them than the course's counts: registrars only.
 _PERSONAL = ("student_id", "request_id", "idempotency_key", "priority", "previous", "arrival", "requested_at")
@@ -25,7 +26,9 @@ _PERSONAL = ("student_id", "request_id", "idempotency_key", "priority", "previou
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An event of the log. Other students' ids, request ids and priorities reach registrars only."""
 
-    position: Annotated[int, Meta(ge=1, description="Place in the event log; resume after it with `after`")]
+    position: Annotated[
+        int, Meta(ge=1, le=MAX_POSITION, description="Place in the event log; resume after it with `after`")
+    ]
     stream: str
     version: Annotated[int, Meta(ge=1)]
     type: str

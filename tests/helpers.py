@@ -67,7 +67,7 @@ def outcomes(db: Conn, course_id: int) -> dict[str, list[int]]:
     return result
 
 
-def create_course(client: TestClient, course_id: int, capacity: int, title: str = "") -> None:
+def create_course(client: TestClient, course_id: int, capacity: int, title: str = "Course") -> None:
     response = client.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": title})
     assert response.status_code == 201, response.text
     wait_until(lambda: client.get(f"/metrics?course_id={course_id}").status_code == 200, what="the course projected")
@@ -106,7 +106,7 @@ async def send_crowd(
     """Create the courses ({id: (capacity, opens_at)}), then send every body to /enroll at once."""
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=64)) as http:
         for course_id, (capacity, opens_at) in courses.items():
-            body = {"course_id": course_id, "capacity": capacity, "opens_at": opens_at}
+            body = {"course_id": course_id, "capacity": capacity, "title": "Course", "opens_at": opens_at}
             assert (await http.post("/api/v1/courses", json=body)).status_code == 201
         responses = await asyncio.gather(*(http.post("/enroll", json=body) for body in bodies))
     assert {r.status_code for r in responses} == {202}

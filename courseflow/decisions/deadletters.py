@@ -19,7 +19,7 @@ import structlog
 
 from courseflow import events
 from courseflow.decisions.decider import Delivered, Undecodable
-from courseflow.domain import StreamId
+from courseflow.domain import MAX_ID, StreamId
 from courseflow.eventstore import partition_count, store
 from courseflow.intake import queue
 from courseflow.platform import redis_clients
@@ -96,8 +96,13 @@ def read(partition: int, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Dead
     except msgspec.DecodeError:
         return letter
     return msgspec.structs.replace(
-        letter, request_id=request.request_id, course_id=request.course_id, student_id=request.student_id
+        letter, request_id=request.request_id, course_id=_id(request.course_id), student_id=_id(request.student_id)
     )
+
+
+def _id(raw: int) -> int | None:
+    """An id as a client may be shown it; one out of range (a hand-made entry) stays in `request` only."""
+    return raw if 1 <= raw <= MAX_ID else None
 
 
 def _at(entry: StreamId) -> datetime | None:

@@ -57,7 +57,7 @@ from courseflow.http.problems import (
     respond,
 )
 from courseflow.intake import accepted, queue
-from courseflow.platform import tracing
+from courseflow.platform import heap, tracing
 from courseflow.platform.coalesce import NotReplicated
 from courseflow.platform.config import Settings
 from projections import live
@@ -147,7 +147,8 @@ async def contract(request: Request) -> Response:
     return Response(state.openapi, media_type="application/json")
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, settle_heap: bool = False) -> Starlette:
+    """`settle_heap`: tune the collector for crowds once started (courseflow.platform.heap), in a process of its own."""
     settings = settings or Settings.from_env()
     state = {"draining": False}
     svc = Services(settings)
@@ -172,6 +173,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         background = [loop.create_task(_keep_priorities_applied(svc, settings.queue.priority_sync_s))]
         if svc.replica is not None:
             background.append(loop.create_task(svc.bound_replica_lag(settings.postgres.replica_max_lag_ms / 2000)))
+        if settle_heap:
+            heap.settle_for_crowds()
         try:
             yield
         finally:
@@ -236,7 +239,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.add_middleware(BodyLimit)
     app.add_middleware(
-        Gate, authenticator=svc.authenticator, limiter=svc.limiter, public=public, enrollment_paths=enrolling
+        Gate,
+        authenticator=svc.authenticator,
+        limiter=svc.limiter,
+        public=public,
+        enrollment_paths=enrolling,
+        routes=app.routes,
     )
     app.add_middleware(Draining, state=state)
     # Outside draining and the gate, so their 503, 401 and 429 are timed by route like every other answer.
@@ -253,7 +261,7 @@ def create_served_app() -> Starlette:
     """The app as `courseflow api` serves it: tracing set up first in each server process (uvicorn's
     worker processes start afresh and call this factory, not the command's code)."""
     tracing.configure("courseflow-api")
-    return create_app()
+    return create_app(settle_heap=True)
 
 
 def _prepare_queue(svc: Services) -> None:

@@ -11,21 +11,23 @@ import base64
 import logging
 import time
 from pathlib import Path
-from typing import Literal, get_args
 
 import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from jwt.algorithms import HMACAlgorithm, RSAAlgorithm
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from courseflow.domain import MAX_ID
+from courseflow.http import claims
+from courseflow.http.claims import ROLES as ROLES
+from courseflow.http.claims import Role as Role
 from courseflow.http.payloads import is_id
 from courseflow.http.problems import Forbidden, Unauthorized
 from courseflow.platform.config import Settings
 from courseflow.platform.memo import Memo
 
-Role = Literal["student", "registrar", "service"]
-ROLES: tuple[Role, ...] = get_args(Role)
 # Identity providers' tokens are a few hundred characters; far longer ones are refused unread.
 MAX_TOKEN_CHARS = 8192
 # An HMAC key shorter than its hash output is guessable offline from one token (RFC 7518 §3.2).
@@ -69,11 +71,6 @@ class Principal(msgspec.Struct, frozen=True):
 DEVELOPER = Principal(role="registrar", sub="developer")
 
 
-class _Claims(msgspec.Struct):
-    sub: str
-    role: Role
-
-
 class Authenticator:
     """Verifies bearer tokens against one pinned algorithm and key; remembers tokens it has verified."""
 
@@ -84,6 +81,7 @@ class Authenticator:
         self._audience = settings.auth.jwt_audience
         self._issuer = settings.auth.jwt_issuer
         self._leeway = settings.auth.leeway_s
+        self._longest = {role: longest_lifetime(settings, role) for role in ROLES}
         # Verified token -> (principal, expiry): a crowd re-sends the same token, and HMAC/RSA checks cost.
         self._verified: Memo[str, tuple[Principal, float]] = Memo(_CACHE_SIZE)
         self._jwt = jwt.PyJWT(options={"require": ["exp", "sub", "role", "aud"]})
@@ -115,9 +113,9 @@ class Authenticator:
     def _verify(self, token: str) -> tuple[Principal, float]:
         assert self._key is not None
         if not canonical(token):
-            raise Unauthorized("the token is not valid (DecodeError)", token_given=True)
+            raise _invalid("it must be three parts of unpadded base64url, separated by dots")
         try:
-            claims = self._jwt.decode(
+            self._jwt.decode(
                 token,
                 self._key,
                 algorithms=[self.algorithm],
@@ -128,47 +126,85 @@ class Authenticator:
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired", token_given=True) from None
         except jwt.InvalidTokenError as exc:
-            # PyJWT's messages may quote the token's own header: keep only a plain, bounded summary.
-            raise Unauthorized(f"the token is not valid ({_plain(type(exc).__name__)})", token_given=True) from None
+            raise _invalid(self._reason(token, exc)) from None
         except (ValueError, TypeError, OverflowError):  # e.g. an `exp` of 10**400
-            raise Unauthorized("the token is not valid (its claims cannot be read)", token_given=True) from None
+            raise _invalid("its claims cannot be read") from None
         try:
-            parsed = msgspec.convert(claims, _Claims)
-        except msgspec.ValidationError:
-            raise Unauthorized(f"the token's role must be one of {', '.join(ROLES)}", token_given=True) from None
-        sub = parsed.sub
-        if parsed.role == "student":
+            said = claims.read(token)  # verified by now: read again, strictly
+        except claims.Refused as refused:
+            raise _invalid(str(refused)) from None
+        return self._principal(said), said.exp
+
+    def _principal(self, said: claims.Claims) -> Principal:
+        fault = claims.subject_fault(said.sub)
+        if fault is not None:
+            raise _invalid(f"its sub {fault}")
+        sub = said.sub
+        if said.role == "student":
             if not is_id(sub):
-                raise Unauthorized(
-                    "a student token's sub must be the student id (a positive integer)", token_given=True
-                )
+                raise _invalid(f"a student token's sub must be the student id (a whole number from 1 to {MAX_ID})")
             sub = str(int(sub))  # "007" and "7" are one student, with one set of rate-limit counters
-        try:
-            expires = float(claims["exp"])
-        except (TypeError, ValueError, OverflowError):
-            raise Unauthorized("the token's exp is not a time", token_given=True) from None
-        return Principal(role=parsed.role, sub=sub, valid_until=expires + self._leeway, expires_at=expires), expires
+        longest = self._longest[said.role]
+        # Without `iat` the lifetime left is judged, with the clocks' leeway.
+        lifetime = said.exp - said.iat if said.iat is not None else said.exp - time.time() - self._leeway
+        if lifetime > longest:
+            raise _invalid(f"it is meant to live longer than the {longest} s allowed for a {said.role} token")
+        expires = said.exp
+        return Principal(role=said.role, sub=sub, valid_until=expires + self._leeway, expires_at=expires)
+
+    @staticmethod
+    def _reason(token: str, exc: jwt.InvalidTokenError) -> str:
+        """PyJWT's refusal in plain words, never its class name (nor its message, which may quote the token)."""
+        if isinstance(exc, jwt.MissingRequiredClaimError):
+            return f"it has no {_printable(exc.claim)}"
+        if type(exc) is jwt.DecodeError:
+            # Also raised, after the signature checked out, for an `exp` or `nbf` that `int()` refuses.
+            try:
+                claims.read(token)
+            except claims.Refused as refused:
+                return str(refused)
+        return next((words for kind, words in _REASONS if isinstance(exc, kind)), "it cannot be accepted")
+
+
+_REASONS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.InvalidSignatureError, "its signature does not match this server's key"),
+    (jwt.InvalidAlgorithmError, "it is not signed with this server's algorithm"),
+    (jwt.InvalidAudienceError, "it is meant for another audience (aud)"),
+    (jwt.InvalidIssuerError, "it comes from another issuer (iss)"),
+    (jwt.ImmatureSignatureError, "it is not valid yet (its nbf or iat lies ahead)"),
+    (jwt.InvalidIssuedAtError, "its iat must be a number of seconds since 1970"),
+    (InvalidSubjectError, "its sub must be a string"),
+    (InvalidJTIError, "its jti must be a string"),
+    (jwt.DecodeError, "it cannot be read as a signed JSON Web Token"),
+)
+
+
+def _invalid(reason: str) -> Unauthorized:
+    return Unauthorized(f"the token is not valid: {reason}", token_given=True)
+
+
+def longest_lifetime(settings: Settings, role: Role) -> int:
+    """How long a token of `role` may live: AUTH_MAX_TOKEN_TTL, or for services AUTH_MAX_SERVICE_TOKEN_TTL if set."""
+    if role == "service" and settings.auth.max_service_token_ttl_s is not None:
+        return settings.auth.max_service_token_ttl_s
+    return settings.auth.max_token_ttl_s
 
 
 def canonical(token: str) -> bool:
-    """Three segments, each the one base64url spelling of its bytes (with or without its `=` padding).
+    """Three segments, each the one base64url spelling of its bytes, without `=` padding (RFC 7515 §2).
 
-    A second spelling of the same signature (other trailing bits, stray `=`, characters outside the URL-safe
+    A second spelling of the same signature (padding, other trailing bits, characters outside the URL-safe
     alphabet) would be a second token for the same claims; refused here, whatever the PyJWT version does."""
     segments = token.encode("ascii", "replace").split(b".")
     return len(segments) == 3 and all(_canonical_segment(segment) for segment in segments)
 
 
 def _canonical_segment(segment: bytes) -> bool:
-    stripped = segment.rstrip(b"=")
-    padding = len(segment) - len(stripped)
-    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1:
+    # `bytes.translate` deletes the alphabet in C: anything left (`=` included) is a stray character.
+    if len(segment) % 4 == 1 or segment.translate(None, _BASE64URL_ALPHABET):
         return False
-    # `bytes.translate` deletes the alphabet in C: anything left is a stray character.
-    if stripped.translate(None, _BASE64URL_ALPHABET):
-        return False
-    decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
-    return base64.urlsafe_b64encode(decoded).rstrip(b"=") == stripped
+    decoded = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=") == segment
 
 
 _BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -186,8 +222,8 @@ def _bound(algorithm: str, key: str | RSAPublicKey) -> jwt.PyJWK:
     return jwt.PyJWK({"kty": "oct", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}, algorithm)
 
 
-def _plain(text: str) -> str:
-    return "".join(c for c in text if c.isascii() and c.isalnum())[:64]
+def _printable(text: str) -> str:
+    return "".join(c for c in text if c.isascii() and c.isprintable())[:64]
 
 
 def _verification_key(settings: Settings) -> tuple[str, str | RSAPublicKey | None]:

@@ -1,4 +1,5 @@
-"""The door every API request passes: who is asking (401), and whether they may ask this often (429).
+"""The door every API request passes: is there such a path (404), who is asking (401), and whether they may ask
+this often (429).
 
 A plain ASGI middleware, in front of routing, so no endpoint can forget it. Handlers then read the
 principal with `principal(request)` and apply their own ownership and role rules (403).
@@ -6,13 +7,16 @@ principal with `principal(request)` and apply their own ownership and role rules
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.http.auth import Authenticator, Principal
 from courseflow.http.limits import Limiter, Subject, anonymous, subject
 from courseflow.http.pages import PAGES, STATIC_PREFIX
-from courseflow.http.problems import InvalidInput, Problem, respond
+from courseflow.http.problems import InvalidInput, NotFound, Problem, respond
 from courseflow.platform.metrics import AUTH_FAILURES
 
 # The API's own description, its pages and their scripts: public like the operations declared `public`.
@@ -32,8 +36,13 @@ class Gate:
         limiter: Limiter,
         public: frozenset[str],
         enrollment_paths: frozenset[str],
+        routes: Sequence[BaseRoute],
     ) -> None:
         self.app = app
+        # What routing answers: any other path is a 404 before anyone is asked for a token. Paths without
+        # parameters (enrollments among them) are found in a set; the others by routing's own matching.
+        self.routes = routes
+        self.fixed_paths = frozenset(path for route in routes if "{" not in (path := getattr(route, "path", "{")))
         self.authenticator = authenticator
         self.limiter = limiter
         # Paths answered without a token (probes, the scraper): no personal data behind them.
@@ -57,6 +66,9 @@ class Gate:
     async def admit(self, scope: Scope) -> tuple[Principal, Subject] | None:
         """Who asks and whose counters they take (None for public paths); raises the 401 or 429 that refuses them."""
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
+        if scope["path"] not in self.fixed_paths and not self._routed(scope):
+            # A 401 would say the path exists behind a token; nor is a miss worth a rate-limit round trip.
+            raise NotFound("no such endpoint")
         if scope["path"] in PAGES or scope["path"].startswith(STATIC_PREFIX):
             # Not counted: a campus behind one address loads them at once as registration opens, and a flood of
             # them would lock every student there out. They hold no data; each API call they make is counted.
@@ -71,6 +83,9 @@ class Gate:
             # intake takes its limits in the call that claims its idempotency key, on every topology.
             await self.limiter.hit(counted, method)
         return principal, counted
+
+    def _routed(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is not Match.NONE for route in self.routes)
 
     async def _authenticate(self, scope: Scope, method: str) -> Principal:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from starlette.routing import BaseRoute, Route
 
+from courseflow.domain import MAX_ID
 from courseflow.http.operations import Operation, declared
 from courseflow.http.problems import MEDIA_TYPE, ProblemDetails
 
@@ -122,7 +123,7 @@ _LAST_EVENT_ID = {
     "in": "header",
     "required": False,
     "description": "With `Accept: text/event-stream`: resume after this log position (the last `id:` received)",
-    "schema": {"type": "integer", "minimum": 0},
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
 }
 
 

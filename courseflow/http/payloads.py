@@ -8,6 +8,7 @@ reaches Redis or PostgreSQL.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -18,11 +19,11 @@ from msgspec import UNSET, Meta, UnsetType
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from courseflow.http.msgspec_errors import culprit
+from courseflow.domain import MAX_ID, Id
+from courseflow.http.msgspec_errors import NOT_BLANK, culprit, malformed
 from courseflow.http.problems import InvalidInput
 
 MAX_BODY_BYTES = 16 * 1024
-MAX_ID = 2**63 - 1
 MAX_CAPACITY = 1_000_000
 MAX_PAGE = 1000
 # Listings whose every item costs a look-up (a queue depth, a decoded entry) are shorter.
@@ -33,12 +34,17 @@ MAX_METRICS_PAGE = 100
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
-Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
+# A log position or a place to page from: sent back as given, so held to the ids' bound too.
+After = Annotated[int, Meta(ge=0, le=MAX_ID)]
 Priority = Annotated[int, Meta(ge=0, le=100)]
 Capacity = Annotated[int, Meta(ge=0, le=MAX_CAPACITY)]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128)]
-Title = Annotated[str, Meta(max_length=200)]
-Timestamp = Annotated[str, Meta(max_length=64)]
+Title = Annotated[str, Meta(max_length=200, pattern=NOT_BLANK)]
+# Read by `timestamp` as RFC 3339: no ISO 8601 week dates, basic format or comma fractions.
+Timestamp = Annotated[str, Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+# RFC 3339's date-time (§5.6, a space for the T as its note allows), the zone left optional so that its absence
+# is said as such; msgspec's datetime then checks the calendar, and would also take an offset without its colon.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
 class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -57,7 +63,8 @@ class Enrollment(_Body, frozen=True):
 class NewCourse(_Body, frozen=True):
     course_id: Id
     capacity: Capacity
-    title: Title = ""
+    # Required: a course is chosen by its title on the pages, and a blank one reads as nothing to choose.
+    title: Title
     opens_at: Timestamp | None = None
     closes_at: Timestamp | None = None
 
@@ -98,9 +105,7 @@ class RequestPath(Params, frozen=True, kw_only=True):
 
 
 class Page(Params, frozen=True, kw_only=True):
-    after: Annotated[
-        int, Meta(ge=0, le=MAX_ID, description="Start after this: a log position in histories, a place in waitlists")
-    ] = 0
+    after: Annotated[After, Meta(description="Start after this: a log position in histories, a place in waitlists")] = 0
     limit: Annotated[int, Meta(ge=1, le=MAX_PAGE, description="At most this many items")] = 100
 
 
@@ -108,7 +113,7 @@ Listing = Annotated[int, Meta(ge=1, le=MAX_LISTING, description="At most this ma
 
 
 class CoursePage(Params, frozen=True, kw_only=True):
-    after: Annotated[int, Meta(ge=0, le=MAX_ID, description="Only courses whose id is larger than this")] = 0
+    after: Annotated[After, Meta(description="Only courses whose id is larger than this")] = 0
     limit: Listing = 100
 
 
@@ -118,9 +123,7 @@ class DeadLetterQuery(Params, frozen=True, kw_only=True):
 
 class MetricsQuery(Params, frozen=True, kw_only=True):
     course_id: Annotated[Id | None, Meta(description="One course only")] = None
-    after: Annotated[
-        int, Meta(ge=0, le=MAX_ID, description="List only courses whose id is larger than this (`next_after`)")
-    ] = 0
+    after: Annotated[After, Meta(description="List only courses whose id is larger than this (`next_after`)")] = 0
     limit: Annotated[int, Meta(ge=1, le=MAX_METRICS_PAGE, description="List at most this many courses")] = (
         MAX_METRICS_PAGE
     )
@@ -131,13 +134,17 @@ B = TypeVar("B", bound=_Body)
 
 async def read(request: Request, kind: type[B]) -> B:
     """The request's JSON body as `kind`: 415 unless JSON, 413 past MAX_BODY_BYTES, 400 unreadable, 422 invalid."""
-    # One pass over the headers (the first of each, as Starlette's `Headers.get` reads them).
+    # One pass over the headers. Two Content-Types (or encodings) say two things: refused, not one chosen.
     content_type = content_encoding = content_length = None
     for name, value in request.scope["headers"]:
         if name == b"content-type":
-            content_type = content_type or value
+            if content_type is not None:
+                raise _twice("Content-Type")
+            content_type = value
         elif name == b"content-encoding":
-            content_encoding = content_encoding or value
+            if content_encoding is not None:
+                raise _twice("Content-Encoding")
+            content_encoding = value
         elif name == b"content-length":
             content_length = content_length or value
     if content_type not in _JSON:
@@ -179,6 +186,10 @@ def _refuse_media_type(raw: bytes | None) -> None:
         raise InvalidInput(
             "Content-Type", f"must be application/json (UTF-8), got {shown!r}", status=415, location="header"
         )
+
+
+def _twice(header: str) -> InvalidInput:
+    return InvalidInput(header, "is given more than once", status=400, location="header")
 
 
 def _too_large() -> InvalidInput:
@@ -246,9 +257,10 @@ def decode(body: bytes, kind: type[B]) -> B:
     except msgspec.ValidationError as exc:
         at_fault = culprit(exc)
         raise InvalidInput(at_fault.field, at_fault.detail) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        reason = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not valid JSON ({exc})"
-        raise InvalidInput("body", reason, status=400) from None
+    except UnicodeDecodeError:
+        raise InvalidInput("body", "is not UTF-8", status=400) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("body", malformed(exc, body), status=400) from None
     _no_duplicate_keys(body, reader.names)
     return value
 
@@ -295,9 +307,13 @@ def timestamp(value: str | None, field: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(field, f"must be an ISO 8601 timestamp, got {value!r}") from None
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
+        parsed = msgspec.convert(value, datetime)
+    except (ValueError, msgspec.ValidationError):
+        raise InvalidInput(
+            field, f"must be an RFC 3339 timestamp such as 2026-12-01T09:00:00Z, got {value!r}"
+        ) from None
     offset = parsed.utcoffset()
     if offset is None:
         raise InvalidInput(field, "must include a time zone, e.g. 2026-12-01T09:00:00Z")
@@ -319,6 +335,6 @@ def window(opens_at: str | UnsetType | None, closes_at: str | UnsetType | None) 
 
 
 def is_id(raw: str) -> bool:
-    """A student or course id as text: ASCII digits, 1 to 2^63-1."""
+    """A student or course id as text: ASCII digits, 1 to MAX_ID."""
     # ASCII only: str.isdigit() also accepts superscripts and other scripts' digits, which int() refuses or reads.
     return 0 < len(raw) <= 20 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ID

@@ -93,7 +93,9 @@ class Unauthorized(Problem):
         # RFC 6750: name the scheme; say `invalid_token` only when a token was presented.
         challenge = 'Bearer realm="courseflow"'
         if token_given:
-            challenge += ', error="invalid_token", error_description="{}"'.format(detail.replace('"', "'"))
+            # A header carries printable ASCII only; the detail may quote what the token said.
+            described = "".join(c if c.isascii() and c.isprintable() else "?" for c in detail).replace('"', "'")
+            challenge += f', error="invalid_token", error_description="{described}"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
@@ -170,6 +172,13 @@ class ShuttingDown(Unavailable):
 
 
 MEDIA_TYPE = "application/problem+json"
+# On every error answer, also those given before routing (an unknown path, a refused token): an error is never
+# rendered as a page, framed or sniffed into one, and sends no Referer onwards.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class ProblemResponse(Response):
@@ -212,4 +221,6 @@ def from_domain(error: DomainError) -> Problem:
 
 
 def respond(problem: Problem) -> Response:
-    return ProblemResponse(details(problem), status_code=problem.status_code, headers=problem.headers)
+    return ProblemResponse(
+        details(problem), status_code=problem.status_code, headers=SECURITY_HEADERS | problem.headers
+    )

@@ -10,23 +10,22 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Annotated
 
 import anyio
 import msgspec
-from msgspec import Meta
 from sse_starlette import EventSourceResponse
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from courseflow.domain import MAX_ID, Id
 from courseflow.errors import DomainError
 from courseflow.http import history
 from courseflow.http.common import JSON, services
 from courseflow.http.gate import BEARER_SUBPROTOCOL, principal
 from courseflow.http.operations import operation, path_params, plain_digits, query
-from courseflow.http.payloads import MAX_ID, CoursePath, Id, Page, Params, RequestPath
+from courseflow.http.payloads import After, CoursePath, Page, Params, RequestPath
 from courseflow.http.problems import InvalidInput, Problem, Unavailable, from_domain
 from courseflow.http.views import EventPage
 from courseflow.platform.bucket import TokenBucket
@@ -132,7 +131,7 @@ class Follow(Params, frozen=True, kw_only=True):
 
     request_id: uuid.UUID | None = None
     course_id: Id | None = None
-    after: Annotated[int, Meta(ge=0, le=MAX_ID)] | None = None
+    after: After | None = None
 
 
 async def follow(websocket: WebSocket) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from courseflow.domain import RequestStatus
+from courseflow.domain import MAX_ID, Id, RequestStatus
 from courseflow.http.auth import Role
 from projections.status import EnrollmentStatus as EnrollmentStatus
 from projections.status import Position, RequestId
@@ -53,7 +53,7 @@ class Counters(_View, frozen=True, kw_only=True):
 
 
 class Course(_View, frozen=True, kw_only=True):
-    course_id: int
+    course_id: Id
     title: str
     capacity: Count
     seats_taken: Count
@@ -71,11 +71,11 @@ class Courses(_View, frozen=True, kw_only=True):
 
     courses: list[Course]
     # Pass as `after` for the next page; null on the last page.
-    next_after: int | None
+    next_after: Id | None
 
 
 class CourseChanged(_View, frozen=True, kw_only=True):
-    course_id: int
+    course_id: Id
     capacity: Count
     seats_taken: Count
     waitlist_length: Count
@@ -89,14 +89,14 @@ class CourseChanged(_View, frozen=True, kw_only=True):
 class WaitlistPlace(_View, frozen=True, kw_only=True):
     position: Position
     request_id: RequestId
-    student_id: int
+    student_id: Id
     priority: int
 
 
 class Waitlist(_View, frozen=True, kw_only=True):
     """Registrars see every place; a student sees the length and their own places only."""
 
-    course_id: int
+    course_id: Id
     waitlist_length: Count
     waitlist: list[WaitlistPlace]
 
@@ -104,23 +104,23 @@ class Waitlist(_View, frozen=True, kw_only=True):
 class EventPage(_View, frozen=True, kw_only=True):
     events: list[RecordedEvent]
     # Pass as `after` for the next page; null on the last page.
-    next_after: int | None
+    next_after: Annotated[int, Meta(ge=1, le=MAX_ID)] | None
 
 
 class StudentEnrollments(_View, frozen=True, kw_only=True):
-    student_id: int
+    student_id: Id
     enrollments: list[EnrollmentStatus]
 
 
 class StudentPriority(_View, frozen=True, kw_only=True):
-    student_id: int
+    student_id: Id
     priority: int
     # The priority before this change.
     previous: int | None = None
 
 
 class CourseMetrics(_View, frozen=True, kw_only=True):
-    course_id: int
+    course_id: Id
     queue_depth: Count
     seats_taken: Count
     capacity: Count
@@ -154,7 +154,7 @@ class Metrics(_View, frozen=True, kw_only=True):
         list[CourseMetrics], Meta(description="A page of courses by id: at most `limit`, those after `after`")
     ]
     # Pass as `after` for the next page; null on the last page.
-    next_after: int | None
+    next_after: Id | None
 
 
 class DeadLetter(_View, frozen=True, kw_only=True):
@@ -163,8 +163,8 @@ class DeadLetter(_View, frozen=True, kw_only=True):
     id: Annotated[str, Meta(description="`<partition>:<stream entry id>`, as `courseflow dlq list` shows it")]
     reason: str
     request_id: str | None
-    course_id: int | None
-    student_id: int | None
+    course_id: Id | None
+    student_id: Id | None
     # When it was set aside (from the entry id's milliseconds).
     dead_lettered_at: datetime | None
 
@@ -181,7 +181,7 @@ class Me(_View, frozen=True, kw_only=True):
     role: Role
     sub: str
     # Students only.
-    student_id: int | None = None
+    student_id: Id | None = None
     auth: Literal["on", "off"]
     # The token's expiry (without the clock leeway); null in development mode.
     expires_at: datetime | None

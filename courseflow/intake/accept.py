@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Literal, cast
+from functools import partial
+from typing import Literal, NamedTuple, TypeVar, cast
 
 import msgspec
 from opentelemetry.trace import SpanKind
@@ -16,20 +17,24 @@ from courseflow.events import QueuedRequest
 from courseflow.intake.queue import parse_member
 from courseflow.platform import tracing
 from courseflow.platform.coalesce import NO_REPLICAS, Replicas
-from courseflow.platform.functions import AsyncFunctions
+from courseflow.platform.functions import AsyncFunctions, Function
 from courseflow.platform.keys import Keys, PartitionKeys
 from courseflow.platform.library import (
+    AcceptEnrollment,
     AdmitEnrollment,
+    Claim,
     ClaimIdempotencyKey,
     Limit,
+    QueueReply,
     QueueRequest,
     Refusal,
     ReleaseIdempotencyKey,
 )
 from courseflow.platform.memo import Memo
-from courseflow.platform.redis_clients import AsyncRedis
+from courseflow.platform.redis_clients import AsyncRedis, is_cluster
 
 _PRIORITY = b'"priority":'
+R = TypeVar("R")
 
 
 def around_priority(payload: bytes) -> tuple[bytes, bytes]:
@@ -68,6 +73,31 @@ class Accepted(msgspec.Struct, frozen=True):
     queue_position: int | None = None
 
 
+class _Request(NamedTuple):
+    """What the client asked for, before it has a request id."""
+
+    course_id: int
+    student_id: int
+    idempotency_key: str
+    priority: int | None
+
+
+def _alone(queueing: QueueRequest) -> QueueRequest:
+    return queueing
+
+
+def _outcome(reply: QueueReply | Claim | Refusal) -> str:
+    if isinstance(reply, QueueReply):
+        return reply.outcome
+    return "limited" if isinstance(reply, Refusal) else "known"
+
+
+def _accepted(queued: QueueReply, request_id: str, course_id: int) -> Accepted:
+    if queued.outcome == "unknown_course":
+        raise UnknownCourse(course_id)
+    return Accepted(queued.outcome, request_id, queued.queue_position)
+
+
 class _CourseKeys(msgspec.Struct, frozen=True):
     """The keys the queueing step of one course touches, named once per course rather than per request."""
 
@@ -92,6 +122,8 @@ class Intake:
         # Every step's writes must survive a failover: a lost claim would let a retry queue the request twice.
         self._functions = AsyncFunctions(client, replicas)
         self._courses: Memo[int, _CourseKeys] = Memo(10_000)
+        # Both steps' keys on one server: one call does both.
+        self._one_server = not is_cluster(client)
 
     async def aclose(self) -> None:
         await self._functions.aclose()
@@ -117,28 +149,32 @@ class Intake:
     ) -> Accepted:
         """Queue a request once per (owner, idempotency key) within `caller`'s limits; `priority` None: the granted one.
 
-        Two atomic calls on every topology, claim the key then queue its request id, so a retry after a failure
-        between them queues the request the key names, never a second one."""
+        Two atomic steps, claim the key then queue its request id, so a retry after a failure between them queues
+        the request the key names, never a second one. Where one server holds both steps' keys (a single Redis)
+        they go as one call, `AcceptEnrollment`: the same two functions, one round trip and one wait for the disk."""
         fingerprint = f"{course_id}:{'' if priority is None else priority}"
         claim_key = self.keys.caller(caller).idempotency(owner, idempotency_key)
-        claiming = ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl)
-        claim = await self._functions(AdmitEnrollment(limits, claiming) if limits else claiming)
-        if isinstance(claim, Refusal):
-            raise RateLimitReached(claim.index, claim.retry_after_ms)
-        request_id = claim.request_id
-        if claim.fingerprint != fingerprint:
-            raise IdempotencyKeyReused(request_id)
-        request = QueuedRequest(
-            course_id=course_id,
-            request_id=request_id,
-            student_id=student_id,
-            idempotency_key=idempotency_key,
-            priority=0,
-            requested_at=datetime.now(UTC),
-        )
-        head, tail = around_priority(events.encode_request(request))
-        k = self._of_course(course_id)
-        # The PRODUCER span: its context goes into the entry for the worker.
+        admitting = AdmitEnrollment(limits, ClaimIdempotencyKey(claim_key, new_request_id(), fingerprint, self._ttl))
+        request = _Request(course_id, student_id, idempotency_key, priority)
+        if self._one_server:
+            step = await self._send(request, admitting.claim.request_id, partial(AcceptEnrollment, admitting))
+            if isinstance(step, QueueReply):
+                return _accepted(step, admitting.claim.request_id, course_id)
+        else:
+            step = await self._functions(admitting)
+        # Refused, or the key names a request already (queued then, unless its first attempt failed in between).
+        if isinstance(step, Refusal):
+            raise RateLimitReached(step.index, step.retry_after_ms)
+        if step.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(step.request_id)
+        queued = await self._send(request, step.request_id, _alone)
+        if queued.outcome == "unknown_course" and step.claimed:  # the key names no request after all
+            await self._functions(ReleaseIdempotencyKey(claim_key, step.request_id))
+        return _accepted(queued, step.request_id, course_id)
+
+    async def _send(self, request: _Request, request_id: str, call: Callable[[QueueRequest], Function[R]]) -> R:
+        """Queue `request` as `request_id` by `call`, in a PRODUCER span whose context goes into the entry."""
+        k = self._of_course(request.course_id)
         with tracing.span(k.span_name, SpanKind.PRODUCER) as span:
             if span is not None:
                 span.set_attributes(
@@ -147,37 +183,40 @@ class Intake:
                         "messaging.operation.type": "send",
                         "messaging.destination.name": k.partition.requests,
                         "courseflow.request_id": request_id,
-                        "courseflow.course_id": course_id,
+                        "courseflow.course_id": request.course_id,
                     }
                 )
             injected = tracing.inject()
-            queued = await self._functions(
-                QueueRequest(
-                    courses=k.partition.courses,
-                    queued_marker=k.marker_prefix + request_id,
-                    requests=k.partition.requests,
-                    priority_set=k.priority_set,
-                    pending_index=k.partition.pending_index,
-                    granted_priorities=k.partition.priorities,
-                    accepted_counter=k.partition.accepted,
-                    request_id=request_id,
-                    before_priority=head,
-                    after_priority=tail,
-                    priority=priority,
-                    course_id=course_id,
-                    marker_ttl_s=self._ttl,
-                    student_id=student_id,
-                    entry_fields=list(zip(injected[::2], injected[1::2], strict=True)),
-                )
+            encoded = QueuedRequest(
+                course_id=request.course_id,
+                request_id=request_id,
+                student_id=request.student_id,
+                idempotency_key=request.idempotency_key,
+                priority=0,
+                requested_at=datetime.now(UTC),
             )
-            if span is not None:
-                span.set_attribute("courseflow.intake.outcome", queued.outcome)
-        if queued.outcome == "unknown_course":
-            if claim.claimed:  # the key names no request after all
-                await self._functions(ReleaseIdempotencyKey(claim_key, request_id))
-            raise UnknownCourse(course_id)
-        # A known key whose request was never queued (its first attempt failed in between) is queued now.
-        return Accepted(queued.outcome, request_id, queued.queue_position)
+            head, tail = around_priority(events.encode_request(encoded))
+            queueing = QueueRequest(
+                courses=k.partition.courses,
+                queued_marker=k.marker_prefix + request_id,
+                requests=k.partition.requests,
+                priority_set=k.priority_set,
+                pending_index=k.partition.pending_index,
+                granted_priorities=k.partition.priorities,
+                accepted_counter=k.partition.accepted,
+                request_id=request_id,
+                before_priority=head,
+                after_priority=tail,
+                priority=request.priority,
+                course_id=request.course_id,
+                marker_ttl_s=self._ttl,
+                student_id=request.student_id,
+                entry_fields=list(zip(injected[::2], injected[1::2], strict=True)),
+            )
+            reply = await self._functions(call(queueing))
+            if span is not None and isinstance(reply, QueueReply | Claim | Refusal):
+                span.set_attribute("courseflow.intake.outcome", _outcome(reply))
+            return reply
 
     async def pending_position(self, request_id: str) -> PendingPlace | None:
         """None if the request is not pending."""

@@ -119,6 +119,9 @@ class WorkerSettings(SettingsSection, frozen=True):
     lease_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 5000
 
 
+TokenLifetime = Annotated[int, msgspec.Meta(ge=60, le=366 * 86_400)]
+
+
 class AuthSettings(SettingsSection, frozen=True):
     # HS256 with a shared secret, or RS256 with a PEM public key; neither = development mode.
     jwt_secret: str | None = None
@@ -128,6 +131,10 @@ class AuthSettings(SettingsSection, frozen=True):
     jwt_audience: Annotated[str, msgspec.Meta(min_length=1)] = "courseflow"
     jwt_issuer: str | None = None
     leeway_s: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 30
+    # The longest a token may live (exp - iat, or exp - now without iat): a stolen one is worth a day at most.
+    max_token_ttl_s: TokenLifetime = 86_400
+    # A service's tokens may live longer, when set; unset, they are held to max_token_ttl_s.
+    max_service_token_ttl_s: TokenLifetime | None = None
 
 
 class LimitsSettings(SettingsSection, frozen=True):
@@ -235,6 +242,8 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "AUTH_JWT_AUDIENCE": ("auth", "jwt_audience"),
     "AUTH_JWT_ISSUER": ("auth", "jwt_issuer"),
     "AUTH_LEEWAY": ("auth", "leeway_s"),
+    "AUTH_MAX_TOKEN_TTL": ("auth", "max_token_ttl_s"),
+    "AUTH_MAX_SERVICE_TOKEN_TTL": ("auth", "max_service_token_ttl_s"),
     "RATE_LIMIT_STUDENT_WRITES": ("limits", "student_writes"),
     "RATE_LIMIT_STUDENT_READS": ("limits", "student_reads"),
     "RATE_LIMIT_REGISTRAR": ("limits", "registrar"),

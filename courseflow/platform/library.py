@@ -272,6 +272,30 @@ class AdmitEnrollment(Function[Claim | Refusal]):
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptEnrollment(Function[Claim | Refusal | QueueReply]):
+    """AdmitEnrollment, then QueueRequest for the request id it claimed: one atomic call and one round trip, for
+    a server that holds both calls' keys (a single Redis; on a cluster they are two slots). When a limit refuses or
+    the key names a request already, the reply is admit's and nothing is queued; for a course the partition does not
+    know, the claim is let go."""
+
+    name = "accept_enrollment"
+    admit: AdmitEnrollment
+    queue: QueueRequest
+
+    def keys(self) -> Sequence[KeyT]:
+        return (*self.admit.keys(), *self.queue.keys())
+
+    def args(self) -> Sequence[EncodableT]:
+        admitting = self.admit.args()
+        return (len(self.admit.keys()), len(admitting), *admitting, *self.queue.args())
+
+    def reply(self, raw: Any) -> Claim | Refusal | QueueReply:
+        if raw[0] in (b"limited", b"known"):
+            return self.admit.reply(raw)
+        return self.queue.reply(raw)
+
+
+@dataclass(frozen=True, slots=True)
 class RaiseHorizon(Function[None]):
     """Raise a shared position to `position`, never lower it."""
 

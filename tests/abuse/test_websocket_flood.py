@@ -126,7 +126,8 @@ def test_a_flood_is_closed_promptly_at_the_cost_of_a_quiet_client(
     api: Served, settings: Settings, data: bytes, code: int
 ) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{api.port}", timeout=10) as http:
-        assert http.post("/api/v1/courses", json={"course_id": COURSE_ID, "capacity": 5}).status_code == 201
+        created = http.post("/api/v1/courses", json={"course_id": COURSE_ID, "capacity": 5, "title": "Compilers"})
+        assert created.status_code == 201, created.text
     rss, cpu = api.rss_mb(), cpu_s(api.pid)
 
     flooded, answers = attacked(api, data, attackers=8, served=LEGITIMATE_READS)

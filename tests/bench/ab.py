@@ -31,20 +31,32 @@ class Sizes(msgspec.Struct, frozen=True):
     backlog: int
 
 
+class Sample(msgspec.Struct, frozen=True):
+    """One run's figure, and the API processes' CPU per request where the row has one: unlike throughput on a
+    shared machine, CPU time per request barely moves with what else runs."""
+
+    value: float
+    api_cpu_us: float | None = None
+
+
 class Case(msgspec.Struct, frozen=True):
     name: str
     unit: str
-    measure: Callable[[Stack], float]
+    measure: Callable[[Stack], Sample]
 
 
 def cases(sizes: Sizes) -> list[Case]:
     """The rows of `make bench` that the comparison repeats: intake, and decisions with the shipped workers."""
 
-    def intake(processes: int) -> Callable[[Stack], float]:
-        return lambda stack: throughput.intake_run(stack, processes, sizes.intake_s, sizes.warmup_s)[0].rps
+    def intake(processes: int) -> Callable[[Stack], Sample]:
+        def measure(stack: Stack) -> Sample:
+            run, cores = throughput.intake_run(stack, processes, sizes.intake_s, sizes.warmup_s)
+            return Sample(run.rps, cores.get("api", 0.0) / run.rps * 1e6 if run.rps else None)
 
-    def decisions(courses: dict[int, int]) -> Callable[[Stack], float]:
-        return lambda stack: throughput.drain(stack, courses, WORKERS, sizes.backlog, through_api=True).rate
+        return measure
+
+    def decisions(courses: dict[int, int]) -> Callable[[Stack], Sample]:
+        return lambda stack: Sample(throughput.drain(stack, courses, WORKERS, sizes.backlog, through_api=True).rate)
 
     workers = f"{WORKERS} worker{'s' if WORKERS > 1 else ''}"
     return [
@@ -62,6 +74,9 @@ class Comparison(msgspec.Struct):
     unit: str
     base: list[float]
     new: list[float]
+    # The API processes' CPU microseconds per request, per round (intake rows only).
+    base_cpu_us: list[float] = msgspec.field(default_factory=list)
+    new_cpu_us: list[float] = msgspec.field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -78,11 +93,14 @@ def compare(
     results = [Comparison(case.name, case.unit, [], []) for case in measured]
     for round_no in range(1, rounds + 1):
         for case, result in zip(measured, results, strict=True):
-            for side, values in ((base, result.base), (new, result.new)):
+            for side, values, cpu in ((base, result.base, result.base_cpu_us), (new, result.new, result.new_cpu_us)):
                 say(f"round {round_no}/{rounds}: {case.name}, {side.label}")
                 stack.use(side)
-                values.append(case.measure(stack))
-                say(f"  {values[-1]:,.0f} {case.unit}")
+                sample = case.measure(stack)
+                values.append(sample.value)
+                if sample.api_cpu_us is not None:
+                    cpu.append(sample.api_cpu_us)
+                say(f"  {sample.value:,.0f} {case.unit}")
     return results
 
 
@@ -93,8 +111,17 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):,.0f} to {max(values):,.0f} (±{share / 2:.0%})"
 
 
+_CPU = "API CPU µs/request, old → new"
+
+
+def _cpu(row: Comparison) -> str:
+    if not (row.base_cpu_us and row.new_cpu_us):
+        return ""
+    return f"{statistics.median(row.base_cpu_us):,.0f} → {statistics.median(row.new_cpu_us):,.0f}"
+
+
 def table(results: list[Comparison], base: Side, new: Side) -> str:
-    header = ["row", "unit", f"{base.label} median", "spread", f"{new.label} median", "spread", "new/old"]
+    header = ["row", "unit", f"{base.label} median", "spread", f"{new.label} median", "spread", "new/old", _CPU]
     lines = [
         [
             r.name,
@@ -104,6 +131,7 @@ def table(results: list[Comparison], base: Side, new: Side) -> str:
             f"{statistics.median(r.new):,.0f}",
             _spread(r.new),
             f"{r.ratio:.2f}",
+            _cpu(r),
         ]
         for r in results
     ]

@@ -260,7 +260,7 @@ def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: 
     _sign_in(board, "Token", _token("student", "3"))
     expect(board.get_by_role("alert").filter(has_text="the board needs a registrar's")).to_be_visible()
     _sign_in(board, "Token", _token("registrar", "registrar"))
-    # The form's limits are the API's, from /openapi.json: a capacity's range, a title's length, no title needed.
+    # The form's limits are the API's, from /openapi.json: a capacity's range, a title's length, a title needed.
     _create_course(board, "101", "Networks", "many")
     capacity_range = "Capacity must be a whole number from 0 to 1,000,000."
     expect(board.get_by_role("status").filter(has_text=capacity_range)).to_be_visible()
@@ -268,9 +268,10 @@ def test_the_pages_say_what_went_wrong(browser: Browser, strict_api: str, tabs: 
     expect(board.locator("#new-capacity")).to_be_focused()
     expect(board.locator("#new-title")).to_have_attribute("maxlength", "200")
     expect(board.locator("#new-capacity")).to_have_attribute("required", "")
-    expect(board.locator("#new-title")).not_to_have_attribute("required", "")
-    _create_course(board, "102", "", "3")
-    expect(board.get_by_text("Created Course 102")).to_be_visible()
+    expect(board.locator("#new-title")).to_have_attribute("required", "")
+    _create_course(board, "102", "   ", "3")
+    expect(board.get_by_role("status").filter(has_text="Give the course a Title.")).to_be_visible()
+    expect(board.locator("#new-title")).to_have_attribute("aria-invalid", "true")
     _create_course(board, "101", "Networks", "3")
     expect(board.get_by_text("Created 101 · Networks")).to_be_visible()
     _create_course(board, "101", "Networks again", "3")

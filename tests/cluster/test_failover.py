@@ -86,7 +86,10 @@ def test_a_master_killed_mid_crowd_loses_no_accepted_request_and_decides_each_on
         with httpx.Client(base_url=base) as http:
             for course_id, capacity in CAPACITIES.items():
                 assert (
-                    http.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity}).status_code == 201
+                    http.post(
+                        "/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": "Course"}
+                    ).status_code
+                    == 201
                 )
         # Reclaiming soon after the failover: entries read from the dead master may come back unacknowledged.
         start_workers(2, claim_idle_ms=2000)

@@ -150,7 +150,9 @@ class Crowd:
 
     def create_courses(self) -> None:
         for course_id, capacity in self.courses.items():
-            response = httpx.post(f"{self.base}/api/v1/courses", json={"course_id": course_id, "capacity": capacity})
+            response = httpx.post(
+                f"{self.base}/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": "Course"}
+            )
             assert response.status_code == 201, response.text
 
     def start(self) -> None:

@@ -155,7 +155,7 @@ def test_course_create_read_and_conflict(client: TestClient, db: Conn) -> None:
         "pending": 0,
     }
     assert response.json() == expected
-    assert client.post("/api/v1/courses", json={"course_id": 7, "capacity": 5}).status_code == 409
+    assert client.post("/api/v1/courses", json={"course_id": 7, "capacity": 5, "title": "Course"}).status_code == 409
     wait_projected(db)
     shown = client.get("/api/v1/courses/7").json()
     assert shown["opens_at"] == "2026-12-01T08:00:00Z"
@@ -172,15 +172,21 @@ def test_course_create_read_and_conflict(client: TestClient, db: Conn) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"course_id": 0, "capacity": 1}, "course_id"),
-        ({"course_id": 1, "capacity": -1}, "capacity"),
+        ({"course_id": 0, "capacity": 1, "title": "Course"}, "course_id"),
+        ({"course_id": 1, "capacity": -1, "title": "Course"}, "capacity"),
         ({"course_id": 1}, "capacity"),
         ({"course_id": 1, "capacity": 1, "title": 5}, "title"),
-        ({"course_id": 1, "capacity": 1, "opens_at": "tomorrow"}, "opens_at"),
-        ({"course_id": 1, "capacity": 1, "opens_at": "2026-12-01T09:00:00"}, "opens_at"),
-        ({"course_id": 1, "capacity": 1, "closes_at": 17}, "closes_at"),
+        ({"course_id": 1, "capacity": 1, "title": "Course", "opens_at": "tomorrow"}, "opens_at"),
+        ({"course_id": 1, "capacity": 1, "title": "Course", "opens_at": "2026-12-01T09:00:00"}, "opens_at"),
+        ({"course_id": 1, "capacity": 1, "title": "Course", "closes_at": 17}, "closes_at"),
         (
-            {"course_id": 1, "capacity": 1, "opens_at": "2026-12-02T00:00Z", "closes_at": "2026-12-01T00:00Z"},
+            {
+                "course_id": 1,
+                "capacity": 1,
+                "title": "Course",
+                "opens_at": "2026-12-02T00:00:00Z",
+                "closes_at": "2026-12-01T00:00:00Z",
+            },
             "closes_at",
         ),
     ],

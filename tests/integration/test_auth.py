@@ -6,8 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jwt
@@ -94,6 +95,8 @@ def test_bad_tokens_are_401_with_a_bearer_challenge(
     assert ('error="invalid_token"' in challenge) == given
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 401
+    # Plain words, never a library's class name (such as DecodeError).
+    assert not re.search(r"Error|Exception|[a-z][A-Z]", response.json()["detail"]), response.json()["detail"]
     assert client.get("/api/v1/courses/1", headers=headers).status_code == 401
 
 
@@ -248,7 +251,7 @@ def test_a_token_whose_segments_are_spelled_otherwise_is_refused(settings: Setti
 def test_development_mode_is_a_registrar_and_says_so(
     client: TestClient, caplog: pytest.LogCaptureFixture, settings: Settings
 ) -> None:
-    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 1}).status_code == 201
+    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 1, "title": "Course"}).status_code == 201
     assert client.get("/ready").json()["auth"] == "off"
     with caplog.at_level("WARNING"), TestClient(create_app(settings)):
         pass
@@ -261,3 +264,53 @@ def test_issued_tokens_carry_role_audience_and_expiry(settings: Settings) -> Non
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="courseflow")
     assert claims["role"] == "service" and claims["sub"] == "sis"
     assert 100 < claims["exp"] - time.time() <= 120
+
+
+def _signed(payload: bytes) -> str:
+    """A correctly signed token whose payload is exactly these bytes (PyJWT's own encoder would tidy them)."""
+    return jwt.PyJWS().encode(payload, SECRET.encode(), algorithm="HS256")
+
+
+def _fresh(**overrides: object) -> Callable[[], str]:
+    """A token made when the test runs (a collected one may have expired by then), valid ten minutes."""
+    return lambda: _token(_claims(exp=int(time.time()) + 600) | overrides)
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (_fresh(exp=str(int(time.time()) + 600)), "its exp must be a number of seconds since 1970, not text"),
+        (_fresh(nbf=str(int(time.time()) - 10)), "its nbf must be a number of seconds since 1970, not text"),
+        (_fresh(exp=10**30), "it is meant to live longer than the 86400 s allowed for a student token"),
+        (_fresh(role="registrar", sub=""), "its sub is empty or blank"),
+        (_fresh(role="registrar", sub=" "), "its sub is empty or blank"),
+        (_fresh(role="service", sub="s" * 5000), "its sub is longer than 128 characters"),
+        (_fresh(role="service", sub="sis\x07"), "its sub holds control characters"),
+        (
+            lambda: _signed(
+                b'{"sub":"7","role":"registrar","aud":"courseflow","exp":%d,"role":"student"}' % (time.time() + 600)
+            ),
+            "its payload gives 'role' more than once",
+        ),
+        (lambda: _fresh()() + "=", "it must be three parts of unpadded base64url, separated by dots"),
+    ],
+    ids=[
+        "exp-text",
+        "nbf-text",
+        "exp-1e30",
+        "sub-empty",
+        "sub-blank",
+        "sub-long",
+        "sub-control",
+        "two-roles",
+        "padded",
+    ],
+)
+def test_a_token_read_loosely_elsewhere_is_refused_here(
+    secure: tuple[TestClient, Settings], token: Callable[[], str], reason: str
+) -> None:
+    client, _ = secure
+    response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token()}"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == f"the token is not valid: {reason}"
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]

@@ -58,6 +58,18 @@ def test_check_names_a_seat_the_write_model_lost(
     assert "FAIL  seats = granted - dropped: course 1: events say 2, write model 1, read model 2" in broken.stdout
 
 
+def test_check_names_an_id_beyond_the_safe_bound(
+    client: TestClient, db: Conn, settings: Settings, start_workers: StartWorkers
+) -> None:
+    _decided_deployment(client, db, start_workers)
+    assert "ok    every id is a safe integer" in courseflow("check", env=server_env(settings)).stdout
+    # What an earlier version let a registrar create: a course a browser reads as course 2^53.
+    db.execute("INSERT INTO courses (course_id, capacity, title) VALUES (9007199254740993, 1, 'Beyond')")
+    broken = courseflow("check", env=server_env(settings))
+    assert broken.returncode == 1
+    assert "FAIL  every id is a safe integer (at most 2^53 - 1): 1 courses and 0 requests" in broken.stdout
+
+
 def test_check_names_a_course_over_capacity(
     client: TestClient, db: Conn, settings: Settings, start_workers: StartWorkers
 ) -> None:

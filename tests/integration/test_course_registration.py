@@ -24,7 +24,7 @@ KEYS = Keys(partitions=DEFAULT_PARTITIONS).of_course(1)  # the keys of course 1'
 def test_a_course_created_while_redis_is_down_works_once_it_is_back(
     settings: Settings, client: TestClient, db: Conn
 ) -> None:
-    body = {"course_id": 4, "capacity": 2}
+    body = {"course_id": 4, "capacity": 2, "title": "Course"}
     with TestClient(
         create_app(
             msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, url=CLOSED_PORT_REDIS))
@@ -92,13 +92,17 @@ def test_redis_killed_between_the_two_steps_of_a_course_creation(
             register(course_ids)
 
         svc.register_courses = killed_first
-        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 201
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2, "title": "Course"}).status_code == 201
+        )
         svc.register_courses = register
         private_redis.start()  # back, and empty: it kept nothing
         body = {"student_id": 1, "course_id": 4, "idempotency_key": "k"}
         # As a client does after a 503 with Retry-After: the same request again (a pooled connection may be stale).
         wait_until(lambda: client.post("/enroll", json=body).status_code == 202, timeout=10, what="a 202")
-        assert client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2}).status_code == 409
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 4, "capacity": 2, "title": "Course"}).status_code == 409
+        )
 
 
 def test_intake_relearns_a_course_redis_forgot(client: TestClient, rds: redis.Redis) -> None:

@@ -52,7 +52,9 @@ def test_a_middleware_added_to_the_app_runs_on_both_enroll_routes(
     app = create_app(settings)
     app.add_middleware(Recorder, seen=seen)
     with TestClient(app) as client:
-        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}).status_code == 201
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9, "title": "Course"}).status_code == 201
+        )
         for n, path in enumerate(ENROLL_PATHS):
             body = {"course_id": 1, "student_id": n + 1, "idempotency_key": "a"}
             assert client.post(path, json=body).status_code == 202
@@ -98,7 +100,9 @@ def test_every_refused_enrollment_is_problem_details(settings: Settings, servers
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         for course in (1, 2):
-            created = client.post("/api/v1/courses", json={"course_id": course, "capacity": 9}, headers=registrar)
+            created = client.post(
+                "/api/v1/courses", json={"course_id": course, "capacity": 9, "title": "Course"}, headers=registrar
+            )
             assert created.status_code == 201
         answers = [client.post(p, content=b, headers=h) for p, b, h in _requests(configured)]
     assert [a.status_code for a in answers] == [
@@ -128,7 +132,9 @@ def _count(route: str, status: str) -> float:
 
 def test_enrollments_are_timed_by_route_and_answered_503_while_draining(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
-        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}).status_code == 201
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9, "title": "Course"}).status_code == 201
+        )
         before = _count("/enroll", "2xx"), _count("/api/v1/enrollments", "4xx"), _count("/enroll", "5xx")
         body = {"course_id": 1, "student_id": 1, "idempotency_key": "a"}
         assert client.post("/enroll", json=body).status_code == 202

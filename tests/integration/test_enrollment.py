@@ -76,7 +76,7 @@ def test_spike_stability(
 
     async def crowd() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=api_server, timeout=30) as http:
-            created = await http.post("/api/v1/courses", json={"course_id": 1, "capacity": 25})
+            created = await http.post("/api/v1/courses", json={"course_id": 1, "capacity": 25, "title": "Course"})
             assert created.status_code == 201
             bodies = [{"student_id": s, "course_id": 1, "idempotency_key": f"spike-{s}"} for s in range(1, 501)]
             return await asyncio.gather(*(http.post("/enroll", json=b) for b in bodies))
@@ -98,7 +98,7 @@ def test_idempotency_protection(
 
     async def retries() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=api_server, timeout=30) as http:
-            await http.post("/api/v1/courses", json={"course_id": 1, "capacity": 5})
+            await http.post("/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"})
             body = {"student_id": 42, "course_id": 1, "idempotency_key": "retry-me", "priority": 3}
             return await asyncio.gather(*(http.post("/enroll", json=body) for _ in range(20)))
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from courseflow.http.app import create_app
 from courseflow.platform.config import Settings
@@ -25,7 +25,9 @@ def secure(settings: Settings, projector: Projector) -> Iterator[tuple[TestClien
 def test_a_valid_token_passes_and_probes_need_none(secure: tuple[TestClient, Settings]) -> None:
     client, configured = secure
     created = client.post(
-        "/api/v1/courses", json={"course_id": 1, "capacity": 1}, headers=bearer(configured, "registrar")
+        "/api/v1/courses",
+        json={"course_id": 1, "capacity": 1, "title": "Course"},
+        headers=bearer(configured, "registrar"),
     )
     assert created.status_code == 201
     assert client.get("/api/v1/courses/1", headers=bearer(configured, "student", 7)).status_code == 200
@@ -69,3 +71,38 @@ def test_development_mode_limits_each_client_address(settings: Settings) -> None
         assert [one.get("/api/v1/courses/1").status_code for _ in range(3)] == [404, 404, 429]
         assert other.get("/api/v1/courses/1").status_code == 404
         assert one.get("/health").status_code == 200  # probes have a limit of their own
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "referrer-policy": "no-referrer",
+}
+
+
+@pytest.mark.parametrize("path", ["/board/", "/nope", "/api/v1/nothing-here", "/api/v1/courses/1/nope", "/static"])
+def test_an_unknown_path_is_404_before_any_token_is_asked_for(secure: tuple[TestClient, Settings], path: str) -> None:
+    client, _ = secure
+    for method in ("GET", "POST", "DELETE"):
+        response = client.request(method, path)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "www-authenticate" not in response.headers
+        assert response.headers["content-type"] == "application/problem+json"
+        assert {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
+def test_a_known_path_still_asks_for_a_token_and_says_so_safely(secure: tuple[TestClient, Settings]) -> None:
+    client, _ = secure
+    for path in ("/api/v1/courses/1", "/api/v1/courses/99999/waitlist", "/api/v1/me"):
+        response = client.get(path)
+        assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer ")
+        assert {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+    # A known path with a method it does not take: who asks is still checked first.
+    assert client.put("/api/v1/courses/1").status_code == 401
+
+
+def test_an_unknown_websocket_path_is_refused_before_any_token(secure: tuple[TestClient, Settings]) -> None:
+    client, _ = secure
+    with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/api/v1/nope"):
+        pass
+    assert denied.value.status_code == 404

@@ -35,16 +35,16 @@ def _problem(response: Any, status: int, field: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"course_id": 9, "capacity": 1, "opens_at": "9999-12-31T23:59:59-14:00"}, "opens_at"),
-        ({"course_id": 9, "capacity": 1, "closes_at": "1999-12-31T23:59:59Z"}, "closes_at"),
-        ({"course_id": 9, "capacity": 1, "opens_at": "0001-01-01T00:00:00+14:00"}, "opens_at"),
-        ({"course_id": 9, "capacity": 1, "opens_at": "2026-12-01T09:00:00" + "0" * 80}, "opens_at"),
-        ({"course_id": 9, "capacity": 1, "opens_at": "2030-01-01T09:00:00+14:00:30"}, "opens_at"),
-        ({"course_id": 9, "capacity": 1, "opens_at": "2030-01-01T09:00:00+23:59"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "title": "Course", "opens_at": "9999-12-31T23:59:59-14:00"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "title": "Course", "closes_at": "1999-12-31T23:59:59Z"}, "closes_at"),
+        ({"course_id": 9, "capacity": 1, "title": "Course", "opens_at": "0001-01-01T00:00:00+14:00"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "title": "Course", "opens_at": "2026-12-01T09:00:00" + "0" * 80}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "title": "Course", "opens_at": "2030-01-01T09:00:00+14:00:30"}, "opens_at"),
+        ({"course_id": 9, "capacity": 1, "title": "Course", "opens_at": "2030-01-01T09:00:00+23:59"}, "opens_at"),
         ({"course_id": 9, "capacity": 1, "title": "x" * 201}, "title"),
         ({"course_id": 9, "capacity": 1, "title": "line\nbreak"}, "title"),
-        ({"course_id": 9, "capacity": 1_000_001}, "capacity"),
-        ({"course_id": 2**63, "capacity": 1}, "course_id"),
+        ({"course_id": 9, "capacity": 1_000_001, "title": "Course"}, "capacity"),
+        ({"course_id": 2**63, "capacity": 1, "title": "Course"}, "course_id"),
         ({"course_id": 9, "capacity": 1, "extra": {"a": 1}}, "extra"),
     ],
 )
@@ -178,7 +178,7 @@ def test_bodies_are_bounded_while_they_are_read(client: TestClient, rds: redis.R
         ("/api/v1/dead-letters?limit=1e2", "limit"),
     ],
 )
-def test_path_and_query_integers_are_ascii_and_within_bigint(client: TestClient, path: str, field: str) -> None:
+def test_path_and_query_integers_are_ascii_and_within_range(client: TestClient, path: str, field: str) -> None:
     create_course(client, 1, 10)
     problem = _problem(client.get(path), 422, field)
     where = "query" if "?" in path else "path"
@@ -243,3 +243,115 @@ def test_a_course_row_that_cannot_be_read_never_takes_metrics_down(
     assert [c["course_id"] for c in client.get("/metrics").json()["courses"]] == [1, 2]
     assert client.get("/api/v1/courses/2").status_code == 200
     assert client.patch("/api/v1/courses/2", json={"capacity": 6}).status_code == 200
+
+
+# ---- ids: safe integers everywhere a client names one (RFC 7493: at most 2^53 - 1) ---------------------------
+
+SAFE = 2**53 - 1
+
+
+def test_the_largest_safe_id_works_and_the_next_two_are_refused(client: TestClient, db: Conn) -> None:
+    """The board once merged 2^53 and 2^53 + 1 into one row: neither can be created now, so none can be merged."""
+    created = client.post("/api/v1/courses", json={"course_id": SAFE, "capacity": 1, "title": "Largest"})
+    assert created.status_code == 201 and created.json()["course_id"] == SAFE
+    for beyond in (SAFE + 1, SAFE + 2):
+        _problem(
+            client.post("/api/v1/courses", json={"course_id": beyond, "capacity": 1, "title": "T"}), 422, "course_id"
+        )
+    assert db.execute("SELECT array_agg(course_id) FROM courses").fetchone() == ([SAFE],)
+    assert client.get(f"/api/v1/courses/{SAFE}").json()["course_id"] == SAFE
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (f"/api/v1/courses/{SAFE + 1}", "course_id"),
+        (f"/api/v1/courses/{SAFE + 1}/waitlist", "course_id"),
+        (f"/api/v1/courses?after={SAFE + 1}", "after"),
+        (f"/api/v1/courses/1/events?after={SAFE + 1}", "after"),
+        (f"/api/v1/students/{SAFE + 1}/enrollments", "student_id"),
+        (f"/api/v1/students/{SAFE + 1}/priority", "student_id"),
+        (f"/metrics?course_id={SAFE + 1}", "course_id"),
+    ],
+)
+def test_an_id_beyond_the_safe_bound_in_a_path_or_query_is_422(client: TestClient, path: str, field: str) -> None:
+    create_course(client, 1, 10)
+    problem = _problem(client.get(path), 422, field)
+    assert str(SAFE) in problem["detail"]
+
+
+@pytest.mark.parametrize("field", ["course_id", "student_id"])
+def test_an_enrollment_naming_an_id_beyond_the_safe_bound_is_422(
+    client: TestClient, rds: redis.Redis, field: str
+) -> None:
+    create_course(client, 1, 10)
+    body = {"course_id": 1, "student_id": 1, "idempotency_key": "k"} | {field: SAFE + 1}
+    _problem(client.post("/api/v1/enrollments", json=body), 422, field)
+    assert queued(rds) == 0
+
+
+def test_a_live_stream_resuming_beyond_the_safe_bound_is_refused(client: TestClient) -> None:
+    create_course(client, 1, 10)
+    headers = {"Accept": "text/event-stream", "Last-Event-ID": str(SAFE + 1)}
+    _problem(client.get("/api/v1/courses/1/events", headers=headers), 400, "Last-Event-ID")
+    for query, field in ((f"course_id={SAFE + 1}", "course_id"), (f"course_id=1&after={SAFE + 1}", "after")):
+        with client.websocket_connect(f"/api/v1/ws?{query}") as socket:
+            refused = socket.receive_json()
+        assert (refused["type"], refused["status"], refused["field"]) == ("error", 422, field)
+
+
+# ---- the door's last holes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["2027-W01-1T09:00:00Z", "20270101T090000Z", "2027-01-01T09:00:00,5Z", "2027-01-01T09:00:00+0100"]
+)
+def test_timestamps_are_rfc_3339_only(client: TestClient, db: Conn, value: str) -> None:
+    body = {"course_id": 9, "capacity": 1, "title": "T", "opens_at": value}
+    problem = _problem(client.post("/api/v1/courses", json=body), 422, "opens_at")
+    assert "RFC 3339" in problem["detail"]
+    create_course(client, 1, 5)
+    _problem(client.patch("/api/v1/courses/1", json={"closes_at": value}), 422, "closes_at")
+    assert db.execute(
+        "SELECT count(*) FROM courses WHERE opens_at IS NOT NULL OR closes_at IS NOT NULL"
+    ).fetchone() == (0,)
+
+
+@pytest.mark.parametrize("title", [None, "", "   ", "\t \u00a0"])
+def test_a_course_title_is_required_and_not_blank(client: TestClient, db: Conn, title: str | None) -> None:
+    body: dict[str, Any] = {"course_id": 9, "capacity": 1} | ({} if title is None else {"title": title})
+    problem = _problem(client.post("/api/v1/courses", json=body), 422, "title")
+    assert problem["detail"] == ("title is required" if title is None else "title must not be blank")
+    assert db.execute("SELECT count(*) FROM courses").fetchone() == (0,)
+
+
+def test_the_documented_title_rule_is_the_enforced_one(client: TestClient) -> None:
+    """The board's form reads its limits from the OpenAPI document: it must say what the API enforces."""
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["NewCourse"]
+    assert "title" in schema["required"] and schema["properties"]["title"]["pattern"] == "\\S"
+
+
+def test_a_lone_surrogate_is_reported_as_such(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    raw = b'{"course_id": 1, "student_id": 1, "idempotency_key": "\\ud800"}'
+    problem = _problem(client.post("/api/v1/enrollments", content=raw, headers=JSON_HEADERS), 400, "body")
+    assert "lone UTF-16 surrogate" in problem["detail"] and "truncated" not in problem["detail"]
+    assert queued(rds) == 0
+
+
+def test_a_field_name_with_a_backtick_is_reported_whole(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    raw = b'{"course_id": 1, "student_id": 1, "idempotency_key": "k", "a`b": 1}'
+    problem = _problem(client.post("/api/v1/enrollments", content=raw, headers=JSON_HEADERS), 422, "a`b")
+    assert problem["detail"] == "a`b is not a known field"
+    assert queued(rds) == 0
+
+
+def test_two_content_types_are_a_400(client: TestClient, rds: redis.Redis) -> None:
+    create_course(client, 1, 10)
+    body = b'{"course_id": 1, "student_id": 1, "idempotency_key": "k"}'
+    for second in (b"text/plain", b"application/json"):
+        headers = [(b"Content-Type", b"application/json"), (b"Content-Type", second)]
+        problem = _problem(client.post("/api/v1/enrollments", content=body, headers=headers), 400, "Content-Type")
+        assert problem["errors"][0]["in"] == "header"
+    assert queued(rds) == 0

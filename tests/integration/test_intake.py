@@ -62,6 +62,17 @@ def test_concurrent_accepts_share_round_trips(settings: Settings, rds: redis.Red
     assert reads < 200, reads
 
 
+def test_on_one_redis_each_enrollment_is_one_call(settings: Settings, servers: Servers) -> None:
+    """Admit and queue share a server here: one FCALL per request, not two (each waits for the disk)."""
+    with redis.Redis.from_url(servers.admin_redis_url) as admin:
+        admin.config_resetstat()
+        accepted = asyncio.run(crowd(settings, 50))
+        fcall = admin.info("commandstats")["cmdstat_fcall"]
+    assert {a.outcome for a in accepted} == {"queued"}
+    # A call refused because the library was not loaded yet is sent again once it is.
+    assert fcall["calls"] - fcall["failed_calls"] == 50
+
+
 def test_a_redis_that_lost_the_function_library_gets_it_again(
     settings: Settings, rds: redis.Redis, servers: Servers
 ) -> None:
@@ -132,7 +143,9 @@ def test_without_the_replicas_redis_wait_replicas_asks_for_the_answer_is_503_and
         settings, redis=msgspec.structs.replace(settings.redis, wait_replicas=1, wait_timeout_ms=50)
     )
     with TestClient(create_app(waiting)) as client:
-        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}).status_code == 201
+        )
         for _ in range(2):  # this Redis has no replica: never confirmed
             refused = client.post("/enroll", json=body)
             assert refused.status_code == 503 and "Retry-After" in refused.headers

@@ -123,7 +123,12 @@ def registrar_factory(servers: Servers, settings: Settings) -> Iterator[Any]:
         reset(servers)
         with TestClient(create_app(settings)) as client, psycopg.connect(settings.postgres.url, autocommit=True) as db:
             for course_id in COURSES:
-                assert client.post("/api/v1/courses", json={"course_id": course_id, "capacity": 2}).status_code == 201
+                assert (
+                    client.post(
+                        "/api/v1/courses", json={"course_id": course_id, "capacity": 2, "title": "Course"}
+                    ).status_code
+                    == 201
+                )
             registrar = Registrar(settings, client, db)
             try:
                 yield registrar

@@ -43,7 +43,10 @@ def test_a_limited_student_gets_429_and_slows_no_one_else(settings: Settings) ->
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         assert (
-            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}, headers=registrar).status_code == 201
+            client.post(
+                "/api/v1/courses", json={"course_id": 1, "capacity": 9, "title": "Course"}, headers=registrar
+            ).status_code
+            == 201
         )
         alice, bob = bearer(configured, "student", 1), bearer(configured, "student", 2)
         assert [_enroll(client, alice, n).status_code for n in range(3)] == [202, 202, 202]
@@ -73,7 +76,10 @@ def test_enrollments_count_against_the_callers_write_limit_refused_bodies_too(
     with TestClient(create_app(configured)) as client:
         registrar = bearer(configured, "registrar")
         assert (
-            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 9}, headers=registrar).status_code == 201
+            client.post(
+                "/api/v1/courses", json={"course_id": 1, "capacity": 9, "title": "Course"}, headers=registrar
+            ).status_code
+            == 201
         )
         student = bearer(configured, "student", 1)
         assert [_enroll(client, student, n).status_code for n in range(2)] == [202, 202]

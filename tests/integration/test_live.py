@@ -88,7 +88,7 @@ def ws_url(base: str, query: str) -> str:
 
 async def new_course(http: httpx.AsyncClient, course_id: int, capacity: int, opens_at: str | None = None) -> None:
     created = await http.post(
-        "/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "opens_at": opens_at}
+        "/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": "Course", "opens_at": opens_at}
     )
     assert created.status_code == 201, created.text
 
@@ -361,7 +361,9 @@ def test_a_student_follows_only_their_own_requests_and_no_course(
 
     async def scenario() -> None:
         async with httpx.AsyncClient(base_url=secured_api, timeout=10) as http:
-            created = await http.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}, headers=registrar)
+            created = await http.post(
+                "/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}, headers=registrar
+            )
             assert created.status_code == 201
             mine = await enroll(http, 1, 1, **one)
             path = f"/api/v1/enrollments/{mine}/events"
@@ -411,7 +413,9 @@ def test_a_student_holds_a_bounded_share_of_streams_each_ending_with_its_token(
     async def scenario() -> None:
         async with httpx.AsyncClient(base_url=secured_api, timeout=10) as http:
             created = await http.post(
-                "/api/v1/courses", json={"course_id": 2, "capacity": 5, "opens_at": LATER}, headers=registrar
+                "/api/v1/courses",
+                json={"course_id": 2, "capacity": 5, "title": "Course", "opens_at": LATER},
+                headers=registrar,
             )
             assert created.status_code == 201
             mine = await enroll(http, 5, 2, **lasting)

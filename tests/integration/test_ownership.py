@@ -34,7 +34,7 @@ class Campus:
         return bearer(self.settings, "student", student_id)
 
     def course(self, course_id: int, capacity: int) -> None:
-        body = {"course_id": course_id, "capacity": capacity}
+        body = {"course_id": course_id, "capacity": capacity, "title": "Course"}
         assert self.client.post("/api/v1/courses", json=body, headers=self.registrar).status_code == 201
 
     def enroll(self, student_id: int, course_id: int = 1) -> str:
@@ -105,7 +105,9 @@ def test_a_service_enrolls_any_student_with_a_priority(campus: Campus) -> None:
     assert _status(campus, accepted.json()["request_id"], campus.student(9)).status_code == 404
     # A service is not a registrar.
     assert (
-        campus.client.post("/api/v1/courses", json={"course_id": 2, "capacity": 1}, headers=campus.service).status_code
+        campus.client.post(
+            "/api/v1/courses", json={"course_id": 2, "capacity": 1, "title": "Course"}, headers=campus.service
+        ).status_code
         == 403
     )
 
@@ -113,7 +115,7 @@ def test_a_service_enrolls_any_student_with_a_priority(campus: Campus) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("POST", "/api/v1/courses", {"course_id": 2, "capacity": 1}),
+        ("POST", "/api/v1/courses", {"course_id": 2, "capacity": 1, "title": "Course"}),
         ("PATCH", "/api/v1/courses/1", {"capacity": 1_000_000}),
         ("PATCH", "/api/v1/courses/1", {"closes_at": "2026-01-01T00:00:00Z"}),
         ("PUT", "/api/v1/students/7/priority", {"priority": 100}),

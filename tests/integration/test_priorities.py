@@ -54,7 +54,12 @@ def test_a_granted_priority_orders_the_students_requests_in_every_api_process(
     api: TestClient, configured: Settings, db: Conn
 ) -> None:
     registrar = bearer(configured, "registrar")
-    assert api.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}, headers=registrar).status_code == 201
+    assert (
+        api.post(
+            "/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}, headers=registrar
+        ).status_code
+        == 201
+    )
     # Another API process, running before the grant: it shares nothing with the first but Redis and PostgreSQL.
     with TestClient(create_app(configured)) as other:
         assert _grant(api, configured, 5, 40) == {"student_id": 5, "priority": 40, "previous": 0}
@@ -106,7 +111,12 @@ def test_a_grant_made_while_redis_is_down_reaches_intake_once_it_is_back(configu
         configured, queue=msgspec.structs.replace(configured.queue, priority_sync_s=0.05)
     )
     with TestClient(create_app(resyncing)) as api:
-        assert api.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}, headers=registrar).status_code == 201
+        assert (
+            api.post(
+                "/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}, headers=registrar
+            ).status_code
+            == 201
+        )
         _grant(api, configured, 5, 40)
         down = msgspec.structs.replace(
             configured, redis=msgspec.structs.replace(configured.redis, url=CLOSED_PORT_REDIS)

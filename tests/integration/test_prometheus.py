@@ -154,7 +154,12 @@ def test_the_api_shows_the_workers_series_in_multiprocess_mode(
             stderr=log,
         )
         try:
-            assert httpx.post(f"{base}/api/v1/courses", json={"course_id": 5, "capacity": 3}).status_code == 201
+            assert (
+                httpx.post(
+                    f"{base}/api/v1/courses", json={"course_id": 5, "capacity": 3, "title": "Course"}
+                ).status_code
+                == 201
+            )
             body = {"course_id": 5, "student_id": 1, "idempotency_key": "s1-c5"}
             assert httpx.post(f"{base}/enroll", json=body).status_code == 202
 

@@ -105,7 +105,12 @@ def test_courses_come_a_page_at_a_time_with_each_ones_figures(
 def test_students_read_every_course_but_not_the_dead_letters(secure: tuple[TestClient, Settings]) -> None:
     client, settings = secure
     registrar = bearer(settings, "registrar", "reg-1")
-    assert client.post("/api/v1/courses", json={"course_id": 3, "capacity": 2}, headers=registrar).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/courses", json={"course_id": 3, "capacity": 2, "title": "Course"}, headers=registrar
+        ).status_code
+        == 201
+    )
     listed = client.get("/api/v1/courses", headers=bearer(settings, "student", 7)).json()["courses"]
     assert [(c["course_id"], c["capacity"]) for c in listed] == [(3, 2)]
     _problem(client.get("/api/v1/courses"), 401)
@@ -119,7 +124,12 @@ def test_registrars_read_the_dead_letters_newest_first_garbage_included(
 ) -> None:
     client, settings = secure
     registrar = bearer(settings, "registrar", "reg-1")
-    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}, headers=registrar).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}, headers=registrar
+        ).status_code
+        == 201
+    )
     # A poison entry: a request for a course that does not exist; a worker sets it aside.
     poison = {
         "type": "EnrollmentRequested",

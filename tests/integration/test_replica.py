@@ -72,7 +72,7 @@ def _api(servers: Servers, replica: Replica, log_dir: Path, **env: str) -> Itera
 
 
 def _create_course(http: httpx.Client, course_id: int, capacity: int) -> None:
-    response = http.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity})
+    response = http.post("/api/v1/courses", json={"course_id": course_id, "capacity": capacity, "title": "Course"})
     assert response.status_code == 201, response.text
 
 
@@ -231,7 +231,9 @@ def test_a_replica_further_behind_than_the_bound_is_skipped(
     tmp_path: Path,
 ) -> None:
     with TestClient(create_app(settings)) as client:
-        assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
+        assert (
+            client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Course"}).status_code == 201
+        )
         enroll(client, 7, 1)
     start_workers()
     wait_until(lambda: decided_count(db) == 1, what="the decision")

@@ -66,7 +66,7 @@ def test_a_burst_of_messages_closes_the_socket_with_1008_saying_why(api_server: 
 
 def test_the_endpoint_itself_holds_a_client_to_both_bounds_whatever_serves_it(client: TestClient) -> None:
     """The in-process client bounds no message size: the endpoint does, as it would behind another server."""
-    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5}).status_code == 201
+    assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Compilers"}).status_code == 201
     for message, code in (("x" * (MOST_BYTES + 1), 1009), ("hello", 1008)):
         with client.websocket_connect("/api/v1/ws?course_id=1") as ws:
             assert ws.receive_json()["type"] == "counts"

@@ -71,7 +71,9 @@ def test_timed_opening_decides_nothing_before_opens_at(
     client: TestClient, db: Conn, start_workers: StartWorkers
 ) -> None:
     opens_at = datetime.now(UTC) + timedelta(seconds=1.5)
-    created = client.post("/api/v1/courses", json={"course_id": 1, "capacity": 2, "opens_at": opens_at.isoformat()})
+    created = client.post(
+        "/api/v1/courses", json={"course_id": 1, "capacity": 2, "title": "Course", "opens_at": opens_at.isoformat()}
+    )
     assert created.status_code == 201
     start_workers(2)
     ids = [enroll(client, s, 1, priority=s)["request_id"] for s in range(1, 6)]

@@ -33,9 +33,16 @@ def test_the_checkout_goes_also_when_the_run_fails() -> None:
 
 
 def test_the_table_gives_each_side_its_median_and_spread_and_the_ratio_new_over_old() -> None:
-    row = ab.Comparison("intake, 1 API process", "req/s", base=[1000.0, 1100.0, 900.0], new=[1500.0, 1500.0, 1500.0])
+    row = ab.Comparison(
+        "intake, 1 API process",
+        "req/s",
+        base=[1000.0, 1100.0, 900.0],
+        new=[1500.0, 1500.0, 1500.0],
+        base_cpu_us=[300.0, 310.0, 290.0],
+        new_cpu_us=[200.0, 190.0, 210.0],
+    )
     text = ab.table([row], sides.Side("abc1234", ROOT, "base"), sides.WORKING_TREE)
     assert row.ratio == 1.5
     line = text.splitlines()[-1]
     assert "1,000" in line and "900 to 1,100 (±10%)" in line and "1,500 to 1,500 (±0%)" in line
-    assert line.endswith("1.50")
+    assert line.split()[-4:] == ["1.50", "300", "→", "200"]

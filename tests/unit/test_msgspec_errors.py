@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 import pytest
 
-from courseflow.http.msgspec_errors import MAX_FIELD_CHARS, Culprit, culprit
+from courseflow.http.msgspec_errors import MAX_FIELD_CHARS, NOT_BLANK, Culprit, culprit, lone_surrogate, malformed
 
 
 class Seat(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,3 +67,51 @@ def test_a_field_name_from_the_client_is_cut_short() -> None:
     name = "x" * 500
     found = culprit(_error(b'{"course_id":1,"%s":1}' % name.encode()))
     assert found == Culprit(name[:MAX_FIELD_CHARS], "is not a known field")
+
+
+@pytest.mark.parametrize("name", ["a`b", "`", "``", "x` - at `$", "a - at `$[0]`"])
+def test_a_field_name_with_backticks_is_named_whole(name: str) -> None:
+    raw = b'{"course_id":1,%s:1}' % msgspec.json.encode(name)
+    assert culprit(_error(raw)) == Culprit(name, "is not a known field")
+
+
+def test_a_nested_field_name_with_a_backtick_keeps_its_path() -> None:
+    assert culprit(_error(b'{"course_id":1,"seat":{"row":1,"c`l":2}}')) == Culprit("seat.c`l", "is not a known field")
+
+
+def test_a_blank_value_is_said_in_words() -> None:
+    class Named(msgspec.Struct):
+        title: Annotated[str, msgspec.Meta(pattern=NOT_BLANK)]
+
+    assert culprit(_error(b'{"title":" \\t "}', Named)) == Culprit("title", "must not be blank")
+    assert culprit(_error(b'{"title":""}', Named)) == Culprit("title", "must not be blank")
+
+
+@pytest.mark.parametrize(
+    ("raw", "lone"),
+    [
+        (rb'{"course_id":"\ud800"}', r"\ud800"),  # msgspec says "truncated" of this one
+        (rb'{"course_id":"\udc00"}', r"\udc00"),
+        (rb'{"course_id":"\ud800x"}', r"\ud800"),
+        (rb'{"\ud800":1}', r"\ud800"),
+        (rb'{"course_id":"\ud800\ud800\udc00"}', r"\ud800"),
+        (rb'{"course_id":"\\\ud800"}', r"\ud800"),  # an escaped backslash, then the escape
+    ],
+)
+def test_a_lone_surrogate_is_named_not_called_truncated(raw: bytes, lone: str) -> None:
+    with pytest.raises(msgspec.DecodeError) as raised:
+        msgspec.json.decode(raw)
+    reason = malformed(raised.value, raw)
+    assert lone in reason and "surrogate" in reason and "truncated" not in reason
+
+
+@pytest.mark.parametrize("raw", [rb'"\\ud800"', rb'"\ud83d\ude00"', rb'"\u00e9"', b'"plain"'])
+def test_no_lone_surrogate_where_there_is_none(raw: bytes) -> None:
+    assert lone_surrogate(raw) is None
+
+
+def test_a_body_that_is_cut_off_is_still_called_so() -> None:
+    raw = b'{"course_id":'
+    with pytest.raises(msgspec.DecodeError) as raised:
+        msgspec.json.decode(raw)
+    assert malformed(raised.value, raw) == "is not valid JSON (Input data was truncated)"

@@ -204,6 +204,25 @@ local function admit_enrollment(keys, args)
   return claim_idempotency_key({keys[#keys]}, {unpack(args, 2 * limits + 1)})
 end
 
+-- An enrollment in one call, where one server holds the caller's keys and the course's (a single Redis; on a
+-- cluster they are two slots, and the two steps are two calls): admit_enrollment, then queue_request for the
+-- request id it claimed. keys: admit's, then queue's. args: the number of admit's keys and of its args, admit's
+-- args, then queue's. Reply: admit's when it refuses or the key names a request already (nothing is queued),
+-- else queue_request's; a course it does not know lets the claim go, as the two calls do.
+local function accept_enrollment(keys, args)
+  local admit_keys, admit_args = tonumber(args[1]), tonumber(args[2])
+  local admitted = admit_enrollment({unpack(keys, 1, admit_keys)}, {unpack(args, 3, 2 + admit_args)})
+  if admitted[1] ~= 'claimed' then
+    return admitted
+  end
+  local queue_args = {unpack(args, 3 + admit_args)}
+  local queued = queue_request({unpack(keys, admit_keys + 1)}, queue_args)
+  if queued[1] == 'unknown_course' then
+    release_idempotency_key({keys[admit_keys]}, {queue_args[1]})
+  end
+  return queued
+end
+
 -- The shared replica horizon only moves forward, whichever API process raises it.
 local function raise_horizon(keys, args)
   if tonumber(args[1]) > tonumber(redis.call('GET', keys[1]) or '0') then
@@ -221,4 +240,5 @@ redis.register_function('trim_requests', trim_requests)
 redis.register_function('retry_dead_letter', retry_dead_letter)
 redis.register_function('take_rate_limit', take_rate_limit)
 redis.register_function('admit_enrollment', admit_enrollment)
+redis.register_function('accept_enrollment', accept_enrollment)
 redis.register_function('raise_horizon', raise_horizon)

@@ -15,6 +15,17 @@ export class ApiError extends Error {
   }
 }
 
+// JSON as the pages read it. Ids and log positions are whole numbers up to 2^53 - 1, which JavaScript holds exactly;
+// a larger one would arrive rounded (courses 2^53 and 2^53 + 1 read as one), so an answer holding one is refused.
+export function readJson(text) {
+  return JSON.parse(text, (key, value) => {
+    if (typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value)) {
+      throw new RangeError(`the server sent ${key || "a number"} beyond ${Number.MAX_SAFE_INTEGER}, which this page cannot hold exactly`);
+    }
+    return value;
+  });
+}
+
 function secondsToWait(response) {
   const raw = response.headers.get("Retry-After");
   if (raw === null) return 1;
@@ -46,7 +57,7 @@ export class Api {
     } catch {
       throw new ApiError(0, { title: "Unreachable", detail: "CourseFlow cannot be reached" }, 2);
     }
-    if (response.ok) return { status: response.status, body: await response.json() };
+    if (response.ok) return { status: response.status, body: readJson(await response.text()) };
     let problem = {};
     try {
       problem = await response.json();

@@ -56,6 +56,10 @@ function broken(rule, field, value, required) {
     const range = most === Number.MAX_SAFE_INTEGER ? `from ${least} up` : `from ${least} to ${most.toLocaleString("en-US")}`;
     return `${label} must be a whole number ${range}.`;
   }
+  // The API's one pattern says "not blank": a title of spaces names nothing.
+  if (rule.type === "string" && rule.pattern !== undefined && !new RegExp(rule.pattern, "u").test(value)) {
+    return required ? `Give the course a ${label}.` : `${label} cannot be blank.`;
+  }
   if (rule.type === "string" && rule.maxLength !== undefined && value.length > rule.maxLength) {
     return `${label} takes up to ${rule.maxLength} characters.`;
   }

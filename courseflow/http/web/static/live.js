@@ -2,6 +2,8 @@
 // offered as the `bearer` subprotocol since a browser cannot set headers on a WebSocket. A dropped socket
 // reopens after a pause and resumes after the last message's `id`, so nothing in between is missed.
 
+import { readJson } from "./api.js";
+
 const MAX_PAUSE_S = 30;
 // A browser is not told why a handshake failed (a refused token looks like a lost network): after this many
 // sockets in a row that brought nothing, the page is asked to look into it instead.
@@ -23,7 +25,7 @@ export function follow(query, token, { message, ended }) {
     let refused = null;
     let last = null;
     socket.onmessage = (event) => {
-      const received = JSON.parse(event.data);
+      const received = readJson(event.data);
       if (received.type === "error") {
         refused = received;
         return;
