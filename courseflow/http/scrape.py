@@ -64,13 +64,21 @@ async def read_pipeline(svc: Services, top: int) -> Pipeline:
 
 
 async def queue_depths(svc: Services) -> dict[int, int]:
-    """Each course intake knows and its requests not decided yet: read once, for the total and the busiest."""
+    """Each course intake knows and its requests not decided yet: read once, for the total and the busiest.
+    A course's own count is read only where its partition has anything pending (its pending index)."""
     async with svc.redis.pipeline(transaction=False) as pipe:
         for partition in svc.keys.all():
             pipe.smembers(partition.courses)
-        known = cast(list[set[bytes]], await pipe.execute())
-    course_ids = sorted(int(raw) for members in known for raw in members)
-    return dict(zip(course_ids, await svc.intake.queue_depths(course_ids), strict=True))
+            pipe.hlen(partition.pending_index)
+        replies = await pipe.execute()
+    known = cast(list[set[bytes]], replies[::2])
+    waiting = [int(pending) > 0 for pending in replies[1::2]]
+    depths = {int(raw): 0 for members in known for raw in members}
+    busy = sorted(
+        int(raw) for members, any_pending in zip(known, waiting, strict=True) if any_pending for raw in members
+    )
+    depths.update(zip(busy, await svc.intake.queue_depths(busy), strict=True))
+    return depths
 
 
 async def _queue(svc: Services, depths: dict[int, int]) -> list[Metric]:
