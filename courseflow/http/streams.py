@@ -217,7 +217,7 @@ async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None], i
                     await websocket.send_text(_encoder.encode(last).decode())
         group.cancel_scope.cancel()
     if refused is not None:
-        with contextlib.suppress(RuntimeError):  # the client may be gone already
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may be gone already
             await websocket.close(*refused)
         return
     if isinstance(last, Reconnect) and websocket.application_state == WebSocketState.CONNECTED:
