@@ -130,6 +130,9 @@ def api(settings: Settings) -> int:
         access_log=settings.http.access_log,
         # X-Forwarded-For is anyone's to write: trusted only when FORWARDED_ALLOW_IPS names the proxy.
         proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
+        # A WebSocket message over this is refused from its frame's header (1009); the adapter bounds the rest.
+        ws="courseflow.http.uvicorn_adapter:BoundedWebSocket",
+        ws_max_size=settings.limits.ws_message_bytes,
     )
     return 0
 

@@ -55,6 +55,30 @@ def seats(conn: Conn, course_id: int | None = None) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
+def seat_totals(conn: Conn) -> dict[str, Any]:
+    """Seats and waitlists summed over every course, and how many courses there are: one row however many."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT count(*) AS courses, coalesce(sum(capacity), 0) AS capacity,"
+            " coalesce(sum(seats_taken), 0) AS seats_taken, coalesce(sum(waitlist_length), 0) AS waitlist_length,"
+            " coalesce(bool_or(seats_taken < capacity), false) AS open FROM course_seats"
+        )
+        found = cur.fetchone()
+        assert found is not None
+        return found
+
+
+def seats_page(conn: Conn, after: int, limit: int) -> list[dict[str, Any]]:
+    """`seats` for a page of courses by id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT course_id, capacity, seats_taken, waitlist_length FROM course_seats"
+            " WHERE course_id > %s ORDER BY course_id LIMIT %s",
+            (after, limit),
+        )
+        return cur.fetchall()
+
+
 def enrollment(conn: Conn, request_id: str) -> dict[str, Any] | None:
     """A request as projected, with its live waitlist position when waitlisted."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -35,6 +35,7 @@ from courseflow.http import (
     health,
     history,
     identity,
+    monitoring,
     openapi,
     pages,
     streams,
@@ -206,10 +207,10 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> S
             Route("/api/v1/students/{student_id}/priority", students.show_priority, methods=["GET"]),
             Route("/api/v1/students/{student_id}/priority", students.set_priority, methods=["PUT"]),
             WebSocketRoute("/api/v1/ws", streams.follow),
-            Route("/api/v1/metrics", courses.metrics, methods=["GET"]),
+            Route("/api/v1/metrics", monitoring.metrics, methods=["GET"]),
             Route("/api/v1/dead-letters", dead_letters.index, methods=["GET"]),
             # The seed's path, kept as an alias of GET /api/v1/metrics.
-            Route("/metrics", courses.metrics, methods=["GET"], name="metrics_seed"),
+            Route("/metrics", monitoring.metrics, methods=["GET"], name="metrics_seed"),
             Route("/health", health.alive, methods=["GET"]),
             Route("/ready", health.ready, methods=["GET"]),
             Route("/openapi.json", contract, methods=["GET"]),
@@ -255,6 +256,7 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> S
     app.add_middleware(tracing.Traced)
     app.state.shutdown = state
     app.state.feed = feed
+    app.state.recently = monitoring.Recently()
     return app
 
 

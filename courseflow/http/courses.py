@@ -1,4 +1,4 @@
-"""Courses: create, read, change capacity and registration window, waitlist, metrics."""
+"""Courses: create, read, change capacity and registration window, waitlist."""
 
 from __future__ import annotations
 
@@ -14,26 +14,20 @@ from starlette.responses import Response
 
 from courseflow.decisions import lifecycle
 from courseflow.eventstore import store
-from courseflow.http import payloads, scrape
+from courseflow.http import payloads
 from courseflow.http.common import JSON, Services, services
 from courseflow.http.gate import principal
 from courseflow.http.operations import operation, path_params, query
-from courseflow.http.payloads import CoursePage, CoursePatch, CoursePath, MetricsQuery, NewCourse, Page
+from courseflow.http.payloads import CoursePage, CoursePatch, CoursePath, NewCourse, Page
 from courseflow.http.problems import CourseExists, InvalidInput, NotFound
 from courseflow.http.views import (
     Counters,
     Course,
     CourseChanged,
-    CourseMetrics,
     Courses,
-    Latency,
-    Metrics,
-    RedisMemoryView,
     Waitlist,
     WaitlistPlace,
 )
-from courseflow.platform import redis_memory
-from courseflow.platform.redis_memory import RedisMemory
 from projections import queries
 
 log = logging.getLogger("courseflow.api")
@@ -200,71 +194,3 @@ async def waitlist(request: Request) -> Response:
         entries = []
     places = msgspec.convert(entries, list[WaitlistPlace])
     return JSON(Waitlist(course_id=course_id, waitlist_length=length, waitlist=places))
-
-
-@operation(
-    summary="Seats and queues: the seed's /metrics, or Prometheus series",
-    tag="monitoring",
-    description="`queue_depth`, `seats_taken`, `capacity` and `status` (open while any seat is free) summed over "
-    "every course, each course's own, the pipeline's dead letters and projection lag, and accept-to-decision "
-    "percentiles over the latest decisions. With `course_id`, that course's figures only. "
-    "`Accept: text/plain` (or `application/openmetrics-text`) answers the Prometheus exposition instead.",
-    query=MetricsQuery,
-    answers={200: Metrics | CourseMetrics},
-    problems=(404,),
-    public=True,
-    text="text/plain",
-)
-async def metrics(request: Request) -> Response:
-    svc = services(request)
-    accept = request.headers.get("accept", "")
-    if scrape.wants_text(accept):
-        pipeline = await scrape.read_pipeline(svc, svc.settings.metrics.top_courses)
-        body, content_type = await run_in_threadpool(scrape.render, pipeline, accept)
-        return Response(body, media_type=content_type)
-    course_id = query(request, MetricsQuery).course_id
-    rows = await svc.read(queries.seats, course_id)
-    if course_id is not None and not rows:
-        raise NotFound(f"no course {course_id}", "course_id")
-    depths = await svc.intake.queue_depths([row["course_id"] for row in rows])
-    per_course = [
-        CourseMetrics(
-            course_id=row["course_id"],
-            queue_depth=depth,
-            seats_taken=row["seats_taken"],
-            capacity=row["capacity"],
-            waitlist_length=row["waitlist_length"],
-            status="open" if row["seats_taken"] < row["capacity"] else "full",
-        )
-        for row, depth in zip(rows, depths, strict=True)
-    ]
-    if course_id is not None:
-        return JSON(per_course[0])
-    return JSON(
-        Metrics(
-            queue_depth=sum(c.queue_depth for c in per_course),
-            seats_taken=sum(c.seats_taken for c in per_course),
-            capacity=sum(c.capacity for c in per_course),
-            waitlist_length=sum(c.waitlist_length for c in per_course),
-            status="open" if any(c.status == "open" for c in per_course) else "full",
-            dead_letters=await svc.intake.dead_letter_count(),
-            projection_lag=await svc.read(queries.lag),
-            latency=_latency(await svc.read(store.decision_latency_ms)),
-            redis_memory=_memory(await redis_memory.read(svc.redis)),
-            courses=per_course,
-        )
-    )
-
-
-def _memory(memory: RedisMemory | None) -> RedisMemoryView | None:
-    return (
-        None
-        if memory is None
-        else RedisMemoryView(used_bytes=memory.used_bytes, max_bytes=memory.max_bytes, ratio=memory.ratio)
-    )
-
-
-def _latency(measured: store.DecisionLatency | None) -> Latency:
-    if measured is None:
-        return Latency(p50_ms=None, p95_ms=None, p99_ms=None)
-    return Latency(p50_ms=round(measured.p50, 3), p95_ms=round(measured.p95, 3), p99_ms=round(measured.p99, 3))

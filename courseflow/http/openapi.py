@@ -27,6 +27,7 @@ _STATUS_TEXT = {
     401: "No valid bearer token",
     403: "Not allowed for this caller",
     404: "Not found (or not this caller's)",
+    406: "None of the media types `Accept` names can be answered",
     409: "Conflicts with the current state",
     413: "Body too large",
     415: "Not JSON, or compressed",

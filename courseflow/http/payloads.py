@@ -28,6 +28,8 @@ MAX_CAPACITY = 1_000_000
 MAX_PAGE = 1000
 # Listings whose every item costs a look-up (a queue depth, a decoded entry) are shorter.
 MAX_LISTING = 500
+# /metrics lists courses a page at a time to anyone: its answer stays small whatever the number of courses.
+MAX_METRICS_PAGE = 100
 # Timestamps a registration can sensibly name; outside them a typo (year 9999) would only break things later.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -121,6 +123,10 @@ class DeadLetterQuery(Params, frozen=True, kw_only=True):
 
 class MetricsQuery(Params, frozen=True, kw_only=True):
     course_id: Annotated[Id | None, Meta(description="One course only")] = None
+    after: Annotated[After, Meta(description="List only courses whose id is larger than this (`next_after`)")] = 0
+    limit: Annotated[int, Meta(ge=1, le=MAX_METRICS_PAGE, description="List at most this many courses")] = (
+        MAX_METRICS_PAGE
+    )
 
 
 B = TypeVar("B", bound=_Body)

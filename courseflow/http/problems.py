@@ -117,6 +117,12 @@ class MethodNotAllowed(Problem):
     title = "Method not allowed"
 
 
+class NotAcceptable(Problem):
+    status = 406
+    code = "not_acceptable"
+    title = "No answer in an accepted media type"
+
+
 class Conflict(Problem):
     status = 409
     code = "conflict"

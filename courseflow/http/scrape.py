@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import cast
 
 import psycopg
@@ -51,7 +52,7 @@ async def read_pipeline(svc: Services, top: int) -> Pipeline:
     # A server that hangs must not hang the scraper: each source gets a bounded time, then is left out.
     try:
         async with asyncio.timeout(SOURCE_TIMEOUT_S):
-            depths = await _queue_depths(svc)
+            depths = await queue_depths(svc)
             families += await _queue(svc, depths)
             families += _memory(await redis_memory.read(svc.redis))
     except (redis.RedisError, TimeoutError) as exc:
@@ -65,14 +66,22 @@ async def read_pipeline(svc: Services, top: int) -> Pipeline:
     return Pipeline(families)
 
 
-async def _queue_depths(svc: Services) -> dict[int, int]:
-    """Each course intake knows and its requests not decided yet: read once, for the total and the busiest."""
+async def queue_depths(svc: Services) -> dict[int, int]:
+    """Each course intake knows and its requests not decided yet: read once, for the total and the busiest.
+    A course's own count is read only where its partition has anything pending (its pending index)."""
     async with svc.redis.pipeline(transaction=False) as pipe:
         for partition in svc.keys.all():
             pipe.smembers(partition.courses)
-        known = cast(list[set[bytes]], await pipe.execute())
-    course_ids = sorted(int(raw) for members in known for raw in members)
-    return dict(zip(course_ids, await svc.intake.queue_depths(course_ids), strict=True))
+            pipe.hlen(partition.pending_index)
+        replies = await pipe.execute()
+    known = cast(list[set[bytes]], replies[::2])
+    waiting = [int(pending) > 0 for pending in replies[1::2]]
+    depths = {int(raw): 0 for members in known for raw in members}
+    busy = sorted(
+        int(raw) for members, any_pending in zip(known, waiting, strict=True) if any_pending for raw in members
+    )
+    depths.update(zip(busy, await svc.intake.queue_depths(busy), strict=True))
+    return depths
 
 
 async def _queue(svc: Services, depths: dict[int, int]) -> list[Metric]:
@@ -155,13 +164,13 @@ class _Registered(Collector):
             yield from collector.collect()
 
 
-def render(pipeline: Pipeline, accept: str) -> tuple[bytes, str]:
-    """The exposition the scraper asked for (Prometheus text or OpenMetrics) and its content type.
+def render(pipeline: Pipeline, exposition: str) -> tuple[bytes, str]:
+    """The exposition `negotiate` chose (Prometheus text or OpenMetrics) and its content type.
 
     With PROMETHEUS_MULTIPROC_DIR set, the series of every process writing there (API processes, workers,
     projector) are summed; otherwise this process's own. Reads files in multiprocess mode: call off the loop.
     """
-    encoder, content_type = choose_encoder(accept)
+    encoder, content_type = choose_encoder(exposition)
     registry = CollectorRegistry(auto_describe=False)
     path = os.environ.get(MULTIPROC_DIR)
     if path:
@@ -172,6 +181,46 @@ def render(pipeline: Pipeline, accept: str) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-def wants_text(accept: str) -> bool:
-    """A Prometheus scraper asks for text; browsers and the seed's clients get JSON."""
-    return "text/plain" in accept or "application/openmetrics-text" in accept
+JSON = "application/json"
+# The text expositions written, by media type and `version` ("": none given), each as the one version it is.
+TEXT_VERSIONS: Mapping[str, Mapping[str, str]] = {
+    "text/plain": {"": "0.0.4", "0.0.4": "0.0.4", "1.0.0": "1.0.0"},
+    "text/*": {"": "0.0.4"},
+    "application/openmetrics-text": {"": "1.0.0", "1.0.0": "1.0.0"},
+}
+_ESCAPINGS = frozenset({"allow-utf-8", "underscores", "dots", "values"})
+# The first ranges of a long `Accept` are read, no more: the work per request stays bounded.
+MOST_RANGES = 32
+_QUALITY = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")
+OFFERED = "application/json, text/plain (version 0.0.4 or 1.0.0) or application/openmetrics-text (version 1.0.0)"
+
+
+def negotiate(accept: str) -> str | None:
+    """What `Accept` gets: JSON, the `Accept` value prometheus-client is handed for a text exposition (one
+    version it writes, never a version it cannot read), or None when nothing asked for is written (406).
+
+    No `Accept` is JSON, the seed's answer; ranges are taken by quality, then in the order given."""
+    if not accept.strip():
+        return JSON
+    ranges: list[tuple[float, int, str, dict[str, str]]] = []
+    for index, item in enumerate(accept.split(",")[:MOST_RANGES]):
+        kind, *parameters = item.split(";")
+        given: dict[str, str] = {}
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            given.setdefault(name.strip().lower(), value.strip().strip('"'))
+        quality = given.get("q", "1")
+        if _QUALITY.fullmatch(quality) and float(quality) > 0:
+            ranges.append((-float(quality), index, kind.strip().lower(), given))
+    for _, _, kind, given in sorted(ranges, key=lambda r: r[:2]):
+        if kind in (JSON, "application/*", "*/*"):
+            return JSON
+        version = TEXT_VERSIONS.get(kind, {}).get(given.get("version", ""))
+        if version is None:
+            continue
+        media_type = "application/openmetrics-text" if kind == "application/openmetrics-text" else "text/plain"
+        if not given.get("version"):
+            return media_type  # prometheus-client's own default for it
+        escaping = given.get("escaping", "")
+        return f"{media_type}; version={version}" + (f"; escaping={escaping}" if escaping in _ESCAPINGS else "")
+    return None

@@ -2,14 +2,14 @@
 
 With `Accept: text/event-stream` a request's or course's events path streams `live` messages (SSE
 `Last-Event-ID` resumes); without it the path answers JSON history. `/api/v1/ws` sends the same
-messages as JSON text frames (`after` resumes).
+messages as JSON text frames (`after` resumes), and hears little: a client's messages are held to a size and a rate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import anyio
 import msgspec
@@ -28,6 +28,8 @@ from courseflow.http.operations import operation, path_params, plain_digits, que
 from courseflow.http.payloads import After, CoursePath, Page, Params, RequestPath
 from courseflow.http.problems import InvalidInput, Problem, Unavailable, from_domain
 from courseflow.http.views import EventPage
+from courseflow.platform.bucket import TokenBucket
+from courseflow.platform.config import LimitsSettings
 from projections import status
 from projections.feed import Feed
 from projections.live import OUTAGES, Following, open_course, open_request
@@ -152,7 +154,7 @@ async def follow(websocket: WebSocket) -> None:
             await websocket.close(1013 if problem.status_code >= 500 else 1008, reason)
         return
     try:
-        await _push(websocket, following.messages)
+        await _push(websocket, following.messages, Inbound(services(websocket).settings.limits))
     finally:
         following.sub.leave()
 
@@ -172,13 +174,40 @@ async def _open(websocket: WebSocket) -> Following:
         raise Unavailable("a server live status needs is unreachable; retry shortly") from None
 
 
-async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None]) -> None:
+class Inbound:
+    """What a client may send on a live socket: nothing it needs to, so small messages, a few a second.
+
+    A refusal is a close code (1009: too big, 1008: too many) and its reason."""
+
+    def __init__(self, limits: LimitsSettings) -> None:
+        self.most_bytes = limits.ws_message_bytes
+        self.rate = limits.ws_messages_per_s
+        self._bucket = TokenBucket(limits.ws_messages_per_s, limits.ws_message_burst)
+
+    def refusal(self, message: Mapping[str, object]) -> tuple[int, str] | None:
+        data = message.get("bytes")
+        text = message.get("text")
+        size = len(data) if isinstance(data, bytes) else len(text.encode()) if isinstance(text, str) else 0
+        if size > self.most_bytes:
+            return 1009, f"message too big: at most {self.most_bytes} bytes"
+        if not self._bucket.take():
+            return 1008, f"too many messages: at most {self.rate:g} a second"
+        return None
+
+
+async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None], inbound: Inbound) -> None:
     last: Message | None = None
+    refused: tuple[int, str] | None = None
     async with contextlib.aclosing(messages), anyio.create_task_group() as group:
 
         async def until_gone() -> None:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
+            nonlocal refused
+            # Read one message at a time, and none after a refusal: a flooding client is not read on.
+            while refused is None:
+                received = await websocket.receive()
+                if received["type"] == "websocket.disconnect":
+                    break
+                refused = inbound.refusal(received)
             group.cancel_scope.cancel()
 
         group.start_soon(until_gone)
@@ -187,6 +216,10 @@ async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None]) -
                 with anyio.fail_after(SEND_TIMEOUT_S):
                     await websocket.send_text(_encoder.encode(last).decode())
         group.cancel_scope.cancel()
+    if refused is not None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may be gone already
+            await websocket.close(*refused)
+        return
     if isinstance(last, Reconnect) and websocket.application_state == WebSocketState.CONNECTED:
         # 1012: the server restarts; 1008: the token expired (policy); 1013: try again later (it fell behind, or
         # a server it needs is down).

@@ -145,7 +145,8 @@ class RedisMemoryView(_View, frozen=True, kw_only=True):
 
 
 class Metrics(_View, frozen=True, kw_only=True):
-    """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more."""
+    """The seed's shape (`queue_depth`, `seats_taken`, `capacity`, `status`) summed over every course, and more;
+    computed at most once a second per API process, so it may be a second old."""
 
     queue_depth: Count
     seats_taken: Count
@@ -156,7 +157,13 @@ class Metrics(_View, frozen=True, kw_only=True):
     projection_lag: Count
     latency: Latency
     redis_memory: RedisMemoryView | None
-    courses: list[CourseMetrics]
+    # The courses the totals are over; `courses` lists a page of them.
+    course_count: Count
+    courses: Annotated[
+        list[CourseMetrics], Meta(description="A page of courses by id: at most `limit`, those after `after`")
+    ]
+    # Pass as `after` for the next page; null on the last page.
+    next_after: Id | None
 
 
 class DeadLetter(_View, frozen=True, kw_only=True):

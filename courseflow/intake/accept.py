@@ -276,6 +276,14 @@ class Intake:
                 pipe.zcard(self.keys.priority_set(course_id))
             return [int(depth) for depth in await pipe.execute()]
 
+    async def pending_total(self) -> int:
+        """Requests accepted and not decided yet, over every course, in one round trip whatever their number: the
+        pending indexes, which gain and lose each request together with its course's priority set."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for partition in self.keys.all():
+                pipe.hlen(partition.pending_index)
+            return sum(int(n) for n in await pipe.execute())
+
     async def dead_letter_count(self) -> int:
         async with self._client.pipeline(transaction=False) as pipe:
             for partition in self.keys.all():

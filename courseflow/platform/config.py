@@ -162,6 +162,10 @@ class LimitsSettings(SettingsSection, frozen=True):
     # Per API process; registrars and services (and development mode's one caller) may hold the privileged count.
     live_streams_per_student: Positive = 10
     live_streams_per_privileged: Positive = 10_000
+    # What a WebSocket client may send: the feed only pushes, so a client has next to nothing to say.
+    ws_message_bytes: Annotated[int, msgspec.Meta(ge=125, le=1_048_576)] = 4096
+    ws_messages_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0
+    ws_message_burst: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
 
 
 class LogsSettings(SettingsSection, frozen=True):
@@ -262,6 +266,9 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "RATE_LIMIT_ANONYMOUS": ("limits", "anonymous"),
     "LIVE_STREAMS_PER_STUDENT": ("limits", "live_streams_per_student"),
     "LIVE_STREAMS_PER_PRIVILEGED": ("limits", "live_streams_per_privileged"),
+    "WS_MAX_MESSAGE_BYTES": ("limits", "ws_message_bytes"),
+    "WS_MESSAGES_PER_SECOND": ("limits", "ws_messages_per_s"),
+    "WS_MESSAGE_BURST": ("limits", "ws_message_burst"),
     "LOG_FORMAT": ("logs", "format"),
     "LOG_LEVEL": ("logs", "level"),
     "METRICS_TOP_COURSES": ("metrics", "top_courses"),

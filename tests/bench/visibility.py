@@ -28,7 +28,7 @@ class Shown(msgspec.Struct, frozen=True):
     seats_taken: int
     waitlist_length: int
     projection_lag: int
-    courses: list[dict[str, object]]
+    course_count: int
 
 
 class _CourseShown(msgspec.Struct, frozen=True):
@@ -72,7 +72,7 @@ def wait_projected(api: Server, courses: int, timeout: float = 60.0) -> None:
 
     def ready() -> bool:
         shown = _shown(api)
-        return len(shown.courses) >= courses and shown.projection_lag == 0
+        return shown.course_count >= courses and shown.projection_lag == 0
 
     wait_until(ready, timeout, "the projector to project the courses", INTERVAL_S)
 

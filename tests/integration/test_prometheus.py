@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from courseflow.http.app import create_app
+from courseflow.http.monitoring import Recently
 from courseflow.platform.config import Settings
 from tests.conftest import Servers, StartWorkers, serving_api
 from tests.helpers import create_course, enroll, wait_decided, wait_until
@@ -50,6 +51,8 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 def test_the_pipeline_series_move_as_requests_are_decided(
     client: TestClient, db: psycopg.Connection[psycopg.rows.TupleRow], start_workers: StartWorkers
 ) -> None:
+    # Every scrape reads the servers afresh, as one a second later would.
+    client.app.state.recently = Recently(max_age_s=0)  # type: ignore[attr-defined]
     create_course(client, 7, capacity=2)
     before, started = scrape(client), time.monotonic()
     for student in (1, 2, 3):
