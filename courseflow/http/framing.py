@@ -37,8 +37,6 @@ class ConnectionRefusal(msgspec.Struct, frozen=True):
 
 _CRLF: Final = b"\r\n"
 _END: Final = b"\r\n\r\n"
-# The fields that say where a body ends, or that the connection leaves HTTP/1.1.
-_FRAMING: Final = re.compile(rb"\r\n(content-length|transfer-encoding|upgrade|connection)[ \t]*:[ \t]*([^\r\n]*)", re.I)
 # A chunk-size line: hex digits, then optional extensions; longer lines are an attack, not a chunk.
 _CHUNK_LINE_MAX: Final = 1024
 _CHUNK_SIZE: Final = re.compile(rb"[0-9a-fA-F]{1,15}")
@@ -93,53 +91,61 @@ class Framing:
 
     def _read_head(self, data: bytes, position: int) -> int | ConnectionRefusal:
         head, limits = self._head, self._limits
+        if not head:
+            # The usual case, a whole head in one read: measured where it lies, not copied.
+            end = data.find(_END, position, position + limits.request_line + limits.header_bytes + 4)
+            if end >= 0:
+                refusal = self._measured(data, position, data.find(_CRLF, position), end)
+                return refusal if refusal is not None else end + 4
         before = len(head)
         # Never more than the largest head allowed (and its final empty line) is kept.
         room = limits.request_line + limits.header_bytes + 4 - before
         head += data[position : position + room + 1]
         end = head.find(_END, max(0, before - 3))
         line_end = head.find(_CRLF)
-        if (line_end < 0 and len(head) > limits.request_line) or line_end > limits.request_line:
-            return ConnectionRefusal(
-                414, "request_line_too_long", f"the request line is longer than {limits.request_line} bytes"
-            )
         if end < 0:
+            if (line_end < 0 and len(head) > limits.request_line) or line_end > limits.request_line:
+                return _line_too_long(limits)
             if line_end >= 0 and len(head) - line_end - 2 > limits.header_bytes:
                 return _headers_too_large(limits)
             return len(data)
+        refusal = self._measured(bytes(head), 0, line_end, end)
+        head.clear()
+        return refusal if refusal is not None else position + end + 4 - before
+
+    def _measured(self, head: bytes, start: int, line_end: int, end: int) -> ConnectionRefusal | None:
+        """A whole head (`head[start:end + 4]`) within its limits, then what follows it; or why not."""
+        limits = self._limits
+        if line_end - start > limits.request_line:
+            return _line_too_long(limits)
         if end - line_end > limits.header_bytes:
             return _headers_too_large(limits)
         if head.count(_CRLF, line_end + 2, end + 2) > limits.headers:
             return ConnectionRefusal(
                 431, "too_many_headers", f"a request may have at most {limits.headers} header fields"
             )
-        self._framed(head, line_end, end)
-        head.clear()
         self.heads += 1
-        return position + end + 4 - before
-
-    def _framed(self, head: bytearray, line_end: int, end: int) -> None:
-        """What follows this head: nothing, a body of known length, a chunked body, or a WebSocket."""
-        length, chunked, upgrade, connection_upgrade = 0, False, False, False
-        for match in _FRAMING.finditer(head, line_end, end + 2):
-            name, value = match.group(1).lower(), match.group(2).strip().lower()
-            if name == b"content-length":
-                # Not digits: the parser refuses the request (400) and closes the connection.
-                length = int(value) if value.isdigit() else 0
-            elif name == b"transfer-encoding":
-                chunked = value.rsplit(b",", 1)[-1].strip() == b"chunked"
-            elif name == b"upgrade":
-                upgrade = value == b"websocket"
-            else:
-                connection_upgrade = connection_upgrade or b"upgrade" in [t.strip() for t in value.split(b",")]
-        if upgrade and connection_upgrade:
-            self.phase = Phase.TUNNEL
-        elif chunked:
+        # Field names compared in lower case; each field line starts with CRLF here.
+        fields = head[line_end : end + 2].lower()
+        if b"\r\nupgrade:" in fields and _value(fields, b"\r\nupgrade:") == b"websocket":
+            connection = _value(fields, b"\r\nconnection:").split(b",")
+            if b"upgrade" in (token.strip() for token in connection):
+                self.phase = Phase.TUNNEL
+                return None
+        # The last Transfer-Encoding line holds the final coding; a repeated Content-Length the parser refuses.
+        if (
+            b"\r\ntransfer-encoding:" in fields
+            and _value(fields, b"\r\ntransfer-encoding:", last=True).rsplit(b",", 1)[-1].strip() == b"chunked"
+        ):
             self.phase, self._body = Phase.BODY, _Reading.CHUNK_SIZE
-        elif length > 0:
-            self.phase, self._body, self._remaining = Phase.BODY, _Reading.LENGTH, length
+            return None
+        length = _value(fields, b"\r\ncontent-length:")
+        # Not digits: the parser refuses the request (400) and closes the connection.
+        if length.isdigit() and int(length) > 0:
+            self.phase, self._body, self._remaining = Phase.BODY, _Reading.LENGTH, int(length)
         else:
             self.phase = Phase.IDLE
+        return None
 
     def _read_body(self, data: bytes, position: int) -> int | ConnectionRefusal:
         body = self._body
@@ -177,6 +183,21 @@ class Framing:
             if self._remaining > self._limits.header_bytes:
                 return _headers_too_large(self._limits)
         return stop
+
+
+def _value(fields: bytes, name: bytes, last: bool = False) -> bytes:
+    """The value of the field line starting with `name` (CRLF, name, colon), first or last; b"" if none."""
+    at = fields.rfind(name) if last else fields.find(name)
+    if at < 0:
+        return b""
+    at += len(name)
+    return fields[at : fields.find(_CRLF, at)].strip()
+
+
+def _line_too_long(limits: HeadLimits) -> ConnectionRefusal:
+    return ConnectionRefusal(
+        414, "request_line_too_long", f"the request line is longer than {limits.request_line} bytes"
+    )
 
 
 def _headers_too_large(limits: HeadLimits) -> ConnectionRefusal:

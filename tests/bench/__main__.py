@@ -171,7 +171,7 @@ def compare(base_commit: str, plan: Plan, rounds: int) -> int:
     return 0
 
 
-def compare_doors(plan: Plan, rounds: int) -> int:
+def compare_doors(plan: Plan, rounds: int, variants: list[str]) -> int:
     """Intake through each way of bounding slow and heavy clients that was weighed, alternately in one run."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started_at, started = datetime.now(UTC), time.monotonic()
@@ -179,7 +179,7 @@ def compare_doors(plan: Plan, rounds: int) -> int:
     info = report.machine()
     try:
         with Stack.started() as stack:
-            runs = doors.compare(stack, plan.intake_s, plan.warmup_s, rounds, say)
+            runs = doors.compare(stack, variants, plan.intake_s, plan.warmup_s, rounds, say)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
@@ -205,12 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --ab: runs of each row per side (at least 2)")
     parser.add_argument(
-        "--doors", action="store_true", help="intake through each server configuration weighed (tests/bench/doors.py)"
+        "--doors",
+        nargs="?",
+        const=",".join(doors.VARIANTS),
+        metavar="VARIANTS",
+        help=f"intake through each server configuration weighed, alternately (default all: {','.join(doors.VARIANTS)})",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    if args.doors:
-        return compare_doors(plan, args.rounds)
+    if args.doors is not None:
+        unknown = set(args.doors.split(",")) - set(doors.VARIANTS)
+        if unknown:
+            parser.error(f"--doors: unknown {', '.join(sorted(unknown))}")
+        return compare_doors(plan, args.rounds, args.doors.split(","))
     if args.ab is not None:
         if args.rounds < 2:
             parser.error("--rounds must be at least 2: one run per side gives no spread")

@@ -154,10 +154,10 @@ def intake(stack: Stack, variant: str, seconds: float, warmup_s: float) -> wrk.W
 
 
 def compare(
-    stack: Stack, seconds: float, warmup_s: float, rounds: int, say: Callable[[str], None]
+    stack: Stack, variants: list[str], seconds: float, warmup_s: float, rounds: int, say: Callable[[str], None]
 ) -> dict[str, list[wrk.WrkRun]]:
-    """Every available variant once per round, in the same order each round (A B C … A B C …)."""
-    variants = [v for v in VARIANTS if available(v)]
+    """Each available variant once per round, in the same order each round (A B C … A B C …)."""
+    variants = [v for v in variants if available(v)]
     runs: dict[str, list[wrk.WrkRun]] = {v: [] for v in variants}
     for round_no in range(1, rounds + 1):
         for variant in variants:
