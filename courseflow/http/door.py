@@ -26,6 +26,10 @@ _LOCAL: Final = "local"
 # A body that has taken longer than the body timeout must keep up this rate (as Apache's mod_reqtimeout's MinRate):
 # a byte every few seconds holds a connection for ever under a pause limit alone.
 _BODY_MIN_RATE: Final = 500
+# How long a connection turned away at the caps may take to read its answer, and how many may at once (beyond,
+# they are closed at once: an attacker opening connections without end must not hold descriptors this way).
+_LINGER_S: Final = 1.0
+_LINGERING_MAX: Final = 256
 
 
 class Door:
@@ -36,6 +40,8 @@ class Door:
         self.limits = HeadLimits(settings.max_request_line, settings.max_header_bytes, settings.max_headers)
         self.by_address: dict[str, int] = {}
         self.total = 0
+        # Connections turned away whose answer is still being read (see `Guarded._turn_away`).
+        self.lingering = 0
         # Upgraded connections belong to uvicorn's WebSocket protocol from then on: counted until seen closed.
         self.tunnels: dict[asyncio.BaseTransport, str] = {}
 
@@ -96,7 +102,7 @@ class Guarded(asyncio.Protocol):
     def __init__(self, *, _loop: asyncio.AbstractEventLoop | None = None, **uvicorn: Any) -> None:
         self._inner = AutoHTTPProtocol(_loop=_loop, **uvicorn)  # type: ignore[call-arg]
         self._door = door()
-        self._loop = _loop or asyncio.get_event_loop()
+        self._loop = _loop or asyncio.get_running_loop()
         self._framing = Framing(self._door.limits)
         self._transport: asyncio.Transport | None = None
         self._address: str | None = None  # set once admitted
@@ -114,8 +120,7 @@ class Guarded(asyncio.Protocol):
         address = str(peer[0]) if isinstance(peer, tuple) else _LOCAL
         refusal = self._door.admit(address)
         if refusal is not None:
-            transport.write(_answer(refusal.status, refusal.code, refusal.detail))
-            transport.close()
+            self._turn_away(transport, refusal)
             return
         self._address = address
         self._inner.connection_made(transport)
@@ -124,22 +129,23 @@ class Guarded(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         framing = self._framing
-        if self._framing.phase is Phase.TUNNEL or self._address is None:
-            self._inner.data_received(data)
-            return
+        if self._address is None:
+            if self._framing.phase is Phase.TUNNEL:
+                self._inner.data_received(data)
+            return  # turned away: what it sends meanwhile is dropped
         refusal = framing.feed(data)
         if refusal is not None:
             self._refuse(refusal)
             return
         phase = framing.phase
-        if phase is Phase.BODY:
-            self._last_read = self._loop.time()
-            self._body_bytes += len(data)
         timed = (phase, framing.heads)
         if self._timed is None and timed == (Phase.HEAD, 0):
             self._timed = timed  # the first head's clock has run since the connection opened
         elif timed != self._timed:
             self._clock(timed)
+        if phase is Phase.BODY:
+            self._last_read = self._loop.time()
+            self._body_bytes += len(data)
         if phase is Phase.TUNNEL:
             assert self._transport is not None
             self._door.tunnels[self._transport] = self._address
@@ -147,6 +153,8 @@ class Guarded(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self._address is None and self._framing.phase is not Phase.TUNNEL:
+            return None  # turned away, and the client has read it: close
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:
@@ -160,7 +168,8 @@ class Guarded(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         if self._address is None and self._framing.phase is not Phase.TUNNEL:
-            return  # refused at once: neither counted nor handed on
+            self._door.lingering -= 1
+            return  # turned away: neither counted nor handed on
         if self._address is not None:
             self._door.release(self._address)
             self._address = None
@@ -200,9 +209,19 @@ class Guarded(asyncio.Protocol):
             if now < due:
                 self._timer = self._loop.call_later(due - now, self._expired)
                 return
-            self._refuse(
-                ConnectionRefusal(408, "request_timeout", f"the body came slower than {_BODY_MIN_RATE} bytes a second")
-            )
+            detail = f"the body paused over {allowed} s or came slower than {_BODY_MIN_RATE} bytes a second"
+            self._refuse(ConnectionRefusal(408, "request_timeout", detail))
+
+    def _turn_away(self, transport: asyncio.Transport, refusal: ConnectionRefusal) -> None:
+        """Answer a connection over the caps, and close it once the client has read that, or after a moment:
+        closed at once, a request it sent meanwhile, unread, would reset the connection and lose the answer."""
+        self._door.lingering += 1
+        transport.write(_answer(refusal.status, refusal.code, refusal.detail))
+        if self._door.lingering > _LINGERING_MAX or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._timer = self._loop.call_later(_LINGER_S, transport.close)
 
     def _refuse(self, refusal: ConnectionRefusal) -> None:
         assert self._transport is not None
