@@ -84,10 +84,12 @@ def door() -> Door:
 
 
 @functools.cache
-def _answer(status: int, code: str, detail: str) -> bytes:
-    """A whole HTTP/1.1 response that closes the connection, its body problem details."""
+def response(refusal: ConnectionRefusal) -> bytes:
+    """The whole HTTP/1.1 response to a refusal, closing the connection, its body problem details."""
+    status = refusal.status
     phrase = http.HTTPStatus(status).phrase
-    body = msgspec.json.encode(ProblemDetails(type=TYPE_PREFIX + code, title=phrase, status=status, detail=detail))
+    details = ProblemDetails(type=TYPE_PREFIX + refusal.code, title=phrase, status=status, detail=refusal.detail)
+    body = msgspec.json.encode(details)
     retry = "retry-after: 1\r\n" if status in (429, 503) else ""
     head = (
         f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
@@ -216,7 +218,7 @@ class Guarded(asyncio.Protocol):
         """Answer a connection over the caps, and close it once the client has read that, or after a moment:
         closed at once, a request it sent meanwhile, unread, would reset the connection and lose the answer."""
         self._door.lingering += 1
-        transport.write(_answer(refusal.status, refusal.code, refusal.detail))
+        transport.write(response(refusal))
         if self._door.lingering > _LINGERING_MAX or not transport.can_write_eof():
             transport.close()
             return
@@ -226,5 +228,5 @@ class Guarded(asyncio.Protocol):
     def _refuse(self, refusal: ConnectionRefusal) -> None:
         assert self._transport is not None
         if not self._transport.is_closing():
-            self._transport.write(_answer(refusal.status, refusal.code, refusal.detail))
+            self._transport.write(response(refusal))
             self._transport.close()
