@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from courseflow.platform import logs
 from courseflow.platform.config import Settings
 from tests.bench import wrk
@@ -142,7 +144,13 @@ def available(variant: str) -> bool:
     return True
 
 
-def intake(stack: Stack, variant: str, seconds: float, warmup_s: float) -> wrk.WrkRun:
+class DoorRun(msgspec.Struct, frozen=True):
+    run: wrk.WrkRun
+    # CPU of the serving processes (API, and proxy where there is one) per request answered.
+    cpu_us: float
+
+
+def intake(stack: Stack, variant: str, seconds: float, warmup_s: float) -> DoorRun:
     """POST /enroll with unique bodies through `variant`, on a fresh database and Redis, no worker running."""
     stack.reset()
     with stack.http_server("api", "tests.bench.doors", 1, BENCH_DOOR=variant) as api:
@@ -150,15 +158,17 @@ def intake(stack: Stack, variant: str, seconds: float, warmup_s: float) -> wrk.W
         courses = list(INTAKE_COURSES)
         if warmup_s > 0:
             wrk.enroll(api.url, courses, f"{variant}-warmup", warmup_s, WRK_THREADS, WRK_CONNECTIONS)
-        return wrk.enroll(api.url, courses, variant, seconds, WRK_THREADS, WRK_CONNECTIONS)
+        with stack.cpu_window() as usage:
+            run = wrk.enroll(api.url, courses, variant, seconds, WRK_THREADS, WRK_CONNECTIONS)
+    return DoorRun(run, usage.get("api", 0.0) * run.seconds / run.requests * 1e6)
 
 
 def compare(
     stack: Stack, variants: list[str], seconds: float, warmup_s: float, rounds: int, say: Callable[[str], None]
-) -> dict[str, list[wrk.WrkRun]]:
+) -> dict[str, list[DoorRun]]:
     """Each available variant once per round, in the same order each round (A B C … A B C …)."""
     variants = [v for v in variants if available(v)]
-    runs: dict[str, list[wrk.WrkRun]] = {v: [] for v in variants}
+    runs: dict[str, list[DoorRun]] = {v: [] for v in variants}
     for round_no in range(1, rounds + 1):
         for variant in variants:
             say(f"round {round_no}/{rounds}: intake through {variant}")
@@ -167,22 +177,31 @@ def compare(
             except BenchError as exc:
                 say(f"  {variant} failed: {exc}")
                 continue
-            say(f"  {runs[variant][-1].rps:,.0f} req/s")
+            done = runs[variant][-1]
+            say(f"  {done.run.rps:,.0f} req/s, {done.cpu_us:,.0f} us of server CPU a request")
     return runs
 
 
-def table(runs: dict[str, list[wrk.WrkRun]]) -> str:
-    base = statistics.median(r.rps for r in runs["uvicorn"]) if runs.get("uvicorn") else 0.0
-    lines = ["variant   median req/s  runs (req/s)                 p99 ms (median)  vs uvicorn"]
+def table(runs: dict[str, list[DoorRun]]) -> str:
+    def rps(variant: str) -> float:
+        return statistics.median(r.run.rps for r in runs[variant])
+
+    def cpu(variant: str) -> float:
+        return statistics.median(r.cpu_us for r in runs[variant])
+
+    base = "uvicorn" if runs.get("uvicorn") else None
+    header = "variant   median req/s  vs uvicorn  runs (req/s)                    p99 ms  CPU us/req  vs uvicorn"
+    lines = [header]
     for variant, done in runs.items():
         if not done:
             lines.append(f"{variant:<9} failed")
             continue
-        rps = statistics.median(r.rps for r in done)
-        p99 = statistics.median(r.p99_us for r in done) / 1000
-        each = ", ".join(f"{r.rps:,.0f}" for r in done)
-        ratio = f"{rps / base:.2f}" if base else "-"
-        lines.append(f"{variant:<9} {rps:>12,.0f}  {each:<28} {p99:>15.1f}  {ratio}")
+        each = ", ".join(f"{r.run.rps:,.0f}" for r in done)
+        p99 = statistics.median(r.run.p99_us for r in done) / 1000
+        speed = f"{rps(variant) / rps(base):.2f}" if base else "-"
+        cost = f"{cpu(variant) / cpu(base):.2f}" if base else "-"
+        figures = f"{rps(variant):>12,.0f}  {speed:>10}  {each:<30} {p99:>7.1f}  {cpu(variant):>10,.0f}  {cost:>10}"
+        lines.append(f"{variant:<9} {figures}")
     return "\n".join(lines)
 
 
