@@ -141,7 +141,9 @@ class Guarded(asyncio.Protocol):
             return
         phase = framing.phase
         timed = (phase, framing.heads)
-        if self._timed is None and timed == (Phase.HEAD, 0):
+        if phase is Phase.IDLE and self._timer is None:
+            self._timed = timed  # the usual read, a whole request: nothing to time until the next one starts
+        elif self._timed is None and timed == (Phase.HEAD, 0):
             self._timed = timed  # the first head's clock has run since the connection opened
         elif timed != self._timed:
             self._clock(timed)

@@ -53,7 +53,7 @@ class _Reading(enum.Enum):
 class Framing:
     """One connection's position in its stream of requests; `feed` each read, in order."""
 
-    __slots__ = ("_body", "_head", "_limits", "_line", "_remaining", "heads", "phase")
+    __slots__ = ("_body", "_few_headers", "_head", "_limits", "_line", "_max_head", "_remaining", "heads", "phase")
 
     def __init__(self, limits: HeadLimits) -> None:
         self._limits = limits
@@ -64,9 +64,25 @@ class Framing:
         self._body = _Reading.LENGTH
         self._remaining = 0
         self._line = bytearray()
+        self._max_head = limits.request_line + limits.header_bytes + 4
+        # Header fields shorter than this cannot be too many: each line takes at least 4 bytes ("a:" CRLF).
+        self._few_headers = 4 * (limits.headers + 1)
 
     def feed(self, data: bytes) -> ConnectionRefusal | None:
-        position, size = 0, len(data)
+        position, size, phase = 0, len(data), self.phase
+        if phase is Phase.IDLE and size > 4 and data[0] != 13 and data[0] != 10:
+            # The usual read: one whole request, its head and all of its body.
+            end = data.find(_END, 0, self._max_head)
+            if end > 0:
+                refusal = self._measured(data, 0, data.find(_CRLF), end)
+                if refusal is not None:
+                    return refusal
+                position = end + 4
+                if self.phase is Phase.IDLE and position == size:
+                    return None
+                if self.phase is Phase.BODY and self._body is _Reading.LENGTH and self._remaining == size - position:
+                    self.phase = Phase.IDLE
+                    return None
         while position < size:
             if self.phase is Phase.TUNNEL:
                 return None
@@ -93,13 +109,13 @@ class Framing:
         head, limits = self._head, self._limits
         if not head:
             # The usual case, a whole head in one read: measured where it lies, not copied.
-            end = data.find(_END, position, position + limits.request_line + limits.header_bytes + 4)
+            end = data.find(_END, position, position + self._max_head)
             if end >= 0:
                 refusal = self._measured(data, position, data.find(_CRLF, position), end)
                 return refusal if refusal is not None else end + 4
         before = len(head)
         # Never more than the largest head allowed (and its final empty line) is kept.
-        room = limits.request_line + limits.header_bytes + 4 - before
+        room = self._max_head - before
         head += data[position : position + room + 1]
         end = head.find(_END, max(0, before - 3))
         line_end = head.find(_CRLF)
@@ -120,7 +136,7 @@ class Framing:
             return _line_too_long(limits)
         if end - line_end > limits.header_bytes:
             return _headers_too_large(limits)
-        if head.count(_CRLF, line_end + 2, end + 2) > limits.headers:
+        if end - line_end >= self._few_headers and head.count(_CRLF, line_end + 2, end + 2) > limits.headers:
             return ConnectionRefusal(
                 431, "too_many_headers", f"a request may have at most {limits.headers} header fields"
             )
