@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -67,7 +68,11 @@ backend api
 def _uvicorn(settings: Settings, port: int, **options: object) -> None:
     import uvicorn
 
-    uvicorn.run(APP, factory=True, host="127.0.0.1", port=port, log_config=logs.uvicorn_config(settings), **options)  # type: ignore[arg-type]
+    # As `courseflow api` calls it, but for the protocol and its options.
+    proxy_headers = "FORWARDED_ALLOW_IPS" in os.environ
+    log_config = logs.uvicorn_config(settings)
+    config: dict[str, Any] = {"log_config": log_config, "proxy_headers": proxy_headers, **options}
+    uvicorn.run(APP, factory=True, host="127.0.0.1", port=port, **config)
 
 
 def _free_port() -> int:
