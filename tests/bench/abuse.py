@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 import uvloop
 
+from tests.bench import cpu
 from tests.bench.attacker import PER_ADDRESS, Counts
 from tests.bench.procs import ROOT, BenchError
 from tests.bench.report import Row, Target
@@ -148,7 +149,12 @@ def slow_and_flood(stack: Stack, seconds: float) -> Row:
                     raise BenchError("an attacker did not start")
             watcher.start()
             time.sleep(RAMP_S)
+            pids = [api.child.pid, *(attacker.pid for attacker in attackers)]
+            before_s, started = [cpu.seconds([pid]) for pid in pids], time.monotonic()
             attacked = paced(api.port, "attacked", seconds)
+            wall = time.monotonic() - started
+            # Cores each kept busy while the legitimate client was measured: the API, then each attacker.
+            busy = [(cpu.seconds([pid]) - was) / wall for pid, was in zip(pids, before_s, strict=True)]
         finally:
             stop.set()
             outs = [_stopped(attacker) for attacker in attackers]
@@ -166,6 +172,7 @@ def slow_and_flood(stack: Stack, seconds: float) -> Row:
             f" slow connections (a header line every 2 s, {SLOW_CONNECTIONS // PER_ADDRESS} addresses): {slow.opened:,}"
             f" opened in {slow.seconds:.0f} s, ended by the server with {_statuses(slow.ended)};"
             f" {FLOOD_SOCKETS} WebSockets sent {flood.ws_messages:,} messages on {flood.ws_connections} connections;"
+            f" cores busy meanwhile: API {busy[0]:.2f}, slow clients {busy[1]:.2f}, flood {busy[2]:.2f};"
             f" API held at most {held.descriptors:,} descriptors (before: {before.descriptors}),"
             f" RSS {held.rss_kb / 1024:.0f} MB (before: {before.rss_kb / 1024:.0f} MB)"
         ),
@@ -176,5 +183,6 @@ def slow_and_flood(stack: Stack, seconds: float) -> Row:
             "flood": msgspec.structs.asdict(flood),
             "api_held": msgspec.structs.asdict(held),
             "api_before": msgspec.structs.asdict(before),
+            "cores_busy": {"api": busy[0], "slow_clients": busy[1], "flood": busy[2]},
         },
     )
