@@ -22,6 +22,8 @@ from courseflow.platform.supervisor import Supervisor
 from projections.projector import Projector
 
 log = logging.getLogger("courseflow")
+# Descriptors an API process holds besides its clients' connections: pools, listening socket, logs, imports.
+_OWN_DESCRIPTORS = 512
 
 
 def _installed_local_servers() -> ModuleType | None:
@@ -114,7 +116,10 @@ def token(settings: Settings, student: int | None, registrar: bool, sub: str | N
 def api(settings: Settings) -> int:
     import uvicorn
 
+    from courseflow.http import door
+
     _refuse_another_partition_count(settings)
+    _allow_descriptors(settings.http.max_connections)
     for sig in (signal.SIGTERM, signal.SIGINT):
         # uvicorn shuts down gracefully, then re-raises the signal to whatever handler came before it:
         # this one, so a requested stop ends with status 0.
@@ -122,6 +127,9 @@ def api(settings: Settings) -> int:
     uvicorn.run(
         "courseflow.http.app:create_served_app",
         factory=True,
+        # uvicorn's own protocol behind the door's limits: head sizes, read and idle timeouts, connections.
+        http=door.PROTOCOL,
+        timeout_keep_alive=settings.http.keep_alive_s,
         host=settings.http.host,
         port=settings.http.port,
         workers=settings.http.processes if settings.http.processes > 1 else None,
@@ -135,6 +143,25 @@ def api(settings: Settings) -> int:
         ws_max_size=settings.limits.ws_message_bytes,
     )
     return 0
+
+
+def _allow_descriptors(connections: int) -> None:
+    """Raise this process's open-file limit to fit `connections` and its own (pools, logs), as far as the hard
+    limit allows: past it, connections fail with EMFILE before the door can refuse them politely."""
+    import resource
+
+    wanted = connections + _OWN_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            log.warning(
+                "open-file limit %d is below HTTP_MAX_CONNECTIONS=%d plus %d: lower it or raise the limit",
+                raised,
+                connections,
+                _OWN_DESCRIPTORS,
+            )
 
 
 def worker(settings: Settings, name: str) -> int:

@@ -68,6 +68,17 @@ class HttpSettings(SettingsSection, frozen=True):
     processes: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     # One line per HTTP request: off by default, as it costs the intake path a log record per request.
     access_log: bool = False
+    # What one connection may hold of a server process (see courseflow.http.door): a request line (414) and
+    # header fields (431) of bounded size and number, a head complete in time, no long pause inside a body
+    # (408), a short idle keep-alive, and a share of the connections an address may open (429) or all may (503).
+    max_request_line: Annotated[int, msgspec.Meta(ge=256, le=65_536)] = 8192
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=262_144)] = 16_384
+    max_headers: Annotated[int, msgspec.Meta(ge=8, le=1000)] = 100
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    keep_alive_s: Annotated[int, msgspec.Meta(ge=1, le=300)] = 5
+    connections_per_address: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 256
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4096
 
 
 class PostgresSettings(SettingsSection, frozen=True):
@@ -230,6 +241,14 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "SERVER_PORT": ("http", "port"),
     "API_PROCESSES": ("http", "processes"),
     "ACCESS_LOG": ("http", "access_log"),
+    "HTTP_MAX_REQUEST_LINE": ("http", "max_request_line"),
+    "HTTP_MAX_HEADER_BYTES": ("http", "max_header_bytes"),
+    "HTTP_MAX_HEADERS": ("http", "max_headers"),
+    "HTTP_HEADER_TIMEOUT": ("http", "header_timeout_s"),
+    "HTTP_BODY_TIMEOUT": ("http", "body_timeout_s"),
+    "HTTP_KEEP_ALIVE": ("http", "keep_alive_s"),
+    "HTTP_CONNECTIONS_PER_ADDRESS": ("http", "connections_per_address"),
+    "HTTP_MAX_CONNECTIONS": ("http", "max_connections"),
     "DATABASE_URL": ("postgres", "url"),
     "MIGRATION_DATABASE_URL": ("postgres", "migration_url"),
     "DATABASE_REPLICA_URL": ("postgres", "replica_url"),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from tests.bench import ab, crowd, limits, report, sides, throughput
+from tests.bench import ab, abuse, crowd, doors, limits, report, sides, throughput
 from tests.bench.procs import BenchError
 from tests.bench.report import Row, Target
 from tests.bench.stack import Stack
@@ -30,6 +30,8 @@ class Plan(msgspec.Struct, frozen=True):
     floor_s: float
     # XADD commands of redis-benchmark without pipelining (8 times as many pipelined).
     xadd_requests: int
+    # Each half of the slow-clients row: the legitimate client alone, then under attack.
+    abuse_s: float
 
 
 # Full: about 10 minutes on 2 cores. Quick: the same rows from smaller samples, about 2 minutes.
@@ -43,6 +45,7 @@ FULL = Plan(
     paced_s=30,
     floor_s=4,
     xadd_requests=60_000,
+    abuse_s=10,
 )
 QUICK = Plan(
     "quick",
@@ -54,6 +57,7 @@ QUICK = Plan(
     paced_s=2,
     floor_s=0.5,
     xadd_requests=10_000,
+    abuse_s=3,
 )
 PACED_RATE = 5_000
 FLOOR_RATE = 500
@@ -99,6 +103,8 @@ def measure(stack: Stack, plan: Plan, opening: Callable[[], crowd.Opening], say:
     say(f"accept-to-decision latency at {FLOOR_RATE:,} then {PACED_RATE:,} req/s")
     latency, worker_idle_kb = crowd.steady_latency(stack, PACED_RATE, plan.paced_s, FLOOR_RATE, plan.floor_s)
     rows.append(latency)
+    say(f"a legitimate client alone, then beside {abuse.SLOW_CONNECTIONS:,} slow connections and a WebSocket flood")
+    rows.append(abuse.slow_and_flood(stack, plan.abuse_s))
     rows += memory(stack, worker_idle_kb)
     return rows
 
@@ -165,6 +171,24 @@ def compare(base_commit: str, plan: Plan, rounds: int) -> int:
     return 0
 
 
+def compare_doors(plan: Plan, rounds: int, variants: list[str]) -> int:
+    """Intake through each way of bounding slow and heavy clients that was weighed, alternately in one run."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started_at, started = datetime.now(UTC), time.monotonic()
+    say = _progress(started)
+    info = report.machine()
+    try:
+        with Stack.started() as stack:
+            runs = doors.compare(stack, variants, plan.intake_s, plan.warmup_s, rounds, say)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    print(report.header(f"doors {plan.mode}, {rounds} rounds", started_at, info))
+    print(doors.table(runs))
+    print(f"\nfinished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller samples: the whole table in about 2 minutes")
@@ -180,8 +204,20 @@ def main(argv: list[str] | None = None) -> int:
         help="compare the intake and decision rows of commit BASE and of the working tree, run alternately",
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --ab: runs of each row per side (at least 2)")
+    parser.add_argument(
+        "--doors",
+        nargs="?",
+        const=",".join(doors.VARIANTS),
+        metavar="VARIANTS",
+        help=f"intake through each server configuration weighed, alternately (default all: {','.join(doors.VARIANTS)})",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.doors is not None:
+        unknown = set(args.doors.split(",")) - set(doors.VARIANTS)
+        if unknown:
+            parser.error(f"--doors: unknown {', '.join(sorted(unknown))}")
+        return compare_doors(plan, args.rounds, args.doors.split(","))
     if args.ab is not None:
         if args.rounds < 2:
             parser.error("--rounds must be at least 2: one run per side gives no spread")

@@ -471,7 +471,9 @@ def test_a_thousand_followers_on_one_process_while_intake_keeps_serving(
     servers: Servers, start_workers: StartWorkers, projector: Projector, tmp_path: Path
 ) -> None:
     followers, requests, capacity = 1000, 100, 50
-    with more_open_files(), serving_api(servers, tmp_path, RATE_LIMIT_REGISTRAR="off") as base:
+    # All of them from one address: more than the connections one address may hold by default.
+    env = {"RATE_LIMIT_REGISTRAR": "off", "HTTP_CONNECTIONS_PER_ADDRESS": str(followers + 20)}
+    with more_open_files(), serving_api(servers, tmp_path, **env) as base:
         start_workers()
 
         async def scenario() -> list[str]:
