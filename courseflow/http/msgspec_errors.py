@@ -68,7 +68,8 @@ def lone_surrogate(body: bytes) -> str | None:
     """The first `\\uD800`-`\\uDFFF` escape that is not a high surrogate directly followed by a low one."""
     high: re.Match[bytes] | None = None
     for escape in _ESCAPE.finditer(body):
-        unit = int(escape.group(1)[1:], 16) if escape.group(1)[:1] == b"u" else None
+        # A `\\u` without four hex digits after it matched as a one-character escape: no code unit.
+        unit = int(escape.group(1)[1:], 16) if len(escape.group(1)) == 5 else None
         if high is not None:
             if unit is None or not 0xDC00 <= unit <= 0xDFFF or escape.start() != high.end():
                 return high.group().decode()

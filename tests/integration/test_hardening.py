@@ -339,6 +339,15 @@ def test_a_lone_surrogate_is_reported_as_such(client: TestClient, rds: redis.Red
     assert queued(rds) == 0
 
 
+@pytest.mark.parametrize("escape", [b"\\u12", b"\\uzzzz"])
+def test_a_unicode_escape_without_four_hex_digits_is_a_400(client: TestClient, rds: redis.Redis, escape: bytes) -> None:
+    create_course(client, 1, 10)
+    raw = b'{"course_id": 1, "student_id": 1, "idempotency_key": "' + escape + b'"}'
+    problem = _problem(client.post("/api/v1/enrollments", content=raw, headers=JSON_HEADERS), 400, "body")
+    assert problem["detail"].startswith("body is not valid JSON")
+    assert queued(rds) == 0
+
+
 def test_a_field_name_with_a_backtick_is_reported_whole(client: TestClient, rds: redis.Redis) -> None:
     create_course(client, 1, 10)
     raw = b'{"course_id": 1, "student_id": 1, "idempotency_key": "k", "a`b": 1}'

@@ -115,3 +115,10 @@ def test_a_body_that_is_cut_off_is_still_called_so() -> None:
     with pytest.raises(msgspec.DecodeError) as raised:
         msgspec.json.decode(raw)
     assert malformed(raised.value, raw) == "is not valid JSON (Input data was truncated)"
+
+
+@pytest.mark.parametrize("raw", [rb'{"k":"\u12"}', rb'{"k":"\uzzzz"}', b'{"k":"\\u', rb'"\u"', rb'"\ud800\u12"'])
+def test_a_unicode_escape_without_four_hex_digits_is_malformed_json_not_an_error(raw: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError) as raised:
+        msgspec.json.decode(raw)
+    assert malformed(raised.value, raw).startswith("is not valid JSON")
