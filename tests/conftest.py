@@ -277,8 +277,11 @@ def start_workers(settings: Settings) -> Iterator[StartWorkers]:
 @pytest.fixture(scope="session")
 def api_server(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `courseflow api` process on a loopback port, in development mode; yields its base URL."""
-    # Crowd tests send thousands of requests from one address in development mode: one principal.
-    with serving_api(servers, tmp_path_factory.mktemp("api"), RATE_LIMIT_REGISTRAR="off") as base:
+    # Crowd tests send thousands of requests from one address in development mode: one principal. Nor does a
+    # test that floods a WebSocket cool that principal down for the tests after it.
+    with serving_api(
+        servers, tmp_path_factory.mktemp("api"), RATE_LIMIT_REGISTRAR="off", WS_FLOOD_COOLDOWN="0"
+    ) as base:
         yield base
 
 

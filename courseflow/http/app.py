@@ -43,6 +43,7 @@ from courseflow.http import (
 )
 from courseflow.http.auth import warn_if_open
 from courseflow.http.common import DATABASE_UNREACHABLE, QUEUE_UNREACHABLE, Services
+from courseflow.http.cooldown import Cooldown
 from courseflow.http.gate import Gate
 from courseflow.http.instruments import Instruments
 from courseflow.http.operations import declared
@@ -248,6 +249,7 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> S
         public=public,
         enrollment_paths=enrolling,
         routes=app.routes,
+        flooders=Cooldown(settings.limits.ws_flood_cooldown_s),
     )
     app.add_middleware(Draining, state=state)
     # Outside draining and the gate, so their 503, 401 and 429 are timed by route like every other answer.

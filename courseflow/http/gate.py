@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from courseflow.http.auth import Authenticator, Principal
+from courseflow.http.cooldown import Cooldown
 from courseflow.http.limits import Limiter, Subject, anonymous, subject
 from courseflow.http.pages import PAGES, STATIC_PREFIX
 from courseflow.http.problems import InvalidInput, NotFound, Problem, respond
@@ -37,6 +38,7 @@ class Gate:
         public: frozenset[str],
         enrollment_paths: frozenset[str],
         routes: Sequence[BaseRoute],
+        flooders: Cooldown,
     ) -> None:
         self.app = app
         # What routing answers: any other path is a 404 before anyone is asked for a token. Paths without
@@ -49,6 +51,8 @@ class Gate:
         self.public = public | DOCUMENTATION
         # Where enrollment requests are sent: their handler counts them against the caller's rate limits.
         self.enrollment_paths = enrollment_paths
+        # Callers whose last WebSocket was closed for flooding: their new ones are refused here, uncounted.
+        self.flooders = flooders
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -78,6 +82,8 @@ class Gate:
             return None
         principal = await self._authenticate(scope, method)
         counted = subject(principal, None if self.authenticator.enabled else _client_address(scope))
+        if scope["type"] == "websocket":
+            self.flooders.admit(scope, counted)
         if method != "POST" or scope["path"] not in self.enrollment_paths:
             # Counted here whatever its body and its outcome. An enrollment is counted by its handler instead: the
             # intake takes its limits in the call that claims its idempotency key, on every topology.

@@ -23,6 +23,7 @@ from courseflow.domain import MAX_ID, Id
 from courseflow.errors import DomainError
 from courseflow.http import history
 from courseflow.http.common import JSON, services
+from courseflow.http.cooldown import flooded
 from courseflow.http.gate import BEARER_SUBPROTOCOL, principal
 from courseflow.http.operations import operation, path_params, plain_digits, query
 from courseflow.http.payloads import After, CoursePath, Page, Params, RequestPath
@@ -208,6 +209,8 @@ async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None], i
                 if received["type"] == "websocket.disconnect":
                     break
                 refused = inbound.refusal(received)
+                if refused is not None:
+                    flooded(websocket.scope)  # before the close: a flooder reconnecting at once is refused
             group.cancel_scope.cancel()
 
         group.start_soon(until_gone)

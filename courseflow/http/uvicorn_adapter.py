@@ -17,6 +17,7 @@ from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
+from courseflow.http.cooldown import flooded
 from courseflow.platform.bucket import TokenBucket
 from courseflow.platform.config import LimitsSettings, Settings
 
@@ -25,6 +26,7 @@ SLICE_BYTES = 1024
 # A close reply with the longest reason a close frame may carry, masked.
 CLOSE_REPLY_BYTES = 2 + 4 + 125
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 
 
 @functools.cache
@@ -81,6 +83,14 @@ class BoundedWebSocket(WebSocketsSansIOProtocol):
         self.conn.fail(POLICY_VIOLATION, "too many frames: at most a few a second")
         self.handle_parser_exception()  # sends the close frame, tells the app, stops reading
         return False
+
+    def handle_parser_exception(self) -> None:
+        # Closed at the wire for a frame's size or count: a flood, which cools its caller down before it can
+        # reconnect (the app may still be opening its subscription, and hears of it later).
+        close = self.conn.close_sent
+        if close is not None and close.code in (POLICY_VIOLATION, MESSAGE_TOO_BIG):
+            flooded(self.scope)
+        super().handle_parser_exception()
 
     def handle_ping(self) -> None:
         if self.allowed():

@@ -177,6 +177,8 @@ class LimitsSettings(SettingsSection, frozen=True):
     ws_message_bytes: Annotated[int, msgspec.Meta(ge=125, le=1_048_576)] = 4096
     ws_messages_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 5.0
     ws_message_burst: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
+    # After a socket is closed for flooding, its caller's new sockets are refused this long (0: not at all).
+    ws_flood_cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
 class LogsSettings(SettingsSection, frozen=True):
@@ -288,6 +290,7 @@ VARIABLES: Final[Mapping[str, tuple[str, str]]] = {
     "WS_MAX_MESSAGE_BYTES": ("limits", "ws_message_bytes"),
     "WS_MESSAGES_PER_SECOND": ("limits", "ws_messages_per_s"),
     "WS_MESSAGE_BURST": ("limits", "ws_message_burst"),
+    "WS_FLOOD_COOLDOWN": ("limits", "ws_flood_cooldown_s"),
     "LOG_FORMAT": ("logs", "format"),
     "LOG_LEVEL": ("logs", "level"),
     "METRICS_TOP_COURSES": ("metrics", "top_courses"),

@@ -7,7 +7,7 @@ import asyncio
 
 import httpx2 as httpx
 import pytest
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -64,15 +64,28 @@ def test_a_burst_of_messages_closes_the_socket_with_1008_saying_why(api_server: 
     asyncio.run(scenario())
 
 
-def test_the_endpoint_itself_holds_a_client_to_both_bounds_whatever_serves_it(client: TestClient) -> None:
-    """The in-process client bounds no message size: the endpoint does, as it would behind another server."""
+def flood(client: TestClient, message: str) -> int:
+    """Follow course 1 and send `message` over and over: the code the endpoint closed the socket with."""
+    with client.websocket_connect("/api/v1/ws?course_id=1") as ws:
+        assert ws.receive_json()["type"] == "counts"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            for _ in range(3 * BURST):
+                ws.send_text(message)
+            while True:
+                ws.receive_text()
+    return closed.value.code
+
+
+@pytest.mark.parametrize(("message", "code"), [("x" * (MOST_BYTES + 1), 1009), ("hello", 1008)], ids=["big", "many"])
+def test_the_endpoint_itself_holds_a_client_to_both_bounds_whatever_serves_it(
+    client: TestClient, message: str, code: int
+) -> None:
+    """The in-process client bounds no message size: the endpoint does, as it would behind another server. Its
+    caller's next socket is then refused while it cools down, before a subscription."""
     assert client.post("/api/v1/courses", json={"course_id": 1, "capacity": 5, "title": "Compilers"}).status_code == 201
-    for message, code in (("x" * (MOST_BYTES + 1), 1009), ("hello", 1008)):
-        with client.websocket_connect("/api/v1/ws?course_id=1") as ws:
-            assert ws.receive_json()["type"] == "counts"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                for _ in range(3 * BURST):
-                    ws.send_text(message)
-                while True:
-                    ws.receive_text()
-            assert closed.value.code == code
+    assert flood(client, message) == code
+    with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/api/v1/ws?course_id=1"):
+        pass
+    assert refused.value.status_code == 429 and refused.value.headers["Retry-After"] == "10"
+    # Other requests of that caller are answered as before.
+    assert client.get("/api/v1/courses/1").status_code == 200
