@@ -155,7 +155,7 @@ async def follow(websocket: WebSocket) -> None:
             await websocket.close(1013 if problem.status_code >= 500 else 1008, reason)
         return
     try:
-        await _push(websocket, following.messages, Inbound(services(websocket).settings.limits))
+        await push(websocket, following.messages, Inbound(services(websocket).settings.limits))
     finally:
         following.sub.leave()
 
@@ -196,7 +196,8 @@ class Inbound:
         return None
 
 
-async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None], inbound: Inbound) -> None:
+async def push(websocket: WebSocket, messages: AsyncGenerator[Message, None], inbound: Inbound) -> None:
+    """Send `messages` until they end, the client goes or breaks `inbound`'s bounds; then close as each asks."""
     last: Message | None = None
     refused: tuple[int, str] | None = None
     async with contextlib.aclosing(messages), anyio.create_task_group() as group:
@@ -214,10 +215,12 @@ async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None], i
             group.cancel_scope.cancel()
 
         group.start_soon(until_gone)
-        with contextlib.suppress(TimeoutError):
-            async for last in messages:
+        # A client too slow to take a message, or gone mid-send: its stream ends here, quietly.
+        with contextlib.suppress(TimeoutError, WebSocketDisconnect):
+            async for message in messages:
                 with anyio.fail_after(SEND_TIMEOUT_S):
-                    await websocket.send_text(_encoder.encode(last).decode())
+                    await websocket.send_text(_encoder.encode(message).decode())
+                last = message
         group.cancel_scope.cancel()
     if refused is not None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may be gone already
@@ -227,5 +230,5 @@ async def _push(websocket: WebSocket, messages: AsyncGenerator[Message, None], i
         # 1012: the server restarts; 1008: the token expired (policy); 1013: try again later (it fell behind, or
         # a server it needs is down).
         code = {"shutdown": 1012, "rewound": 1012, "expired": 1008}.get(last.reason, 1013)
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await websocket.close(code, f"reconnect after {last.id}")
