@@ -36,7 +36,7 @@ class _Vanished:
 
 async def _messages() -> AsyncGenerator[Message, None]:
     while True:
-        yield Reconnect(id=1, reason="lagging")
+        yield Reconnect(id=1, reason="overflow")
 
 
 def test_a_client_gone_mid_send_ends_the_stream_without_an_error() -> None:
