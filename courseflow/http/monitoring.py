@@ -2,7 +2,8 @@
 
 Public, so bounded for any number of callers and courses: the totals, and what a scrape reads from the
 servers, are computed at most once a second per process and shared by every caller meanwhile; the per-course
-list is a page of at most MAX_METRICS_PAGE courses; `Accept` is negotiated, and what cannot be written is a 406.
+list is the first page of at most MAX_METRICS_PAGE courses for anyone, the pages after it for registrars and
+services; `Accept` is negotiated, and what cannot be written is a 406.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from courseflow.eventstore import store
 from courseflow.http import scrape
 from courseflow.http.common import JSON, Services, services
 from courseflow.http.operations import operation, query
-from courseflow.http.payloads import MetricsQuery
+from courseflow.http.payloads import MAX_METRICS_PAGE, MetricsQuery
 from courseflow.http.problems import NotAcceptable, NotFound
 from courseflow.http.views import CourseMetrics, Latency, Metrics, RedisMemoryView
 from courseflow.platform import redis_memory
@@ -71,15 +72,16 @@ def _recently(request: Request) -> Recently:
     description=(
         "`queue_depth`, `seats_taken`, `capacity` and `status` (open while any seat is free) summed over every "
         "course, the pipeline's dead letters and projection lag, accept-to-decision percentiles over the latest "
-        "decisions, how full Redis is (`redis_memory`), `course_count`, and a page of courses by id (`after`, "
-        "`limit`; `next_after` for the next page). The totals and each page are computed at most once a second "
-        "per server, so they may be a second old. With `course_id`, that course's figures only, current. "
+        "decisions, how full Redis is (`redis_memory`), `course_count`, and the first `limit` courses by id "
+        "(`next_after` for the next page). The pages after the first (`after`) need a registrar's or service's "
+        "token. The totals and each page are computed at most once a second per server, so they may be a "
+        "second old. With `course_id`, that course's figures only, current. "
         "`Accept: text/plain` (or `application/openmetrics-text`) answers the Prometheus exposition instead; an "
         "`Accept` naming nothing that is written (another media type, a version not written) is a 406."
     ),
     query=MetricsQuery,
     answers={200: Metrics | CourseMetrics},
-    problems=(404, 406),
+    problems=(401, 403, 404, 406),
     public=True,
     text="text/plain",
 )
@@ -101,8 +103,22 @@ async def metrics(request: Request) -> Response:
         return JSON((await _courses(svc, rows))[0])
     recently = _recently(request)
     totals = await recently.totals.get("all", lambda: _totals(svc))
-    page = await recently.pages.get((asked.after, asked.limit), lambda: _page(svc, asked.after, asked.limit))
+    if asked.after:
+        # Every `after` is another computation: later pages are for those who run the term, not for anyone.
+        svc.authenticator.authenticate(request.headers.get("authorization")).require("registrar", "service")
+        page = await recently.pages.get((asked.after, asked.limit), lambda: _page(svc, asked.after, asked.limit))
+    else:
+        page = _first(
+            await recently.pages.get((0, MAX_METRICS_PAGE), lambda: _page(svc, 0, MAX_METRICS_PAGE)), asked.limit
+        )
     return JSON(Metrics(**msgspec.structs.asdict(totals), courses=page.courses, next_after=page.next_after))
+
+
+def _first(page: Listed, limit: int) -> Listed:
+    """The first `limit` courses of the (shared) first page: a smaller `limit` is no new computation."""
+    if len(page.courses) <= limit:
+        return page
+    return Listed(courses=page.courses[:limit], next_after=page.courses[limit - 1].course_id)
 
 
 async def _totals(svc: Services) -> Totals:

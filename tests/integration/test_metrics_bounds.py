@@ -1,5 +1,6 @@
 """/metrics at a bounded cost: every `Accept` answers 200 or 406, the JSON answer stays small whatever the
-number of courses (totals for everyone, the course list a page at a time), computed once a second."""
+number of courses (totals and the first page for everyone, later pages for registrars and services), computed
+once a second."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from courseflow.http.app import create_app
 from courseflow.http.monitoring import Recently
 from courseflow.http.payloads import MAX_METRICS_PAGE
+from courseflow.platform.config import Settings
+from projections.projector import Projector
 from tests.helpers import create_course
+from tests.trust import bearer, secured
 
 Conn = psycopg.Connection[psycopg.rows.TupleRow]
 # The largest id a JavaScript client reads exactly: the longest a listed course can make its entry.
@@ -136,3 +141,19 @@ def test_calls_within_a_second_share_one_computation(client: TestClient) -> None
     now[0] += 1.0
     later = client.get("/metrics").json()
     assert (later["course_count"], later["capacity"]) == (first["course_count"] + 1, first["capacity"] + 5)
+
+
+def test_anyone_gets_the_first_page_and_only_registrars_and_services_the_pages_after_it(
+    settings: Settings, projector: Projector, db: Conn
+) -> None:
+    ids = many_courses(db, 2 * MAX_METRICS_PAGE)
+    configured = secured(settings)
+    with TestClient(create_app(configured)) as anyone:
+        short = anyone.get("/metrics?limit=10").json()
+        assert [c["course_id"] for c in short["courses"]] == ids[:10] and short["next_after"] == ids[9]
+        after = f"/metrics?after={ids[MAX_METRICS_PAGE - 1]}"
+        assert anyone.get(after).status_code == 401
+        assert anyone.get(after, headers=bearer(configured, "student", 7)).status_code == 403
+        for role in ("registrar", "service"):
+            page = anyone.get(after, headers=bearer(configured, role)).json()
+            assert [c["course_id"] for c in page["courses"]] == ids[MAX_METRICS_PAGE:]
