@@ -70,6 +70,8 @@ class Gate:
     async def admit(self, scope: Scope) -> tuple[Principal, Subject] | None:
         """Who asks and whose counters they take (None for public paths); raises the 401 or 429 that refuses them."""
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
+        if _header(scope, b"host") is None and scope.get("http_version") == "1.1":
+            raise InvalidInput("Host", "is required in HTTP/1.1 (RFC 9112)", status=400, location="header")
         if scope["path"] not in self.fixed_paths and not self._routed(scope):
             # A 401 would say the path exists behind a token; nor is a miss worth a rate-limit round trip.
             raise NotFound("no such endpoint")

@@ -29,8 +29,9 @@ from courseflow_local.unprivileged import as_user, give, server_dir, server_user
 # For polls that have their own deadline: redis-py would otherwise retry a refused connection for seconds.
 NO_RETRY = Retry(NoBackoff(), 0)
 # Everything but administration and commands that can wipe or stall the whole server (FLUSHDB, KEYS...); INFO
-# (read-only) for /metrics' memory gauge.
-APP_RIGHTS = "~* &* +@all -@admin -@dangerous +info"
+# (read-only) for /metrics' memory gauge. FUNCTION LOAD stays (the application reloads a library a restarted Redis
+# lost), but not wiping the functions or the script cache.
+APP_RIGHTS = "~* &* +@all -@admin -@dangerous +info -function|flush -function|delete -function|restore -script|flush"
 MAXMEMORY = LocalSettings().redis_maxmemory
 
 

@@ -3,6 +3,7 @@ paths need no token."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import msgspec
@@ -106,3 +107,24 @@ def test_an_unknown_websocket_path_is_refused_before_any_token(secure: tuple[Tes
     with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/api/v1/nope"):
         pass
     assert denied.value.status_code == 404
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    """One request as sent, the answer's status line back."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        return conn.makefile("rb").readline()
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /health HTTP/1.1\r\nHost: a\r\n", b"200"),
+        (b"GET /health HTTP/1.1\r\n", b"400"),  # no Host
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n", b"400"),  # two
+        (b"GET /health HTTP/1.0\r\n", b"200"),  # HTTP/1.0 has no Host to require
+    ],
+)
+def test_an_http_1_1_request_names_exactly_one_host(api_server: str, head: bytes, status: bytes) -> None:
+    assert _raw(api_server, head + b"Connection: close\r\n\r\n").split()[1] == status

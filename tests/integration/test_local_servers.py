@@ -315,6 +315,9 @@ def test_the_application_redis_user_may_not_administer(open_data_dir: Path) -> N
             ("KEYS", "*"),
             ("SHUTDOWN",),
             ("MONITOR",),
+            ("FUNCTION", "FLUSH"),
+            ("FUNCTION", "DELETE", "courseflow"),
+            ("SCRIPT", "FLUSH"),
         ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.execute_command(*command)
