@@ -11,6 +11,7 @@ import courseflow_local as services
 import msgspec
 import pytest
 import redis
+from courseflow_local.unprivileged import server_dir, server_user
 from starlette.testclient import TestClient
 
 from courseflow.http.app import create_app
@@ -47,8 +48,12 @@ class PrivateRedis:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
-        self._proc = subprocess.Popen([*argv, "--dir", str(self._data_dir)], stdout=subprocess.DEVNULL)
+        # Like every local server: started by root, it runs as an unprivileged user, in a directory of its own.
+        user = server_user()
+        workdir = server_dir(self._data_dir, user, "redis")
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--dir", str(workdir)]
+        # As the user itself (not through runuser), so killing this process kills the server.
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, user=user, group=user)
         with redis.Redis(port=self.port) as probe:
             wait_until(lambda: _answers(probe), timeout=10, what="the private Redis")
 
