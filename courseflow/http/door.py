@@ -4,20 +4,26 @@ uvicorn's HTTP parser keeps a request head of any size and waits forever for it 
 any number of connections. `Guarded` is the asyncio protocol uvicorn serves with (`http=` takes one by name):
 it measures each read before handing it on to uvicorn's own protocol, answers and closes a connection that
 breaks a limit, and counts the connections of each client address. Limits are `HttpSettings`' fields.
+
+uvicorn also queues every pipelined request it has parsed and reads on while answering them: here a request
+is handed on only once the one before it is answered, the rest held (a read's worth) with reading paused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import http
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 import msgspec
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from courseflow.http.framing import ConnectionRefusal, Framing, HeadLimits, Phase
-from courseflow.http.problems import MEDIA_TYPE, TYPE_PREFIX, ProblemDetails
+from courseflow.http.problems import MEDIA_TYPE, SECURITY_HEADERS, TYPE_PREFIX, ProblemDetails
+from courseflow.http.uvicorn_adapter import on_response_complete
 from courseflow.platform.config import HttpSettings, Settings
 
 # What uvicorn passes to `Guarded`, and the address of a connection over a Unix socket (no peer address).
@@ -30,6 +36,9 @@ _BODY_MIN_RATE: Final = 500
 # they are closed at once: an attacker opening connections without end must not hold descriptors this way).
 _LINGER_S: Final = 1.0
 _LINGERING_MAX: Final = 256
+# Pipelined requests held behind one not yet answered: past this, the client is sending without reading.
+_HELD_MAX: Final = 1024 * 1024
+_SECURITY: Final = "".join(f"{name.lower()}: {value}\r\n" for name, value in SECURITY_HEADERS.items())
 
 
 class Door:
@@ -93,7 +102,7 @@ def response(refusal: ConnectionRefusal) -> bytes:
     retry = "retry-after: 1\r\n" if status in (429, 503) else ""
     head = (
         f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
-        f"{retry}x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
+        f"{retry}{_SECURITY}cache-control: no-store\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
 
@@ -113,6 +122,12 @@ class Guarded(asyncio.Protocol):
         self._timed: tuple[Phase, int] | None = None
         self._last_read = self._body_started = 0.0
         self._body_bytes = 0
+        # Requests handed on and not yet answered (one at most), and those held behind it, one entry each.
+        self._owed = 0
+        self._held: collections.deque[bytearray] = collections.deque()
+        self._held_bytes = 0
+        # Runs while the transport's write buffer stays full: a client that reads no answers is closed.
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without deriving from it.
@@ -126,6 +141,7 @@ class Guarded(asyncio.Protocol):
             return
         self._address = address
         self._inner.connection_made(transport)
+        on_response_complete(self._inner, self._answered)
         # Nothing sent at all is a head that never completes.
         self._timer = self._loop.call_later(self._door.settings.header_timeout_s, self._expired)
 
@@ -133,7 +149,7 @@ class Guarded(asyncio.Protocol):
         framing = self._framing
         if self._address is None:
             if self._framing.phase is Phase.TUNNEL:
-                self._inner.data_received(data)
+                self._deliver(data, ())
             return  # turned away: what it sends meanwhile is dropped
         refusal = framing.feed(data)
         if refusal is not None:
@@ -154,7 +170,52 @@ class Guarded(asyncio.Protocol):
             assert self._transport is not None
             self._door.tunnels[self._transport] = self._address
             self._address = None  # released when seen closed: this protocol hears no more of it
-        self._inner.data_received(data)
+        self._deliver(data, framing.starts)
+
+    def _deliver(self, data: bytes, starts: Sequence[int]) -> None:
+        """Hand `data` on up to the start of a request that would wait behind an unanswered one; hold the rest,
+        a request an entry, and stop reading until it is handed on."""
+        held, cut = self._held, 0
+        if not held:
+            cut = len(data)
+            for start in starts:
+                if self._owed:
+                    cut = start
+                    break
+                self._owed = 1
+            if cut:
+                self._inner.data_received(data[:cut] if cut < len(data) else data)
+            if cut == len(data):
+                return
+            held.append(bytearray())
+        position = cut
+        for start in starts:
+            if start > position:
+                held[-1] += data[position:start]
+                held.append(bytearray())
+                position = start
+        held[-1] += data[position:]
+        self._held_bytes += len(data) - cut
+        transport = self._transport
+        assert transport is not None
+        if self._held_bytes > _HELD_MAX:
+            transport.close()  # reading resumed by another hand, and the client sends on regardless
+        elif transport.is_reading():
+            transport.pause_reading()
+
+    def _answered(self) -> None:
+        """A response is complete: hand on the next request held, if any."""
+        self._owed = 0
+        transport = self._transport
+        if not self._held or transport is None or transport.is_closing():
+            return
+        request = self._held.popleft()
+        self._held_bytes -= len(request)
+        self._owed = 1
+        if not self._held:
+            # Resumed before handing on, so that a pause uvicorn makes for the request's body stands.
+            transport.resume_reading()
+        self._inner.data_received(bytes(request))
 
     def eof_received(self) -> bool | None:
         if self._address is None and self._framing.phase is not Phase.TUNNEL:
@@ -162,15 +223,30 @@ class Guarded(asyncio.Protocol):
         return self._inner.eof_received()
 
     def pause_writing(self) -> None:
+        if self._stalled is None:
+            self._stalled = self._loop.call_later(self._door.settings.body_timeout_s, self._unread)
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         self._inner.resume_writing()
+
+    def _unread(self) -> None:
+        """Nothing written for as long as a body may pause: the client reads no answers. Dropped, unflushed."""
+        self._stalled = None
+        if self._transport is not None:
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        self._held.clear()  # requests never handed on: no one is left to answer
         if self._address is None and self._framing.phase is not Phase.TUNNEL:
             self._door.lingering -= 1
             return  # turned away: neither counted nor handed on
@@ -198,6 +274,9 @@ class Guarded(asyncio.Protocol):
         assert transport is not None
         if self._timed is None:
             transport.close()  # nothing was asked: no answer is owed
+        elif self._timed[0] is Phase.HEAD and self._held:
+            # Not read because it waits behind an unanswered request: no fault of the client's (yet).
+            self._timer = self._loop.call_later(settings.header_timeout_s, self._expired)
         elif self._timed[0] is Phase.HEAD:
             self._refuse(
                 ConnectionRefusal(408, "request_timeout", f"the headers took longer than {settings.header_timeout_s} s")

@@ -53,13 +53,26 @@ class _Reading(enum.Enum):
 class Framing:
     """One connection's position in its stream of requests; `feed` each read, in order."""
 
-    __slots__ = ("_body", "_few_headers", "_head", "_limits", "_line", "_max_head", "_remaining", "heads", "phase")
+    __slots__ = (
+        "_body",
+        "_few_headers",
+        "_head",
+        "_limits",
+        "_line",
+        "_max_head",
+        "_remaining",
+        "heads",
+        "phase",
+        "starts",
+    )
 
     def __init__(self, limits: HeadLimits) -> None:
         self._limits = limits
         self.phase = Phase.IDLE
         # Heads completed so far: a new one restarts the head's clock.
         self.heads = 0
+        # Where in the last read each request began (its request line's first byte): where pipelined ones part.
+        self.starts: list[int] = []
         self._head = bytearray()
         self._body = _Reading.LENGTH
         self._remaining = 0
@@ -70,10 +83,12 @@ class Framing:
 
     def feed(self, data: bytes) -> ConnectionRefusal | None:
         position, size, phase = 0, len(data), self.phase
+        self.starts.clear()
         if phase is Phase.IDLE and size > 4 and data[0] != 13 and data[0] != 10:
             # The usual read: one whole request, its head and all of its body.
             end = data.find(_END, 0, self._max_head)
             if end > 0:
+                self.starts.append(0)
                 refusal = self._measured(data, 0, data.find(_CRLF), end)
                 if refusal is not None:
                     return refusal
@@ -99,6 +114,7 @@ class Framing:
                 if position == size:
                     return None
                 self.phase = Phase.HEAD
+                self.starts.append(position)
             taken = self._read_head(data, position)
             if isinstance(taken, ConnectionRefusal):
                 return taken

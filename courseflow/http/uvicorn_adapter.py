@@ -1,4 +1,4 @@
-"""uvicorn's WebSocket protocol, held at the wire to what a live-status client may send.
+"""uvicorn's protocols, held at the wire: when an HTTP response is complete, and what a live-status client may send.
 
 uvicorn bounds a message's size (`ws_max_size`: 1009 from the frame's header) and pauses reading while the app
 has a message to take; no setting bounds the rest, done here: the parser gets each read a slice at a time (one
@@ -11,9 +11,12 @@ checked by tests/unit/test_uvicorn_adapter.py.
 from __future__ import annotations
 
 import functools
-from asyncio import BaseTransport
+from asyncio import BaseTransport, Protocol
+from collections.abc import Callable
 
 from uvicorn._types import ASGIReceiveEvent
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
@@ -27,6 +30,22 @@ SLICE_BYTES = 1024
 CLOSE_REPLY_BYTES = 2 + 4 + 125
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+
+
+def on_response_complete(protocol: Protocol, callback: Callable[[], None]) -> None:
+    """Call `callback` after each response the HTTP protocol completes (after uvicorn's own bookkeeping).
+
+    Each request's cycle calls the protocol's `on_response_complete` once, looked up when the cycle is made.
+    """
+    if not isinstance(protocol, HttpToolsProtocol | H11Protocol):
+        raise TypeError(f"no response hook known for {type(protocol).__name__}")
+    completed = protocol.on_response_complete
+
+    def then() -> None:
+        completed()
+        callback()
+
+    protocol.on_response_complete = then  # type: ignore[method-assign]
 
 
 @functools.cache

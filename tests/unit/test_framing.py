@@ -73,3 +73,15 @@ def test_chunk_lines_and_trailers_are_bounded() -> None:
     assert refusal_status(head, b"f" * 2000) == 400
     assert refusal_status(head, b"zz\r\n") == 400
     assert refusal_status(head, b"0\r\n", *[b"X-T: 1\r\n"] * 40) == 431
+
+
+def test_each_request_of_a_read_is_found_where_it_starts() -> None:
+    post = b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+    framing = fed()
+    assert framing.feed(GET + post + b"\r\n" + GET[:10]) is None
+    assert framing.starts == [0, len(GET), len(GET) + len(post) + 2]
+    # The rest of a head begun in the read before starts nothing; a body's bytes like a head's start nothing.
+    assert framing.feed(GET[10:] + b"POST") is None
+    assert framing.starts == [len(GET) - 10]
+    framing = fed(b"POST /x HTTP/1.1\r\nContent-Length: 40\r\n\r\n")
+    assert framing.feed(GET) is None and framing.starts == []

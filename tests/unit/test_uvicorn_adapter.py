@@ -1,5 +1,5 @@
-"""What uvicorn_adapter relies on in uvicorn is still there and still means the same: the protocol driven in
-memory with the frames a flooding client sends. A release that changes any of it fails here."""
+"""What uvicorn_adapter relies on in uvicorn is still there and still means the same: the protocols driven in
+memory with the requests and frames a flooding client sends. A release that changes any of it fails here."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from websockets.frames import Close, Frame, Opcode
 
-from courseflow.http.uvicorn_adapter import SLICE_BYTES, BoundedWebSocket
+from courseflow.http.uvicorn_adapter import SLICE_BYTES, BoundedWebSocket, on_response_complete
 
 MAX_SIZE = 4096
 HANDSHAKE = (
@@ -178,3 +180,30 @@ def test_a_message_over_the_size_is_refused_from_its_header() -> None:
         assert wire.close_code() == 1009 and wire.closed
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("protocol_class", [HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
+def test_the_response_hook_runs_once_after_each_response(protocol_class: type[asyncio.Protocol]) -> None:
+    async def scenario() -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        config = Config(app=app, http=protocol_class, lifespan="off")
+        config.load()
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        wire = Wire()
+        protocol.connection_made(wire)  # type: ignore[arg-type]
+        answered: list[int] = []
+        on_response_complete(protocol, lambda: answered.append(bytes(wire.written).count(b"HTTP/1.1 200")))
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        await settle()
+        # Called after each answer was written in full, once each.
+        assert answered == [1, 2, 3]
+
+    asyncio.run(scenario())
+
+
+def test_a_protocol_without_a_known_response_hook_is_refused() -> None:
+    with pytest.raises(TypeError):
+        on_response_complete(asyncio.Protocol(), lambda: None)
