@@ -65,7 +65,7 @@ def test_one_address_beyond_its_share_is_refused_429_and_others_are_served(api: 
     finally:
         closed_all(held)
     wait_until(lambda: api.descriptors() <= descriptors + 1, 5, "the server to see them closed")
-    assert api.status_of(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", ATTACKER) == 200
+    assert api.status_of(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", ATTACKER) == 200
 
 
 def test_all_addresses_together_beyond_the_cap_are_refused_503(api: Served) -> None:
@@ -81,7 +81,7 @@ def test_all_addresses_together_beyond_the_cap_are_refused_503(api: Served) -> N
     finally:
         closed_all(held)
     wait_until(lambda: api.descriptors() <= descriptors + 1, 5, "the server to see them closed")
-    assert api.status_of(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", LEGITIMATE) == 200
+    assert api.status_of(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", LEGITIMATE) == 200
 
 
 def websocket(api: Served, source: str) -> socket.socket:
@@ -109,7 +109,7 @@ def test_websocket_connections_count_while_open_and_not_after(api: Served) -> No
     again = idle(api, PER_ADDRESS, source)
     try:
         for sock in again:
-            sock.sendall(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert [status(answer(sock)) for sock in again] == [200] * PER_ADDRESS
     finally:
         closed_all(again)

@@ -16,6 +16,8 @@ from tests.helpers import wait_until
 # Short limits, so each attack is over in about a second.
 TIMEOUT_S = 1.0
 PAUSE_S = 0.3
+# An enrollment's head but its length and the blank line: each test sends its own body.
+POST_HEAD = b"POST /api/v1/enrollments HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_a_header_line_every_few_tenths_of_a_second_is_408(api: Served) -> None:
 
 
 def test_a_body_byte_at_a_time_is_408_though_no_pause_is_long(api: Served) -> None:
-    head = b"POST /api/v1/enrollments HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    head = POST_HEAD + b"Content-Length: 1000\r\n\r\n"
     with api.connect() as sock:
         sock.sendall(head)
         response, took = drip(sock, [b" "] * 30, within_s=5)
@@ -67,7 +69,9 @@ def test_a_body_byte_at_a_time_is_408_though_no_pause_is_long(api: Served) -> No
 
 
 def test_a_body_that_stops_is_408(api: Served) -> None:
-    head = b"POST /api/v1/enrollments HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    head = (
+        b"POST /api/v1/enrollments HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
     started = time.monotonic()
     with api.connect() as sock:
         sock.sendall(head + b'{"student_id": ')
@@ -95,7 +99,7 @@ def test_an_idle_keep_alive_connection_is_closed(api: Served) -> None:
 def test_a_chunked_body_is_read_and_answered_and_the_next_head_still_timed(api: Served) -> None:
     body = b'{"student_id": 1, "course_id": 999999}'
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-    head = b"POST /api/v1/enrollments HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
     with api.connect() as sock:
         sock.sendall(head + chunked)
         first = status(one_response(sock))
@@ -111,7 +115,7 @@ def test_many_slow_clients_leave_a_legitimate_one_served_and_memory_bounded(api:
         for sock in slow:
             sock.sendall(b"GET /health HTTP/1.1\r\nX-A: 1\r\n")
         assert api.healthy()
-        assert api.status_of(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", LEGITIMATE) == 200
+        assert api.status_of(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", LEGITIMATE) == 200
         # Every slow one is answered 408 once its head's time is up.
         assert [status(answer(sock)) for sock in slow] == [408] * 100
     finally:
