@@ -28,7 +28,13 @@ class Shown(msgspec.Struct, frozen=True):
     seats_taken: int
     waitlist_length: int
     projection_lag: int
-    course_count: int
+    # Older versions (an A/B's base) list every course instead of counting them.
+    course_count: int | None = None
+    courses: list[dict[str, object]] = msgspec.field(default_factory=list)
+
+    @property
+    def known_courses(self) -> int:
+        return self.course_count if self.course_count is not None else len(self.courses)
 
 
 class _CourseShown(msgspec.Struct, frozen=True):
@@ -72,7 +78,7 @@ def wait_projected(api: Server, courses: int, timeout: float = 60.0) -> None:
 
     def ready() -> bool:
         shown = _shown(api)
-        return shown.course_count >= courses and shown.projection_lag == 0
+        return shown.known_courses >= courses and shown.projection_lag == 0
 
     wait_until(ready, timeout, "the projector to project the courses", INTERVAL_S)
 
